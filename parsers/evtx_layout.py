@@ -1,0 +1,244 @@
+"""EVTX file and chunk headers: one definition used to read and to write them.
+
+An .evtx file is a 4096-byte file header followed by 64 KiB chunks; each chunk
+starts with a 512-byte header (128 bytes of fields, then the common-string and
+template offset tables) and holds event records. The layout follows libyal's
+"Windows XML Event Log (EVTX)" format documentation.
+
+The reader uses :func:`scan_layout` before decoding, because pyevtx-rs does not
+say which chunks it could not read, nor how far into the file it is: the scan
+gives the chunk map that turns "record N decoded" into "bytes done" for the
+progress bar and lets the report count chunks that were skipped. The writer
+packs the same dataclasses, so the bytes we test with and the bytes we parse
+come from one definition.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+FILE_MAGIC = b"ElfFile\x00"
+CHUNK_MAGIC = b"ElfChnk\x00"
+RECORD_MAGIC = b"\x2a\x2a\x00\x00"
+FILE_HEADER_SIZE = 4096
+FILE_HEADER_FIELDS_SIZE = 128
+CHUNK_SIZE = 65536
+CHUNK_HEADER_SIZE = 512
+CHUNK_HEADER_FIELDS_SIZE = 128
+
+FLAG_DIRTY = 0x1
+FLAG_FULL = 0x2
+
+_FILE_HEADER = struct.Struct("<8sQQQIHHHH76sII")
+_CHUNK_HEADER = struct.Struct("<8sQQQQIIII64sII")
+_RECORD_HEADER = struct.Struct("<4sIQQ")
+RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 24; the record ends with a copy of its size
+
+
+def crc32(data: bytes) -> int:
+    """The CRC32 (IEEE, as zlib) that EVTX uses for every checksum."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """The first 128 bytes of an .evtx file (the rest of its 4096 is zero)."""
+
+    first_chunk: int
+    last_chunk: int
+    next_record_id: int
+    chunk_count: int
+    flags: int = 0
+    minor_version: int = 1
+    major_version: int = 3
+    header_size: int = FILE_HEADER_FIELDS_SIZE
+    block_size: int = FILE_HEADER_SIZE
+    checksum: int | None = None  # None: computed by pack()
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.flags & FLAG_DIRTY)
+
+    def _fields(self, checksum: int) -> bytes:
+        return _FILE_HEADER.pack(
+            FILE_MAGIC,
+            self.first_chunk,
+            self.last_chunk,
+            self.next_record_id,
+            self.header_size,
+            self.minor_version,
+            self.major_version,
+            self.block_size,
+            self.chunk_count,
+            b"\x00" * 76,
+            self.flags,
+            checksum,
+        )
+
+    def computed_checksum(self) -> int:
+        """CRC32 of the first 120 bytes, as Windows stores it at offset 124."""
+        return crc32(self._fields(0)[:120])
+
+    def pack(self) -> bytes:
+        """The full 4096-byte header block."""
+        checksum = self.computed_checksum() if self.checksum is None else self.checksum
+        return self._fields(checksum).ljust(FILE_HEADER_SIZE, b"\x00")
+
+    @classmethod
+    def unpack(cls, data: bytes) -> FileHeader:
+        """Parse the header; raises ValueError when the magic is not ``ElfFile``."""
+        if len(data) < FILE_HEADER_FIELDS_SIZE or data[:8] != FILE_MAGIC:
+            raise ValueError("not an EVTX file (no ElfFile signature)")
+        (_, first, last, next_id, hsize, minor, major, bsize, count, _, flags, checksum) = (
+            _FILE_HEADER.unpack_from(data)
+        )
+        return cls(first, last, next_id, count, flags, minor, major, hsize, bsize, checksum)
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    """The 128 fields bytes of a chunk header.
+
+    ``tables`` holds the 384 bytes that follow (64 common-string offsets and
+    32 template offsets); the header checksum covers both parts.
+    """
+
+    first_record_number: int
+    last_record_number: int
+    first_record_id: int
+    last_record_id: int
+    last_record_offset: int
+    free_space_offset: int
+    records_checksum: int
+    flags: int = 0
+    header_size: int = CHUNK_HEADER_FIELDS_SIZE
+    checksum: int | None = None  # None: computed by pack()
+
+    def _fields(self, checksum: int) -> bytes:
+        return _CHUNK_HEADER.pack(
+            CHUNK_MAGIC,
+            self.first_record_number,
+            self.last_record_number,
+            self.first_record_id,
+            self.last_record_id,
+            self.header_size,
+            self.last_record_offset,
+            self.free_space_offset,
+            self.records_checksum,
+            b"\x00" * 64,
+            self.flags,
+            checksum,
+        )
+
+    def computed_checksum(self, tables: bytes) -> int:
+        """CRC32 of bytes 0-120 and 128-512 of the chunk, as stored at offset 124."""
+        return crc32(self._fields(0)[:120] + tables)
+
+    def pack(self, tables: bytes) -> bytes:
+        """The 512-byte chunk header: fields, then the 384-byte offset tables."""
+        if len(tables) != CHUNK_HEADER_SIZE - CHUNK_HEADER_FIELDS_SIZE:
+            raise ValueError("chunk offset tables must be 384 bytes")
+        checksum = self.computed_checksum(tables) if self.checksum is None else self.checksum
+        return self._fields(checksum) + tables
+
+    @classmethod
+    def unpack(cls, data: bytes) -> ChunkHeader:
+        """Parse a chunk header; raises ValueError when the magic is not ``ElfChnk``."""
+        if len(data) < CHUNK_HEADER_FIELDS_SIZE or data[:8] != CHUNK_MAGIC:
+            raise ValueError("bad chunk signature (expected ElfChnk)")
+        (_, fnum, lnum, fid, lid, hsize, last_off, free_off, rec_crc, _, flags, checksum) = (
+            _CHUNK_HEADER.unpack_from(data)
+        )
+        return cls(fnum, lnum, fid, lid, last_off, free_off, rec_crc, flags, hsize, checksum)
+
+
+def pack_record_header(size: int, record_id: int, written_filetime: int) -> bytes:
+    """The 24 bytes before a record's binary XML: magic, size, id, written time."""
+    return _RECORD_HEADER.pack(RECORD_MAGIC, size, record_id, written_filetime)
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """What the layout scan learned about one 64 KiB slot of the file."""
+
+    index: int
+    offset: int
+    valid_magic: bool
+    header: ChunkHeader | None
+    header_crc_ok: bool
+    records_crc_ok: bool
+    truncated: bool  # the slot runs past the end of the file
+
+    @property
+    def record_ids(self) -> range:
+        """The record ids this chunk declares (empty when the header is unreadable)."""
+        if self.header is None or self.header.last_record_id < self.header.first_record_id:
+            return range(0)
+        return range(self.header.first_record_id, self.header.last_record_id + 1)
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """The file header plus every chunk slot actually present in the file."""
+
+    header: FileHeader
+    header_crc_ok: bool
+    size: int
+    chunks: tuple[ChunkInfo, ...]
+
+    @property
+    def chunks_beyond_header(self) -> int:
+        """Valid chunks past the header's chunk count (a dirty, unclosed log)."""
+        return sum(
+            1 for c in self.chunks if c.valid_magic and c.index >= self.header.chunk_count
+        )
+
+
+def is_evtx(head: bytes) -> bool:
+    """Whether the first bytes of a file carry the EVTX signature."""
+    return head[:8] == FILE_MAGIC
+
+
+def _iter_chunks(f: BinaryIO, size: int) -> Iterator[ChunkInfo]:
+    offset = FILE_HEADER_SIZE
+    index = 0
+    while offset + CHUNK_HEADER_FIELDS_SIZE <= size:
+        f.seek(offset)
+        data = f.read(CHUNK_SIZE)
+        truncated = len(data) < CHUNK_SIZE
+        valid = data[:8] == CHUNK_MAGIC
+        header: ChunkHeader | None = None
+        header_ok = records_ok = False
+        if valid and len(data) >= CHUNK_HEADER_SIZE:
+            header = ChunkHeader.unpack(data)
+            tables = data[CHUNK_HEADER_FIELDS_SIZE:CHUNK_HEADER_SIZE]
+            header_ok = header.computed_checksum(tables) == header.checksum
+            end = header.free_space_offset
+            records_ok = (
+                CHUNK_HEADER_SIZE <= end <= len(data)
+                and crc32(data[CHUNK_HEADER_SIZE:end]) == header.records_checksum
+            )
+        yield ChunkInfo(index, offset, valid, header, header_ok, records_ok, truncated)
+        offset += CHUNK_SIZE
+        index += 1
+
+
+def scan_layout(path: str | Path) -> FileLayout:
+    """Read the file header and every chunk header without decoding records.
+
+    Costs one 64 KiB read per chunk (the records checksum needs the chunk's
+    bytes). Raises ValueError when the file is not EVTX.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(FILE_HEADER_FIELDS_SIZE)
+        header = FileHeader.unpack(head)
+        header_ok = header.computed_checksum() == header.checksum
+        chunks = tuple(_iter_chunks(f, size))
+    return FileLayout(header, header_ok, size, chunks)

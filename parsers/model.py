@@ -1,0 +1,149 @@
+"""The normalized event row, the per-file read report and the reader errors.
+
+Every parser in this package turns bytes into rows of one shape, so that the
+pipeline never needs to know which file format or which engine a row came from.
+The column names and polars dtypes are declared here once; the store casts to
+them on write and no other module spells a column dtype.
+
+Raw values are kept as logged (an integer code stays an integer, a payload value
+stays the text the event carried); words for them are made late, by the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import polars as pl
+
+Engine = Literal["rust", "python"]
+"""The EVTX decoding engines: ``rust`` is pyevtx-rs (``evtx``), ``python`` is python-evtx."""
+
+TIMESTAMP = pl.Datetime("us", "UTC")
+"""Both engines render TimeCreated with microsecond precision; times are UTC inside."""
+
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    # When and where
+    "timestamp": TIMESTAMP,  # System/TimeCreated/@SystemTime
+    "computer": pl.String(),  # System/Computer, as logged
+    "channel": pl.String(),  # System/Channel
+    "provider": pl.String(),  # System/Provider/@Name (or @EventSourceName)
+    "provider_guid": pl.String(),  # System/Provider/@Guid, lower case with braces, or null
+    # What
+    "event_id": pl.Int32(),  # System/EventID (without qualifiers)
+    "qualifiers": pl.Int32(),  # System/EventID/@Qualifiers, or null
+    "version": pl.Int16(),
+    "level": pl.Int16(),
+    "task": pl.Int32(),
+    "opcode": pl.Int16(),
+    "keywords": pl.UInt64(),  # System/Keywords, the hex string as an integer
+    "record_id": pl.Int64(),  # System/EventRecordID
+    "header_record_id": pl.Int64(),  # the record header's identifier
+    "process_id": pl.Int64(),  # System/Execution/@ProcessID
+    "thread_id": pl.Int64(),  # System/Execution/@ThreadID
+    "user_sid": pl.String(),  # System/Security/@UserID
+    # The payload: EventData and UserData flattened to one JSON object of
+    # name -> text (the value as it renders in the event's XML). The exact
+    # naming rules (named and unnamed Data, UserData's wrapper element) are
+    # documented and implemented once, in parsers/evtx_reader.py.
+    "data": pl.String(),
+    # Provenance
+    "source_path": pl.String(),  # the file on disk, or the outermost archive
+    "member": pl.String(),  # path inside the archive(s), "a.zip/b.evtx", or null
+    "file_sha256": pl.String(),  # SHA-256 of the file's own bytes
+    "engine": pl.String(),  # "rust", "python" or "pfirewall"
+}
+EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA)
+
+FILE_SCHEMA: dict[str, pl.DataType] = {
+    "source_path": pl.String(),
+    "member": pl.String(),
+    "size": pl.Int64(),
+    "sha256": pl.String(),
+    "kind": pl.String(),  # "evtx", "pfirewall", ...
+    "engine": pl.String(),  # engine that produced the rows
+    "fallback": pl.String(),  # why the default engine was not used, or null
+    "records": pl.Int64(),  # rows read from the file
+    "records_kept": pl.Int64(),  # rows that passed the filters
+    "records_skipped": pl.Int64(),  # records that could not be decoded
+    "chunks_skipped": pl.Int64(),  # chunks that could not be read at all
+    "errors": pl.List(pl.String()),  # one line per problem, naming chunk/record/offset
+    "first_ts": TIMESTAMP,
+    "last_ts": TIMESTAMP,
+    "channels": pl.List(pl.String()),
+    "computers": pl.List(pl.String()),
+    "dirty": pl.Boolean(),  # header flag "dirty" (log not closed cleanly)
+    "seconds": pl.Float64(),
+    "lmtrace_version": pl.String(),
+}
+FILE_COLUMNS: tuple[str, ...] = tuple(FILE_SCHEMA)
+
+
+def empty_events() -> pl.DataFrame:
+    """An events frame with no rows and the full schema."""
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class ReadIssue:
+    """One thing that could not be read, and where.
+
+    ``chunk`` is the 0-based chunk index, ``record_id`` the record header id
+    when known, ``offset`` the absolute file offset when known.
+    """
+
+    message: str
+    chunk: int | None = None
+    record_id: int | None = None
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.chunk is not None:
+            where.append(f"chunk {self.chunk}")
+        if self.record_id is not None:
+            where.append(f"record {self.record_id}")
+        if self.offset is not None:
+            where.append(f"offset 0x{self.offset:x}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+@dataclass
+class ReadReport:
+    """What a reader did with one file: counts, never silent loss.
+
+    Filled in while the rows are produced and final once the reader's
+    iterator is exhausted.
+    """
+
+    engine: Engine | Literal["pfirewall"]
+    records: int = 0
+    records_kept: int = 0
+    records_skipped: int = 0
+    chunks_skipped: int = 0
+    issues: list[ReadIssue] = field(default_factory=list)
+    dirty: bool = False
+    fallback: str | None = None
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+
+    @property
+    def partial(self) -> bool:
+        """True when anything in the file could not be read."""
+        return bool(self.records_skipped or self.chunks_skipped or self.issues)
+
+
+class LmtraceError(Exception):
+    """Base of every error lmtrace reports to a user as one line, without a traceback."""
+
+
+class UnreadableFileError(LmtraceError):
+    """A whole file could not be read by any engine."""
+
+    def __init__(self, path: str, reason: str, member: str | None = None) -> None:
+        self.path = path
+        self.member = member
+        self.reason = reason
+        where = f"{path}!{member}" if member else path
+        super().__init__(f"{where}: {reason}")

@@ -1,0 +1,38 @@
+"""Shared fixtures: where the public corpus is, and its manifest.
+
+The corpus lives beside the project (``../shared/corpus/public``) and is read in
+place, never copied. A user's own clone may not have it: tests that need it skip
+with a reason that says where it was looked for. ``LMTRACE_CORPUS`` points
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def corpus_root() -> Path:
+    """The public corpus folder, from LMTRACE_CORPUS or beside the checkout."""
+    env = os.environ.get("LMTRACE_CORPUS")
+    return Path(env) if env else ROOT.parent / "shared" / "corpus" / "public"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    root = corpus_root()
+    if not (root / "MANIFEST.tsv").is_file():
+        pytest.skip(f"public .evtx corpus not found at {root} (set LMTRACE_CORPUS)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def manifest(corpus_dir: Path) -> list[dict[str, str]]:
+    """MANIFEST.tsv rows, one dict per file, keyed by the header's column names."""
+    with (corpus_dir / "MANIFEST.tsv").open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
