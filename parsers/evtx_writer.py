@@ -34,12 +34,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Union
 
 from parsers.binxml import (
+    ENCODERS,
     FRAGMENT_HEADER,
     TEMPLATE_BUCKETS,
-    ENCODERS,
     Element,
     NameTable,
     Sub,
@@ -65,8 +64,8 @@ from parsers.evtx_layout import (
     pack_record_header,
 )
 
-PayloadValue = Union[str, int, bool, bytes, uuid.UUID, datetime, Typed]  # noqa: UP007
-"""A payload value; plain Python values get a default type (see :func:`parsers.binxml.infer_type`)."""
+PayloadValue = str | int | bool | bytes | uuid.UUID | datetime | Typed
+"""A payload value; plain values get a default type (:func:`parsers.binxml.infer_type`)."""
 
 EVENT_NAMESPACE = "http://schemas.microsoft.com/win/2004/08/events/event"
 
@@ -249,7 +248,7 @@ def _payload_fields(event: EventSpec) -> tuple[tuple[str, PayloadValue], ...]:
 class EvtxWriter:
     """Streams events into one .evtx file; ``close()`` (or the ``with`` block) finishes it."""
 
-    def __init__(self, path: Path, options: WriteOptions = WriteOptions()) -> None:  # noqa: B008
+    def __init__(self, path: Path, options: WriteOptions = WriteOptions()) -> None:
         self._path = Path(path)
         self._options = options
         self._damage = options.damage or Damage()
@@ -487,7 +486,7 @@ class EvtxWriter:
 def write_evtx(
     path: Path,
     events: Iterable[EventSpec],
-    options: WriteOptions = WriteOptions(),  # noqa: B008
+    options: WriteOptions = WriteOptions(),
 ) -> WriteStats:
     """Write ``events`` to ``path`` as one .evtx file and return what was written."""
     with EvtxWriter(path, options) as writer:
