@@ -1,0 +1,605 @@
+"""One EVTX reader API over two engines, lenient per record and per chunk.
+
+Problem: support bundles carry damaged, dirty and truncated .evtx files, and a
+1 GB Security log must ingest at close to the speed of pyevtx-rs itself. So:
+
+* ``read_evtx`` returns an :class:`EvtxRead`: an iterator of polars frames with
+  exactly ``model.EVENT_SCHEMA`` plus a :class:`~parsers.model.ReadReport` that
+  is complete once the iterator is exhausted. Nothing is dropped silently: bad
+  records (pyevtx-rs RuntimeWarnings, python-evtx exceptions) and unreadable
+  chunk slots (from :func:`parsers.evtx_layout.scan_layout`) are counted.
+* The default engine is pyevtx-rs. Each record's JSON is decoded with a typed
+  msgspec Struct that reads only ``System`` and keeps the payload sections as
+  raw bytes; columns are normalized with polars expressions per batch; the
+  filters run on the batch; only rows that pass are flattened
+  (parsers/evtx_payload.py).
+* The python engine (python-evtx, parsers/evtx_python.py) builds the same JSON
+  shape, so both engines share the row code and give identical rows.
+* If pyevtx-rs cannot open or iterate a file at all, python-evtx reads it and
+  the report says why (``fallback``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import evtx
+import msgspec
+import polars as pl
+
+from parsers.evtx_layout import CHUNK_SIZE, FileLayout, is_evtx, scan_layout
+from parsers.evtx_payload import payload_json
+from parsers.evtx_python import PyRecord, iter_records
+from parsers.model import (
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    Engine,
+    ReadIssue,
+    ReadReport,
+    UnreadableFileError,
+)
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """How to read one file: engine, early filters, batch size, fallback policy."""
+
+    engine: Engine = "rust"
+    event_ids: frozenset[int] | None = None
+    channels: frozenset[str] | None = None  # case-insensitive
+    providers: frozenset[str] | None = None  # case-insensitive
+    since: datetime | None = None  # aware UTC, inclusive
+    until: datetime | None = None  # aware UTC, inclusive
+    batch_size: int = 50_000
+    fallback: bool = True  # rust cannot open the file -> python engine, and say so
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the bytes came from; copied onto every row."""
+
+    source_path: str
+    member: str | None
+    file_sha256: str
+
+
+# --- System, decoded typed; the payload kept raw -------------------------------
+
+
+class _Attrs(msgspec.Struct):
+    Name: str | None = None
+    Guid: str | None = None
+    EventSourceName: str | None = None
+    Qualifiers: int | None = None
+    SystemTime: str | None = None
+    ProcessID: int | None = None
+    ThreadID: int | None = None
+    UserID: str | None = None
+
+
+class _Element(msgspec.Struct):
+    attrs: _Attrs = msgspec.field(name="#attributes", default_factory=_Attrs)
+    text: int | None = msgspec.field(name="#text", default=None)
+
+
+class _System(msgspec.Struct):
+    Provider: _Element | None = None
+    EventID: int | _Element | None = None
+    Version: int | None = None
+    Level: int | None = None
+    Task: int | None = None
+    Opcode: int | None = None
+    Keywords: str | None = None
+    TimeCreated: _Element | None = None
+    EventRecordID: int | None = None
+    Execution: _Element | None = None
+    Channel: str | None = None
+    Computer: str | None = None
+    Security: _Element | None = None
+
+
+class _Event(msgspec.Struct):
+    System: _System = msgspec.field(default_factory=_System)
+    # Raw: the bytes are kept and decoded only for rows that pass the filters.
+    # An absent section is an empty Raw (msgspec cannot express ``Raw | None``).
+    EventData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    UserData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    ProcessingErrorData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+class _Doc(msgspec.Struct):
+    Event: _Event
+
+
+_DOC = msgspec.json.Decoder(_Doc, strict=False)
+_ANY = msgspec.json.Decoder()
+
+# Columns the batch builder fills from System, before polars normalizes them.
+_RAW_COLUMNS = (
+    "time",
+    "computer",
+    "channel",
+    "provider",
+    "guid",
+    "event_id",
+    "qualifiers",
+    "version",
+    "level",
+    "task",
+    "opcode",
+    "keywords",
+    "record_id",
+    "header_record_id",
+    "process_id",
+    "thread_id",
+    "user_sid",
+)
+
+
+def _system_row(s: _System, header_id: int) -> tuple[Any, ...]:
+    p = s.Provider.attrs if s.Provider is not None else _Attrs()
+    eid = s.EventID
+    event_id, qualifiers = (
+        (eid.text, eid.attrs.Qualifiers) if isinstance(eid, _Element) else (eid, None)
+    )
+    ex = s.Execution.attrs if s.Execution is not None else _Attrs()
+    return (
+        s.TimeCreated.attrs.SystemTime if s.TimeCreated is not None else None,
+        s.Computer,
+        s.Channel,
+        p.Name if p.Name is not None else p.EventSourceName,
+        p.Guid,
+        event_id,
+        qualifiers,
+        s.Version,
+        s.Level,
+        s.Task,
+        s.Opcode,
+        s.Keywords,
+        s.EventRecordID,
+        header_id,
+        ex.ProcessID,
+        ex.ThreadID,
+        s.Security.attrs.UserID if s.Security is not None else None,
+    )
+
+
+# --- batches: raw tuples -> normalized, filtered frame ------------------------
+
+
+def _filter_expr(settings: ReadSettings) -> pl.Expr | None:
+    conds: list[pl.Expr] = []
+    if settings.event_ids is not None:
+        conds.append(pl.col("event_id").is_in(sorted(settings.event_ids)))
+    if settings.channels is not None:
+        wanted = sorted({c.lower() for c in settings.channels})
+        conds.append(pl.col("channel").str.to_lowercase().is_in(wanted))
+    if settings.providers is not None:
+        wanted = sorted({p.lower() for p in settings.providers})
+        conds.append(pl.col("provider").str.to_lowercase().is_in(wanted))
+    if settings.since is not None:
+        conds.append(pl.col("timestamp") >= settings.since)
+    if settings.until is not None:
+        conds.append(pl.col("timestamp") <= settings.until)
+    if not conds:
+        return None
+    return pl.all_horizontal(conds).fill_null(False)
+
+
+_RAW_SCHEMA = {
+    "time": pl.String,
+    "computer": pl.String,
+    "channel": pl.String,
+    "provider": pl.String,
+    "guid": pl.String,
+    "event_id": pl.Int64,
+    "qualifiers": pl.Int64,
+    "version": pl.Int64,
+    "level": pl.Int64,
+    "task": pl.Int64,
+    "opcode": pl.Int64,
+    "keywords": pl.String,
+    "record_id": pl.Int64,
+    "header_record_id": pl.Int64,
+    "process_id": pl.Int64,
+    "thread_id": pl.Int64,
+    "user_sid": pl.String,
+}
+
+_NORMALIZE = [
+    pl.col("time")
+    .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False)
+    .alias("timestamp"),
+    pl.col("computer"),
+    pl.col("channel"),
+    pl.col("provider"),
+    pl.when(pl.col("guid").str.strip_chars("{} ").str.len_chars() > 0)
+    .then(
+        pl.concat_str(
+            pl.lit("{"), pl.col("guid").str.strip_chars("{} ").str.to_lowercase(), pl.lit("}")
+        )
+    )
+    .alias("provider_guid"),
+    pl.col("event_id").cast(pl.Int32, strict=False),
+    pl.col("qualifiers").cast(pl.Int32, strict=False),
+    pl.col("version").cast(pl.Int16, strict=False),
+    pl.col("level").cast(pl.Int16, strict=False),
+    pl.col("task").cast(pl.Int32, strict=False),
+    pl.col("opcode").cast(pl.Int16, strict=False),
+    pl.col("keywords")
+    .str.strip_chars()
+    .str.to_lowercase()
+    .str.strip_prefix("0x")
+    .str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+    .alias("keywords"),
+    pl.col("record_id"),
+    pl.col("header_record_id"),
+    pl.col("process_id"),
+    pl.col("thread_id"),
+    pl.col("user_sid"),
+]
+
+
+@dataclass
+class _Batch:
+    """Rows of one batch: System tuples plus each row's undecoded payload sections."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    payloads: list[Any] = field(default_factory=list)
+
+
+def _frame(
+    batch: _Batch,
+    payload: Callable[[Any], str],
+    keep: pl.Expr | None,
+    provenance: Provenance,
+    engine: Engine,
+    report: ReadReport,
+) -> pl.DataFrame:
+    raw = pl.DataFrame(batch.rows, schema=_RAW_SCHEMA, orient="row")
+    frame = raw.select(_NORMALIZE).with_row_index("_row")
+    _note_times(frame, report)
+    report.records += frame.height
+    if keep is not None:
+        frame = frame.filter(keep)
+    report.records_kept += frame.height
+    data = [payload(batch.payloads[i]) for i in frame["_row"].to_list()]
+    return (
+        frame.drop("_row")
+        .with_columns(
+            pl.Series("data", data, dtype=pl.String),
+            pl.lit(provenance.source_path, pl.String).alias("source_path"),
+            pl.lit(provenance.member, pl.String).alias("member"),
+            pl.lit(provenance.file_sha256, pl.String).alias("file_sha256"),
+            pl.lit(engine, pl.String).alias("engine"),
+        )
+        .select(EVENT_COLUMNS)
+        .cast(EVENT_SCHEMA)
+    )
+
+
+def _note_times(frame: pl.DataFrame, report: ReadReport) -> None:
+    if frame.height == 0:
+        return
+    ts = frame["timestamp"]
+    lo, hi = ts.min(), ts.max()
+    if lo is not None and (report.first_ts is None or lo < report.first_ts):
+        report.first_ts = lo
+    if hi is not None and (report.last_ts is None or hi > report.last_ts):
+        report.last_ts = hi
+
+
+def _rust_payload(raw: tuple[Any, Any, Any]) -> str:
+    sections = [
+        (name, _ANY.decode(part))
+        for name, part in zip(("EventData", "UserData", "ProcessingErrorData"), raw)
+        if len(part)
+    ]
+    return payload_json(sections)
+
+
+def _python_payload(sections: list[tuple[str, Any]]) -> str:
+    return payload_json(sections)
+
+
+# --- progress: record id -> chunk -> bytes done -------------------------------
+
+
+class _ProgressMap:
+    """Turns "the reader is at record N" into byte increments that sum to the file size."""
+
+    def __init__(self, layout: FileLayout | None, size: int, progress: Progress | None) -> None:
+        self._progress = progress
+        self._size = size
+        self._done = 0
+        self._chunks: list[tuple[int, int, int]] = []  # (file order, first id, last id)
+        if layout is not None:
+            for c in layout.chunks:
+                ids = c.record_ids
+                if c.valid_magic and len(ids):
+                    self._chunks.append((c.offset, ids.start, ids.stop - 1))
+        self._next = 0  # index into _chunks of the next chunk not yet reached
+
+    def at_record(self, header_id: int) -> None:
+        """Everything before the chunk that holds ``header_id`` is done."""
+        if self._progress is None:
+            return
+        for i in range(self._next, len(self._chunks)):
+            offset, first, last = self._chunks[i]
+            if first <= header_id <= last:
+                self._advance(offset)
+                self._next = i
+                return
+
+    def _advance(self, to: int) -> None:
+        to = min(to, self._size)
+        if self._progress is not None and to > self._done:
+            self._progress(to - self._done)
+            self._done = to
+
+    def finish(self) -> None:
+        self._advance(self._size)
+
+
+# --- layout-level issues -------------------------------------------------------
+
+
+def _chunk_issues(path: Path, layout: FileLayout) -> list[ReadIssue]:
+    """Chunk slots that hold bytes but cannot be read: bad magic (not all zero), truncated.
+
+    An all-zero slot is an unused, preallocated slot: nothing is lost there.
+    """
+    issues: list[ReadIssue] = []
+    with path.open("rb") as f:
+        for c in layout.chunks:
+            if c.valid_magic and not c.truncated:
+                continue
+            f.seek(c.offset)
+            data = f.read(CHUNK_SIZE)
+            if not data.strip(b"\x00"):
+                continue
+            if c.valid_magic:
+                declared = len(c.record_ids)
+                issues.append(
+                    ReadIssue(
+                        f"chunk truncated ({len(data)} of {CHUNK_SIZE} bytes present); "
+                        f"its {declared} declared records are not read",
+                        chunk=c.index,
+                        offset=c.offset,
+                    )
+                )
+            else:
+                issues.append(
+                    ReadIssue(
+                        "chunk header has no ElfChnk signature but the slot holds data; skipped",
+                        chunk=c.index,
+                        offset=c.offset,
+                    )
+                )
+    return issues
+
+
+# --- the public reader ---------------------------------------------------------
+
+
+class EvtxRead:
+    """Frames of one file, in batches; ``report`` is complete once iteration ends."""
+
+    def __init__(
+        self,
+        path: Path,
+        settings: ReadSettings,
+        provenance: Provenance,
+        layout: FileLayout,
+        progress: Progress | None,
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.provenance = provenance
+        self.layout = layout
+        self._progress = progress
+        self.report = ReadReport(engine=settings.engine, dirty=layout.header.dirty)
+        self._chunk_issues = _chunk_issues(path, layout)
+        self._skipped_chunks = {i.chunk for i in self._chunk_issues}
+        self._parser: Any = None
+        if settings.engine == "rust":
+            try:
+                self._parser = evtx.PyEvtxParser(str(path), skip_errors=True)
+            except Exception as exc:
+                self._use_python(f"pyevtx-rs could not open the file: {exc}")
+
+    def _use_python(self, reason: str) -> None:
+        if not self.settings.fallback:
+            raise UnreadableFileError(
+                str(self.path), f"{reason} (fallback to python-evtx is off)", self.provenance.member
+            )
+        self.report.engine = "python"
+        self.report.fallback = reason
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        report = self.report
+        report.issues.extend(self._chunk_issues)
+        report.chunks_skipped += len(self._chunk_issues)
+        tracker = _ProgressMap(self.layout, self.layout.size, self._progress)
+        if report.engine == "rust":
+            rust = self._iter_rust(tracker)
+            try:
+                first = next(rust)
+            except StopIteration:
+                first = None
+            except _RustFailed as exc:
+                self._use_python(str(exc))
+                first = None
+            if report.engine == "rust":
+                if first is not None:
+                    yield first
+                    yield from rust
+                tracker.finish()
+                return
+        yield from self._iter_python(tracker)
+        tracker.finish()
+
+    # pyevtx-rs ---------------------------------------------------------------
+
+    def _iter_rust(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
+        settings, report = self.settings, self.report
+        keep = _filter_expr(settings)
+        batch = _Batch()
+        seen_any = False
+        records = self._parser.records_json()
+        decode = _DOC.decode
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    if not seen_any and not batch.rows:
+                        raise _RustFailed(f"pyevtx-rs could not iterate the file: {exc}") from exc
+                    report.issues.append(ReadIssue(f"pyevtx-rs stopped: {exc}"))
+                    break
+                header_id = record["event_record_id"]
+                try:
+                    event = decode(record["data"]).Event
+                except msgspec.ValidationError as exc:
+                    report.records_skipped += 1
+                    report.issues.append(
+                        ReadIssue(f"record System not understood: {exc}", record_id=header_id)
+                    )
+                    continue
+                batch.rows.append(_system_row(event.System, header_id))
+                batch.payloads.append((event.EventData, event.UserData, event.ProcessingErrorData))
+                if len(batch.rows) >= settings.batch_size:
+                    tracker.at_record(header_id)
+                    self._absorb(caught)
+                    seen_any = True
+                    yield _frame(batch, _rust_payload, keep, self.provenance, "rust", report)
+                    batch = _Batch()
+                elif len(batch.rows) & 1023 == 0:
+                    tracker.at_record(header_id)
+            self._absorb(caught)
+        if batch.rows or not seen_any:
+            yield _frame(batch, _rust_payload, keep, self.provenance, "rust", report)
+
+    def _absorb(self, caught: list[warnings.WarningMessage]) -> None:
+        """pyevtx-rs RuntimeWarnings -> counted issues (chunks the scan knows are not recounted)."""
+        for w in caught:
+            text = str(w.message)
+            chunk = _number_after(text, "chunk number ")
+            record_id = _number_after(text, "record number ")
+            if record_id is not None:
+                self.report.records_skipped += 1
+                self.report.issues.append(
+                    ReadIssue(text, chunk=self._chunk_of(record_id), record_id=record_id)
+                )
+            elif chunk is not None and chunk in self._skipped_chunks:
+                continue
+            else:
+                self.report.chunks_skipped += chunk is not None
+                self.report.issues.append(ReadIssue(text, chunk=chunk))
+                if chunk is not None:
+                    self._skipped_chunks.add(chunk)
+        caught.clear()
+
+    def _chunk_of(self, record_id: int) -> int | None:
+        for c in self.layout.chunks:
+            if record_id in c.record_ids:
+                return c.index
+        return None
+
+    # python-evtx -------------------------------------------------------------
+
+    def _iter_python(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
+        settings, report = self.settings, self.report
+        keep = _filter_expr(settings)
+        batch = _Batch()
+        seen_any = False
+        for item in iter_records(self.path, self.layout):
+            if isinstance(item, ReadIssue):
+                report.issues.append(item)
+                report.records_skipped += 1
+                continue
+            row = self._python_row(item)
+            if row is None:
+                continue
+            batch.rows.append(row)
+            batch.payloads.append(item.sections)
+            tracker.at_record(item.header_id)
+            if len(batch.rows) >= settings.batch_size:
+                seen_any = True
+                yield _frame(batch, _python_payload, keep, self.provenance, "python", report)
+                batch = _Batch()
+        if batch.rows or not seen_any:
+            yield _frame(batch, _python_payload, keep, self.provenance, "python", report)
+
+    def _python_row(self, item: PyRecord) -> tuple[Any, ...] | None:
+        try:
+            system = msgspec.convert(item.system, _System, strict=False)
+        except msgspec.ValidationError as exc:
+            self.report.records_skipped += 1
+            self.report.issues.append(
+                ReadIssue(f"record System not understood: {exc}", record_id=item.header_id)
+            )
+            return None
+        return _system_row(system, item.header_id)
+
+
+class _RustFailed(Exception):
+    """pyevtx-rs failed before producing anything: the caller may fall back."""
+
+
+def _number_after(text: str, marker: str) -> int | None:
+    at = text.find(marker)
+    if at < 0:
+        return None
+    digits = ""
+    for ch in text[at + len(marker) :]:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if digits else None
+
+
+def read_evtx(
+    path: Path,
+    settings: ReadSettings,
+    provenance: Provenance,
+    progress: Progress | None = None,
+) -> EvtxRead:
+    """Open one .evtx file for reading; iterate the result for frames.
+
+    Raises UnreadableFileError (naming the file) when the bytes are not EVTX
+    (no ``ElfFile`` signature; the extension is never trusted) or when no engine
+    can read the file.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise UnreadableFileError(str(path), f"cannot open: {exc}", provenance.member) from exc
+    if not is_evtx(head):
+        reason = "empty file (0 bytes)" if not head else "not an EVTX file (no ElfFile signature)"
+        raise UnreadableFileError(str(path), reason, provenance.member)
+    try:
+        layout = scan_layout(path)
+    except ValueError as exc:
+        raise UnreadableFileError(str(path), str(exc), provenance.member) from exc
+    return EvtxRead(path, settings, provenance, layout, progress)
+
+
+__all__ = [
+    "EvtxRead",
+    "Provenance",
+    "ReadSettings",
+    "read_evtx",
+]
