@@ -1,0 +1,440 @@
+"""discover -> read (process pool) -> store, with progress counted in bytes.
+
+Problem: a bundle is dozens of logs from several machines, sometimes one
+1 GB Security.evtx. Reading is CPU-bound (one core per file), the parent must
+not become the bottleneck, memory must stay bounded, and the user must see
+progress even while one huge file is read. Whatever cannot be read is recorded
+with its reason; the rest is kept.
+
+How: discover lists the files (archive members land in a scratch folder inside
+the store). Each file is one task: a worker process reads it with the reader
+of its kind and writes its batches as staged Parquet parts itself, returning
+only paths and counts. The parent commits staged parts in input order (so the
+result does not depend on ``jobs`` or on which worker finished first),
+dropping events the store already holds, then appends the files table. Bytes
+read flow back through a queue from the reader's progress callback.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import multiprocessing
+import queue
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import polars as pl
+
+from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
+from parsers.model import FILE_SCHEMA, ReadReport, UnreadableFileError
+from pipeline.discover import (
+    InputError,
+    Limits,
+    Skipped,
+    Source,
+    discover,
+    input_bytes,
+    where,
+)
+from pipeline.store import (
+    EventCommitter,
+    EventFilter,
+    StagedPart,
+    append_files,
+    init_store,
+    locked,
+    stage_events,
+    stored_sha256,
+)
+
+Status = Literal["read", "partial", "failed", "skipped", "refused"]
+
+_PROGRESS_FLUSH = 1 << 20  # a worker reports progress at most once per MiB read
+
+
+class IngestProgress(Protocol):
+    """Where ingest reports progress: one phase at a time, in bytes."""
+
+    def phase(self, name: str, total_bytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one file found in the inputs."""
+
+    source_path: str
+    member: str | None
+    kind: str
+    status: Status
+    records: int = 0
+    records_skipped: int = 0
+    events_stored: int = 0
+    message: str = ""
+
+    @property
+    def where(self) -> str:
+        return where(self.source_path, self.member)
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """The counts a user needs to trust the store, and the exit code they imply."""
+
+    store: Path
+    outcomes: tuple[FileOutcome, ...]
+    records: int
+    records_kept: int
+    records_skipped: int
+    events_stored: int
+    events_duplicate: int
+    seconds: float
+
+    def count(self, status: Status) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def problems(self) -> tuple[FileOutcome, ...]:
+        """Files partly read, unreadable, or refused: the reasons the run is partial."""
+        return tuple(o for o in self.outcomes if o.status in ("partial", "failed", "refused"))
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything found was read; 1 when something was not (the rest is kept)."""
+        return 1 if self.problems else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": str(self.store),
+            "files": {
+                s: self.count(s) for s in ("read", "partial", "failed", "skipped", "refused")
+            },
+            "records": self.records,
+            "records_kept": self.records_kept,
+            "records_skipped": self.records_skipped,
+            "events_stored": self.events_stored,
+            "events_duplicate": self.events_duplicate,
+            "seconds": round(self.seconds, 3),
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
+
+
+# ----- one file, in a worker process (or in-process with jobs=1)
+
+
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    source: Source
+    settings: ReadSettings
+    staging: Path
+
+
+@dataclass
+class _Result:
+    index: int
+    report: ReadReport | None = None
+    failure: str | None = None
+    parts: list[StagedPart] = field(default_factory=list)
+    rejected: int = 0
+    repeats: int = 0
+    channels: set[str] = field(default_factory=set)
+    computers: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+
+
+def _read_task(task: _Task, progress: Callable[[int], None] | None) -> _Result:
+    """Read one file and stage its batches; never raises for bad bytes."""
+    started = time.perf_counter()
+    result = _Result(task.index)
+    source = task.source
+    provenance = Provenance(source.source_path, source.member, source.sha256)
+    try:
+        read = read_evtx(source.path, task.settings, provenance, progress)
+        for frame in read:
+            part, rejected, repeats = stage_events(frame, task.staging)
+            result.rejected += rejected
+            result.repeats += repeats
+            if part is not None:
+                result.parts.append(part)
+            result.channels.update(frame["channel"].drop_nulls().unique().to_list())
+            result.computers.update(frame["computer"].drop_nulls().unique().to_list())
+        result.report = read.report
+    except UnreadableFileError as e:
+        result.failure = e.reason
+    except Exception as e:  # a reader bug on hostile bytes must not end the whole ingest
+        result.failure = f"unexpected reader error (please report): {type(e).__name__}: {e}"
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _QueueProgress:
+    """Forwards a worker's byte counts to the parent, batched to spare the queue."""
+
+    def __init__(self, sink: Any, index: int) -> None:
+        self._sink = sink
+        self._index = index
+        self._pending = 0
+
+    def __call__(self, nbytes: int) -> None:
+        self._pending += nbytes
+        if self._pending >= _PROGRESS_FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._sink.put((self._index, self._pending))
+            self._pending = 0
+
+
+def _worker(task: _Task, sink: Any) -> _Result:
+    progress = _QueueProgress(sink, task.index)
+    result = _read_task(task, progress)
+    progress.flush()
+    return result
+
+
+# ----- the parent
+
+
+def _file_row(source: Source, result: _Result, version: str) -> dict[str, Any]:
+    report = result.report
+    errors = [str(issue) for issue in report.issues] if report else [result.failure or ""]
+    if result.rejected:
+        errors.append(f"{result.rejected} rows did not fit the events schema and were not kept")
+    return {
+        "source_path": source.source_path,
+        "member": source.member,
+        "size": source.size,
+        "sha256": source.sha256,
+        "kind": source.kind,
+        "engine": report.engine if report else None,
+        "fallback": report.fallback if report else None,
+        "records": report.records if report else 0,
+        "records_kept": report.records_kept - result.rejected if report else 0,
+        "records_skipped": (report.records_skipped if report else 0) + result.rejected,
+        "chunks_skipped": report.chunks_skipped if report else 0,
+        "errors": errors,
+        "first_ts": report.first_ts if report else None,
+        "last_ts": report.last_ts if report else None,
+        "channels": sorted(result.channels),
+        "computers": sorted(result.computers),
+        "dirty": report.dirty if report else None,
+        "seconds": result.seconds,
+        "lmtrace_version": version,
+    }
+
+
+def _skipped_row(item: Skipped, version: str) -> dict[str, Any]:
+    return {
+        "source_path": item.source_path,
+        "member": item.member,
+        "size": item.size,
+        "sha256": item.sha256,
+        "kind": item.kind,
+        "records": None,
+        "errors": [item.reason] if item.problem else [],
+        "channels": [],
+        "computers": [],
+        "lmtrace_version": version,
+    }
+
+
+def _outcome(source: Source, result: _Result, stored: int) -> FileOutcome:
+    report = result.report
+    if report is None:
+        return FileOutcome(
+            source.source_path, source.member, source.kind, "failed", message=result.failure or ""
+        )
+    partial = report.partial or result.rejected > 0
+    first_issue = str(report.issues[0]) if report.issues else ""
+    return FileOutcome(
+        source.source_path,
+        source.member,
+        source.kind,
+        "partial" if partial else "read",
+        records=report.records,
+        records_skipped=report.records_skipped + result.rejected,
+        events_stored=stored,
+        message=first_issue,
+    )
+
+
+def ingest(
+    inputs: Sequence[Path],
+    store: Path,
+    settings: ReadSettings | None = None,
+    jobs: int = 1,
+    progress: IngestProgress | None = None,
+    limits: Limits | None = None,
+) -> IngestSummary:
+    """Read every log under ``inputs`` into the store at ``store`` (created if new).
+
+    ``settings`` carries the engine and the early filters (they must match the
+    filters the store was built with); ``jobs`` is the number of reading
+    processes. Raises InputError / StoreError (one line each) before reading
+    anything when an input is missing or ``store`` is unusable.
+    """
+    started = time.perf_counter()
+    settings = settings or ReadSettings()
+    filters = EventFilter(
+        settings.event_ids, settings.channels, settings.providers, settings.since, settings.until
+    )
+    inputs = [Path(p) for p in inputs]
+    for path in inputs:  # fail on a typo before creating anything
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+    store = init_store(Path(store), filters)
+    with locked(store):
+        work = Path(tempfile.mkdtemp(prefix=".ingest-", dir=store))
+        try:
+            return _ingest_locked(inputs, store, work, settings, jobs, progress, limits, started)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _ingest_locked(
+    inputs: list[Path],
+    store: Path,
+    work: Path,
+    settings: ReadSettings,
+    jobs: int,
+    progress: IngestProgress | None,
+    limits: Limits | None,
+    started: float,
+) -> IngestSummary:
+    version = importlib.metadata.version("lmtrace")
+    if progress is not None:
+        progress.phase("discovering", input_bytes(inputs))
+    found = discover(
+        inputs,
+        work / "extract",
+        limits,
+        known=stored_sha256(store),
+        exclude=store,
+        progress=progress.advance if progress else None,
+    )
+    tasks = [
+        _Task(i, source, settings, work / "staged" / f"{i:06d}")
+        for i, source in enumerate(found.sources)
+    ]
+    if progress is not None:
+        progress.phase("reading", sum(s.size for s in found.sources))
+    committer = EventCommitter(store)
+    rows: list[dict[str, Any]] = []
+    outcomes: list[FileOutcome] = []
+    totals = {"records": 0, "kept": 0, "skipped": 0, "stored": 0, "duplicate": 0}
+
+    def commit(task: _Task, result: _Result) -> None:
+        stored = duplicate = 0
+        for part in result.parts:
+            added, repeated = committer.commit(part)
+            stored += added
+            duplicate += repeated
+        if task.source.extracted:
+            task.source.path.unlink(missing_ok=True)  # free scratch space early
+        row = _file_row(task.source, result, version)
+        rows.append(row)
+        outcomes.append(_outcome(task.source, result, stored))
+        totals["records"] += row["records"]
+        totals["kept"] += row["records_kept"]
+        totals["skipped"] += row["records_skipped"]
+        totals["stored"] += stored
+        totals["duplicate"] += duplicate + result.repeats
+
+    for task, result in _run(tasks, jobs, progress):
+        commit(task, result)
+    for item in found.skipped:
+        status: Status = "refused" if item.problem else "skipped"
+        outcomes.append(
+            FileOutcome(item.source_path, item.member, item.kind, status, message=item.reason)
+        )
+        if item.problem or item.kind == "unknown":
+            rows.append(_skipped_row(item, version))
+    if rows:
+        append_files(store, pl.DataFrame(rows, schema=FILE_SCHEMA))
+    return IngestSummary(
+        store=store,
+        outcomes=tuple(outcomes),
+        records=totals["records"],
+        records_kept=totals["kept"],
+        records_skipped=totals["skipped"],
+        events_stored=totals["stored"],
+        events_duplicate=totals["duplicate"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _run(
+    tasks: list[_Task], jobs: int, progress: IngestProgress | None
+) -> Iterator[tuple[_Task, _Result]]:
+    """Yield (task, result) in task order, reading with ``jobs`` processes."""
+    if jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            before = _Counted(progress)
+            result = _read_task(task, before)
+            before.finish(task.source.size)
+            yield task, result
+        return
+    context = multiprocessing.get_context("spawn")  # fork + polars threads can deadlock
+    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        sink = manager.Queue()
+        futures: dict[Future[_Result], _Task] = {pool.submit(_worker, t, sink): t for t in tasks}
+        done: dict[int, _Result] = {}
+        reported = [0] * len(tasks)
+        next_index = 0
+        pending = set(futures)
+        while next_index < len(tasks):
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(sink, reported, progress)
+            for future in finished:
+                task = futures[future]
+                try:
+                    done[task.index] = future.result()
+                except BrokenProcessPool:
+                    done[task.index] = _Result(
+                        task.index, failure="the reading process died while reading this file"
+                    )
+            while next_index in done:
+                _drain(sink, reported, progress)
+                task = tasks[next_index]
+                if progress is not None:
+                    progress.advance(max(task.source.size - reported[next_index], 0))
+                yield task, done.pop(next_index)
+                next_index += 1
+
+
+def _drain(sink: Any, reported: list[int], progress: IngestProgress | None) -> None:
+    while True:
+        try:
+            index, nbytes = sink.get_nowait()
+        except queue.Empty:
+            return
+        reported[index] += nbytes
+        if progress is not None:
+            progress.advance(nbytes)
+
+
+class _Counted:
+    """In-process progress: forwards byte counts and tops up to the file size at the end."""
+
+    def __init__(self, progress: IngestProgress | None) -> None:
+        self._progress = progress
+        self.total = 0
+
+    def __call__(self, nbytes: int) -> None:
+        self.total += nbytes
+        if self._progress is not None:
+            self._progress.advance(nbytes)
+
+    def finish(self, size: int) -> None:
+        if self._progress is not None and size > self.total:
+            self._progress.advance(size - self.total)

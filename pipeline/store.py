@@ -1,0 +1,387 @@
+"""The Parquet store: events and files tables, append with dedupe, lazy filtered reads.
+
+Problem: a support case grows. The engineer ingests the host bundle, later the
+guest bundle, sometimes the same bundle twice, and customers export the same
+log more than once with overlapping records. The analysis must see each event
+once, memory must stay bounded on a 1 GB ingest, and every later step wants to
+read only the rows and columns it needs.
+
+Layout of a store folder::
+
+    store.json                 format marker and the read filters the store was built with
+    events/part-<id>.parquet   event rows, parsers.model.EVENT_SCHEMA, at most one batch each
+    files/part-<id>.parquet    one row per file seen, parsers.model.FILE_SCHEMA, one part per ingest
+    .ingest-<id>/              scratch of a running ingest (removed when it ends)
+
+Rows are cast to the schemas on write; rows that do not fit are counted, not
+kept. Event parts are written by the reading processes into a staging folder
+and committed one by one, in input order, by :class:`EventCommitter`: a part
+whose (computer, channel, record id) ranges overlap nothing already stored is
+moved into place untouched; otherwise only its new events (by computer,
+channel, record id, timestamp) are written. A crash between the two tables
+leaves events whose file is not yet listed; the next ingest re-reads that file
+and the dedupe drops its events again, so the store stays consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from parsers.model import EVENT_SCHEMA, FILE_COLUMNS, FILE_SCHEMA, LmtraceError
+
+STORE_FORMAT = "lmtrace-store"
+STORE_VERSION = 1
+DEDUPE_KEY: tuple[str, ...] = ("computer", "channel", "record_id", "timestamp")
+"""Two rows with these equal are the same event, whichever export they came from."""
+
+_MANIFEST = "store.json"
+_LOCK = ".lock"
+_RANGE_KEY = ["computer", "channel"]
+
+
+class StoreError(LmtraceError):
+    """A folder is not a usable store (missing, foreign, locked, other filters)."""
+
+
+class TimeValueError(LmtraceError):
+    """A time option is not ISO 8601."""
+
+
+def parse_utc(text: str, option: str = "time") -> datetime:
+    """An ISO 8601 time as an aware UTC datetime; a time without an offset is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise TimeValueError(
+            f"{option}: {text!r} is not an ISO 8601 time "
+            "(e.g. 2024-05-01T10:00:00Z or 2024-05-01 10:00; times without an offset are UTC)"
+        ) from None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events to keep: each field None means "all"; times are inclusive UTC.
+
+    Channel and provider names compare case-insensitively, as Windows treats them.
+    """
+
+    event_ids: frozenset[int] | None = None
+    channels: frozenset[str] | None = None
+    providers: frozenset[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def expr(self) -> pl.Expr:
+        """The filter as one polars predicate (pushed down into the Parquet scan)."""
+        parts: list[pl.Expr] = [pl.lit(True)]
+        if self.event_ids is not None:
+            parts.append(pl.col("event_id").is_in(sorted(self.event_ids)))
+        if self.channels is not None:
+            wanted = sorted({c.lower() for c in self.channels})
+            parts.append(pl.col("channel").str.to_lowercase().is_in(wanted))
+        if self.providers is not None:
+            wanted = sorted({p.lower() for p in self.providers})
+            parts.append(pl.col("provider").str.to_lowercase().is_in(wanted))
+        if self.since is not None:
+            parts.append(pl.col("timestamp") >= self.since)
+        if self.until is not None:
+            parts.append(pl.col("timestamp") <= self.until)
+        return pl.all_horizontal(parts)
+
+    def to_json(self) -> dict[str, object]:
+        """A stable, comparable form for store.json."""
+        return {
+            "event_ids": sorted(self.event_ids) if self.event_ids is not None else None,
+            "channels": sorted(c.lower() for c in self.channels) if self.channels else None,
+            "providers": sorted(p.lower() for p in self.providers) if self.providers else None,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+# ----- the store folder
+
+
+def open_store(path: Path) -> Path:
+    """Check that ``path`` is an lmtrace store and return it; StoreError otherwise."""
+    manifest = path / _MANIFEST
+    if not path.is_dir():
+        raise StoreError(f"{path}: no such store folder (create one with lmtrace ingest --out)")
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise StoreError(
+            f"{path}: not an lmtrace store (no readable {_MANIFEST}); "
+            "create one with lmtrace ingest --out"
+        ) from None
+    if meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
+        raise StoreError(f"{path}: {_MANIFEST} is not an lmtrace store of version {STORE_VERSION}")
+    return path
+
+
+def init_store(path: Path, filters: EventFilter) -> Path:
+    """Create a store, or open an existing one built with the same filters.
+
+    A store keeps one set of read filters: mixing files read with different
+    filters would make "no such event" mean different things per file.
+    """
+    if (path / _MANIFEST).exists():
+        open_store(path)
+        meta = json.loads((path / _MANIFEST).read_text(encoding="utf-8"))
+        if meta.get("filters") != filters.to_json():
+            raise StoreError(
+                f"{path}: this store was built with filters {meta.get('filters')}, "
+                f"not {filters.to_json()}; ingest into a new --out folder"
+            )
+        return path
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise StoreError(
+            f"{path}: exists and is not an lmtrace store; choose a new or empty --out folder"
+        )
+    for folder in (path, path / "events", path / "files"):
+        folder.mkdir(parents=True, exist_ok=True)
+    meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "filters": filters.to_json()}
+    (path / _MANIFEST).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[Path]:
+    """Hold the store's lock file for the duration of one ingest.
+
+    A plain exclusive-create file works on every platform a support engineer
+    uses; it is removed on exit, and after a hard kill the message says how to
+    clear it.
+    """
+    lock = path / _LOCK
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise StoreError(
+            f"{path}: another ingest is writing to this store (if none is running, delete {lock})"
+        ) from None
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield path
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.parquet"))
+
+
+def scan_events(store: Path, filters: EventFilter | None = None) -> pl.LazyFrame:
+    """The events table as a LazyFrame, with ``filters`` applied (pushed into the scan)."""
+    parts = _parts(open_store(store) / "events")
+    frame = (
+        pl.scan_parquet(parts, schema=EVENT_SCHEMA) if parts else pl.LazyFrame(schema=EVENT_SCHEMA)
+    )
+    return frame.filter(filters.expr()) if filters is not None else frame
+
+
+def scan_files(store: Path) -> pl.LazyFrame:
+    """The files table (one row per file seen) as a LazyFrame."""
+    parts = _parts(open_store(store) / "files")
+    if not parts:
+        return pl.LazyFrame(schema=FILE_SCHEMA)
+    return pl.scan_parquet(parts, schema=FILE_SCHEMA)
+
+
+def stored_sha256(store: Path) -> dict[str, str]:
+    """SHA-256 -> where it was read from, for every file already in the store."""
+    rows = (
+        scan_files(store)
+        .filter(pl.col("sha256").is_not_null())
+        .select("sha256", "source_path", "member")
+        .unique("sha256", keep="first", maintain_order=True)
+        .collect()
+    )
+    return {sha: f"{path}!{member}" if member else path for sha, path, member in rows.iter_rows()}
+
+
+# ----- writing
+
+
+def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> tuple[pl.DataFrame, int]:
+    """Cast ``frame`` to ``schema``; drop and count rows that do not fit.
+
+    Missing columns become null. A row does not fit when a value that was
+    present becomes null in the cast (e.g. an event id over Int32).
+    Columns the schema does not know are a programming error.
+    """
+    extra = set(frame.columns) - set(schema)
+    if extra:
+        raise ValueError(f"columns not in the schema: {sorted(extra)}")
+    present = [name for name in schema if name in frame.columns]
+    cast = frame.select(
+        [
+            pl.col(name).cast(dtype, strict=False)
+            if name in present
+            else pl.lit(None, dtype).alias(name)
+            for name, dtype in schema.items()
+        ]
+    )
+    lost = pl.Series("lost", [False] * frame.height, dtype=pl.Boolean())
+    for name in present:
+        lost = lost | (frame[name].is_not_null() & cast[name].is_null())
+    if not lost.any():
+        return cast, 0
+    return cast.filter(~lost), int(lost.sum())
+
+
+def _write_atomic(frame: pl.DataFrame, folder: Path) -> Path:
+    """Write one Parquet part; readers never see a half-written file."""
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    temp = folder / f".{name}.tmp"
+    frame.write_parquet(temp, statistics=True)
+    final = folder / name
+    os.replace(temp, final)
+    return final
+
+
+@dataclass(frozen=True)
+class StagedPart:
+    """A batch of events written by a reading process, not yet in the store.
+
+    ``ranges`` holds (computer, channel, lowest record id, highest record id)
+    per group, so the committer can tell without opening the part whether it
+    could repeat anything already stored.
+    """
+
+    path: Path
+    rows: int
+    ranges: tuple[tuple[str | None, str | None, int | None, int | None], ...]
+
+
+def stage_events(frame: pl.DataFrame, folder: Path) -> tuple[StagedPart | None, int, int]:
+    """Conform one batch, drop repeats inside it, write it to ``folder``.
+
+    Returns the staged part (None when no row is left), the rows that did not
+    fit the schema, and the repeated events dropped.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    conformed, rejected = conform(frame, EVENT_SCHEMA)
+    unique = conformed.unique(list(DEDUPE_KEY), keep="first", maintain_order=True)
+    repeats = conformed.height - unique.height
+    if unique.is_empty():
+        return None, rejected, repeats
+    ranges = (
+        unique.group_by(_RANGE_KEY, maintain_order=True)
+        .agg(pl.col("record_id").min().alias("lo"), pl.col("record_id").max().alias("hi"))
+        .rows()
+    )
+    part = StagedPart(_write_atomic(unique, folder), unique.height, tuple(ranges))
+    return part, rejected, repeats
+
+
+_INDEX_SCHEMA = {
+    "part": pl.String(),
+    "computer": pl.String(),
+    "channel": pl.String(),
+    "lo": pl.Int64(),
+    "hi": pl.Int64(),
+}
+
+
+class EventCommitter:
+    """Moves staged parts into the store, dropping events it already holds.
+
+    Keeps a small index (part, computer, channel, record id range) of every
+    stored part, built once from the store and extended per commit, so a part
+    that cannot overlap is moved without being read.
+    """
+
+    def __init__(self, store: Path) -> None:
+        self._events = open_store(store) / "events"
+        parts = _parts(self._events)
+        if parts:
+            self._index = (
+                pl.scan_parquet(parts, schema=EVENT_SCHEMA, include_file_paths="part")
+                .group_by(["part", *_RANGE_KEY])
+                .agg(pl.col("record_id").min().alias("lo"), pl.col("record_id").max().alias("hi"))
+                .select(list(_INDEX_SCHEMA))
+                .collect()
+            )
+        else:
+            self._index = pl.DataFrame(schema=_INDEX_SCHEMA)
+
+    def commit(self, staged: StagedPart) -> tuple[int, int]:
+        """Add one staged part; returns (events stored, events already in the store)."""
+        ranges = pl.DataFrame(
+            list(staged.ranges),
+            schema={k: v for k, v in _INDEX_SCHEMA.items() if k != "part"},
+            orient="row",
+        ).with_columns(_open_ended("lo", "hi"))
+        overlapping = (
+            self._index.with_columns(_open_ended("lo", "hi"))
+            .join(ranges, on=_RANGE_KEY, nulls_equal=True, suffix="_new")
+            .filter((pl.col("lo") <= pl.col("hi_new")) & (pl.col("lo_new") <= pl.col("hi")))
+            .get_column("part")
+            .unique()
+            .to_list()
+        )
+        if not overlapping:
+            final = self._events / staged.path.name
+            os.replace(staged.path, final)
+            self._remember(final, staged.ranges)
+            return staged.rows, 0
+        known = pl.scan_parquet(overlapping, schema=EVENT_SCHEMA).select(DEDUPE_KEY).collect()
+        batch = pl.read_parquet(staged.path).join(
+            known, on=list(DEDUPE_KEY), how="anti", nulls_equal=True, maintain_order="left"
+        )
+        staged.path.unlink()
+        if batch.is_empty():
+            return 0, staged.rows
+        final = _write_atomic(batch, self._events)
+        new_ranges = (
+            batch.group_by(_RANGE_KEY, maintain_order=True)
+            .agg(pl.col("record_id").min().alias("lo"), pl.col("record_id").max().alias("hi"))
+            .rows()
+        )
+        self._remember(final, tuple(new_ranges))
+        return batch.height, staged.rows - batch.height
+
+    def _remember(self, part: Path, ranges: tuple[tuple[object, ...], ...]) -> None:
+        rows = [(str(part), *r) for r in ranges]
+        added = pl.DataFrame(rows, schema=_INDEX_SCHEMA, orient="row")
+        self._index = pl.concat([self._index, added])
+
+
+def _open_ended(lo: str, hi: str) -> list[pl.Expr]:
+    """A null record id bound means "unknown": treat the range as unbounded."""
+    return [
+        pl.col(lo).fill_null(-(2**63)),
+        pl.col(hi).fill_null(2**63 - 1),
+    ]
+
+
+def append_files(store: Path, rows: pl.DataFrame) -> int:
+    """Add file rows not already listed (same source path, member and SHA-256).
+
+    Returns the rows added; re-ingesting the same inputs adds none.
+    """
+    conformed, rejected = conform(rows, FILE_SCHEMA)
+    if rejected:
+        raise ValueError(f"{rejected} file rows do not fit the files schema")
+    key = ["source_path", "member", "sha256"]
+    existing = scan_files(store).select(key).collect()
+    new = conformed.unique(key, keep="first", maintain_order=True).join(
+        existing, on=key, how="anti", nulls_equal=True, maintain_order="left"
+    )
+    if not new.is_empty():
+        _write_atomic(new.select(FILE_COLUMNS), store / "files")
+    return new.height
