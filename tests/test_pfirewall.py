@@ -1,0 +1,93 @@
+"""pfirewall.log: fields by the #Fields line, local time made UTC, bad lines counted."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from parsers.pfirewall import (
+    PfirewallSettings,
+    TimeZoneError,
+    is_pfirewall,
+    parse_tz,
+    read_pfirewall,
+)
+
+HEADER = (
+    "#Version: 1.5\n#Software: Microsoft Windows Firewall\n#Time Format: Local\n"
+    "#Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn"
+    " tcpack tcpwin icmptype icmpcode info path\n\n"
+)
+
+
+def _log(tmp_path: Path, body: str, header: str = HEADER) -> Path:
+    path = tmp_path / "pfirewall.log"
+    path.write_bytes((header + body).encode("utf-8"))
+    return path
+
+
+def _read(path: Path, tz: str = "UTC", computer: str | None = "APP-VM01"):
+    return read_pfirewall(path, PfirewallSettings(tz, computer), str(path), None, "ab" * 32)
+
+
+def test_recognized_by_header_not_name(tmp_path: Path) -> None:
+    assert is_pfirewall(HEADER.encode())
+    assert is_pfirewall(b"\xef\xbb\xbf" + HEADER.encode())
+    assert not is_pfirewall(b"#Version: 1.0\n#Fields: date time\n")  # another W3C log
+    assert not is_pfirewall(b"ElfFile\x00")
+
+
+def test_rows_keyed_by_fields_and_time_converted_from_local(tmp_path: Path) -> None:
+    path = _log(
+        tmp_path,
+        "2024-03-05 14:00:01 DROP TCP 203.0.113.9 10.0.0.5 51000 443 52 S 1 0 8192 - - - RECEIVE\n"
+        "2024-03-05 14:00:02 ALLOW UDP 10.0.0.5 10.0.0.1 5353 53 60 - - - - - - - SEND\n",
+    )
+    frame, report = _read(path, tz="Europe/Berlin")
+    assert frame.height == 2 and report.records == 2 and report.records_skipped == 0
+    # Berlin is UTC+1 in March before DST: 14:00:01 local is 13:00:01 UTC.
+    assert frame["timestamp"][0] == datetime(2024, 3, 5, 13, 0, 1, tzinfo=timezone.utc)
+    assert frame["event_id"].to_list() == [1, 2]
+    assert frame["computer"].to_list() == ["APP-VM01", "APP-VM01"]
+    first = json.loads(frame["data"][0])
+    assert first["dst-port"] == "443" and first["protocol"] == "TCP" and "icmptype" not in first
+    assert frame["record_id"].to_list() == [6, 7]  # line numbers, for evidence
+
+
+def test_fixed_offset_zone_and_newer_field_layout(tmp_path: Path) -> None:
+    header = HEADER.replace(" path\n", " path pid\n")
+    path = _log(
+        tmp_path,
+        "2024-07-01 00:30:00 DROP UDP 198.51.100.7 10.0.0.5 4000 161 70 - - - - - - - RECEIVE 4\n",
+        header=header,
+    )
+    frame, _ = _read(path, tz="+02:00")
+    assert frame["timestamp"][0] == datetime(2024, 6, 30, 22, 30, tzinfo=timezone.utc)
+    assert json.loads(frame["data"][0])["pid"] == "4"
+
+
+def test_bad_lines_and_nonexistent_local_times_are_counted(tmp_path: Path) -> None:
+    path = _log(
+        tmp_path,
+        "2024-03-31 02:30:00 DROP TCP 1.2.3.4 10.0.0.5 1 443 52 S 1 0 8192 - - - RECEIVE\n"
+        "garbage line\n"
+        "2024-13-45 99:00:00 DROP TCP 1.2.3.4 10.0.0.5 1 443 52 S 1 0 8192 - - - RECEIVE\n"
+        "2024-03-31 03:30:00 DROP TCP 1.2.3.4 10.0.0.5 1 443 52 S 1 0 8192 - - - RECEIVE\n",
+    )
+    frame, report = _read(path, tz="Europe/Berlin")
+    # 02:30 does not exist on the spring-forward night in Berlin; the date 2024-13-45 is invalid.
+    assert frame.height == 1
+    assert report.records == 4 and report.records_skipped == 3
+    assert report.partial
+    assert any("line 7" in str(i) for i in report.issues)
+
+
+def test_unknown_time_zone_is_a_clear_error() -> None:
+    with pytest.raises(TimeZoneError, match="unknown time zone 'Mars/Olympus'"):
+        parse_tz("Mars/Olympus")
+    with pytest.raises(TimeZoneError, match="out of range"):
+        parse_tz("+19:00")
+    assert parse_tz("UTC+05:30") == "+05:30"
