@@ -1,0 +1,292 @@
+"""``lmtrace simulate``: realistic host and guest bundles with an exact ground truth.
+
+The problem: no public bundle shows a live migration cutting a VM off the
+network, and a customer's bundle never comes with the answer. The simulator
+writes bundles laid out as customers send them (one folder per machine, the
+exported .evtx files of the channels that matter, optionally pfirewall.log)
+together with ground_truth.json, which states every migration, quarantine and
+logged inbound drop, with record ids, and the verdict the rules give.
+
+Pipeline: scenarios.toml preset + knobs -> :func:`plan_incident` (the truth,
+on the host clock) -> :func:`render` (incident events per file, in each
+machine's clock) -> merged with background noise -> :class:`EvtxWriter`.
+One ``random.Random(seed)`` drives everything, in a fixed order, so the same
+arguments give byte-identical files. ``--size`` keeps each log running after
+the incident (noise only) until the bundle reaches the size: the padding
+never touches the incident window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from parsers.evtx_layout import CHUNK_SIZE
+from parsers.evtx_writer import EvtxWriter
+from pipeline.simulate_events import (
+    GUEST_CHANNELS,
+    HOST_CHANNELS,
+    PFIREWALL_HEADER,
+    GuestIds,
+    Item,
+    Rendered,
+    boot_events,
+    merge,
+    nearby_swaps,
+    render,
+)
+from pipeline.simulate_layouts import file_name
+from pipeline.simulate_noise import GUEST_SHARE, HOST_SHARE, pfirewall_noise, stream, variants
+from pipeline.simulate_plan import (
+    US,
+    Machine,
+    Plan,
+    SimulateError,
+    SimulateOptions,
+    load_presets,
+    plan_incident,
+    resolve_preset,
+    to_us,
+)
+from pipeline.simulate_truth import (
+    Observed,
+    bundle_verdict,
+    machines,
+    migration_verdict,
+    migrations,
+    quarantines,
+)
+
+__all__ = ["SimulateError", "SimulateOptions", "SimulationResult", "parse_size", "simulate"]
+
+HISTORY_US = 2 * 3600 * US
+"""How much log history precedes the scenario's --start (the guests boot then)."""
+
+_SIZE_CHECK_EVERY = 512
+_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Where the bundle is, what it holds, and its ground truth (as written to JSON)."""
+
+    out: Path
+    ground_truth: dict[str, object]
+    total_bytes: int
+
+
+def parse_size(text: str) -> int:
+    """``1GB``, ``500MB``, ``64KB`` or a byte count (binary units); ValueError otherwise."""
+    t = text.strip().upper().replace(" ", "").removesuffix("IB").removesuffix("I")
+    digits = t.rstrip("KMGB")
+    unit = t[len(digits) :]
+    if not digits or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (use e.g. 1GB, 500MB, 64KB)")
+    value = float(digits) * _UNITS[unit]
+    if value <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return int(value)
+
+
+def _lmtrace_version() -> str:
+    try:
+        return version("lmtrace")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class _FileJob:
+    """One file to write: its machine, channel and share of the padding."""
+
+    machine: Machine
+    channel: str
+    share: float  # fraction of the machine's noise rate this file gets
+
+
+def _jobs(plan: Plan) -> list[_FileJob]:
+    jobs = []
+    for h in plan.hosts:
+        jobs += [_FileJob(h, c, HOST_SHARE.get(c, 0.0)) for c in HOST_CHANNELS]
+    for g in plan.guests:
+        jobs += [_FileJob(g, c, GUEST_SHARE.get(c, 0.0)) for c in GUEST_CHANNELS]
+    return jobs
+
+
+class _Bundle:
+    """Writes the files of one plan into ``out`` and records what it wrote."""
+
+    def __init__(self, plan: Plan, rendered: Rendered, ids: dict[str, GuestIds], out: Path):
+        self.plan = plan
+        self.rendered = rendered
+        self.ids = ids
+        self.out = out
+        self.files: list[dict[str, object]] = []
+        self.wfp_events: dict[str, int] = {}
+        self.drop_lines: dict[str, list[int]] = {}
+        self.pfirewall_drops: list[dict[str, object]] = []
+
+    def _clock(self, m: Machine, host_us: int) -> int:
+        return m.guest_us(host_us) if m.role == "guest" else host_us
+
+    def _events(
+        self, job: _FileJob, rng: random.Random, budget: int | None, path: Path
+    ) -> Iterator[Item]:
+        """Boot events, incident events and noise of one file, merged in time order."""
+        plan, m = self.plan, job.machine
+        rel = f"{m.folder}/{file_name(job.channel)}"
+        history = self._clock(m, to_us(plan.options.start) - HISTORY_US)
+        end = self._clock(m, plan.end_us)
+        boot: list[Item] = []
+        if m.role == "guest":
+            for i, spec in enumerate(boot_events(m, self.ids[m.name], history + 5 * US, rng)):
+                if spec.channel == job.channel:
+                    boot.append((history + 5 * US + i, -1000 + i, spec, None))
+        pool = variants(m, job.channel, self.ids.get(m.name), rng)
+        rate = plan.preset.noise * job.share
+        windows = [
+            (m.guest_us(a), m.guest_us(b)) for a, b in plan.quarantine_windows(m)
+        ] if m.role == "guest" else []  # fmt: skip
+        noise = stream(m, pool, rate, history, end, windows, rng, 1_000_000_000)
+        yield from nearby_swaps(
+            merge(iter(boot), iter(self.rendered.events.get(rel, [])), noise), rng
+        )
+        if budget is None or not pool:
+            return
+        # Padding: the log keeps running after the incident until the file has its size.
+        padding = stream(m, pool, max(rate, 60.0), end, 2**62, windows, rng, 2_000_000_000)
+        for n, item in enumerate(padding):
+            if n % _SIZE_CHECK_EVERY == 0 and os.path.getsize(path) + CHUNK_SIZE >= budget:
+                return
+            yield item
+
+    def write_evtx(self, job: _FileJob, rng: random.Random, budget: int | None) -> int:
+        m = job.machine
+        rel = f"{m.folder}/{file_name(job.channel)}"
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blocked = self.rendered.blocked
+        wfp = 0
+        with EvtxWriter(path) as writer:
+            for _, _, spec, tag in self._events(job, rng, budget, path):
+                record_id = writer.write(spec)
+                if tag is not None:
+                    blocked[tag].record_id = record_id
+                if spec.event_id in (5152, 5156, 5157) and spec.channel == "Security":
+                    wfp += 1
+        stats = writer.close()
+        if job.channel == "Security":
+            self.wfp_events[m.name] = wfp
+        self.files.append({"path": rel, "records": stats.records, "bytes": stats.bytes})
+        return stats.bytes
+
+    def write_pfirewall(self, guest: Machine, rng: random.Random) -> int:
+        rel = f"{guest.folder}/pfirewall.log"
+        path = self.out / rel
+        plan = self.plan
+        history = guest.guest_us(to_us(plan.options.start) - HISTORY_US)
+        incident = [(t, 0, line) for t, line in self.rendered.pfirewall.get(guest.name, [])]
+        background = (
+            (t, 1, line)
+            for t, line in pfirewall_noise(
+                guest, plan.preset.noise * 0.5, history, guest.guest_us(plan.end_us), rng
+            )
+        )
+        lines = list(PFIREWALL_HEADER)
+        drops = self.drop_lines.setdefault(guest.name, [])
+        for t, kind, line in merge_lines(incident, background):
+            lines.append(line)
+            if kind == 0 and " DROP " in line:
+                drops.append(t)
+                fields = line.split(" ")
+                self.pfirewall_drops.append(
+                    {
+                        "guest": guest.name,
+                        "file": rel,
+                        "line": len(lines),
+                        "local_time": f"{fields[0]} {fields[1]}",
+                        "protocol": fields[3].lower(),
+                        "local_port": int(fields[7]),
+                        "remote_address": fields[4],
+                    }
+                )
+        data = ("\r\n".join(lines) + "\r\n").encode("ascii")
+        path.write_bytes(data)
+        self.files.append(
+            {"path": rel, "records": len(lines) - len(PFIREWALL_HEADER), "bytes": len(data)}
+        )
+        return len(data)
+
+
+def merge_lines(
+    incident: list[tuple[int, int, str]], background: Iterator[tuple[int, int, str]]
+) -> Iterator[tuple[int, int, str]]:
+    import heapq
+
+    return heapq.merge(incident, background, key=lambda x: (x[0], x[1]))
+
+
+def simulate(options: SimulateOptions, out: Path) -> SimulationResult:
+    """Write the bundle of ``options`` into ``out`` (created; files in it are replaced)."""
+    preset = resolve_preset(options, load_presets())
+    rng = random.Random(options.seed)
+    plan = plan_incident(preset, options, rng)
+    rendered, ids = render(plan, rng)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = _Bundle(plan, rendered, ids, out)
+    jobs = _jobs(plan)
+    total = 0
+    unpadded = [j for j in jobs if j.share == 0.0]
+    padded = [j for j in jobs if j.share > 0.0]
+    for job in unpadded:
+        total += bundle.write_evtx(job, rng, None)
+    budgets: dict[int, int | None] = {}
+    if options.size is not None:
+        room = options.size - total
+        weights = sum(j.share for j in padded)
+        budgets = {id(j): max(int(room * j.share / weights), 0) for j in padded}
+    for job in padded:
+        total += bundle.write_evtx(job, rng, budgets.get(id(job)))
+    if options.pfirewall:
+        for g in plan.guests:
+            bundle.write_pfirewall(g, rng)
+    if options.size is not None and total > options.size * 1.05:
+        raise SimulateError(
+            f"--size {options.size} bytes is too small: this scenario needs {total} bytes of .evtx"
+        )
+    truth = _ground_truth(plan, bundle)
+    (out / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    return SimulationResult(out, truth, total)
+
+
+def _ground_truth(plan: Plan, bundle: _Bundle) -> dict[str, object]:
+    blocked = bundle.rendered.blocked
+    verdicts = {}
+    for r in plan.reactions:
+        g = r.migration.guest
+        observed = Observed(
+            wfp_events=bundle.wfp_events.get(g.name, 0),
+            pfirewall=plan.options.pfirewall,
+            drop_lines=bundle.drop_lines.get(g.name, []),
+        )
+        verdicts[r.migration.id] = migration_verdict(r, blocked, observed)
+    blocked_sorted = sorted(blocked, key=lambda b: (b.guest, b.time_us, b.event_id))
+    return {
+        "scenario": plan.preset.name,
+        "description": plan.preset.description,
+        "seed": plan.options.seed,
+        "lmtrace_version": _lmtrace_version(),
+        "arguments": plan.options.arguments(),
+        "verdict": bundle_verdict([v for v, _ in verdicts.values()]),
+        "machines": machines(plan),
+        "migrations": migrations(plan, verdicts),
+        "quarantines": quarantines(plan, blocked),
+        "blocked_inbound": [b.as_json() for b in blocked_sorted],
+        "pfirewall_drops": bundle.pfirewall_drops,
+        "files": sorted(bundle.files, key=lambda f: str(f["path"])),
+    }

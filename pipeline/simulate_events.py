@@ -1,0 +1,422 @@
+"""Render a :class:`~pipeline.simulate_plan.Plan` into the events of each exported file.
+
+The problem: the plan says what happened on the host clock; each machine's
+files must say it the way that machine logs it, in its own clock, with its own
+process ids, mixed into the background noise a real log has, in the order the
+log would have them. Incident events are built eagerly (there are few);
+background noise is a lazy stream so that a 1 GB bundle never sits in memory.
+
+Each stream yields ``(time_us, seq, EventSpec, tag)`` in time order; ``tag`` is
+the index of a blocked-inbound truth entry (to learn its record id) or None.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from parsers.evtx_writer import EventSpec
+from pipeline.simulate_layouts import (
+    FIREWALL_CHANNEL,
+    HA_ADMIN,
+    NCSI_OPERATIONAL,
+    PROFILE_OPERATIONAL,
+    VMMS_ADMIN,
+    WORKER_ADMIN,
+    Layout,
+    file_name,
+    layout,
+)
+from pipeline.simulate_plan import (
+    US,
+    Machine,
+    Plan,
+    from_us,
+    iso,
+)
+
+Item = tuple[int, int, EventSpec, int | None]
+
+HOST_CHANNELS = ("System", VMMS_ADMIN, HA_ADMIN, WORKER_ADMIN)
+GUEST_CHANNELS = ("System", "Security", PROFILE_OPERATIONAL, NCSI_OPERATIONAL, FIREWALL_CHANNEL)
+MINIPORT = "Microsoft Hyper-V Network Adapter"
+INBOUND, LAYER_ACCEPT, LAYER_ACCEPT_RTID = "%%14592", "%%14610", 44
+OUTBOUND, LAYER_CONNECT, LAYER_CONNECT_RTID = "%%14593", "%%14611", 48
+QUARANTINE_ORIGIN = "Quarantine Default"
+NULL_SID = "S-1-0-0"
+SYSTEM_SID, LOCAL_SERVICE_SID, NETWORK_SERVICE_SID = "S-1-5-18", "S-1-5-19", "S-1-5-20"
+PFIREWALL_HEADER = (
+    "#Version: 1.5",
+    "#Software: Microsoft Windows Firewall",
+    "#Time Format: Local",
+    "#Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn "
+    "tcpack tcpwin icmptype icmpcode info path",
+    "",
+)
+
+# Which process listens on a port: (pid, image path as WFP logs it).
+_LISTENERS: dict[int, tuple[int, str]] = {
+    3389: (1104, r"\device\harddiskvolume2\windows\system32\svchost.exe"),
+    1433: (2816, r"\device\harddiskvolume2\program files\microsoft sql server\mssql15"
+                 r".mssqlserver\mssql\binn\sqlservr.exe"),
+    1434: (2932, r"\device\harddiskvolume2\program files (x86)\microsoft sql server"
+                 r"\90\shared\sqlbrowser.exe"),
+    53: (1876, r"\device\harddiskvolume2\windows\system32\dns.exe"),
+    161: (2040, r"\device\harddiskvolume2\windows\system32\snmp.exe"),
+}  # fmt: skip
+_ALLOW_RULES = {
+    443: "IIS-WebServerRole-HTTPS-In-TCP",
+    80: "IIS-WebServerRole-HTTP-In-TCP",
+    3389: "RemoteDesktop-UserMode-In-TCP",
+    445: "FPS-SMB-In-TCP",
+    137: "FPS-NB_Name-In-UDP",
+    1433: "SQLServer-In-TCP",
+    1434: "SQLBrowser-In-UDP",
+    53: "DNSSrv-UDP-In",
+    161: "SNMP-In-UDP",
+    5985: "WINRM-HTTP-In-TCP",
+}
+
+
+@dataclass
+class BlockedTruth:
+    """One blocked-inbound Security event, as ground_truth.json lists it."""
+
+    guest: str
+    time_us: int  # guest clock
+    event_id: int
+    protocol: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    migration_id: str | None
+    path: str
+    record_id: int | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "guest": self.guest,
+            "time": iso(self.time_us),
+            "event_id": self.event_id,
+            "protocol": self.protocol,
+            "local_port": self.local_port,
+            "remote_address": self.remote_address,
+            "remote_port": self.remote_port,
+            "migration_id": self.migration_id,
+            "file": self.path,
+            "record_id": self.record_id,
+        }
+
+
+@dataclass
+class Rendered:
+    """The incident's events per bundle-relative file, and the truth found while rendering."""
+
+    events: dict[str, list[Item]] = field(default_factory=dict)
+    blocked: list[BlockedTruth] = field(default_factory=list)
+    pfirewall: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # guest clock
+    seq: int = 0
+
+    def add(self, machine: Machine, spec: EventSpec, time_us: int, tag: int | None = None) -> None:
+        path = f"{machine.folder}/{file_name(spec.channel)}"
+        self.seq += 1
+        self.events.setdefault(path, []).append((time_us, self.seq, spec, tag))
+
+
+def _secs(value: float) -> str:
+    return f"{value:g}"
+
+
+def _pid(rng: random.Random) -> int:
+    return rng.randrange(400, 9000, 4)
+
+
+def _tid(rng: random.Random) -> int:
+    return rng.randrange(200, 12000, 4)
+
+
+def _host_events(plan: Plan, out: Rendered, rng: random.Random) -> None:
+    hosts = {h.name: h for h in plan.hosts}
+    vmms_pid = {h.name: _pid(rng) for h in plan.hosts}
+    cluster_pid = {h.name: _pid(rng) for h in plan.hosts}
+
+    def emit(host: str, name: str, t: int, values: tuple[object, ...], pid: int) -> None:
+        lay = layout(name)
+        spec = lay.event(from_us(t), host, values, pid=pid, tid=_tid(rng), sid=SYSTEM_SID)
+        out.add(hosts[host], spec, t)
+
+    for m in plan.migrations:
+        vm, vmid, src, dst = m.guest.vm_name, m.guest.vmid, m.source, m.destination
+        assert vm is not None and vmid is not None
+        worker_pid = _pid(rng)
+        ms = US // 1000
+        if m.clustered:
+            emit(
+                src, "cluster.role_moving", m.start_us - 400 * ms, (vm, src, dst), cluster_pid[src]
+            )
+            emit(src, "ha.source_started", m.start_us - 200 * ms, (vmid, vm), cluster_pid[src])
+            emit(dst, "ha.target_started", m.start_us + 300 * ms, (vmid, vm), cluster_pid[dst])
+        emit(src, "vmms.migration_started", m.start_us, (vm, vmid, dst), vmms_pid[src])
+        if m.status == "failed":
+            message = (
+                f"Virtual machine migration operation for '{vm}' failed at migration source "
+                f"'{src}'. (Virtual machine ID {vmid.upper()})"
+            )
+            values = (vm, vmid, message, 0x8007274C)
+            emit(src, "vmms.migration_failed", m.end_us, values, vmms_pid[src])
+            if m.clustered:
+                emit(src, "ha.migration_failed", m.end_us + 100 * ms, (vmid, vm), cluster_pid[src])
+            continue
+        assert m.blackout_s is not None and m.brownout_s is not None
+        total = _secs(round((m.end_us - m.start_us) / US, 3))
+        brown, black = _secs(m.brownout_s), _secs(m.blackout_s)
+        dirty = rng.randrange(2000, 90000)
+        emit(dst, "worker.brownout", m.blackout_start_us, (vm, vmid, brown), worker_pid)
+        emit(dst, "worker.blackout", m.blackout_end_us + 20 * ms, (vm, vmid, black, dirty),
+             worker_pid)  # fmt: skip
+        completed = (
+            "vmms.migration_completed_long_blackout"
+            if m.blackout_s > 1.0
+            else "vmms.migration_completed"
+        )
+        emit(src, completed, m.end_us, (vm, vmid, black), vmms_pid[src])
+        emit(dst, "worker.migration_summary", m.end_us + 50 * ms, (vm, vmid, brown, black),
+             worker_pid)  # fmt: skip
+        emit(dst, "vmms.migration_succeeded", m.end_us + 400 * ms, (vm, vmid), vmms_pid[dst])
+        if m.clustered:
+            done = (vmid, vm, total)
+            emit(src, "ha.source_completed", m.end_us + 150 * ms, done, cluster_pid[src])
+            emit(dst, "ha.target_completed", m.end_us + 200 * ms, done, cluster_pid[dst])
+            emit(dst, "cluster.role_online", m.end_us + 500 * ms, (vm,), cluster_pid[dst])
+
+
+@dataclass(frozen=True)
+class GuestIds:
+    """Per-guest constants that real logs repeat: the network, the NIC, service processes."""
+
+    network_guid: object
+    luid: int
+    nla_pid: int
+    ncsi_pid: int
+    mpssvc_pid: int
+    interface_index: int
+
+
+def guest_ids(guest: Machine, rng: random.Random) -> GuestIds:
+    return GuestIds(
+        network_guid=guest.interface_guid.__class__(int=rng.getrandbits(128), version=4),
+        luid=0x0006000000000000 | rng.randrange(1, 0xFFFF) << 24,
+        nla_pid=_pid(rng),
+        ncsi_pid=_pid(rng),
+        mpssvc_pid=_pid(rng),
+        interface_index=rng.randint(4, 14),
+    )
+
+
+def classification_events(
+    guest: Machine, ids: GuestIds, t: int, rng: random.Random
+) -> list[tuple[int, EventSpec]]:
+    """The events that end a quarantine normally (and that a boot logs), guest clock ``t``."""
+    name = guest.name.split(".", 1)[1] if "." in guest.name else "contoso.local"
+    ms = US // 1000
+    flags = (False, False, True, True, False, False, False, False)
+    return [
+        (t, layout("profile.connected").event(
+            from_us(t), guest.name, (name, name, ids.network_guid, 0, 1, 2),
+            pid=ids.nla_pid, tid=_tid(rng), sid=LOCAL_SERVICE_SID)),
+        (t + 9 * ms, layout("firewall.profile_changed").event(
+            from_us(t + 9 * ms), guest.name, (guest.interface_guid, "ethernet_32769", 0, 1),
+            pid=ids.mpssvc_pid, tid=_tid(rng), sid=LOCAL_SERVICE_SID)),
+        (t + 11 * ms, layout("security.profile_changed").event(
+            from_us(t + 11 * ms), guest.name, ("Domain",), pid=ids.mpssvc_pid, tid=_tid(rng))),
+        (t + 23 * ms, layout("profile.state_change").event(
+            from_us(t + 23 * ms), guest.name, flags,
+            pid=ids.nla_pid, tid=_tid(rng), sid=LOCAL_SERVICE_SID)),
+        (t + 140 * ms, layout("ncsi.capability_change").event(
+            from_us(t + 140 * ms), guest.name, (guest.interface_guid, ids.luid, 0, 2, 4, 0),
+            pid=ids.ncsi_pid, tid=_tid(rng), sid=NETWORK_SERVICE_SID)),
+    ]  # fmt: skip
+
+
+def wfp_values(
+    guest: Machine,
+    ids: GuestIds,
+    *,
+    packet: bool,
+    inbound: bool,
+    remote: str,
+    remote_port: int,
+    local_port: int,
+    protocol: int,
+    filter_rtid: int,
+    origin: str,
+) -> tuple[object, ...]:
+    """Payload values of a 5152/5156/5157 in the guest's layout (2016 or 2022 style)."""
+    pid, app = _LISTENERS.get(local_port, (4, "System")) if inbound else (1104, "svchost")
+    if packet:
+        pid, app = 0, "-"
+    src, sport, dst, dport = (
+        (remote, remote_port, guest.address, local_port)
+        if inbound
+        else (guest.address, local_port, remote, remote_port)
+    )
+    layer, layer_rtid = (
+        (LAYER_ACCEPT, LAYER_ACCEPT_RTID) if inbound else (LAYER_CONNECT, LAYER_CONNECT_RTID)
+    )
+    head = (pid, app, INBOUND if inbound else OUTBOUND, src, str(sport), dst, str(dport), protocol)
+    extra = (origin, ids.interface_index) if guest.ws2022 else ()
+    tail = (filter_rtid, layer, layer_rtid)
+    remote_ids = () if packet else (NULL_SID, NULL_SID)
+    return head + extra + tail + remote_ids
+
+
+def _wfp_layout(guest: Machine, event_id: int) -> Layout:
+    prefix = "wfp2022" if guest.ws2022 else "wfp"
+    suffix = {5152: "packet_dropped", 5156: "connection_allowed", 5157: "connection_blocked"}
+    return layout(f"{prefix}.{suffix[event_id]}")
+
+
+def pfirewall_line(
+    guest: Machine,
+    when_us: int,
+    *,
+    action: str,
+    protocol: int,
+    remote: str,
+    remote_port: int,
+    local_port: int,
+    inbound: bool,
+) -> str:
+    """One pfirewall.log line in the guest's local time (second precision, no offset)."""
+    local = from_us(when_us).astimezone(ZoneInfo(guest.time_zone))
+    proto = "TCP" if protocol == 6 else "UDP"
+    if action == "ALLOW":
+        size, flags = "0", "- - - -"
+    elif protocol == 6:
+        size, flags = "52", f"S {(remote_port * 7919) % 4294967295} 0 64240"
+    else:
+        size, flags = "78", "- - - -"
+    src, sport, dst, dport = (
+        (remote, remote_port, guest.address, local_port)
+        if inbound
+        else (guest.address, local_port, remote, remote_port)
+    )
+    path = "RECEIVE" if inbound else "SEND"
+    fields = (f"{local:%Y-%m-%d %H:%M:%S}", action, proto, src, dst, sport, dport, size, flags)
+    return " ".join(map(str, fields)) + f" - - - {path}"
+
+
+def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: random.Random) -> None:
+    guests = {g.name: g for g in plan.guests}
+    sec_path = {g.name: f"{g.folder}/Security.evtx" for g in plan.guests}
+    for r in plan.reactions:
+        g = r.migration.guest
+        if r.network_change_us is not None:
+            t = g.guest_us(r.network_change_us)
+            spec = layout("netvsc.network_changed").event(
+                from_us(t), g.name, (len(MINIPORT), MINIPORT), tid=_tid(rng)
+            )
+            out.add(g, spec, t)
+        if r.classified_us is not None:
+            for t, spec in classification_events(g, ids[g.name], g.guest_us(r.classified_us), rng):
+                out.add(g, spec, t)
+    for a in plan.attempts:
+        g = guests[a.guest.name]
+        t = g.guest_us(a.time_us)
+        gid = ids[g.name]
+        if a.outcome == "lost":
+            continue
+        if plan.options.pfirewall:
+            action = "DROP" if a.outcome == "blocked" else "ALLOW"
+            line = pfirewall_line(
+                g, t, action=action, protocol=a.protocol, remote=a.remote_address,
+                remote_port=a.remote_port, local_port=a.local_port, inbound=True,
+            )  # fmt: skip
+            out.pfirewall.setdefault(g.name, []).append((t, line))
+        if not g.wfp_auditing:
+            continue
+        common = dict(
+            inbound=True,
+            remote=a.remote_address,
+            remote_port=a.remote_port,
+            local_port=a.local_port,
+            protocol=a.protocol,
+        )
+        if a.outcome == "allowed":
+            values = wfp_values(
+                g, gid, packet=False, filter_rtid=72000 + a.local_port % 997,
+                origin=_ALLOW_RULES.get(a.local_port, "Allow-In"), **common,
+            )  # fmt: skip
+            out.add(g, _wfp_layout(g, 5156).event(from_us(t), g.name, values, tid=_tid(rng)), t)
+            continue
+        # A blocked SYN or datagram: the connection event, and often the packet drop too.
+        main, other = (5157, 5152) if a.protocol == 6 else (5152, 5157)
+        kinds = [main] + ([other] if rng.random() < 0.5 else [])
+        for k, event_id in enumerate(kinds):
+            when = t + 15 + k * rng.randint(20, 180)
+            values = wfp_values(
+                g, gid, packet=event_id == 5152, filter_rtid=67607 if event_id == 5152 else 67249,
+                origin=QUARANTINE_ORIGIN, **common,
+            )  # fmt: skip
+            spec = _wfp_layout(g, event_id).event(from_us(when), g.name, values, tid=_tid(rng))
+            out.blocked.append(
+                BlockedTruth(
+                    g.name, when, event_id, "tcp" if a.protocol == 6 else "udp", a.local_port,
+                    a.remote_address, a.remote_port, a.migration_id, sec_path[g.name],
+                )
+            )  # fmt: skip
+            out.add(g, spec, when, len(out.blocked) - 1)
+
+
+def boot_events(guest: Machine, ids: GuestIds, t: int, rng: random.Random) -> list[EventSpec]:
+    """What a guest's logs hold from its last boot, before any noise (guest clock ``t``)."""
+    netvsc = [
+        layout(f"netvsc.{k}").event(from_us(t), guest.name, (len(MINIPORT), MINIPORT))
+        for k in ("connected",)
+    ]
+    later = t + 35 * US
+    return netvsc + [spec for _, spec in classification_events(guest, ids, later, rng)]
+
+
+def render(plan: Plan, rng: random.Random) -> tuple[Rendered, dict[str, GuestIds]]:
+    """The incident events of every file (sorted), the blocked truth, pfirewall lines."""
+    out = Rendered()
+    ids = {g.name: guest_ids(g, rng) for g in plan.guests}
+    _host_events(plan, out, rng)
+    _guest_events(plan, out, ids, rng)
+    for items in out.events.values():
+        items.sort(key=lambda i: (i[0], i[1]))
+    for lines in out.pfirewall.values():
+        lines.sort(key=lambda x: x[0])
+    return out, ids
+
+
+def merge(*streams: Iterator[Item]) -> Iterator[Item]:
+    """Time-ordered union of time-ordered streams."""
+    return heapq.merge(*streams, key=lambda i: (i[0], i[1]))
+
+
+def nearby_swaps(
+    stream: Iterator[Item], rng: random.Random, within_us: int = 2000
+) -> Iterator[Item]:
+    """Swap some neighbours less than ``within_us`` apart, as real logs do.
+
+    Windows assigns record ids in the order events reach the log, which for
+    events from different threads a millisecond apart is not always the order
+    of their timestamps.
+    """
+    held: Item | None = None
+    for item in stream:
+        if held is None:
+            held = item
+            continue
+        if item[0] - held[0] < within_us and rng.random() < 0.1:
+            yield item
+            continue
+        yield held
+        held = item
+    if held is not None:
+        yield held

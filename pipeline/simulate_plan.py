@@ -1,0 +1,510 @@
+"""The incident model: which machines exist, which VM moves when, what its guest lives through.
+
+The problem: a correlator is only testable against a bundle whose truth is
+known exactly. This module decides that truth before any event is written:
+machines and their clocks, each live migration's phases on the host clock
+(start, brownout, blackout, completion), the guest's network change, its
+quarantine window and how it ends, and every inbound connection attempt with
+its fate (allowed, lost in the blackout, blocked by the quarantine). The event
+builders (:mod:`pipeline.simulate_events`) only render this plan, so the
+ground truth and the files cannot disagree.
+
+Times are integer microseconds since the Unix epoch, UTC, on the *host* clock
+(hosts agree with each other); a guest's own clock is derived by
+:meth:`Machine.guest_us`. Microseconds because both EVTX readers render
+TimeCreated with microsecond precision: what the truth says is exactly what a
+reader will show.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import tomllib
+
+from parsers.model import LmtraceError
+
+US = 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2025, 3, 4, 9, 0, 0, tzinfo=timezone.utc)
+
+Classification = Literal["never", "normal", "mixed"]
+Outcome = Literal["completed", "failed", "lost", "blocked", "allowed"]
+
+SAFETY_TIMEOUT_S = 7.0
+"""The guest firewall's hard-coded wait when the classification signal never comes [C: wiki]."""
+
+TCP_RETRY_S = (1.0, 3.0, 7.0)
+"""When a blocked or lost SYN is sent again, after the first try [I: default retransmission]."""
+
+_VM_NAMES = ("APP-VM", "SQL-VM", "WEB-VM", "FS-VM", "DC-VM", "RDS-VM")
+_GUEST_NAMES = (
+    "SQLPROD7",
+    "WEBFE02",
+    "APPSRV12",
+    "FILESRV1",
+    "DC03",
+    "RDSH04",
+    "ERPAPP2",
+    "MQBROKER1",
+    "IIS-EDGE3",
+    "BIZTALK01",
+)
+_DOMAIN = "corp.contoso.com"
+# Listening services per guest role: (protocol number, port).
+_SERVICES = (
+    ((6, 443), (6, 3389), (17, 53), (6, 1433)),
+    ((6, 1433), (17, 1434), (6, 3389), (6, 445)),
+    ((6, 443), (6, 80), (17, 161), (6, 5985)),
+    ((6, 445), (17, 137), (6, 3389), (17, 53)),
+)
+
+
+class SimulateError(LmtraceError):
+    """A simulation cannot be made from these arguments; the message says which one."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One scenario of scenarios.toml."""
+
+    name: str
+    description: str
+    expect: str
+    hosts: int
+    vms: int
+    migrations: int
+    clustered: bool
+    drain: bool
+    outcome: Literal["completed", "failed"]
+    host_fixed: bool
+    guest_quarantine: bool
+    classification: Classification
+    wfp_auditing: bool
+    load: float
+    noise: float
+
+
+def load_presets(path: Path | None = None) -> dict[str, Preset]:
+    """The scenarios of scenarios.toml (shipped in the package) or of ``path``."""
+    if path is None:
+        text = resources.files("pipeline").joinpath("scenarios.toml").read_text("utf-8")
+    else:
+        text = path.read_text("utf-8")
+    data = tomllib.loads(text)
+    presets: dict[str, Preset] = {}
+    known = set(Preset.__dataclass_fields__) - {"name"}
+    for name, table in data.items():
+        unknown = set(table) - known
+        missing = known - set(table)
+        if unknown or missing:
+            raise SimulateError(
+                f"scenarios.toml [{name}]: unknown keys {sorted(unknown)}, "
+                f"missing keys {sorted(missing)}"
+            )
+        presets[name] = Preset(name=name, **table)
+    return presets
+
+
+@dataclass(frozen=True)
+class SimulateOptions:
+    """Everything a bundle depends on; the same options always give the same bytes."""
+
+    scenario: str
+    seed: int = 0
+    hosts: int | None = None
+    vms: int | None = None
+    migrations: int | None = None
+    guest_clock_offset: float = 0.0  # seconds, guest clock minus host clock at --start
+    guest_clock_drift: float = 0.0  # ppm
+    name_mismatch: bool = False
+    load: float | None = None
+    noise: float | None = None
+    guest_tz: str = "UTC"
+    pfirewall: bool = False
+    size: int | None = None  # bytes of .evtx in the whole bundle
+    start: datetime = DEFAULT_START
+    ws2022_guests: int = 0
+
+    def arguments(self) -> dict[str, object]:
+        """The options as JSON values, for ground_truth.json."""
+        out: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = _iso(to_us(value)) if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A host or a guest; guests know their VM and their clock."""
+
+    name: str  # Computer as logged
+    folder: str  # the bundle folder it is exported to
+    role: Literal["host", "guest"]
+    start_us: int = 0  # the instant the clock offset is measured at
+    vm_name: str | None = None
+    vmid: str | None = None  # lower case, no braces
+    clock_offset_s: float = 0.0
+    clock_drift_ppm: float = 0.0
+    time_zone: str = "UTC"
+    os: str = "Windows Server 2016"
+    ws2022: bool = False
+    wfp_auditing: bool = True
+    address: str = ""
+    services: tuple[tuple[int, int], ...] = ()
+    memory_gb: int = 8
+    interface_guid: uuid.UUID = field(default_factory=lambda: uuid.UUID(int=0))
+
+    def guest_us(self, host_us: int) -> int:
+        """What this machine's own clock shows at host time ``host_us``."""
+        drift = self.clock_drift_ppm * (host_us - self.start_us) / US
+        return host_us + round(self.clock_offset_s * US + drift)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One live migration, on the host clock."""
+
+    id: str
+    guest: Machine
+    source: str
+    destination: str
+    clustered: bool
+    status: Literal["completed", "failed"]
+    start_us: int  # VMMS 20413 on the source
+    brownout_start_us: int
+    blackout_start_us: int  # == end of brownout
+    blackout_end_us: int
+    end_us: int  # 20415/20417 on the source, or the failure event
+    blackout_s: float | None
+    brownout_s: float | None
+
+
+@dataclass(frozen=True)
+class GuestReaction:
+    """What the guest logs after a completed migration (host clock)."""
+
+    migration: Migration
+    network_change_us: int | None  # Netvsc 14 (Q0); None when the host is fixed
+    quarantine_end_us: int | None  # None: no quarantine (host fixed or quarantine disabled)
+    ended_by: Literal["classification", "safety-timeout"] | None
+    classified_us: int | None  # NetworkProfile/NCSI/FW events, when they come
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One inbound packet that opens a connection (a SYN or a UDP datagram), host clock."""
+
+    guest: Machine
+    time_us: int
+    protocol: int  # 6 or 17
+    local_port: int
+    remote_address: str
+    remote_port: int
+    outcome: Literal["allowed", "blocked", "lost"]
+    migration_id: str | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole incident, before it is rendered into events."""
+
+    preset: Preset
+    options: SimulateOptions
+    hosts: tuple[Machine, ...]
+    guests: tuple[Machine, ...]
+    migrations: tuple[Migration, ...]
+    reactions: tuple[GuestReaction, ...]
+    attempts: tuple[Attempt, ...]
+    begin_us: int  # first incident-related time (history starts earlier)
+    end_us: int  # last event time of the incident window
+
+    def quarantine_windows(self, guest: Machine) -> list[tuple[int, int]]:
+        """Host-clock intervals in which this guest's inbound traffic was quarantined."""
+        return [
+            (r.network_change_us, r.quarantine_end_us)
+            for r in self.reactions
+            if r.migration.guest == guest
+            and r.network_change_us is not None
+            and r.quarantine_end_us is not None
+        ]
+
+
+def to_us(when: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime."""
+    delta = when - EPOCH
+    return (delta.days * 86400 + delta.seconds) * US + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    """The aware UTC datetime of epoch microseconds."""
+    return datetime.fromtimestamp(us // US, timezone.utc).replace(microsecond=us % US)
+
+
+def _iso(us: int) -> str:
+    return from_us(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+iso = _iso
+
+
+def resolve_preset(options: SimulateOptions, presets: dict[str, Preset]) -> Preset:
+    """The scenario with the knobs applied; SimulateError for bad values."""
+    preset = presets.get(options.scenario)
+    if preset is None:
+        raise SimulateError(
+            f"unknown scenario {options.scenario!r}; valid: {', '.join(sorted(presets))}"
+        )
+    merged = Preset(
+        **{
+            **preset.__dict__,
+            **{
+                k: getattr(options, k)
+                for k in ("hosts", "vms", "migrations", "load", "noise")
+                if getattr(options, k) is not None
+            },
+        }
+    )
+    if merged.hosts < 2:
+        raise SimulateError("--hosts must be at least 2 (a live migration needs two hosts)")
+    if merged.vms < 1:
+        raise SimulateError("--vms must be at least 1")
+    if merged.migrations < 0 or merged.load < 0 or merged.noise < 0:
+        raise SimulateError("--migrations, --load and --noise cannot be negative")
+    if not 0 <= options.ws2022_guests <= merged.vms:
+        raise SimulateError(f"--ws2022-guests must be between 0 and --vms ({merged.vms})")
+    try:
+        ZoneInfo(options.guest_tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SimulateError(f"--guest-tz {options.guest_tz!r} is not an IANA time zone") from None
+    if options.start.tzinfo is None:
+        raise SimulateError("--start needs a time zone (e.g. 2025-03-04T09:00:00Z)")
+    return merged
+
+
+def _uuid(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def _machines(
+    preset: Preset, options: SimulateOptions, rng: random.Random
+) -> tuple[tuple[Machine, ...], tuple[Machine, ...]]:
+    start_us = to_us(options.start)
+    hosts = tuple(
+        Machine(f"HV-NODE{i + 1}", f"HV-NODE{i + 1}", "host", start_us) for i in range(preset.hosts)
+    )
+    guests = []
+    first_2022 = preset.vms - options.ws2022_guests
+    for i in range(preset.vms):
+        vm_name = f"{_VM_NAMES[i % len(_VM_NAMES)]}{i // len(_VM_NAMES) + 1:02d}"
+        if options.name_mismatch:
+            # Every other guest has an unrelated host name; the rest log the VM name as
+            # a lower-case FQDN. Both are what customers' bundles show.
+            if i % 2 == 0:
+                short = _GUEST_NAMES[(i // 2) % len(_GUEST_NAMES)]
+                short += "" if i < 2 * len(_GUEST_NAMES) else str(i)
+            else:
+                short = vm_name.lower()
+            name = f"{short}.{_DOMAIN}"
+            folder = short.upper()
+        else:
+            name = folder = vm_name
+        ws2022 = i >= first_2022
+        guests.append(
+            Machine(
+                name=name,
+                folder=folder,
+                role="guest",
+                start_us=start_us,
+                vm_name=vm_name,
+                vmid=str(_uuid(rng)),
+                clock_offset_s=options.guest_clock_offset,
+                clock_drift_ppm=options.guest_clock_drift,
+                time_zone=options.guest_tz,
+                os="Windows Server 2022" if ws2022 else "Windows Server 2016",
+                ws2022=ws2022,
+                wfp_auditing=preset.wfp_auditing,
+                address=f"10.20.{1 + i // 200}.{11 + i % 200}",
+                services=_SERVICES[i % len(_SERVICES)],
+                memory_gb=rng.choice((4, 8, 8, 16, 16, 32, 64)),
+                interface_guid=_uuid(rng),
+            )
+        )
+    return hosts, tuple(guests)
+
+
+def _migration(
+    index: int,
+    guest: Machine,
+    source: str,
+    destination: str,
+    start_us: int,
+    preset: Preset,
+    rng: random.Random,
+) -> Migration:
+    """The phases of one migration; brownout grows with the VM's memory."""
+    mid = f"lm-{index + 1:03d}"
+    setup = round(rng.uniform(0.8, 2.5) * US)
+    if preset.outcome == "failed":
+        end = start_us + round(rng.uniform(8.0, 40.0) * US)
+        return Migration(
+            mid, guest, source, destination, preset.clustered, "failed", start_us,
+            start_us + setup, end, end, end, None, None,
+        )  # fmt: skip
+    brownout_s = round(min(max(guest.memory_gb * rng.uniform(0.35, 0.7), 2.0), 45.0), 3)
+    blackout_s = round(rng.triangular(0.1, 1.5, 0.35), 3)
+    brown = start_us + setup
+    black = brown + round(brownout_s * US)
+    black_end = black + round(blackout_s * US)
+    end = black_end + round(rng.uniform(0.05, 0.3) * US)
+    return Migration(
+        mid, guest, source, destination, preset.clustered, "completed", start_us,
+        brown, black, black_end, end, blackout_s, brownout_s,
+    )  # fmt: skip
+
+
+def _migrations(
+    preset: Preset,
+    hosts: tuple[Machine, ...],
+    guests: tuple[Machine, ...],
+    begin_us: int,
+    rng: random.Random,
+) -> tuple[Migration, ...]:
+    placement = {g.name: (0 if preset.drain else i % len(hosts)) for i, g in enumerate(guests)}
+    out: list[Migration] = []
+    if preset.drain:
+        # Every VM of HV-NODE1 leaves, at most two migrations at a time (the Hyper-V
+        # default), so brownouts overlap.
+        count = min(preset.migrations, len(guests))
+        for i in range(count):
+            if i < 2:
+                start = begin_us + round(i * rng.uniform(1.0, 3.0) * US)
+            else:
+                start = out[i - 2].end_us + round(rng.uniform(0.5, 2.0) * US)
+            dest = hosts[1 + i % (len(hosts) - 1)].name
+            out.append(_migration(i, guests[i], hosts[0].name, dest, start, preset, rng))
+        return tuple(out)
+    start = begin_us
+    for i in range(preset.migrations):
+        guest = guests[i % len(guests)]
+        src = placement[guest.name]
+        dst = (src + 1) % len(hosts)
+        m = _migration(i, guest, hosts[src].name, hosts[dst].name, start, preset, rng)
+        if m.status == "completed":
+            placement[guest.name] = dst
+        out.append(m)
+        start = m.end_us + round(rng.uniform(240.0, 720.0) * US)
+    return tuple(out)
+
+
+def _reactions(
+    preset: Preset, migrations: tuple[Migration, ...], rng: random.Random
+) -> tuple[GuestReaction, ...]:
+    buggy: dict[str, bool] = {}
+    guests = sorted({m.guest.name for m in migrations if m.status == "completed"})
+    if preset.classification == "mixed":
+        # At least one guest of each kind when there are two or more.
+        flags = [rng.random() < 0.5 for _ in guests]
+        if len(guests) >= 2:
+            flags[0], flags[1] = True, False
+            rng.shuffle(flags)
+        buggy = dict(zip(guests, flags, strict=True))
+    out = []
+    for m in migrations:
+        if m.status != "completed":
+            continue
+        if preset.host_fixed:
+            out.append(GuestReaction(m, None, None, None, None))
+            continue
+        q0 = m.blackout_end_us + round(rng.uniform(0.1, 1.0) * US)
+        bug = buggy.get(m.guest.name, preset.classification == "never")
+        classified = None if bug else q0 + round(rng.uniform(2.0, 3.0) * US)
+        if not preset.guest_quarantine:
+            out.append(GuestReaction(m, q0, None, None, classified))
+        elif bug:
+            end = q0 + round(SAFETY_TIMEOUT_S * US)
+            out.append(GuestReaction(m, q0, end, "safety-timeout", None))
+        else:
+            out.append(GuestReaction(m, q0, classified, "classification", classified))
+    return tuple(out)
+
+
+def _fate(
+    t: int, frozen: list[tuple[int, int]], quarantined: list[tuple[int, int]]
+) -> Literal["allowed", "blocked", "lost"]:
+    if any(a <= t < b for a, b in frozen):
+        return "lost"
+    if any(a <= t < b for a, b in quarantined):
+        return "blocked"
+    return "allowed"
+
+
+def _attempts(
+    preset: Preset,
+    migrations: tuple[Migration, ...],
+    reactions: tuple[GuestReaction, ...],
+    rng: random.Random,
+) -> tuple[Attempt, ...]:
+    """Inbound clients around each completed migration, at ``load`` per second.
+
+    A SYN that is lost (VM frozen) or blocked (quarantine) is sent again after
+    1, 3 and 7 s; a UDP datagram is not. Windows on the VM's network path
+    (blackout until the guest sees the change) are "lost", quarantine windows
+    "blocked".
+    """
+    if preset.load <= 0:
+        return ()
+    frozen: dict[str, list[tuple[int, int]]] = {}
+    quarantined: dict[str, list[tuple[int, int]]] = {}
+    for r in reactions:
+        m = r.migration
+        back = r.network_change_us if r.network_change_us is not None else m.blackout_end_us
+        frozen.setdefault(m.guest.name, []).append((m.blackout_start_us, back))
+        if r.network_change_us is not None and r.quarantine_end_us is not None:
+            quarantined.setdefault(m.guest.name, []).append(
+                (r.network_change_us, r.quarantine_end_us)
+            )
+    out: list[Attempt] = []
+    for r in reactions:
+        m, guest = r.migration, r.migration.guest
+        clients = [f"10.{rng.randint(1, 9)}.{rng.randint(0, 254)}.{rng.randint(2, 250)}"]
+        clients += [f"10.30.{rng.randint(0, 20)}.{rng.randint(2, 250)}" for _ in range(11)]
+        last = max(v for v in (m.end_us, r.network_change_us, r.quarantine_end_us) if v is not None)
+        t = m.start_us - 20 * US
+        stop = last + round(SAFETY_TIMEOUT_S * US) + 10 * US
+        while True:
+            t += max(1, round(rng.expovariate(preset.load) * US))
+            if t >= stop:
+                break
+            protocol, port = rng.choice(guest.services)
+            remote = rng.choice(clients)
+            remote_port = rng.randint(49152, 65535)
+            tries = [t] + ([t + round(s * US) for s in TCP_RETRY_S] if protocol == 6 else [])
+            for when in tries:
+                fate = _fate(when, frozen[guest.name], quarantined.get(guest.name, []))
+                out.append(Attempt(guest, when, protocol, port, remote, remote_port, fate, m.id))
+                if fate == "allowed":
+                    break
+    out.sort(key=lambda a: (a.guest.name, a.time_us))
+    return tuple(out)
+
+
+def plan_incident(preset: Preset, options: SimulateOptions, rng: random.Random) -> Plan:
+    """Decide the whole incident from the resolved preset and the options."""
+    hosts, guests = _machines(preset, options, rng)
+    begin = to_us(options.start) + round(rng.uniform(600.0, 660.0) * US)
+    migrations = _migrations(preset, hosts, guests, begin, rng)
+    reactions = _reactions(preset, migrations, rng)
+    attempts = _attempts(preset, migrations, reactions, rng)
+    last = max([m.end_us for m in migrations] + [a.time_us for a in attempts] + [begin])
+    return Plan(
+        preset, options, hosts, guests, migrations, reactions, attempts, begin, last + 600 * US
+    )
