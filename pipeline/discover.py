@@ -385,7 +385,16 @@ class _Walk:
                 with tarfile.open(fileobj=raw, mode="r|*") as archive:  # type: ignore[call-overload]
                     before = raw.count
                     for info in archive:
-                        self._tar_member(archive, info, raw, source_path, parent, depth)
+                        if not self._tar_member(archive, info, raw, source_path, parent, depth):
+                            self._skip(
+                                source_path,
+                                parent,
+                                "tar",
+                                f"members after {info.name!r} not read: a compressed tar "
+                                "stream cannot skip a refused member without inflating it",
+                                problem=True,
+                            )
+                            return
                         self._advance(raw.count - before, depth)
                         before = raw.count
             except (tarfile.TarError, zlib.error, EOFError, OSError) as e:
@@ -405,24 +414,27 @@ class _Walk:
         source_path: str,
         parent: str | None,
         depth: int,
-    ) -> None:
+    ) -> bool:
+        """Handle one tar member; False when the rest of the archive must be abandoned."""
         if info.isdir():
-            return
+            return True
         member = _join(parent, info.name)
         reason = unsafe_member_name(info.name)
         if reason is None and (info.issym() or info.islnk()):
             reason = f"link member (to {info.linkname!r}): never extracted"
         elif reason is None and not info.isreg():
             reason = "device or special file member: never extracted"
-        elif reason is None:
-            reason = self._budget_problem(info.size)
+        elif reason is None and (too_big := self._budget_problem(info.size)):
+            self._skip(source_path, member, "unknown", too_big, problem=True, size=info.size)
+            return False
         if reason is not None:
             self._skip(source_path, member, "unknown", reason, problem=True, size=info.size)
-            return
+            return True
         stream = archive.extractfile(info)
         start = raw.count
-        if stream is not None:
-            self._copy_member(stream, lambda: raw.count - start, source_path, member, depth)
+        if stream is None:
+            return True
+        return self._copy_member(stream, lambda: raw.count - start, source_path, member, depth)
 
     def _gzip(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
         """A gzip stream that is not a tar: one compressed file (``System.evtx.gz``)."""
@@ -470,8 +482,12 @@ class _Walk:
         source_path: str,
         member: str,
         depth: int,
-    ) -> None:
-        """Stream one member to scratch, hashing it and enforcing the limits as it grows."""
+    ) -> bool:
+        """Stream one member to scratch, hashing it and enforcing the limits as it grows.
+
+        Returns False when the member was refused part-way (the stream was left
+        in the middle of it).
+        """
         self.counter += 1
         out = self.scratch / f"member-{self.counter:06d}"
         digest = hashlib.sha256()
@@ -497,12 +513,13 @@ class _Walk:
         except _Refused as refused:
             out.unlink()
             self._skip(source_path, member, "unknown", str(refused), problem=True)
-            return
+            return False
         except BaseException:
             out.unlink(missing_ok=True)
             raise
         self.extracted_bytes += size
         self._extracted(out, source_path, member, size, digest.hexdigest(), depth)
+        return True
 
 
 def discover(
@@ -573,7 +590,7 @@ def _gzip_holds_tar(path: Path) -> bool:
 
 def _zip_entry_problem(info: zipfile.ZipInfo) -> str | None:
     mode = info.external_attr >> 16
-    if info.create_system == 3 and mode:  # made on Unix: the high bits are st_mode
+    if info.create_system == 3 and stat.S_IFMT(mode):  # made on Unix: high bits are st_mode
         if stat.S_ISLNK(mode):
             return "symbolic link member: never extracted"
         if not stat.S_ISREG(mode):
