@@ -90,6 +90,13 @@ def _element(out: dict[str, str], path: str, value: Any) -> None:
 def _event_data(out: dict[str, str], section: dict[str, Any]) -> None:
     unnamed = 0
     for key, value in section.items():
+        kind = type(value)
+        if kind is str and key not in out:  # the common case, kept fast
+            out[key] = value
+            continue
+        if kind is int and key not in out:
+            out[key] = str(value)
+            continue
         if key == _ATTRS:
             continue
         if key == "Data" and isinstance(value, dict) and _TEXT in value:

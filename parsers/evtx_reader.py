@@ -33,11 +33,10 @@ import msgspec
 import polars as pl
 
 from parsers.evtx_layout import CHUNK_SIZE, FileLayout, is_evtx, scan_layout
-from parsers.evtx_payload import payload_json
+from parsers.evtx_payload import PAYLOAD_SECTIONS, payload_json
 from parsers.evtx_python import PyRecord, iter_records
 from parsers.model import (
     EVENT_COLUMNS,
-    EVENT_SCHEMA,
     Engine,
     ReadIssue,
     ReadReport,
@@ -263,43 +262,72 @@ def _frame(
     engine: Engine,
     report: ReadReport,
 ) -> pl.DataFrame:
-    raw = pl.DataFrame(batch.rows, schema=_RAW_SCHEMA, orient="row")
-    frame = raw.select(_NORMALIZE).with_row_index("_row")
-    _note_times(frame, report)
-    report.records += frame.height
+    """Normalize, count and filter one batch in a single polars query; flatten survivors."""
+    norm = _raw_frame(batch.rows).lazy().select(_NORMALIZE)
+    kept = norm.with_row_index("_row")
     if keep is not None:
-        frame = frame.filter(keep)
-    report.records_kept += frame.height
-    data = [payload(batch.payloads[i]) for i in frame["_row"].to_list()]
-    return (
-        frame.drop("_row")
-        .with_columns(
-            pl.Series("data", data, dtype=pl.String),
-            pl.lit(provenance.source_path, pl.String).alias("source_path"),
-            pl.lit(provenance.member, pl.String).alias("member"),
-            pl.lit(provenance.file_sha256, pl.String).alias("file_sha256"),
-            pl.lit(engine, pl.String).alias("engine"),
-        )
-        .select(EVENT_COLUMNS)
-        .cast(EVENT_SCHEMA)
+        kept = kept.filter(keep)
+    kept = kept.with_columns(
+        pl.lit(provenance.source_path, pl.String).alias("source_path"),
+        pl.lit(provenance.member, pl.String).alias("member"),
+        pl.lit(provenance.file_sha256, pl.String).alias("file_sha256"),
+        pl.lit(engine, pl.String).alias("engine"),
     )
-
-
-def _note_times(frame: pl.DataFrame, report: ReadReport) -> None:
-    if frame.height == 0:
-        return
-    ts = frame["timestamp"]
-    lo, hi = ts.min(), ts.max()
+    stats = norm.select(
+        pl.len().alias("n"),
+        pl.col("timestamp").min().alias("lo"),
+        pl.col("timestamp").max().alias("hi"),
+    )
+    frame, counts = pl.collect_all([kept, stats])
+    n, lo, hi = counts.row(0)
+    report.records += n
+    report.records_kept += frame.height
     if lo is not None and (report.first_ts is None or lo < report.first_ts):
         report.first_ts = lo
     if hi is not None and (report.last_ts is None or hi > report.last_ts):
         report.last_ts = hi
+    rows = frame.drop_in_place("_row")
+    data = [_payload_or_issue(payload, batch, i, report) for i in rows.to_list()]
+    frame.insert_column(EVENT_COLUMNS.index("data"), pl.Series("data", data, dtype=pl.String))
+    return frame
+
+
+_INT_FIELDS = [i for i, name in enumerate(_RAW_SCHEMA) if _RAW_SCHEMA[name] == pl.Int64]
+_INT64 = range(-(2**63), 2**63)
+
+
+def _raw_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    """Rows -> frame; damaged records can carry integers beyond Int64: those become null."""
+    try:
+        return pl.DataFrame(rows, schema=_RAW_SCHEMA, orient="row")
+    except (OverflowError, pl.exceptions.PolarsError):
+        fixed = []
+        for row in rows:
+            cells = list(row)
+            for i in _INT_FIELDS:
+                if isinstance(cells[i], int) and cells[i] not in _INT64:
+                    cells[i] = None
+            fixed.append(tuple(cells))
+        return pl.DataFrame(fixed, schema=_RAW_SCHEMA, orient="row")
+
+
+def _payload_or_issue(
+    payload: Callable[[Any], str], batch: _Batch, i: int, report: ReadReport
+) -> str | None:
+    """The flat payload, or null with an issue when its bytes do not decode (row kept)."""
+    try:
+        return payload(batch.payloads[i])
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        report.issues.append(
+            ReadIssue(f"payload not decoded, data left null: {exc}", record_id=batch.rows[i][13])
+        )
+        return None
 
 
 def _rust_payload(raw: tuple[Any, Any, Any]) -> str:
     sections = [
         (name, _ANY.decode(part))
-        for name, part in zip(("EventData", "UserData", "ProcessingErrorData"), raw)
+        for name, part in zip(PAYLOAD_SECTIONS, raw, strict=True)
         if len(part)
     ]
     return payload_json(sections)
@@ -352,9 +380,11 @@ class _ProgressMap:
 
 
 def _chunk_issues(path: Path, layout: FileLayout) -> list[ReadIssue]:
-    """Chunk slots that hold bytes but cannot be read: bad magic (not all zero), truncated.
+    """Chunk slots that cannot be read: bad magic, truncated, or wiped inside the header's count.
 
-    An all-zero slot is an unused, preallocated slot: nothing is lost there.
+    An all-zero slot past the header's chunk count is an unused, preallocated
+    slot (nothing is lost there); an all-zero slot the header counts as in use
+    was wiped.
     """
     issues: list[ReadIssue] = []
     with path.open("rb") as f:
@@ -364,6 +394,14 @@ def _chunk_issues(path: Path, layout: FileLayout) -> list[ReadIssue]:
             f.seek(c.offset)
             data = f.read(CHUNK_SIZE)
             if not data.strip(b"\x00"):
+                if c.index < layout.header.chunk_count:
+                    issues.append(
+                        ReadIssue(
+                            "chunk is all zero bytes but the file header counts it as in use",
+                            chunk=c.index,
+                            offset=c.offset,
+                        )
+                    )
                 continue
             if c.valid_magic:
                 declared = len(c.record_ids)
@@ -470,7 +508,7 @@ class EvtxRead:
                 header_id = record["event_record_id"]
                 try:
                     event = decode(record["data"]).Event
-                except msgspec.ValidationError as exc:
+                except msgspec.DecodeError as exc:
                     report.records_skipped += 1
                     report.issues.append(
                         ReadIssue(f"record System not understood: {exc}", record_id=header_id)
@@ -503,11 +541,13 @@ class EvtxRead:
                 )
             elif chunk is not None and chunk in self._skipped_chunks:
                 continue
-            else:
-                self.report.chunks_skipped += chunk is not None
+            elif chunk is not None:
+                self.report.chunks_skipped += 1
                 self.report.issues.append(ReadIssue(text, chunk=chunk))
-                if chunk is not None:
-                    self._skipped_chunks.add(chunk)
+                self._skipped_chunks.add(chunk)
+            else:  # e.g. a bad record header magic: a record lost without its id
+                self.report.records_skipped += 1
+                self.report.issues.append(ReadIssue(text))
         caught.clear()
 
     def _chunk_of(self, record_id: int) -> int | None:

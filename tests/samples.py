@@ -1,0 +1,136 @@
+"""Named samples: corpus files by what is wrong with them, and damaged copies.
+
+Each entry maps a defect name to a file of the public corpus (read in place)
+with the MANIFEST.tsv note that says why it is interesting. The functions below
+make damaged copies of a corpus file inside a test's ``tmp_path``; the input is
+never modified.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from parsers.evtx_layout import CHUNK_SIZE, FILE_HEADER_SIZE
+
+
+@dataclass(frozen=True)
+class Sample:
+    file: str  # path relative to the corpus root, as in MANIFEST.tsv
+    note: str  # what MANIFEST.tsv / upstream says about it
+
+
+SAMPLES: dict[str, Sample] = {
+    "bad_chunk_magic": Sample(
+        "parsers/omerbenamram-evtx__sample_with_a_bad_chunk_magic.evtx",
+        "zeroed chunk headers (bad chunk magic); expects 270 ok / 2 err",
+    ),
+    "dirty_chunks_beyond_header": Sample(
+        "parsers/omerbenamram-evtx__2-vss_7-System.evtx",
+        '"chunk past zeroes": header declares 4 chunks, 7 valid chunks lie beyond; 1160 ok',
+    ),
+    "bad_checksum_vss": Sample(
+        "parsers/omerbenamram-evtx__2-vss_0-Microsoft-Windows-RemoteDesktopServices-RdpCoreTS%4Operational.evtx",
+        "VSS-recovered, bad checksum; expects 1910 ok / 4 err",
+    ),
+    "no_crc32": Sample(
+        "parsers/omerbenamram-evtx__Application_no_crc32.evtx",
+        "file/chunk CRC32 not set; expects 17 ok",
+    ),
+    "zero_data_size": Sample(
+        "parsers/omerbenamram-evtx__sample-with-zero-data-size-event.evtx",
+        "one record with data size 0 -> 1 error; Hyper-V-Netvsc events in System",
+    ),
+    "garbage_chunks": Sample(
+        "parsers/omerbenamram-evtx__sysmon.evtx",
+        "non-zero, non-ElfChnk chunk headers past the used area; 358 ok / 8 err",
+    ),
+    "truncated_not_chunk_aligned": Sample(
+        "parsers/plaso__System2.evtx",
+        "plaso: truncated at 200000 bytes, last chunk incomplete; 194 ok",
+    ),
+    "empty_file": Sample("parsers/hayabusa__test2.evtx", "0-byte file"),
+    "no_records": Sample(
+        "network/tugix456__Microsoft-Windows-Windows_Firewall_With_Advanced_Security%4FirewallDiagnostics.evtx",
+        "header-only log, no records",
+    ),
+    "security_5156": Sample(
+        "network/EVTX-ATTACK-SAMPLES__DE_RDP_Tunnel_5156.evtx",
+        "Security 5156/5158 (WFP allowed connection) and a UserData 1102",
+    ),
+    "unnamed_data": Sample(
+        "attack/EVTX-ATTACK-SAMPLES__Zerologon_CVE-2020-1472_DFIR_System_NetLogon_Error_EventID_5805.evtx",
+        "NetLogon 5805: unnamed <Data> (a string array) plus <Binary>",
+    ),
+    "userdata_repeated": Sample(
+        "parsers/ts-evtx__Application.evtx",
+        "RestartManager UserData with repeated <Application> children",
+    ),
+    "record_header_id_differs": Sample(
+        "parsers/velocidex-evtx__Microsoft-Windows-CAPI2_Operational_EventID70.evtx",
+        "single exported event: record-header id 1, System/EventRecordID 707",
+    ),
+}
+
+
+def sample_path(corpus_dir: Path, name: str) -> Path:
+    return corpus_dir / SAMPLES[name].file
+
+
+def chunk_offset(index: int) -> int:
+    return FILE_HEADER_SIZE + index * CHUNK_SIZE
+
+
+def _copy(src: Path, tmp_path: Path, suffix: str) -> tuple[Path, bytearray]:
+    dst = tmp_path / f"{src.stem}.{suffix}.evtx"
+    return dst, bytearray(src.read_bytes())
+
+
+def truncated(src: Path, tmp_path: Path, size: int) -> Path:
+    """A copy cut to ``size`` bytes."""
+    dst, data = _copy(src, tmp_path, f"cut{size}")
+    dst.write_bytes(bytes(data[:size]))
+    return dst
+
+
+def zero_filled_chunk(src: Path, tmp_path: Path, index: int) -> Path:
+    """A copy whose chunk ``index`` is all zero bytes (a wiped slot)."""
+    dst, data = _copy(src, tmp_path, f"zero{index}")
+    at = chunk_offset(index)
+    data[at : at + CHUNK_SIZE] = bytes(len(data[at : at + CHUNK_SIZE]))
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def flipped_chunk_magic(src: Path, tmp_path: Path, index: int) -> Path:
+    """A copy whose chunk ``index`` has a damaged ElfChnk signature, data intact."""
+    dst, data = _copy(src, tmp_path, f"magic{index}")
+    at = chunk_offset(index)
+    data[at : at + 8] = b"ElfJunk\x00"
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def corrupted_crcs(src: Path, tmp_path: Path) -> Path:
+    """A copy with the file header CRC and every chunk's header and data CRCs inverted."""
+    dst, data = _copy(src, tmp_path, "crc")
+    data[124:128] = bytes(b ^ 0xFF for b in data[124:128])
+    at = FILE_HEADER_SIZE
+    while at + 128 <= len(data):
+        if data[at : at + 8] == b"ElfChnk\x00":
+            for lo in (at + 52, at + 124):  # records checksum, header checksum
+                data[lo : lo + 4] = bytes(b ^ 0xFF for b in data[lo : lo + 4])
+        at += CHUNK_SIZE
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def mutated(src: Path, tmp_path: Path, seed: int, count: int) -> Path:
+    """A copy with ``count`` random bytes overwritten past the file header (seeded)."""
+    dst, data = _copy(src, tmp_path, f"mut{seed}")
+    rng = random.Random(seed)
+    for _ in range(count):
+        data[rng.randrange(FILE_HEADER_SIZE, len(data))] = rng.randrange(256)
+    dst.write_bytes(bytes(data))
+    return dst

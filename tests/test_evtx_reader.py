@@ -1,0 +1,272 @@
+"""The EVTX reader on real corpus bytes and on damaged copies of them.
+
+Damaged copies are made in tmp_path by tests/samples.py; the expected numbers
+come from an undamaged read of the same file and from the chunk headers, never
+from the code under test's own constants.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+import polars as pl
+import pytest
+from Evtx.Evtx import Evtx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parsers.evtx_layout import CHUNK_SIZE, scan_layout
+from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
+from parsers.model import EVENT_SCHEMA, ReadReport, UnreadableFileError
+from tests import samples
+from tests.samples import sample_path
+
+pytestmark = pytest.mark.corpus
+
+MULTI_CHUNK = "dirty_chunks_beyond_header"  # 11 valid chunks, 1160 records
+NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
+
+
+def read(path: Path, **kw: object) -> tuple[pl.DataFrame, ReadReport]:
+    result = read_evtx(path, ReadSettings(**kw), Provenance(str(path), None, "sha"))
+    frames = list(result)
+    assert frames, "a read yields at least one (possibly empty) frame"
+    for frame in frames:
+        assert frame.schema == pl.Schema(EVENT_SCHEMA)
+    return pl.concat(frames), result.report
+
+
+@pytest.fixture
+def multi(corpus_dir: Path) -> Path:
+    return sample_path(corpus_dir, MULTI_CHUNK)
+
+
+def _declared(path: Path, index: int) -> int:
+    return len(scan_layout(path).chunks[index].record_ids)
+
+
+# --- damage -----------------------------------------------------------------
+
+
+def test_truncated_file_keeps_whole_chunks_and_counts_the_cut_one(
+    multi: Path, tmp_path: Path
+) -> None:
+    full, _ = read(multi)
+    cut = samples.truncated(multi, tmp_path, samples.chunk_offset(3) + CHUNK_SIZE // 2)
+    frame, report = read(cut)
+    kept_chunks = sum(_declared(multi, i) for i in range(3))
+    assert frame.height == kept_chunks
+    assert frame["header_record_id"].is_in(full["header_record_id"].implode()).all()
+    assert report.chunks_skipped == 1
+    assert any(i.chunk == 3 and i.offset == samples.chunk_offset(3) for i in report.issues)
+
+
+def test_zero_filled_chunk_is_counted_and_the_rest_read(multi: Path, tmp_path: Path) -> None:
+    full, _ = read(multi)
+    frame, report = read(samples.zero_filled_chunk(multi, tmp_path, 1))
+    assert frame.height == full.height - _declared(multi, 1)
+    assert report.chunks_skipped == 1
+    assert [i.chunk for i in report.issues] == [1]
+
+
+def test_bad_chunk_magic_skips_that_chunk_only(multi: Path, tmp_path: Path) -> None:
+    full, _ = read(multi)
+    frame, report = read(samples.flipped_chunk_magic(multi, tmp_path, 2))
+    assert frame.height == full.height - _declared(multi, 2)
+    assert report.chunks_skipped == 1
+    assert report.issues[0].chunk == 2 and report.issues[0].offset == samples.chunk_offset(2)
+
+
+def test_corpus_bad_chunk_magic_sample(corpus_dir: Path) -> None:
+    frame, report = read(sample_path(corpus_dir, "bad_chunk_magic"))
+    assert frame.height == 270
+    assert report.chunks_skipped >= 2  # the two zeroed headers over data, at least
+    assert {6, 10} <= {i.chunk for i in report.issues}
+
+
+def test_wrong_checksums_do_not_lose_records(multi: Path, tmp_path: Path) -> None:
+    full, _ = read(multi)
+    frame, report = read(samples.corrupted_crcs(multi, tmp_path))
+    assert frame.drop("source_path").equals(full.drop("source_path"))
+    assert report.records == full.height
+
+
+def test_bad_record_is_counted_not_fatal(corpus_dir: Path) -> None:
+    frame, report = read(sample_path(corpus_dir, "bad_checksum_vss"))
+    assert frame.height == 1910
+    assert report.records_skipped == 4  # upstream: 1910 ok / 4 err
+    assert any(i.record_id == 6335011 for i in report.issues)
+
+
+@settings(
+    max_examples=25,
+    deadline=timedelta(seconds=20),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 200))
+def test_random_mutations_never_crash(
+    corpus_dir: Path, tmp_path: Path, seed: int, count: int
+) -> None:
+    src = sample_path(corpus_dir, "security_5156")
+    damaged = samples.mutated(src, tmp_path, seed, count)
+    frame, report = read(damaged)
+    assert report.records_kept == frame.height <= report.records
+    assert frame.height + report.records_skipped >= 0
+    assert (
+        frame["data"]
+        .drop_nulls()
+        .map_elements(lambda t: isinstance(msgspec.json.decode(t), dict), return_dtype=pl.Boolean)
+        .all()
+    )
+
+
+# --- not EVTX, fallback --------------------------------------------------------
+
+
+def test_not_evtx_is_refused_by_signature_not_extension(corpus_dir: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "System.evtx"
+    fake.write_bytes(b"#Version: 1.5\n#Software: Microsoft Windows Firewall\n")
+    with pytest.raises(UnreadableFileError, match=r"System\.evtx.*ElfFile"):
+        read_evtx(fake, ReadSettings(), Provenance(str(fake), None, "-"))
+    renamed = tmp_path / "log.txt"
+    renamed.write_bytes(sample_path(corpus_dir, "security_5156").read_bytes())
+    frame, _ = read(renamed)
+    assert frame.height == 101
+
+
+def test_unopenable_by_rust_falls_back_and_says_why(multi: Path, tmp_path: Path) -> None:
+    stub = samples.truncated(multi, tmp_path, 2000)  # ElfFile magic, header cut short
+    frame, report = read(stub)
+    assert frame.height == 0
+    assert report.engine == "python" and report.fallback
+    with pytest.raises(UnreadableFileError, match="fallback"):
+        read_evtx(stub, ReadSettings(fallback=False), Provenance(str(stub), None, "-"))
+
+
+# --- filters --------------------------------------------------------------------
+
+
+@pytest.fixture
+def system_log(corpus_dir: Path) -> Path:
+    return corpus_dir / "network/tugix456__System.evtx"
+
+
+def test_event_id_filter(system_log: Path) -> None:
+    full, _ = read(system_log)
+    wanted = set(full["event_id"].value_counts(sort=True)["event_id"].head(2).to_list())
+    frame, report = read(system_log, event_ids=frozenset(wanted))
+    assert frame.equals(full.filter(pl.col("event_id").is_in(sorted(wanted))))
+    assert report.records == full.height and report.records_kept == frame.height < full.height
+
+
+def test_channel_and_provider_filters_ignore_case(system_log: Path, corpus_dir: Path) -> None:
+    full, _ = read(system_log)
+    provider = full["provider"].mode().item(0)
+    frame, _ = read(system_log, providers=frozenset({provider.upper()}))
+    assert frame.equals(full.filter(pl.col("provider") == provider))
+    frame, _ = read(system_log, channels=frozenset({"SYSTEM"}))
+    assert frame.equals(full)
+    frame, _ = read(system_log, channels=frozenset({"security"}))
+    assert frame.height == 0
+
+
+def test_time_filters_are_inclusive(system_log: Path) -> None:
+    full, _ = read(system_log)
+    ts = full["timestamp"].sort()
+    since, until = ts[len(ts) // 4], ts[len(ts) // 2]
+    frame, report = read(system_log, since=since, until=until)
+    expected = full.filter(pl.col("timestamp").is_between(since, until, closed="both"))
+    assert frame.equals(expected)
+    assert frame["timestamp"].min() == since and frame["timestamp"].max() == until
+    assert report.first_ts == ts[0] and report.last_ts == ts[-1]
+
+
+# --- progress -------------------------------------------------------------------
+
+
+def test_progress_adds_up_to_file_size_and_advances(multi: Path) -> None:
+    steps: list[int] = []
+    result = read_evtx(
+        multi, ReadSettings(batch_size=100), Provenance(str(multi), None, "-"), steps.append
+    )
+    for _ in result:
+        pass
+    assert sum(steps) == multi.stat().st_size
+    assert len(steps) >= 5 and all(s > 0 for s in steps)
+
+
+# --- normalization and payload, against python-evtx's own XML -------------------
+
+
+def _xml_of(path: Path, header_id: int) -> ET.Element:
+    with Evtx(str(path)) as log:
+        for record in log.records():
+            if record.record_num() == header_id:
+                return ET.fromstring(record.xml())
+    raise AssertionError(f"record {header_id} not found")
+
+
+def test_security_5156_named_data_matches_the_xml(corpus_dir: Path) -> None:
+    path = sample_path(corpus_dir, "security_5156")
+    frame, _ = read(path, event_ids=frozenset({5156}))
+    row = frame.row(0, named=True)
+    root = _xml_of(path, row["header_record_id"])
+    xml_data = {d.get("Name"): d.text or "" for d in root.iter(f"{NS}Data")}
+    data = msgspec.json.decode(row["data"])
+    assert list(data) == list(xml_data)  # every name, in document order
+    for name in ("Application", "Direction", "SourceAddress", "DestPort", "ProcessID", "Protocol"):
+        assert data[name] == xml_data[name]
+    system = root.find(f"{NS}System")
+    assert row["event_id"] == int(system.find(f"{NS}EventID").text)
+    assert row["record_id"] == int(system.find(f"{NS}EventRecordID").text)
+    guid = system.find(f"{NS}Provider").get("Guid")
+    assert row["provider_guid"] == guid.lower() and guid.startswith("{")
+    assert row["keywords"] == int(system.find(f"{NS}Keywords").text, 16)
+
+
+def test_userdata_children_of_the_wrapper(corpus_dir: Path) -> None:
+    path = sample_path(corpus_dir, "security_5156")
+    frame, _ = read(path, event_ids=frozenset({1102}))
+    row = frame.row(0, named=True)
+    root = _xml_of(path, row["header_record_id"])
+    wrapper = next(iter(root.find(f"{NS}UserData")))
+    expected = {child.tag.split("}")[-1]: child.text or "" for child in wrapper}
+    data = msgspec.json.decode(row["data"])
+    assert list(data) == list(expected)
+    for name, text in expected.items():  # python-evtx pads hex values with zeros
+        same = int(text, 16) == int(data[name], 16) if text.startswith("0x") else text == data[name]
+        assert same, name
+
+
+def test_unnamed_data_get_positional_names(corpus_dir: Path) -> None:
+    path = sample_path(corpus_dir, "unnamed_data")
+    frame, _ = read(path, event_ids=frozenset({5805}))
+    data = msgspec.json.decode(frame["data"][0])
+    assert list(data) == ["Data_0", "Data_1", "Binary"]
+    assert data["Data_1"].startswith("%%")
+    assert data["Binary"] == data["Binary"].upper() and bytes.fromhex(data["Binary"])
+
+
+def test_repeated_userdata_elements_are_numbered(corpus_dir: Path) -> None:
+    frame, _ = read(sample_path(corpus_dir, "userdata_repeated"))
+    keys = [list(msgspec.json.decode(t)) for t in frame["data"]]
+    nested = next(k for k in keys if "Applications.Application_1" in k)
+    assert nested.index("Applications.Application") < nested.index("Applications.Application_1")
+
+
+def test_record_id_and_header_id_are_both_kept(corpus_dir: Path) -> None:
+    frame, _ = read(sample_path(corpus_dir, "record_header_id_differs"))
+    assert frame.select("record_id", "header_record_id").row(0) == (707, 1)
+
+
+def test_qualifiers_are_split_from_event_id(corpus_dir: Path) -> None:
+    path = corpus_dir / "network/tugix456__System.evtx"
+    frame, _ = read(path)
+    with_q = frame.filter(pl.col("qualifiers").is_not_null()).row(0, named=True)
+    system = _xml_of(path, with_q["header_record_id"]).find(f"{NS}System")
+    event_id = system.find(f"{NS}EventID")
+    assert with_q["event_id"] == int(event_id.text)
+    assert with_q["qualifiers"] == int(event_id.get("Qualifiers"))
