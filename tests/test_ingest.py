@@ -1,0 +1,204 @@
+"""ingest end to end on real corpus files: counts, dedupe, appends, filters, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from parsers.evtx_reader import ReadSettings
+from pipeline.ingest import ingest
+from pipeline.store import EventFilter, StoreError, scan_events, scan_files
+
+SYSTEM = "network/tugix456__System.evtx"
+FIREWALL = (
+    "network/tugix456__Microsoft-Windows-Windows_Firewall_With_Advanced_Security%4Firewall.evtx"
+)
+SMALL = "parsers/python-evtx__issue_38.evtx"
+BAD_CHUNK = "parsers/omerbenamram-evtx__sample_with_a_bad_chunk_magic.evtx"
+# the same 2261 Security records, exported twice into files with different bytes
+SECURITY = "parsers/omerbenamram-evtx__security.evtx"
+SECURITY_AGAIN = "parsers/omerbenamram-evtx__security_bad_string_cache.evtx"
+
+
+class Recorder:
+    """An IngestProgress that remembers every phase and the bytes reported in it."""
+
+    def __init__(self) -> None:
+        self.phases: list[list] = []
+
+    def phase(self, name: str, total_bytes: int) -> None:
+        self.phases.append([name, total_bytes, 0])
+
+    def advance(self, nbytes: int) -> None:
+        self.phases[-1][2] += nbytes
+
+
+def manifest_records(manifest, relative: str) -> int:
+    [row] = [r for r in manifest if r["file"] == relative]
+    return int(row["rust_records"])
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def events(store: Path) -> pl.DataFrame:
+    return scan_events(store).collect().sort("file_sha256", "record_id", "timestamp")
+
+
+@pytest.fixture(scope="module")
+def network_stores(corpus_dir, tmp_path_factory):
+    """The network/ folder ingested with 1 and with 2 reading processes."""
+    stores = {}
+    for jobs in (1, 2):
+        progress = Recorder()
+        store = tmp_path_factory.mktemp(f"jobs{jobs}") / "store"
+        summary = ingest([corpus_dir / "network"], store, jobs=jobs, progress=progress)
+        stores[jobs] = (store, summary, progress)
+    return stores
+
+
+def test_one_and_two_jobs_store_the_same_events(network_stores, manifest):
+    (store1, summary1, _), (store2, summary2, _) = network_stores[1], network_stores[2]
+    assert events(store1).equals(events(store2))
+    assert summary1.events_stored == summary2.events_stored == events(store1).height
+    assert summary1.exit_code == summary2.exit_code == 0
+    files1 = scan_files(store1).collect().drop("seconds").sort("source_path")
+    files2 = scan_files(store2).collect().drop("seconds").sort("source_path")
+    assert files1.equals(files2)
+    # every file's count is the reference count of the corpus manifest
+    for row in files1.iter_rows(named=True):
+        relative = "network/" + Path(row["source_path"]).name
+        assert row["records"] == manifest_records(manifest, relative), relative
+    wanted = sum(
+        manifest_records(manifest, r["file"])
+        for r in manifest
+        if r["file"].startswith("network/") and r["file"].endswith(".evtx")
+    )
+    assert summary1.records == wanted == events(store1).height
+
+
+def test_progress_counts_every_byte(network_stores, corpus_dir):
+    size = sum(p.stat().st_size for p in (corpus_dir / "network").iterdir())
+    for jobs in (1, 2):
+        _, _, progress = network_stores[jobs]
+        assert progress.phases == [["discovering", size, size], ["reading", size, size]], jobs
+
+
+def test_identical_files_are_read_once(corpus_dir, manifest, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copyfile(corpus_dir / SMALL, inputs / "Small.evtx")
+    shutil.copyfile(corpus_dir / SMALL, inputs / "Small-copy.evtx")
+    with zipfile.ZipFile(inputs / "bundle.zip", "w") as zf:
+        zf.write(inputs / "Small.evtx", "host/Small.evtx")
+    summary = ingest([inputs], tmp_path / "store")
+    assert (summary.count("read"), summary.count("skipped")) == (1, 2)
+    assert summary.events_stored == manifest_records(manifest, SMALL)
+    assert scan_files(tmp_path / "store").collect().height == 1
+
+
+def test_reingest_changes_nothing(corpus_dir, tmp_path):
+    store = tmp_path / "store"
+    inputs = [corpus_dir / SYSTEM, corpus_dir / FIREWALL]
+    first = ingest(inputs, store)
+    before = tree(store)
+    again = ingest(inputs, store)
+    assert tree(store) == before
+    assert again.count("skipped") == 2 and again.events_stored == 0 and again.exit_code == 0
+    assert all("already in the store" in o.message for o in again.outcomes)
+    assert first.events_stored == scan_events(store).select(pl.len()).collect().item()
+
+
+def test_overlapping_exports_store_each_event_once(corpus_dir, manifest, tmp_path):
+    summary = ingest([corpus_dir / SECURITY, corpus_dir / SECURITY_AGAIN], tmp_path / "store")
+    records = manifest_records(manifest, SECURITY)
+    assert summary.count("read") == 2 and summary.records == 2 * records
+    assert (summary.events_stored, summary.events_duplicate) == (records, records)
+    stored = scan_events(tmp_path / "store").collect()
+    assert stored.height == records and stored["file_sha256"].n_unique() == 1
+
+
+def test_a_second_input_later_adds_to_the_store(corpus_dir, manifest, tmp_path):
+    store = tmp_path / "store"
+    ingest([corpus_dir / SYSTEM], store)
+    later = ingest([corpus_dir / FIREWALL], store)
+    assert later.events_stored == manifest_records(manifest, FIREWALL)
+    total = manifest_records(manifest, SYSTEM) + manifest_records(manifest, FIREWALL)
+    assert scan_events(store).select(pl.len()).collect().item() == total
+    assert scan_files(store).collect().height == 2
+
+
+def test_filters_at_ingest_equal_filters_on_the_full_store(network_stores, corpus_dir, tmp_path):
+    full, _, _ = network_stores[1]
+    settings = ReadSettings(
+        event_ids=frozenset({14, 2004, 5156}), channels=frozenset({"system", "security"})
+    )
+    summary = ingest([corpus_dir / "network"], tmp_path / "store", settings)
+    selected = EventFilter(event_ids=settings.event_ids, channels=settings.channels)
+    want = scan_events(full, selected).collect().sort("file_sha256", "record_id")
+    assert 0 < want.height < summary.records
+    assert events(tmp_path / "store").sort("file_sha256", "record_id").equals(want)
+    assert summary.records_kept == want.height
+    with pytest.raises(StoreError, match="built with filters"):
+        ingest([corpus_dir / SMALL], tmp_path / "store")
+
+
+def test_unreadable_files_are_recorded_and_the_rest_kept(corpus_dir, manifest, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "cut.evtx").write_bytes((corpus_dir / SMALL).read_bytes()[:100])  # header cut short
+    shutil.copyfile(corpus_dir / BAD_CHUNK, inputs / "bad-chunk.evtx")
+    shutil.copyfile(corpus_dir / SYSTEM, inputs / "System.evtx")
+    summary = ingest([inputs], tmp_path / "store")
+    status = {Path(o.source_path).name: o.status for o in summary.outcomes}
+    assert status == {"cut.evtx": "failed", "bad-chunk.evtx": "partial", "System.evtx": "read"}
+    assert summary.exit_code == 1
+    files = {
+        Path(r["source_path"]).name: r for r in scan_files(tmp_path / "store").collect().to_dicts()
+    }
+    assert files["cut.evtx"]["records"] == 0 and files["cut.evtx"]["errors"]
+    assert files["bad-chunk.evtx"]["chunks_skipped"] > 0
+    assert files["bad-chunk.evtx"]["records"] == manifest_records(manifest, BAD_CHUNK)
+    stored = scan_events(tmp_path / "store").group_by("source_path").len().collect()
+    assert sorted(Path(p).name for p in stored["source_path"]) == ["System.evtx", "bad-chunk.evtx"]
+
+
+def test_archives_are_read_in_scratch_inside_the_store(corpus_dir, manifest, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    with zipfile.ZipFile(inputs / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(corpus_dir / SYSTEM, "Guest/System.evtx")
+        zf.write(corpus_dir / FIREWALL, "Guest/Firewall.evtx")
+        zf.writestr("../outside.evtx", (corpus_dir / SMALL).read_bytes())
+        zf.writestr("Guest/readme.txt", "collected by the customer")
+    before = tree(tmp_path)
+    store = tmp_path / "store"
+    summary = ingest([inputs], store, jobs=2)
+    assert summary.count("read") == 2 and summary.count("refused") == 1 and summary.exit_code == 1
+    assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("store/")} == before
+    assert not list(store.glob(".ingest-*"))  # the scratch folder is gone
+    stored = scan_events(store).group_by("source_path", "member").len().collect()
+    assert set(stored["member"]) == {"Guest/System.evtx", "Guest/Firewall.evtx"}
+    assert set(stored["source_path"]) == {str(inputs / "bundle.zip")}
+    files = scan_files(store).collect()
+    refused = files.filter(pl.col("member") == "../outside.evtx")
+    assert refused.height == 1 and "'..'" in refused["errors"][0][0]
+    readme = files.filter(pl.col("member") == "Guest/readme.txt")
+    assert readme["kind"].to_list() == ["unknown"] and readme["errors"][0].to_list() == []
+
+
+def test_a_store_inside_an_input_folder_is_not_read_back(corpus_dir, tmp_path):
+    shutil.copyfile(corpus_dir / SMALL, tmp_path / "Small.evtx")
+    ingest([tmp_path], tmp_path / "store")
+    again = ingest([tmp_path], tmp_path / "store")
+    assert [Path(o.source_path).name for o in again.outcomes] == ["Small.evtx"]
