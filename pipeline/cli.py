@@ -17,7 +17,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import polars as pl
 import typer
 from rich.console import Console
@@ -37,7 +36,7 @@ EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
 class _Commands(TyperGroup):
     """Runs a command and turns any LmtraceError into one line on stderr and exit 2."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LmtraceError as e:
@@ -212,13 +211,13 @@ def ingest(
     since: Since = None,
     until: Until = None,
     jobs: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             help="Reading processes, one file each. [default: number of CPUs]",
             show_default=False,
         ),
-    ] = 0,
+    ] = None,
     max_ratio: Annotated[
         float, typer.Option(help="Refuse archive members that inflate more than this (zip bombs).")
     ] = Limits.max_ratio,
@@ -261,7 +260,8 @@ def ingest(
         DownloadColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=Console(stderr=True), disable=quiet, transient=True) as bar:
+    console = Console(stderr=True)  # a bar only on a terminal: logs stay clean
+    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
         summary = run_ingest(inputs, out, settings, jobs or os.cpu_count() or 1, _Bar(bar), limits)
     for item in summary.problems:
         typer.echo(f"lmtrace: {item.status}: {item.where}: {item.message}", err=True)

@@ -1,0 +1,176 @@
+"""The ingest, events and files commands: exit codes, streams, outputs that parse back."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.core import TyperGroup, TyperOption
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from parsers.model import EVENT_COLUMNS, FILE_COLUMNS
+from pipeline.cli import app
+from pipeline.store import EventFilter, scan_events, scan_files
+
+SYSTEM = "network/tugix456__System.evtx"
+FIREWALL = (
+    "network/tugix456__Microsoft-Windows-Windows_Firewall_With_Advanced_Security%4Firewall.evtx"
+)
+BAD_CHUNK = "parsers/omerbenamram-evtx__sample_with_a_bad_chunk_magic.evtx"
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def store(corpus_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "store"
+    result = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(corpus_dir / SYSTEM),
+            str(corpus_dir / FIREWALL),
+            "--out",
+            str(out),
+            "--jobs",
+            "1",
+            "--quiet",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["files"]["read"] == 2 and summary["events_stored"] > 0
+    assert result.stderr == ""  # --quiet: no progress bar, and nothing went wrong
+    return out
+
+
+def test_ingest_partial_read_exits_1_and_names_the_file(corpus_dir, tmp_path):
+    shutil.copyfile(corpus_dir / BAD_CHUNK, tmp_path / "damaged.evtx")
+    result = runner.invoke(
+        app, ["ingest", str(tmp_path / "damaged.evtx"), "--out", str(tmp_path / "s")]
+    )
+    assert result.exit_code == 1
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("lmtrace: partial:")]
+    assert "damaged.evtx" in line and "chunk" in line
+    assert "files 0 read, 1 partial" in result.stdout
+    assert scan_events(tmp_path / "s").select(pl.len()).collect().item() > 0  # the rest is kept
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "{tmp}/nope.evtx", "--out", "{tmp}/s"], "nope.evtx: no such file or folder"),
+        (["events", "{tmp}"], "not an lmtrace store"),
+        (["files", "{tmp}/missing"], "no such store folder"),
+        (
+            ["events", "{store}", "--since", "last tuesday"],
+            "--since: 'last tuesday' is not an ISO 8601",
+        ),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(store, tmp_path, args, message):
+    argv = [a.format(tmp=tmp_path, store=store) for a in args]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("lmtrace: error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+def test_usage_errors_exit_2(store):
+    result = runner.invoke(app, ["events", str(store), "--format", "xml"])
+    assert result.exit_code == 2 and "xml" in result.stderr
+
+
+def test_installed_command_prints_no_traceback(tmp_path):
+    lmtrace = Path(sys.executable).parent / "lmtrace"
+    done = subprocess.run([str(lmtrace), "files", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "not an lmtrace store" in done.stderr
+
+
+def test_events_csv_parses_back(store):
+    result = runner.invoke(
+        app,
+        [
+            "events",
+            str(store),
+            "--format",
+            "csv",
+            "--event-id",
+            "7040",
+            "--event-id",
+            "2004",
+            "--channel",
+            "SYSTEM",
+        ],
+    )
+    assert result.exit_code == 0
+    frame = pl.read_csv(io.StringIO(result.stdout), infer_schema_length=None)
+    assert tuple(frame.columns) == EVENT_COLUMNS
+    want = scan_events(
+        store, EventFilter(event_ids=frozenset({7040, 2004}), channels=frozenset({"system"}))
+    ).collect()
+    assert frame.height == want.height > 0
+    assert set(frame["event_id"]) == set(want["event_id"])
+    assert frame["timestamp"].to_list() == sorted(frame["timestamp"].to_list())
+    assert frame["timestamp"].str.ends_with("Z").all()
+
+
+def test_events_jsonl_parses_back_with_limit(store):
+    since = "2024-11-11 18:00"  # naive: UTC
+    result = runner.invoke(
+        app, ["events", str(store), "--format", "jsonl", "--since", since, "--limit", "25"]
+    )
+    assert result.exit_code == 0
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 25
+    assert all(r["timestamp"] >= "2024-11-11T18:00:00" for r in rows)
+    stored = scan_events(store).collect()
+    assert rows[0]["record_id"] in stored["record_id"].to_list()
+
+
+def test_events_table_says_when_it_truncates(store):
+    result = runner.invoke(app, ["events", str(store)])
+    assert result.exit_code == 0
+    total = scan_events(store).select(pl.len()).collect().item()
+    assert f"showing the first 100 of {total:,} events" in result.stderr
+    assert "timestamp" in result.stdout and "record_id" in result.stdout
+
+
+def test_files_json_and_csv_parse_back(store, corpus_dir):
+    result = runner.invoke(app, ["files", str(store), "--format", "json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    stored = scan_files(store).collect()
+    assert len(rows) == stored.height == 2 and set(rows[0]) == set(FILE_COLUMNS)
+    by_name = {Path(r["source_path"]).name: r for r in rows}
+    assert (
+        by_name[Path(SYSTEM).name]["records"]
+        == stored.filter(pl.col("source_path") == str(corpus_dir / SYSTEM))["records"].item()
+    )
+    assert by_name[Path(SYSTEM).name]["channels"] == ["System"]
+    csv_result = runner.invoke(app, ["files", str(store), "--format", "csv"])
+    frame = pl.read_csv(io.StringIO(csv_result.stdout))
+    assert frame.height == 2 and tuple(frame.columns) == FILE_COLUMNS
+
+
+def test_every_option_teaches():
+    command = get_command(app)
+    assert isinstance(command, TyperGroup)
+    for name in ("ingest", "events", "files"):
+        sub = command.commands[name]
+        assert sub.help, name
+        for param in sub.params:
+            if isinstance(param, TyperOption):
+                assert param.help, f"{name} {param.opts}"
+    ingest_help = runner.invoke(app, ["ingest", "--help"]).stdout
+    assert "UTC" in ingest_help and "--event-id" in ingest_help and "Exit code" in ingest_help
