@@ -276,13 +276,22 @@ def infer_type(value: object) -> Typed:
 # --- names and the common-string table ----------------------------------------------------
 
 
-def name_hash(name: str) -> int:
-    """The 16-bit name hash of [MS-EVEN6]: h = h * 65599 + code unit, over UTF-16."""
+def _hash_units(data: bytes) -> int:
+    """[MS-EVEN6]'s hash over 16-bit little-endian units: h = h * 65599 + unit (32 bits)."""
     h = 0
-    units = name.encode("utf-16-le")
-    for (unit,) in struct.iter_unpack("<H", units):
+    for (unit,) in struct.iter_unpack("<H", data):
         h = (h * 65599 + unit) & 0xFFFFFFFF
-    return h & 0xFFFF
+    return h
+
+
+def name_hash(name: str) -> int:
+    """The 16-bit hash stored with a name; ``hash % 64`` is its common-string bucket."""
+    return _hash_units(name.encode("utf-16-le")) & 0xFFFF
+
+
+def template_bucket(guid: uuid.UUID) -> int:
+    """The template-table bucket Windows uses: the same hash over the GUID's bytes, mod 32."""
+    return _hash_units(guid.bytes_le) % TEMPLATE_BUCKETS
 
 
 @dataclass

@@ -49,6 +49,7 @@ from parsers.binxml import (
     encode_template,
     filetime,
     infer_type,
+    template_bucket,
     template_guid,
     template_instance,
 )
@@ -150,6 +151,7 @@ class _Layout:
     root: Element
     guid: uuid.UUID
     template_id: int
+    bucket: int
     payload_types: tuple[ValueType, ...]
 
 
@@ -349,7 +351,9 @@ class EvtxWriter:
                 children += (payload,)
             root = Element("Event", (("xmlns", EVENT_NAMESPACE),), children)
             guid = template_guid(key)
-            layout = _Layout(root, guid, _U32.unpack(guid.bytes_le[:4])[0], types)
+            layout = _Layout(
+                root, guid, _U32.unpack(guid.bytes_le[:4])[0], template_bucket(guid), types
+            )
             if len(self._layouts) >= _CACHE_LIMIT:
                 self._layouts.clear()
             self._layouts[key] = layout
@@ -410,7 +414,7 @@ class EvtxWriter:
         definition_offset = chunk.templates.get(key)
         definition = b""
         names = chunk.names
-        bucket = layout.template_id % TEMPLATE_BUCKETS
+        bucket = layout.bucket
         if definition_offset is None:
             definition_offset = offset + RECORD_HEADER_SIZE + len(FRAGMENT_HEADER) + 10
             names = chunk.names.copy()
