@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -35,13 +36,20 @@ from pipeline.simulate_events import (
     GuestIds,
     Item,
     Rendered,
-    boot_events,
+    history_events,
     merge,
     nearby_swaps,
     render,
 )
 from pipeline.simulate_layouts import file_name
-from pipeline.simulate_noise import GUEST_SHARE, HOST_SHARE, pfirewall_noise, stream, variants
+from pipeline.simulate_noise import (
+    GUEST_SHARE,
+    HOST_SHARE,
+    PADDING_WEIGHT,
+    pfirewall_noise,
+    stream,
+    variants,
+)
 from pipeline.simulate_plan import (
     US,
     Machine,
@@ -67,8 +75,9 @@ __all__ = ["SimulateError", "SimulateOptions", "SimulationResult", "parse_size",
 HISTORY_US = 2 * 3600 * US
 """How much log history precedes the scenario's --start (the guests boot then)."""
 
-_SIZE_CHECK_EVERY = 512
-_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+_SIZE_CHECK_EVERY = 32
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)(?:I?B)?")
 
 
 @dataclass(frozen=True)
@@ -82,15 +91,13 @@ class SimulationResult:
 
 def parse_size(text: str) -> int:
     """``1GB``, ``500MB``, ``64KB`` or a byte count (binary units); ValueError otherwise."""
-    t = text.strip().upper().replace(" ", "").removesuffix("IB").removesuffix("I")
-    digits = t.rstrip("KMGB")
-    unit = t[len(digits) :]
-    if not digits or unit not in _UNITS:
+    match = _SIZE.fullmatch(text.strip().upper())
+    if match is None:
         raise ValueError(f"not a size: {text!r} (use e.g. 1GB, 500MB, 64KB)")
-    value = float(digits) * _UNITS[unit]
+    value = int(float(match[1]) * _UNITS[match[2]])
     if value <= 0:
         raise ValueError(f"size must be positive: {text!r}")
-    return int(value)
+    return value
 
 
 def _lmtrace_version() -> str:
@@ -144,9 +151,11 @@ class _Bundle:
         end = self._clock(m, plan.end_us)
         boot: list[Item] = []
         if m.role == "guest":
-            for i, spec in enumerate(boot_events(m, self.ids[m.name], history + 5 * US, rng)):
+            events = history_events(m, self.ids[m.name], history + 5 * US, rng)
+            for i, (t, spec) in enumerate(events):
                 if spec.channel == job.channel:
-                    boot.append((history + 5 * US + i, -1000 + i, spec, None))
+                    boot.append((t, -1000 + i, spec, None))
+            boot.sort(key=lambda item: (item[0], item[1]))
         pool = variants(m, job.channel, self.ids.get(m.name), rng)
         rate = plan.preset.noise * job.share
         windows = [
@@ -248,8 +257,9 @@ def simulate(options: SimulateOptions, out: Path) -> SimulationResult:
     budgets: dict[int, int | None] = {}
     if options.size is not None:
         room = options.size - total
-        weights = sum(j.share for j in padded)
-        budgets = {id(j): max(int(room * j.share / weights), 0) for j in padded}
+        weight = {id(j): PADDING_WEIGHT.get((j.machine.role, j.channel), 0.0) for j in padded}
+        total_weight = sum(weight.values())
+        budgets = {k: max(int(room * w / total_weight), 0) for k, w in weight.items()}
     for job in padded:
         total += bundle.write_evtx(job, rng, budgets.get(id(job)))
     if options.pfirewall:

@@ -371,14 +371,41 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
             out.add(g, spec, when, len(out.blocked) - 1)
 
 
-def boot_events(guest: Machine, ids: GuestIds, t: int, rng: random.Random) -> list[EventSpec]:
-    """What a guest's logs hold from its last boot, before any noise (guest clock ``t``)."""
-    netvsc = [
-        layout(f"netvsc.{k}").event(from_us(t), guest.name, (len(MINIPORT), MINIPORT))
-        for k in ("connected",)
+def history_events(
+    guest: Machine, ids: GuestIds, t: int, rng: random.Random
+) -> list[tuple[int, EventSpec]]:
+    """What a guest logged before the incident, from its boot at guest clock ``t``.
+
+    The boot (Netvsc 12 and a classification), a pause and restart of the NIC
+    (Netvsc 10/11, as a checkpoint causes) 20 minutes later, and a disconnect
+    and reconnect (Netvsc 13/12, NetworkProfile 10001 then a classification)
+    50 minutes later: real guest logs have these, and a correlator must not
+    take them for a migration's network change.
+    """
+    minute = 60 * US
+
+    def netvsc(kind: str, when: int) -> tuple[int, EventSpec]:
+        spec = layout(f"netvsc.{kind}").event(
+            from_us(when), guest.name, (len(MINIPORT), MINIPORT), tid=_tid(rng)
+        )
+        return when, spec
+
+    name = guest.name.split(".", 1)[1] if "." in guest.name else "contoso.local"
+    flap = t + 50 * minute
+    disconnected = layout("profile.disconnected").event(
+        from_us(flap + 200_000), guest.name, (name, name, ids.network_guid, 0, 2, 2),
+        pid=ids.nla_pid, tid=_tid(rng), sid=LOCAL_SERVICE_SID,
+    )  # fmt: skip
+    return [
+        netvsc("connected", t),
+        *classification_events(guest, ids, t + 35 * US, rng),
+        netvsc("paused", t + 20 * minute),
+        netvsc("restarted", t + 20 * minute + 1_400_000),
+        netvsc("disconnected", flap),
+        (flap + 200_000, disconnected),
+        netvsc("connected", flap + 3 * US),
+        *classification_events(guest, ids, flap + 5 * US, rng),
     ]
-    later = t + 35 * US
-    return netvsc + [spec for _, spec in classification_events(guest, ids, later, rng)]
 
 
 def render(plan: Plan, rng: random.Random) -> tuple[Rendered, dict[str, GuestIds]]:

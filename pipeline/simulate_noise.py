@@ -26,6 +26,9 @@ Payload = tuple[tuple[str, PayloadValue], ...]
 
 HOST_SHARE = {"System": 1.0}
 GUEST_SHARE = {"Security": 0.6, "System": 0.4}
+PADDING_WEIGHT = {("host", "System"): 0.5, ("guest", "System"): 0.5, ("guest", "Security"): 3.0}
+"""How ``--size`` shares the bundle among files: Security logs are the big ones in real
+bundles (servers keep them at hundreds of MB), System logs stay smaller."""
 WINDOW_MARGIN_US = 2 * US
 POOL = 48
 
@@ -109,7 +112,6 @@ def _security_variants(guest: Machine, ids: GuestIds, rng: random.Random) -> lis
             "Kerberos", "-", uuid.UUID(int=rng.getrandbits(128)), "-", "-", 0, 0, "-", client,
             str(rng.randint(49152, 65535)), "%%1833", "-", "-", "-", "%%1843", 0, "%%1842",
         )  # fmt: skip
-        out.append(Variant(logon, logon.payload(values), lsass, None))
         out.append(Variant(logon, logon.payload(values), lsass, None))
         subject = (user_sid, account, domain, logon_id)
         out.append(Variant(priv, priv.payload((*subject, _PRIVILEGES)), lsass, None))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -246,7 +246,7 @@ def to_us(when: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     """The aware UTC datetime of epoch microseconds."""
-    return datetime.fromtimestamp(us // US, timezone.utc).replace(microsecond=us % US)
+    return EPOCH + timedelta(microseconds=us)
 
 
 def _iso(us: int) -> str:
