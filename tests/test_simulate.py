@@ -17,16 +17,15 @@ from typing import Any
 
 import evtx
 import pytest
-import tomllib
 from typer.testing import CliRunner
 
 from parsers.pfirewall import PfirewallSettings, read_pfirewall
 from pipeline.simulate import SimulateError, SimulateOptions, parse_size, simulate
 from pipeline.simulate_layouts import LAYOUTS
+from pipeline.simulate_plan import load_presets
 
-SCENARIOS = tuple(
-    tomllib.loads((Path(__file__).parents[1] / "pipeline" / "scenarios.toml").read_text())
-)
+PRESETS = load_presets()
+SCENARIOS = tuple(PRESETS)
 SMALL = dict(noise=30.0, load=3.0)
 INBOUND = "%%14592"
 
@@ -102,8 +101,7 @@ def test_every_file_reads_back_and_counts_match_truth(
 def test_verdict_is_the_one_the_scenario_is_built_for(
     bundles: dict[str, Path], scenario: str
 ) -> None:
-    presets = tomllib.loads((Path(__file__).parents[1] / "pipeline" / "scenarios.toml").read_text())
-    assert truth(bundles[scenario])["verdict"] == presets[scenario]["expect"]
+    assert truth(bundles[scenario])["verdict"] == PRESETS[scenario].expect
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
