@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 
 from parsers.evtx_reader import ReadSettings
 from parsers.model import LmtraceError
+from parsers.pfirewall import PfirewallSettings
 from pipeline.discover import Limits
 from pipeline.ingest import ingest as run_ingest
 from pipeline.store import EventFilter, parse_utc, scan_events, scan_files
@@ -218,6 +219,17 @@ def ingest(
             show_default=False,
         ),
     ] = None,
+    firewall_tz: Annotated[
+        str,
+        typer.Option(
+            help="Time zone of pfirewall.log times, which are local and carry no offset: "
+            "an IANA name (Europe/Berlin) or an offset (+02:00). Converted to UTC on read.",
+        ),
+    ] = "UTC",
+    firewall_computer: Annotated[
+        str | None,
+        typer.Option(help="Computer name for pfirewall.log rows (the log does not name it)."),
+    ] = None,
     max_ratio: Annotated[
         float, typer.Option(help="Refuse archive members that inflate more than this (zip bombs).")
     ] = Limits.max_ratio,
@@ -254,6 +266,7 @@ def ingest(
         until=filters.until,
     )
     limits = Limits(max_ratio=max_ratio, max_total_bytes=int(max_extract_gib * (1 << 30)))
+    firewall = PfirewallSettings(tz=firewall_tz, computer=firewall_computer)
     columns = [
         TextColumn("{task.description:>12}"),
         BarColumn(),
@@ -262,7 +275,9 @@ def ingest(
     ]
     console = Console(stderr=True)  # a bar only on a terminal: logs stay clean
     with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
-        summary = run_ingest(inputs, out, settings, jobs or os.cpu_count() or 1, _Bar(bar), limits)
+        summary = run_ingest(
+            inputs, out, settings, jobs or os.cpu_count() or 1, _Bar(bar), limits, firewall
+        )
     for item in summary.problems:
         typer.echo(f"lmtrace: {item.status}: {item.where}: {item.message}", err=True)
     if json_out:

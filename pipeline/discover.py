@@ -39,14 +39,18 @@ from typing import BinaryIO
 
 from parsers.evtx_layout import is_evtx
 from parsers.model import LmtraceError
+from parsers.pfirewall import is_pfirewall
 
 HEAD_SIZE = 4096
 """How many leading bytes each parser is shown to recognize a file."""
 
-RECOGNIZERS: tuple[tuple[str, Callable[[bytes], bool]], ...] = (("evtx", is_evtx),)
+RECOGNIZERS: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
+    ("evtx", is_evtx),
+    ("pfirewall", is_pfirewall),
+)
 """Each readable kind with the parser function that recognizes its first bytes.
 
-A new parser (pfirewall.log) adds one pair here and one reader in ingest.py.
+A new parser adds one pair here and one reader in ingest.py's ``_READERS``.
 """
 
 READABLE_KINDS: frozenset[str] = frozenset(kind for kind, _ in RECOGNIZERS)

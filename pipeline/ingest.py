@@ -23,7 +23,7 @@ import queue
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -32,8 +32,9 @@ from typing import Any, Literal, Protocol
 
 import polars as pl
 
-from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
+from parsers.evtx_reader import Progress, Provenance, ReadSettings, read_evtx
 from parsers.model import FILE_SCHEMA, ReadReport, UnreadableFileError
+from parsers.pfirewall import PfirewallSettings, parse_tz, read_pfirewall
 from pipeline.discover import (
     InputError,
     Limits,
@@ -135,6 +136,7 @@ class _Task:
     index: int
     source: Source
     settings: ReadSettings
+    firewall: PfirewallSettings
     staging: Path
 
 
@@ -151,15 +153,43 @@ class _Result:
     seconds: float = 0.0
 
 
-def _read_task(task: _Task, progress: Callable[[int], None] | None) -> _Result:
+def _open_evtx(task: _Task, progress: Progress | None) -> tuple[Iterable[pl.DataFrame], ReadReport]:
+    source = task.source
+    provenance = Provenance(source.source_path, source.member, source.sha256)
+    read = read_evtx(source.path, task.settings, provenance, progress)
+    return read, read.report  # the report is filled in as the frames are drawn
+
+
+def _open_pfirewall(
+    task: _Task, progress: Progress | None
+) -> tuple[Iterable[pl.DataFrame], ReadReport]:
+    """A firewall text log is read whole (Windows caps it at 32 MiB); the EVTX reader
+    applies the filters while decoding, so here they are applied to the rows."""
+    source = task.source
+    frame, report = read_pfirewall(
+        source.path, task.firewall, source.source_path, source.member, source.sha256
+    )
+    kept = frame.filter(filter_of(task.settings).expr())
+    report.records_kept = kept.height
+    return [kept], report
+
+
+_READERS: dict[
+    str, Callable[[_Task, Progress | None], tuple[Iterable[pl.DataFrame], ReadReport]]
+] = {
+    "evtx": _open_evtx,
+    "pfirewall": _open_pfirewall,
+}
+"""The reader of each kind discover can recognize (pipeline.discover.RECOGNIZERS)."""
+
+
+def _read_task(task: _Task, progress: Progress | None) -> _Result:
     """Read one file and stage its batches; never raises for bad bytes."""
     started = time.perf_counter()
     result = _Result(task.index)
-    source = task.source
-    provenance = Provenance(source.source_path, source.member, source.sha256)
     try:
-        read = read_evtx(source.path, task.settings, provenance, progress)
-        for frame in read:
+        frames, report = _READERS[task.source.kind](task, progress)
+        for frame in frames:
             part, rejected, repeats = stage_events(frame, task.staging)
             result.rejected += rejected
             result.repeats += repeats
@@ -167,7 +197,7 @@ def _read_task(task: _Task, progress: Callable[[int], None] | None) -> _Result:
                 result.parts.append(part)
             result.channels.update(frame["channel"].drop_nulls().unique().to_list())
             result.computers.update(frame["computer"].drop_nulls().unique().to_list())
-        result.report = read.report
+        result.report = report
     except UnreadableFileError as e:
         result.failure = e.reason
     except Exception as e:  # a reader bug on hostile bytes must not end the whole ingest
@@ -203,6 +233,13 @@ def _worker(task: _Task, sink: Any) -> _Result:
 
 
 # ----- the parent
+
+
+def filter_of(settings: ReadSettings) -> EventFilter:
+    """The read settings' early filters as a store filter (the store records them)."""
+    return EventFilter(
+        settings.event_ids, settings.channels, settings.providers, settings.since, settings.until
+    )
 
 
 def _file_row(source: Source, result: _Result, version: str) -> dict[str, Any]:
@@ -275,19 +312,22 @@ def ingest(
     jobs: int = 1,
     progress: IngestProgress | None = None,
     limits: Limits | None = None,
+    firewall: PfirewallSettings | None = None,
 ) -> IngestSummary:
     """Read every log under ``inputs`` into the store at ``store`` (created if new).
 
     ``settings`` carries the engine and the early filters (they must match the
     filters the store was built with); ``jobs`` is the number of reading
-    processes. Raises InputError / StoreError (one line each) before reading
-    anything when an input is missing or ``store`` is unusable.
+    processes; ``firewall`` the time zone (and computer name) of pfirewall.log
+    files, which their lines do not carry. Raises InputError / StoreError /
+    TimeZoneError (one line each) before reading anything when an input is
+    missing, ``store`` is unusable or the zone is unknown.
     """
     started = time.perf_counter()
     settings = settings or ReadSettings()
-    filters = EventFilter(
-        settings.event_ids, settings.channels, settings.providers, settings.since, settings.until
-    )
+    firewall = firewall or PfirewallSettings()
+    parse_tz(firewall.tz)
+    filters = filter_of(settings)
     inputs = [Path(p) for p in inputs]
     for path in inputs:  # fail on a typo before creating anything
         if not path.exists():
@@ -296,7 +336,9 @@ def ingest(
     with locked(store):
         work = Path(tempfile.mkdtemp(prefix=".ingest-", dir=store))
         try:
-            return _ingest_locked(inputs, store, work, settings, jobs, progress, limits, started)
+            return _ingest_locked(
+                inputs, store, work, settings, firewall, jobs, progress, limits, started
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -306,6 +348,7 @@ def _ingest_locked(
     store: Path,
     work: Path,
     settings: ReadSettings,
+    firewall: PfirewallSettings,
     jobs: int,
     progress: IngestProgress | None,
     limits: Limits | None,
@@ -323,7 +366,7 @@ def _ingest_locked(
         progress=progress.advance if progress else None,
     )
     tasks = [
-        _Task(i, source, settings, work / "staged" / f"{i:06d}")
+        _Task(i, source, settings, firewall, work / "staged" / f"{i:06d}")
         for i, source in enumerate(found.sources)
     ]
     if progress is not None:

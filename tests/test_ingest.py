@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from parsers.evtx_reader import ReadSettings
+from parsers.pfirewall import PfirewallSettings, TimeZoneError
 from pipeline.ingest import ingest
 from pipeline.store import EventFilter, StoreError, scan_events, scan_files
 
@@ -202,3 +203,38 @@ def test_a_store_inside_an_input_folder_is_not_read_back(corpus_dir, tmp_path):
     ingest([tmp_path], tmp_path / "store")
     again = ingest([tmp_path], tmp_path / "store")
     assert [Path(o.source_path).name for o in again.outcomes] == ["Small.evtx"]
+
+
+FIREWALL_LOG = (
+    "#Version: 1.5\n#Software: Microsoft Windows Firewall\n#Time Format: Local\n"
+    "#Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn"
+    " tcpack tcpwin icmptype icmpcode info path\n\n"
+    "2024-05-01 10:00:01 DROP TCP 10.0.0.5 10.0.0.9 50123 3389 52 S 1 0 8192 - - - RECEIVE\n"
+    "2024-05-01 10:00:02 ALLOW TCP 10.0.0.9 10.0.0.5 3389 50123 52 SA 1 1 8192 - - - SEND\n"
+    "2024-05-01 10:00:03 DROP UDP 10.0.0.7 10.0.0.9 5353 5353 80 - - - - - - - RECEIVE\n"
+)
+
+
+def test_firewall_text_logs_are_recognized_and_made_utc(corpus_dir, tmp_path):
+    with zipfile.ZipFile(tmp_path / "guest.zip", "w") as zf:
+        zf.writestr("Firewall/pfirewall.log", FIREWALL_LOG)
+        zf.write(corpus_dir / SMALL, "Logs/Security.evtx")
+    firewall = PfirewallSettings(tz="+02:00", computer="APP-VM01")
+    drops = ReadSettings(event_ids=frozenset({1, 4672}))  # 1 = DROP in a firewall log
+    summary = ingest([tmp_path / "guest.zip"], tmp_path / "store", drops, firewall=firewall)
+    kinds = {o.member: (o.kind, o.status) for o in summary.outcomes}
+    assert kinds["Firewall/pfirewall.log"] == ("pfirewall", "read")
+    rows = scan_events(tmp_path / "store", EventFilter(providers=frozenset({"pfirewall.log"})))
+    rows = rows.collect().sort("timestamp")
+    assert rows["timestamp"].dt.strftime("%H:%M:%S").to_list() == ["08:00:01", "08:00:03"]
+    assert set(rows["computer"]) == {"APP-VM01"} and set(rows["event_id"]) == {1}
+    [row] = (
+        scan_files(tmp_path / "store").filter(pl.col("kind") == "pfirewall").collect().to_dicts()
+    )
+    assert (row["records"], row["records_kept"]) == (3, 2)
+
+
+def test_an_unknown_firewall_zone_fails_before_anything_is_written(corpus_dir, tmp_path):
+    with pytest.raises(TimeZoneError, match="Mars/Olympus"):
+        ingest([corpus_dir / SMALL], tmp_path / "store", firewall=PfirewallSettings("Mars/Olympus"))
+    assert not (tmp_path / "store").exists()
