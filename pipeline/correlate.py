@@ -1,0 +1,204 @@
+"""Correlation: from stored events to migrations, guest windows and a verdict.
+
+This module only orders the steps; each step lives in the module named for it:
+catalog (tag events with kinds) -> machines (roles, coverage) -> migrations (host
+events to migration records) -> matching (VM to guest, clock offsets) ->
+quarantine (windows, blocked traffic) -> findings (verdict, gaps, remediation).
+The result is one :class:`Correlation` value that every renderer reads; nothing
+downstream recomputes a fact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from pipeline import findings, machines, matching, migrations, quarantine
+from pipeline.catalog import Catalog, tag
+from pipeline.matching import MatchSettings
+
+WINDOW_COLUMNS = (
+    "migration_id",
+    "q0",
+    "q0_host",
+    "q_end",
+    "q_end_host",
+    "q_duration_s",
+    "quarantine_class",
+    "end_evidence",
+    "blocked_inbound",
+    "blocked_tcp",
+    "blocked_udp",
+    "blocked_other",
+    "quarantine_default_drops",
+    "trigger_ref",
+    "end_ref",
+)
+
+
+@dataclass(frozen=True)
+class CorrelateSettings:
+    """User knowledge that overrides what the logs suggest."""
+
+    hosts: Sequence[str] = ()
+    guests: Sequence[str] = ()
+    match: MatchSettings = field(default_factory=MatchSettings)
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Every fact the reports show, computed once."""
+
+    machines: pl.DataFrame
+    coverage: pl.DataFrame
+    migrations: pl.DataFrame  # one row per migration, with guest, offset, window, verdict
+    blocked: pl.DataFrame  # one row per blocked inbound event inside a window
+    summary: findings.Summary
+    catalog_files: tuple[str, ...]
+    generated_at: datetime
+
+
+def _guest_facts(
+    cover: pl.DataFrame, tagged: pl.DataFrame, catalog: Catalog
+) -> findings.GuestFacts:
+    model = catalog.model
+
+    def channels_of(kinds: Sequence[str]) -> list[str]:
+        return sorted({(e.channel or "").lower() for e in catalog.entries_of(*kinds)} - {""})
+
+    lower_channel = pl.col("channel").str.to_lowercase()
+    trigger_logged = cover.filter(lower_channel.is_in(channels_of(model.trigger_kinds))).select(
+        "machine", "first_ts", "last_ts"
+    )
+    observable = tagged.filter(pl.col("kind").is_in(model.blocked_kinds + model.allowed_kinds))[
+        "machine"
+    ].unique()
+    security = cover.filter(lower_channel.is_in(channels_of(model.blocked_kinds)))[
+        "machine"
+    ].unique()
+    end_logged = tagged.filter(pl.col("kind").is_in(model.end_kinds))["machine"].unique()
+    return findings.GuestFacts(trigger_logged, observable, security, end_logged)
+
+
+def correlate(
+    events: pl.LazyFrame, catalog: Catalog, settings: CorrelateSettings = CorrelateSettings()
+) -> Correlation:
+    """Run every correlation step over one bundle's events."""
+    model = catalog.model
+    cover = machines.coverage(events)
+    tagged = (
+        tag(events, catalog)
+        .with_columns(machines.short_name(pl.col("computer")).alias("machine"))
+        .collect()
+    )
+    roles = machines.classify(cover, tagged, settings.hosts, settings.guests)
+    host_names = roles.filter(pl.col("role") == "host")["machine"].implode()
+    guest_names = roles.filter(pl.col("role") == "guest")
+    host_events = tagged.filter(pl.col("machine").is_in(host_names))
+    guest_events = tagged.filter(pl.col("machine").is_in(guest_names["machine"].implode()))
+
+    migs = migrations.reconstruct(host_events, model)
+    netvsc = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds))
+    guest_vmids = guest_events.filter(pl.col("vmid").is_not_null()).select("machine", "vmid")
+    matches = matching.match_guests(migs, guest_names, netvsc, guest_vmids, settings.match, model)
+    offsets = matching.clock_offsets(migs, matches, netvsc, settings.match, model)
+    pairs = migs.join(matches, on="vm_key", how="left").join(offsets, on="machine", how="left")
+
+    tolerance = settings.match.tolerance_s or model.tolerance_s
+    found = quarantine.find_windows(
+        pairs.select("migration_id", "machine", "end", "clock_offset_s"),
+        guest_events,
+        model,
+        tolerance,
+    )
+    facts = _guest_facts(cover, tagged, catalog)
+    windows, blocked = quarantine.measure(found, guest_events, facts.end_logged, model)
+    table = pairs.join(windows.select(WINDOW_COLUMNS), on="migration_id", how="left").with_columns(
+        pl.col("blocked_inbound", "blocked_tcp", "blocked_udp", "blocked_other").fill_null(0)
+    )
+    assessed = findings.assess(table, facts, catalog).sort("migration_id")
+    summary = findings.summarize(assessed, roles, catalog)
+    return Correlation(
+        machines=roles,
+        coverage=cover,
+        migrations=assessed,
+        blocked=blocked.sort("timestamp"),
+        summary=summary,
+        catalog_files=catalog.files,
+        generated_at=datetime.now(timezone.utc),
+    )
+
+
+BLOCKED_COLUMNS = (
+    "migration_id",
+    "machine",
+    "computer",
+    "timestamp",
+    "timestamp_host",
+    "event_id",
+    "kind",
+    "protocol",
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+    "filter_origin",
+    "source_path",
+    "member",
+    "record_id",
+)
+
+
+def _flat(frame: pl.DataFrame) -> pl.DataFrame:
+    """Nested columns as JSON text, for CSV."""
+    nested = [c for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Struct))]
+    return frame.with_columns(
+        pl.col(c).map_elements(
+            lambda v: json.dumps(v.to_list() if isinstance(v, pl.Series) else v, default=str),
+            return_dtype=pl.String,
+        )
+        for c in nested
+    )
+
+
+def findings_document(result: Correlation) -> dict[str, object]:
+    """The JSON findings: verdict first, then every fact with its evidence."""
+    return {
+        "verdict": result.summary.verdict,
+        "reasons": result.summary.reasons,
+        "collect": result.summary.collect,
+        "remediation": result.summary.remediation,
+        "generated_at": result.generated_at.isoformat(),
+        "catalog": list(result.catalog_files),
+        "machines": result.machines.to_dicts(),
+        "migrations": result.migrations.drop("vm_key").to_dicts(),
+        "blocked_inbound": result.blocked.select(
+            [c for c in BLOCKED_COLUMNS if c in result.blocked.columns]
+        ).to_dicts(),
+    }
+
+
+def write_outputs(result: Correlation, out: Path) -> list[Path]:
+    """migrations, blocked and machines as Parquet + CSV, and findings.json. Returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    blocked = result.blocked.select([c for c in BLOCKED_COLUMNS if c in result.blocked.columns])
+    for name, frame in (
+        ("migrations", result.migrations),
+        ("blocked", blocked),
+        ("machines", result.machines),
+    ):
+        frame.write_parquet(out / f"{name}.parquet")
+        _flat(frame).write_csv(out / f"{name}.csv")
+        written += [out / f"{name}.parquet", out / f"{name}.csv"]
+    doc = findings_document(result)
+    (out / "findings.json").write_text(
+        json.dumps(doc, indent=2, default=str, ensure_ascii=False), encoding="utf-8"
+    )
+    written.append(out / "findings.json")
+    return written

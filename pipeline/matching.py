@@ -1,0 +1,318 @@
+"""Which guest is which VM, and how far the guest's clock is from its host's.
+
+Hosts call a VM by its Hyper-V name; the guest logs its own host name, and the two
+often differ. Matching tries, in order of strength, and records the method and a
+confidence with every match:
+
+1. ``vmid``: a guest event carries the VM's GUID (confidence 1.0);
+2. ``mapping``: the user's mapping file names the guest (1.0);
+3. ``name``: the short host names are equal, case-insensitively (0.9);
+4. ``timing``: the guest's Netvsc 14 events line up with the VM's migration
+   completions at one consistent clock offset (0.5-0.9 by how many line up;
+   0.3 when another VM lines up just as well);
+5. ``sole-candidate``: one VM and one guest are left over (0.5): a bundle sent
+   for one VM whose guest logged no network change to time it by.
+
+Clock offset: host and guest clocks disagree, and the guest clock can jump on a
+migration. For each matched guest the offset is the median of (Netvsc 14 time -
+migration completion time) over the densest cluster of such differences within
+``max_clock_offset_s`` (a window of twice the tolerance), which ignores outliers
+such as a Netvsc 14 from an unrelated NIC reset. The estimate includes the short
+lag between the end of the blackout and the guest's notification (typically under
+a second), which is why correlation uses a tolerance. A user's
+``--clock-offset`` replaces the estimate and is marked ``given``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from pipeline.catalog import ModelParams
+from pipeline.machines import short_name
+
+MATCH_SCHEMA = {
+    "vm_key": pl.String,
+    "machine": pl.String,
+    "match_method": pl.String,
+    "match_confidence": pl.Float64,
+    "match_note": pl.String,
+}
+OFFSET_SCHEMA = {
+    "machine": pl.String,
+    "clock_offset_s": pl.Float64,
+    "offset_method": pl.String,
+    "offset_pairs": pl.Int64,
+}
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """What the user told us: VM -> guest names and known guest clock offsets."""
+
+    mapping: Mapping[str, str] = field(default_factory=dict)  # vm name or vmid -> guest name
+    clock_offsets: Mapping[str, float] = field(default_factory=dict)  # guest -> seconds
+    tolerance_s: float | None = None  # None: the catalog's model.tolerance_s
+
+
+def _vms(migrations: pl.DataFrame) -> pl.DataFrame:
+    return migrations.group_by("vm_key").agg(
+        pl.col("vm_name").drop_nulls().first(), pl.col("vmid").drop_nulls().first()
+    )
+
+
+def _by_vmid(vms: pl.DataFrame, guest_vmids: pl.DataFrame) -> pl.DataFrame:
+    return (
+        vms.join(
+            guest_vmids.with_columns(pl.col("vmid").str.to_lowercase().str.strip_chars("{} ")),
+            on="vmid",
+        )
+        .select("vm_key", "machine")
+        .unique("vm_key")
+        .with_columns(
+            pl.lit("vmid").alias("match_method"),
+            pl.lit(1.0).alias("match_confidence"),
+            pl.lit("a guest event carries the VMID").alias("match_note"),
+        )
+    )
+
+
+def _by_mapping(vms: pl.DataFrame, mapping: Mapping[str, str]) -> pl.DataFrame:
+    table = pl.DataFrame(
+        {
+            "_key": [k.lower().strip("{} ") for k in mapping],
+            "machine": [v.lower().split(".")[0] for v in mapping.values()],
+        },
+        schema={"_key": pl.String, "machine": pl.String},
+    )
+    by_name = vms.with_columns(pl.col("vm_name").str.to_lowercase().alias("_key"))
+    by_id = vms.with_columns(pl.col("vmid").alias("_key"))
+    return (
+        pl.concat([by_name.join(table, on="_key"), by_id.join(table, on="_key")])
+        .select("vm_key", "machine")
+        .unique("vm_key")
+        .with_columns(
+            pl.lit("mapping").alias("match_method"),
+            pl.lit(1.0).alias("match_confidence"),
+            pl.lit("named in the mapping file").alias("match_note"),
+        )
+    )
+
+
+def _by_name(vms: pl.DataFrame, guests: pl.DataFrame) -> pl.DataFrame:
+    return (
+        vms.with_columns(short_name(pl.col("vm_name")).alias("machine"))
+        .join(guests.select("machine"), on="machine")
+        .select("vm_key", "machine")
+        .with_columns(
+            pl.lit("name").alias("match_method"),
+            pl.lit(0.9).alias("match_confidence"),
+            pl.lit("VM name equals the guest's host name").alias("match_note"),
+        )
+    )
+
+
+def _diffs(migrations: pl.DataFrame, netvsc: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
+    """Every (VM, guest, completion, Netvsc 14) pair within the offset search range."""
+    ends = migrations.filter(pl.col("end").is_not_null()).select("vm_key", "end")
+    reach = model.max_clock_offset_s + model.netvsc_lag_max_s
+    return (
+        ends.join(netvsc.select("machine", "timestamp"), how="cross")
+        .with_columns(
+            ((pl.col("timestamp") - pl.col("end")).dt.total_microseconds() / 1e6).alias("diff_s")
+        )
+        .filter(pl.col("diff_s").abs() <= reach)
+    )
+
+
+def best_alignment(diffs: pl.DataFrame, tolerance_s: float) -> pl.DataFrame:
+    """Per (VM, guest): the densest cluster of clock differences.
+
+    Returns ``pairs`` (completions that line up), ``offset_s`` (median difference
+    in the cluster) and ``spread_s`` (its range).
+    """
+    if diffs.is_empty():
+        return pl.DataFrame(
+            schema={
+                "vm_key": pl.String,
+                "machine": pl.String,
+                "pairs": pl.UInt32,
+                "offset_s": pl.Float64,
+                "spread_s": pl.Float64,
+            }
+        )
+    anchors = diffs.select("vm_key", "machine", pl.col("diff_s").alias("anchor")).unique()
+    clusters = (
+        anchors.join(diffs, on=["vm_key", "machine"])
+        .filter(pl.col("diff_s").is_between(pl.col("anchor"), pl.col("anchor") + 2 * tolerance_s))
+        .group_by("vm_key", "machine", "anchor")
+        .agg(
+            pl.col("end").n_unique().alias("pairs"),
+            pl.col("diff_s").median().alias("offset_s"),
+            (pl.col("diff_s").max() - pl.col("diff_s").min()).alias("spread_s"),
+        )
+    )
+    return (
+        clusters.sort(
+            "pairs", pl.col("offset_s").abs(), descending=[True, False], maintain_order=True
+        )
+        .group_by("vm_key", "machine", maintain_order=True)
+        .first()
+        .drop("anchor")
+    )
+
+
+def _typical_offset(diffs: pl.DataFrame, tolerance_s: float) -> float:
+    """The clock offset most (VM, guest) pairs share: the densest cluster of all differences.
+
+    Guests usually take their time from their host (the Hyper-V time-sync service), so
+    their offsets tend to agree; when timing alone cannot tell two guests apart (one
+    migration each, seconds apart), the offset the others share decides.
+    """
+    pooled = best_alignment(
+        diffs.with_columns(pl.lit("*").alias("vm_key"), pl.lit("*").alias("machine")),
+        tolerance_s,
+    )
+    return float(pooled["offset_s"][0]) if pooled.height else 0.0
+
+
+def _by_timing(
+    migrations: pl.DataFrame,
+    netvsc: pl.DataFrame,
+    matched: pl.DataFrame,
+    model: ModelParams,
+    tolerance_s: float,
+) -> pl.DataFrame:
+    all_diffs = _diffs(migrations, netvsc, model)
+    known = all_diffs.join(matched.select("vm_key", "machine"), on=["vm_key", "machine"])
+    prior = _typical_offset(known if known.height else all_diffs, tolerance_s)
+    free = all_diffs.filter(
+        ~pl.col("vm_key").is_in(matched["vm_key"].implode())
+        & ~pl.col("machine").is_in(matched["machine"].implode())
+    )
+    deviation = (pl.col("offset_s") - prior).abs()
+    candidates = (
+        best_alignment(free, tolerance_s)
+        .with_columns(deviation.alias("_dev"))
+        .with_columns(
+            (
+                (pl.col("pairs") == pl.col("pairs").max().over("machine"))
+                & (pl.col("_dev") <= pl.col("_dev").min().over("machine") + tolerance_s)
+            )
+            .sum()
+            .over("machine")
+            .alias("_rivals")
+        )
+        .sort("pairs", "_dev", descending=[True, False])
+    )
+    chosen: list[dict[str, object]] = []
+    used_vms: set[str] = set()
+    used_guests: set[str] = set()
+    # Greedy one-to-one assignment, strongest alignment first: inherently sequential.
+    for row in candidates.iter_rows(named=True):
+        if row["vm_key"] in used_vms or row["machine"] in used_guests:
+            continue
+        used_vms.add(row["vm_key"])
+        used_guests.add(row["machine"])
+        ambiguous = row["_rivals"] > 1
+        confidence = 0.3 if ambiguous else min(0.9, 0.4 + 0.1 * row["pairs"])
+        note = (
+            f"{row['pairs']} migration(s) line up with Netvsc 14 at {row['offset_s']:+.1f} s"
+            f" (typical offset {prior:+.1f} s)"
+        )
+        if ambiguous:
+            note += "; another VM lines up about as well"
+        chosen.append(
+            {
+                "vm_key": row["vm_key"],
+                "machine": row["machine"],
+                "match_method": "timing",
+                "match_confidence": confidence,
+                "match_note": note,
+            }
+        )
+    return pl.DataFrame(chosen, schema=MATCH_SCHEMA)
+
+
+def match_guests(
+    migrations: pl.DataFrame,
+    guests: pl.DataFrame,
+    netvsc: pl.DataFrame,
+    guest_vmids: pl.DataFrame,
+    settings: MatchSettings,
+    model: ModelParams,
+) -> pl.DataFrame:
+    """One row per matched VM (``MATCH_SCHEMA``); strongest method wins."""
+    if migrations.is_empty():
+        return pl.DataFrame(schema=MATCH_SCHEMA)
+    vms = _vms(migrations)
+    tolerance = settings.tolerance_s or model.tolerance_s
+    matches = pl.DataFrame(schema=MATCH_SCHEMA)
+    for found in (
+        _by_vmid(vms, guest_vmids),
+        _by_mapping(vms, settings.mapping),
+        _by_name(vms, guests),
+    ):
+        fresh = found.filter(
+            ~pl.col("vm_key").is_in(matches["vm_key"].implode())
+            & ~pl.col("machine").is_in(matches["machine"].implode())
+        )
+        matches = pl.concat([matches, fresh.select(MATCH_SCHEMA.keys()).cast(MATCH_SCHEMA)])
+    matches = pl.concat([matches, _by_timing(migrations, netvsc, matches, model, tolerance)])
+    return pl.concat([matches, _sole_candidate(vms, guests, matches)])
+
+
+def _sole_candidate(vms: pl.DataFrame, guests: pl.DataFrame, matched: pl.DataFrame) -> pl.DataFrame:
+    """One VM and one guest left over: a bundle sent for one VM. Weak, and marked so."""
+    free_vms = vms.filter(~pl.col("vm_key").is_in(matched["vm_key"].implode()))
+    free_guests = guests.filter(~pl.col("machine").is_in(matched["machine"].implode()))
+    if free_vms.height != 1 or free_guests.height != 1:
+        return pl.DataFrame(schema=MATCH_SCHEMA)
+    return pl.DataFrame(
+        {
+            "vm_key": free_vms["vm_key"],
+            "machine": free_guests["machine"],
+            "match_method": ["sole-candidate"],
+            "match_confidence": [0.5],
+            "match_note": ["the only VM and the only guest left unmatched in the bundle"],
+        },
+        schema=MATCH_SCHEMA,
+    )
+
+
+def clock_offsets(
+    migrations: pl.DataFrame,
+    matches: pl.DataFrame,
+    netvsc: pl.DataFrame,
+    settings: MatchSettings,
+    model: ModelParams,
+) -> pl.DataFrame:
+    """Per matched guest: offset (guest clock minus host clock) and how it was found."""
+    tolerance = settings.tolerance_s or model.tolerance_s
+    diffs = _diffs(migrations, netvsc, model).join(
+        matches.select("vm_key", "machine"), on=["vm_key", "machine"]
+    )
+    estimated = (
+        best_alignment(diffs, tolerance)
+        .group_by("machine")
+        .agg(
+            pl.col("offset_s").median().alias("clock_offset_s"),
+            pl.col("pairs").sum().cast(pl.Int64).alias("offset_pairs"),
+        )
+        .with_columns(pl.lit("estimated").alias("offset_method"))
+    )
+    given = pl.DataFrame(
+        {
+            "machine": [k.lower().split(".")[0] for k in settings.clock_offsets],
+            "clock_offset_s": list(settings.clock_offsets.values()),
+            "offset_method": ["given"] * len(settings.clock_offsets),
+            "offset_pairs": [None] * len(settings.clock_offsets),
+        },
+        schema=OFFSET_SCHEMA,
+    )
+    return pl.concat(
+        [given, estimated.filter(~pl.col("machine").is_in(given["machine"].implode()))],
+        how="diagonal_relaxed",
+    ).select(list(OFFSET_SCHEMA))
