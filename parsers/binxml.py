@@ -22,6 +22,7 @@ caller, so this module has no state of its own; evtx_writer.py owns chunks.
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
 import uuid
 from collections.abc import Callable, Sequence
@@ -437,11 +438,11 @@ def _descriptor_struct(count: int) -> struct.Struct:
 
 def encode_substitutions(values: Sequence[tuple[int, bytes]]) -> bytes:
     """The instance data: value count, (size, type) descriptors, then the values' bytes."""
-    n = len(values)
-    flat: list[int] = [n]
-    for vtype, data in values:
-        if len(data) > 0xFFFF:
-            raise ValueError(f"a substitution value is {len(data)} bytes; the limit is 65535")
-        flat.append(len(data))
-        flat.append(vtype)
-    return _descriptor_struct(n).pack(*flat) + b"".join(data for _, data in values)
+    if not values:
+        return b"\x00\x00\x00\x00"
+    types, datas = zip(*values, strict=True)
+    sizes = list(map(len, datas))
+    if max(sizes) > 0xFFFF:
+        raise ValueError(f"a substitution value is {max(sizes)} bytes; the limit is 65535")
+    descriptors = itertools.chain.from_iterable(zip(sizes, types, strict=True))
+    return _descriptor_struct(len(sizes)).pack(len(sizes), *descriptors) + b"".join(datas)

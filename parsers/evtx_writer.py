@@ -45,6 +45,7 @@ from parsers.binxml import (
     Token,
     Typed,
     ValueType,
+    encode_sid,
     encode_substitutions,
     encode_template,
     filetime,
@@ -70,7 +71,7 @@ PayloadValue = str | int | bool | bytes | uuid.UUID | datetime | Typed
 
 EVENT_NAMESPACE = "http://schemas.microsoft.com/win/2004/08/events/event"
 
-_U32 = struct.Struct("<I")
+_U8, _U16, _U32, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<I", "<Q"))
 _BAD_CHUNK_MAGIC = b"ElfChnX\x00"
 _MAX_RECORD = CHUNK_SIZE - CHUNK_HEADER_SIZE
 _CACHE_LIMIT = 65536  # encoded strings kept per writer before the cache is emptied
@@ -281,10 +282,14 @@ class EvtxWriter:
             raise ValueError("write() after close()")
         if event.event_data is not None and event.user_data is not None:
             raise ValueError("an event has EventData or UserData, not both")
-        typed = [infer_type(v) for _, v in _payload_fields(event)]
-        key, layout = self._layout(event, tuple(t.vtype for t in typed))
+        payload = [self._payload_value(v) for _, v in _payload_fields(event)]
+        types = tuple(t for t, _ in payload)
+        key, layout = self._layout(event, types)
+        if ValueType.SIZE_T in types:
+            # Windows declares SizeT in the template and stores the value as HexInt64.
+            payload = [(ValueType.HEXINT64 if t == ValueType.SIZE_T else t, d) for t, d in payload]
         record_id = self._next_id
-        subs = encode_substitutions(self._values(event, record_id, typed))
+        subs = encode_substitutions(self._system_values(event, record_id) + payload)
         written = filetime(event.timestamp)
         cap = self._options.max_records_per_chunk
         if cap is not None and self._chunk.count >= cap:
@@ -359,51 +364,47 @@ class EvtxWriter:
             self._layouts[key] = layout
         return key, layout
 
-    def _values(
-        self, event: EventSpec, record_id: int, typed: list[Typed]
-    ) -> list[tuple[int, bytes]]:
-        """The substitution values: 14 System slots, then the payload in field order."""
+    def _system_values(self, event: EventSpec, record_id: int) -> list[tuple[int, bytes]]:
+        """The 14 System substitution values, in the slot order of :func:`_system_element`."""
         try:
-            values: list[tuple[int, bytes]] = [
-                (ValueType.UINT8, struct.pack("<B", event.level)),
-                (ValueType.UINT8, struct.pack("<B", event.opcode)),
-                (ValueType.UINT16, struct.pack("<H", event.task)),
-                (ValueType.UINT16, struct.pack("<H", event.event_id)),
-                (ValueType.UINT16, struct.pack("<H", event.qualifiers))
-                if event.qualifiers is not None
-                else _NULL,
-                (ValueType.HEXINT64, struct.pack("<Q", event.keywords)),
-                (ValueType.FILETIME, struct.pack("<Q", filetime(event.timestamp))),
+            return [
+                (ValueType.UINT8, _U8.pack(event.level)),
+                (ValueType.UINT8, _U8.pack(event.opcode)),
+                (ValueType.UINT16, _U16.pack(event.task)),
+                (ValueType.UINT16, _U16.pack(event.event_id)),
+                _NULL
+                if event.qualifiers is None
+                else (ValueType.UINT16, _U16.pack(event.qualifiers)),
+                (ValueType.HEXINT64, _U64.pack(event.keywords)),
+                (ValueType.FILETIME, _U64.pack(filetime(event.timestamp))),
                 _NULL,
-                (ValueType.UINT32, struct.pack("<I", event.process_id)),
-                (ValueType.UINT32, struct.pack("<I", event.thread_id)),
-                (ValueType.UINT64, struct.pack("<Q", record_id)),
-                (ValueType.UINT8, struct.pack("<B", event.version)),
-                (ValueType.SID, ENCODERS[ValueType.SID](event.user_sid))
-                if event.user_sid is not None
-                else _NULL,
+                (ValueType.UINT32, _U32.pack(event.process_id)),
+                (ValueType.UINT32, _U32.pack(event.thread_id)),
+                (ValueType.UINT64, _U64.pack(record_id)),
+                (ValueType.UINT8, _U8.pack(event.version)),
+                _NULL if event.user_sid is None else (ValueType.SID, encode_sid(event.user_sid)),
                 _NULL,
             ]
         except struct.error as e:
             raise ValueError(
                 f"event {event.event_id}: a System field is out of range: {e}"
             ) from None
-        strings = self._strings
-        for t in typed:
-            if t.vtype == ValueType.STRING and isinstance(t.value, str):
-                data = strings.get(t.value)
-                if data is None:
-                    data = t.value.encode("utf-16-le")
-                    if len(strings) >= _CACHE_LIMIT:
-                        strings.clear()
-                    strings[t.value] = data
-                values.append((ValueType.STRING, data))
-            elif t.vtype == ValueType.SIZE_T:
-                # Windows declares SizeT in the template and stores a HexInt64 value.
-                values.append((ValueType.HEXINT64, ENCODERS[ValueType.SIZE_T](t.value)))
-            else:
-                values.append((t.vtype, ENCODERS[t.vtype](t.value)))
-        return values
+
+    def _payload_value(self, value: PayloadValue) -> tuple[int, bytes]:
+        """(type, bytes) of one payload value; the common str and int cases skip Typed."""
+        cls = type(value)
+        if cls is str:
+            data = self._strings.get(value)  # type: ignore[arg-type]
+            if data is None:
+                data = value.encode("utf-16-le")  # type: ignore[union-attr]
+                if len(self._strings) >= _CACHE_LIMIT:
+                    self._strings.clear()
+                self._strings[value] = data  # type: ignore[index]
+            return ValueType.STRING, data
+        if cls is int and 0 <= value <= 0xFFFFFFFF:  # type: ignore[operator]
+            return ValueType.UINT32, _U32.pack(value)
+        typed = infer_type(value)
+        return typed.vtype, ENCODERS[typed.vtype](typed.value)
 
     def _append(
         self, key: object, layout: _Layout, subs: bytes, record_id: int, written: int
