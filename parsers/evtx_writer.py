@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -316,14 +316,7 @@ class EvtxWriter:
         next_id = self._chunk_ends[counted - 1] + 1 if counted else 1
         header = FileHeader(0, max(counted - 1, 0), next_id, counted, flags=flags)
         if damage.bad_file_header_crc:
-            header = FileHeader(
-                0,
-                header.last_chunk,
-                next_id,
-                counted,
-                flags,
-                checksum=header.computed_checksum() ^ 1,
-            )
+            header = replace(header, checksum=header.computed_checksum() ^ 1)
         self._file.seek(0)
         self._file.write(header.pack())
         size = FILE_HEADER_SIZE + total * CHUNK_SIZE
@@ -468,16 +461,7 @@ class EvtxWriter:
             records_crc,
         )
         if index in damage.bad_chunk_header_crc:
-            header = ChunkHeader(
-                chunk.first_id,
-                chunk.last_id,
-                chunk.first_id,
-                chunk.last_id,
-                chunk.last_record_offset,
-                chunk.free_offset,
-                records_crc,
-                checksum=header.computed_checksum(tables) ^ 1,
-            )
+            header = replace(header, checksum=header.computed_checksum(tables) ^ 1)
         head = header.pack(tables)
         if index in damage.bad_chunk_magic:
             head = _BAD_CHUNK_MAGIC + head[len(_BAD_CHUNK_MAGIC) :]
