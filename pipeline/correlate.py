@@ -58,6 +58,7 @@ class Correlation:
     coverage: pl.DataFrame
     migrations: pl.DataFrame  # one row per migration, with guest, offset, window, verdict
     blocked: pl.DataFrame  # one row per blocked inbound event inside a window
+    context: pl.DataFrame  # catalog events near any migration, on both clocks, for timelines
     summary: findings.Summary
     catalog_files: tuple[str, ...]
     generated_at: datetime
@@ -83,6 +84,83 @@ def _guest_facts(
     ].unique()
     end_logged = tagged.filter(pl.col("kind").is_in(model.end_kinds))["machine"].unique()
     return findings.GuestFacts(trigger_logged, observable, security, end_logged)
+
+
+CONTEXT_COLUMNS = (
+    "machine",
+    "computer",
+    "role",
+    "timestamp",
+    "timestamp_host",
+    "kind",
+    "event_id",
+    "provider",
+    "channel",
+    "vm_name",
+    "nic_name",
+    "protocol",
+    "local_port",
+    "remote_address",
+    "inbound",
+    "interface",
+    "profile",
+    "source_path",
+    "member",
+    "record_id",
+)
+
+
+def _context(
+    tagged: pl.DataFrame,
+    roles: pl.DataFrame,
+    offsets: pl.DataFrame,
+    assessed: pl.DataFrame,
+    blocked_kinds: Sequence[str],
+    margin_s: float,
+) -> pl.DataFrame:
+    """Catalog events within ``margin_s`` of any migration, with guest times on the host clock.
+
+    Inbound blocked events are left out: they have their own table. A timeline
+    needs no more than this, so it never has to go back to the store.
+    """
+    margin = pl.duration(microseconds=margin_s * 1e6)
+    spans = (
+        assessed.select(
+            (pl.coalesce("start", "end") - margin).alias("_from"),
+            (pl.max_horizontal("end", "q_end_host") + margin).alias("_to"),
+        )
+        .drop_nulls()
+        .sort("_from")
+    )
+    # Merge overlapping spans so that each event needs one as-of lookup.
+    spans = (
+        spans.with_columns(
+            (pl.col("_from") > pl.col("_to").cum_max().shift(1))
+            .fill_null(True)
+            .cum_sum()
+            .alias("_g")
+        )
+        .group_by("_g")
+        .agg(pl.col("_from").min(), pl.col("_to").max())
+        .sort("_from")
+    )
+    shifted = (
+        tagged.filter(~(pl.col("kind").is_in(blocked_kinds) & pl.col("inbound")))
+        .join(roles.select("machine", "role"), on="machine", how="left")
+        .join(offsets.select("machine", "clock_offset_s"), on="machine", how="left")
+        .with_columns(
+            (
+                pl.col("timestamp")
+                - pl.duration(microseconds=pl.col("clock_offset_s").fill_null(0.0) * 1e6)
+            ).alias("timestamp_host")
+        )
+        .sort("timestamp_host")
+    )
+    return (
+        shifted.join_asof(spans, left_on="timestamp_host", right_on="_from", strategy="backward")
+        .filter(pl.col("_to").is_not_null() & (pl.col("timestamp_host") <= pl.col("_to")))
+        .select(CONTEXT_COLUMNS)
+    )
 
 
 def correlate(
@@ -122,12 +200,14 @@ def correlate(
         pl.col("blocked_inbound", "blocked_tcp", "blocked_udp", "blocked_other").fill_null(0)
     )
     assessed = findings.assess(table, facts, catalog).sort("migration_id")
+    context = _context(tagged, roles, offsets, assessed, model.blocked_kinds, model.window_max_s)
     summary = findings.summarize(assessed, roles, catalog)
     return Correlation(
         machines=roles,
         coverage=cover,
         migrations=assessed,
         blocked=blocked.sort("timestamp"),
+        context=context,
         summary=summary,
         catalog_files=catalog.files,
         generated_at=datetime.now(timezone.utc),
@@ -166,13 +246,35 @@ def _flat(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def findings_document(result: Correlation) -> dict[str, object]:
+def integrity(files: pl.DataFrame | None) -> dict[str, object]:
+    """What could not be read, from the store's files table: the verdict stands on the rest."""
+    if files is None:
+        return {}
+    problems = files.filter(
+        (pl.col("records_skipped") > 0)
+        | (pl.col("chunks_skipped") > 0)
+        | (pl.col("errors").list.len() > 0)
+    )
+    return {
+        "files": files.height,
+        "files_with_problems": problems.height,
+        "records_read": int(files["records"].sum() or 0),
+        "records_unreadable": int(files["records_skipped"].sum() or 0),
+        "chunks_unreadable": int(files["chunks_skipped"].sum() or 0),
+        "problems": problems.select(
+            "source_path", "member", "kind", "records_skipped", "chunks_skipped", "errors"
+        ).to_dicts(),
+    }
+
+
+def findings_document(result: Correlation, files: pl.DataFrame | None = None) -> dict[str, object]:
     """The JSON findings: verdict first, then every fact with its evidence."""
     return {
         "verdict": result.summary.verdict,
         "reasons": result.summary.reasons,
         "collect": result.summary.collect,
         "remediation": result.summary.remediation,
+        "integrity": integrity(files),
         "generated_at": result.generated_at.isoformat(),
         "catalog": list(result.catalog_files),
         "machines": result.machines.to_dicts(),
@@ -183,7 +285,7 @@ def findings_document(result: Correlation) -> dict[str, object]:
     }
 
 
-def write_outputs(result: Correlation, out: Path) -> list[Path]:
+def write_outputs(result: Correlation, out: Path, files: pl.DataFrame | None = None) -> list[Path]:
     """migrations, blocked and machines as Parquet + CSV, and findings.json. Returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -196,7 +298,7 @@ def write_outputs(result: Correlation, out: Path) -> list[Path]:
         frame.write_parquet(out / f"{name}.parquet")
         _flat(frame).write_csv(out / f"{name}.csv")
         written += [out / f"{name}.parquet", out / f"{name}.csv"]
-    doc = findings_document(result)
+    doc = findings_document(result, files)
     (out / "findings.json").write_text(
         json.dumps(doc, indent=2, default=str, ensure_ascii=False), encoding="utf-8"
     )
