@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 from typer.core import TyperGroup
@@ -27,9 +28,13 @@ from typer.core import TyperGroup
 from parsers.evtx_reader import ReadSettings
 from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
+from pipeline.analyze import AnalyzeSettings, correlate_store
+from pipeline.analyze import analyze as run_analyze
+from pipeline.correlate import CorrelateSettings, Correlation, integrity, write_outputs
 from pipeline.discover import Limits
 from pipeline.ingest import ingest as run_ingest
-from pipeline.store import EventFilter, parse_utc, scan_events, scan_files
+from pipeline.matching import MatchSettings, parse_clock_offset, read_mapping
+from pipeline.store import EventFilter, open_store, parse_utc, scan_events, scan_files
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
 
@@ -327,7 +332,7 @@ def events(
                 f"lmtrace: showing the first {limit} of {total:,} events (--limit N, --format csv)",
                 err=True,
             )
-    frame = (selected.head(limit) if limit is not None else selected).collect()
+    frame = (selected.head(limit) if limit is not None else selected).collect(engine="streaming")
     _emit(
         frame,
         fmt.value,
@@ -359,3 +364,199 @@ def files(
             "errors",
         ],
     )
+
+
+# ----- correlation: what the user knows that the logs do not say
+
+Hosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host", help="Treat this computer as a Hyper-V host whatever it logged; repeatable."
+    ),
+]
+Guests = Annotated[
+    list[str] | None,
+    typer.Option("--guest", help="Treat this computer as a guest whatever it logged; repeatable."),
+]
+MapFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--map",
+        help="CSV file of 'VM name or VMID,guest host name' lines, for guests whose host name "
+        "differs from the VM name (otherwise matched by name, then by timing).",
+    ),
+]
+ClockOffsets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--clock-offset",
+        help="GUEST=+3.2s: the guest clock minus the host clock, when known; replaces the "
+        "estimate from Netvsc 14 timing. Repeatable.",
+    ),
+]
+Tolerance = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Seconds of slack when lining up guest and host events after the clock offset. "
+        "[default: the catalog's, 3 s]",
+        show_default=False,
+    ),
+]
+Catalogs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--catalog",
+        help="A TOML file that adds or replaces event catalog entries (same form as the "
+        "shipped pipeline/catalog.toml), e.g. another field name on your build; repeatable.",
+    ),
+]
+OutFolder = Annotated[
+    Path, typer.Option("--out", "-o", help="Folder for the findings; created if needed.")
+]
+
+
+def _correlate_settings(
+    host: list[str] | None,
+    guest: list[str] | None,
+    map_file: Path | None,
+    clock_offset: list[str] | None,
+    tolerance: float | None,
+) -> CorrelateSettings:
+    return CorrelateSettings(
+        hosts=tuple(host or ()),
+        guests=tuple(guest or ()),
+        match=MatchSettings(
+            mapping=read_mapping(map_file) if map_file else {},
+            clock_offsets=dict(parse_clock_offset(o) for o in clock_offset or ()),
+            tolerance_s=tolerance,
+        ),
+    )
+
+
+def _print_verdict(result: Correlation, out: Path) -> None:
+    """The short verdict table on stdout: one row per migration, then the bundle verdict."""
+    table = Table(
+        "migration", "VM", "guest", "from -> to", "completed (UTC)", "blackout s",
+        "quarantine s", "class", "blocked in", "verdict",
+        title="Live migrations",
+    )  # fmt: skip
+    for row in result.migrations.iter_rows(named=True):
+        end = row["end"].strftime("%Y-%m-%d %H:%M:%S") if row["end"] else "-"
+        table.add_row(
+            *(
+                escape("-" if v is None else str(v))
+                for v in (
+                    row["migration_id"],
+                    row["vm_name"],
+                    row["machine"],
+                    f"{row['source'] or '?'} -> {row['destination'] or '?'}",
+                    end,
+                    row["blackout_s"],
+                    None if row["q_duration_s"] is None else round(row["q_duration_s"], 1),
+                    row["quarantine_class"],
+                    row["blocked_inbound"],
+                    row["verdict"],
+                )
+            )
+        )
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:  # a pipe or a file: no terminal width to respect
+        console = Console(soft_wrap=False, width=200)
+    if result.migrations.height:
+        console.print(table)
+    console.print(f"verdict: [bold]{escape(result.summary.verdict)}[/bold]")
+    for reason in result.summary.reasons:
+        console.print(f"  - {escape(reason)}")
+    for hint in result.summary.collect:
+        console.print(f"  collect: {escape(hint['how'])}")
+    console.print(f"findings: {escape(str(out))}")
+
+
+@app.command()
+def correlate(
+    store: StorePath,
+    out: OutFolder,
+    host: Hosts = None,
+    guest: Guests = None,
+    map_file: MapFile = None,
+    clock_offset: ClockOffsets = None,
+    tolerance: Tolerance = None,
+    catalog: Catalogs = None,
+) -> None:
+    """Find migrations, match guests, measure quarantine windows and give a verdict.
+
+    Writes migrations, blocked and machines as Parquet and CSV, and findings.json, to --out.
+    Exit code 0: every stored file was read in full; 1: some records were unreadable (the
+    verdict stands on the rest); 2: fatal.
+    """
+    settings = AnalyzeSettings(
+        correlate=_correlate_settings(host, guest, map_file, clock_offset, tolerance),
+        catalogs=tuple(catalog or ()),
+    )
+    result = correlate_store(open_store(store), settings)
+    files = scan_files(store).collect()
+    write_outputs(result, out, files)
+    _print_verdict(result, out)
+    raise typer.Exit(EXIT_PARTIAL if integrity(files)["files_with_problems"] else EXIT_OK)
+
+
+@app.command()
+def analyze(
+    bundles: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The bundle: .evtx files, folders (one per machine is usual) and archives.",
+            show_default=False,
+        ),
+    ],
+    out: OutFolder,
+    engine: Annotated[
+        EngineName, typer.Option(help="EVTX decoder: rust (fast, default) or python (slow).")
+    ] = EngineName.rust,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Reading processes. [default: number of CPUs]", show_default=False
+        ),
+    ] = None,
+    guest_tz: Annotated[
+        str,
+        typer.Option(
+            help="Time zone of the guests' pfirewall.log (its times are local, without offset): "
+            "an IANA name (Europe/Berlin) or an offset (+02:00).",
+        ),
+    ] = "UTC",
+    host: Hosts = None,
+    guest: Guests = None,
+    map_file: MapFile = None,
+    clock_offset: ClockOffsets = None,
+    tolerance: Tolerance = None,
+    catalog: Catalogs = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the verdict table, no progress bar.")
+    ] = False,
+) -> None:
+    """The main job: read a bundle, correlate, and say whether a migration cut a VM off.
+
+    Example: lmtrace analyze examples/bundles/quarantine-bug --out out/quarantine-bug
+
+    Writes OUT/store (the events), findings.json, migrations/blocked/machines tables and the
+    report. Exit code 0: every file read; 1: something unreadable (named on stderr; the verdict
+    stands on the rest); 2: fatal.
+    """
+    settings = AnalyzeSettings(
+        read=ReadSettings(engine=engine.value),
+        firewall=PfirewallSettings(tz=guest_tz),
+        correlate=_correlate_settings(host, guest, map_file, clock_offset, tolerance),
+        catalogs=tuple(catalog or ()),
+        jobs=jobs or os.cpu_count() or 1,
+    )
+    columns = [TextColumn("{task.description:>12}"), BarColumn(), DownloadColumn()]
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
+        analysis = run_analyze(bundles, out, settings, _Bar(bar))
+    for item in analysis.ingest.problems:
+        typer.echo(f"lmtrace: {item.status}: {item.where}: {item.message}", err=True)
+    _print_verdict(analysis.result, out)
+    raise typer.Exit(analysis.exit_code)

@@ -25,11 +25,14 @@ a second), which is why correlation uses a tolerance. A user's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
+from parsers.model import LmtraceError
 from pipeline.catalog import ModelParams
 from pipeline.machines import short_name
 
@@ -46,6 +49,48 @@ OFFSET_SCHEMA = {
     "offset_method": pl.String,
     "offset_pairs": pl.Int64,
 }
+
+
+class MatchInputError(LmtraceError):
+    """A mapping file or a --clock-offset value cannot be understood."""
+
+
+def read_mapping(path: Path) -> dict[str, str]:
+    """A user's VM -> guest mapping: CSV lines ``vm name or VMID,guest host name``.
+
+    Lines starting with ``#`` and blank lines are ignored; a header line
+    ``vm,guest`` may come first.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise MatchInputError(f"{path}: cannot read the mapping file ({exc.strerror})") from None
+    mapping: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#") or line.lower().replace(" ", "") == "vm,guest":
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise MatchInputError(
+                f"{path}:{number}: expected 'vm name or VMID,guest host name', got {line!r}"
+            )
+        mapping[parts[0]] = parts[1]
+    return mapping
+
+
+_OFFSET_VALUE = re.compile(r"^\s*([^=\s]+)\s*=\s*([+-]?\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
+
+
+def parse_clock_offset(text: str) -> tuple[str, float]:
+    """``GUEST=+3.2s`` (or ``ms``) -> (guest, seconds): the guest's clock minus the host's."""
+    match = _OFFSET_VALUE.match(text)
+    if not match:
+        raise MatchInputError(
+            f"--clock-offset {text!r}: expected GUEST=SECONDS, e.g. APP-VM01=+3.2s or SQL7=-1500ms"
+        )
+    guest, value, unit = match.groups()
+    return guest, float(value) / (1000.0 if unit == "ms" else 1.0)
 
 
 @dataclass(frozen=True)
