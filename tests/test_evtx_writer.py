@@ -424,6 +424,19 @@ def test_templates_are_defined_once_per_layout_per_chunk_and_reused(tmp_path: Pa
         assert {d for _, d in refs} == {r + RECORD_HEADER_SIZE + 4 + 10 for r in inline}
 
 
+def test_many_layouts_in_one_chunk_share_template_buckets(tmp_path: Path) -> None:
+    """More templates than the 32 buckets: the readers must follow each bucket's chain."""
+    events = [
+        security_event(i, event_data=((f"Field{i}", i), (f"Other{i % 7}", f"v{i}")))
+        for i in range(50)
+    ]
+    path = tmp_path / "layouts.evtx"
+    write_evtx(path, events)
+    chunk = path.read_bytes()[FILE_HEADER_SIZE : FILE_HEADER_SIZE + CHUNK_SIZE]
+    assert len({d for _, d in _template_offsets(chunk)}) > 32
+    check_file(path, events, tuple(READERS))
+
+
 def test_same_events_give_byte_identical_files(tmp_path: Path) -> None:
     events = [security_event(i) if i % 4 else vmms_event(i) for i in range(400)]
     write_evtx(tmp_path / "a.evtx", events)
