@@ -255,7 +255,7 @@ def wfp_values(
     origin: str,
 ) -> tuple[object, ...]:
     """Payload values of a 5152/5156/5157 in the guest's layout (2016 or 2022 style)."""
-    pid, app = _LISTENERS.get(local_port, (4, "System")) if inbound else (1104, "svchost")
+    pid, app = _LISTENERS.get(local_port, (4, "System")) if inbound else _LISTENERS[3389]
     if packet:
         pid, app = 0, "-"
     src, sport, dst, dport = (
