@@ -199,7 +199,8 @@ def ingest(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            help=".evtx files, folders (walked), .zip/.tar/.tar.gz archives (nested ones too).",
+            help=".evtx files, pfirewall.log files, folders (walked), .zip/.tar/.tar.gz "
+            "archives (nested ones too). Kinds are told by content, not by name.",
             show_default=False,
         ),
     ],
@@ -220,7 +221,7 @@ def ingest(
         int | None,
         typer.Option(
             min=1,
-            help="Reading processes, one file each. [default: number of CPUs]",
+            help="Reading processes, one file each (default: the number of CPUs).",
             show_default=False,
         ),
     ] = None,
@@ -315,7 +316,8 @@ def events(
         int | None,
         typer.Option(
             min=0,
-            help="At most this many events (the earliest). [default: 100 for table, all otherwise]",
+            help="At most this many events, the earliest first "
+            "(default: 100 for table, all otherwise).",
             show_default=False,
         ),
     ] = None,
