@@ -209,7 +209,7 @@ class _Walk:
 
     def input(self, path: Path) -> None:
         """One command-line input: a folder (walked) or a file."""
-        if path.is_dir() and not path.is_symlink():
+        if path.is_dir():
             for folder, dirs, files in os.walk(path):
                 dirs.sort()
                 here = Path(folder)
@@ -554,16 +554,20 @@ def discover(
     return walk.found
 
 
-def input_bytes(inputs: Iterable[Path]) -> int:
-    """Total size of the inputs (folders walked), the denominator of discover's progress."""
+def input_bytes(inputs: Iterable[Path], exclude: Path | None = None) -> int:
+    """Total size of the inputs (folders walked as discover walks them), for progress."""
     total = 0
+    skip = exclude.absolute() if exclude else None
     for path in inputs:
-        path = Path(path)
-        if path.is_dir():
-            for folder, _, files in os.walk(path):
-                total += sum(_size(Path(folder) / name) for name in files)
-        else:
-            total += _size(path)
+        path = Path(path).absolute()
+        if not path.is_dir():
+            total += path.stat().st_size if path.is_file() else 0  # named: links followed
+            continue
+        for folder, dirs, files in os.walk(path):
+            if skip is not None and _inside(Path(folder), skip):
+                dirs.clear()
+                continue
+            total += sum(_size(Path(folder) / name) for name in files)
     return total
 
 

@@ -356,7 +356,7 @@ def _ingest_locked(
 ) -> IngestSummary:
     version = importlib.metadata.version("lmtrace")
     if progress is not None:
-        progress.phase("discovering", input_bytes(inputs))
+        progress.phase("discovering", input_bytes(inputs, exclude=store))
     found = discover(
         inputs,
         work / "extract",

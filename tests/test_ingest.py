@@ -201,8 +201,11 @@ def test_archives_are_read_in_scratch_inside_the_store(corpus_dir, manifest, tmp
 def test_a_store_inside_an_input_folder_is_not_read_back(corpus_dir, tmp_path):
     shutil.copyfile(corpus_dir / SMALL, tmp_path / "Small.evtx")
     ingest([tmp_path], tmp_path / "store")
-    again = ingest([tmp_path], tmp_path / "store")
+    progress = Recorder()
+    again = ingest([tmp_path], tmp_path / "store", progress=progress)
     assert [Path(o.source_path).name for o in again.outcomes] == ["Small.evtx"]
+    size = (tmp_path / "Small.evtx").stat().st_size  # the store's own bytes are not counted
+    assert progress.phases == [["discovering", size, size], ["reading", 0, 0]]
 
 
 FIREWALL_LOG = (
