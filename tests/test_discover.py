@@ -7,6 +7,7 @@ checked on the file system, not inferred from the code.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import shutil
@@ -363,3 +364,13 @@ def test_damaged_archives_are_reported(layout):
     assert reasons["cut.zip"].startswith("not a readable zip archive")
     assert reasons["cut.tar.gz"].startswith("damaged")
     assert not found.sources
+
+
+def test_a_gzip_of_one_log_is_read_as_that_log(layout):
+    inputs, out, scratch = layout
+    raw = (inputs / "Small.evtx").read_bytes()
+    (inputs / "System.evtx.gz").write_bytes(gzip.compress(raw))
+    found = run([inputs / "System.evtx.gz"], out, scratch)
+    [source] = found.sources
+    assert (source.member, source.kind) == ("System.evtx", "evtx")
+    assert source.sha256 == hashlib.sha256(raw).hexdigest()

@@ -241,3 +241,12 @@ def test_an_unknown_firewall_zone_fails_before_anything_is_written(corpus_dir, t
     with pytest.raises(TimeZoneError, match="Mars/Olympus"):
         ingest([corpus_dir / SMALL], tmp_path / "store", firewall=PfirewallSettings("Mars/Olympus"))
     assert not (tmp_path / "store").exists()
+
+
+def test_events_are_written_in_bounded_parts(corpus_dir, manifest, tmp_path):
+    store = tmp_path / "store"
+    summary = ingest([corpus_dir / SYSTEM], store, ReadSettings(batch_size=100))
+    parts = sorted((store / "events").glob("*.parquet"))
+    sizes = [pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts]
+    assert sum(sizes) == summary.events_stored == manifest_records(manifest, SYSTEM)
+    assert len(parts) >= 3 and max(sizes) <= 100
