@@ -210,7 +210,7 @@ class _Walk:
     def input(self, path: Path) -> None:
         """One command-line input: a folder (walked) or a file."""
         if path.is_dir():
-            for folder, dirs, files in os.walk(path):
+            for folder, dirs, files in os.walk(path, onerror=self._unlistable):
                 dirs.sort()
                 here = Path(folder)
                 if self.exclude is not None and _inside(here, self.exclude):
@@ -230,6 +230,11 @@ class _Walk:
                         self._disk_file(entry)
         else:
             self._disk_file(path)
+
+    def _unlistable(self, error: OSError) -> None:
+        """A folder that cannot be listed is reported (os.walk would skip it silently)."""
+        reason = f"cannot list folder: {error.strerror}"
+        self._skip(str(error.filename), None, "unknown", reason, problem=True)
 
     def _disk_file(self, path: Path) -> None:
         """A file on disk given by the user: read in place, never copied."""
