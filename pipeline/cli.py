@@ -562,3 +562,75 @@ def analyze(
         typer.echo(f"lmtrace: {item.status}: {item.where}: {item.message}", err=True)
     _print_verdict(analysis.result, out)
     raise typer.Exit(analysis.exit_code)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="Scenario preset of pipeline/scenarios.toml (docs/simulate.md), e.g. "
+            "quarantine-bug or healthy; a wrong name lists the valid ones."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write (one folder per machine).")],
+    seed: Annotated[int, typer.Option(help="Random seed: same arguments + seed, same bytes.")] = 0,
+    hosts: Annotated[int | None, typer.Option(help="Hyper-V hosts (>= 2).")] = None,
+    vms: Annotated[int | None, typer.Option(help="VMs, each with one guest.")] = None,
+    migrations: Annotated[int | None, typer.Option(help="Live migrations to perform.")] = None,
+    guest_clock_offset: Annotated[
+        float, typer.Option(help="Guest clock minus host clock, seconds (e.g. -90).")
+    ] = 0.0,
+    guest_clock_drift: Annotated[
+        float, typer.Option(help="Guest clock drift against the host, ppm.")
+    ] = 0.0,
+    name_mismatch: Annotated[
+        bool,
+        typer.Option(help="Guests log host names unlike their VM names (SQLPROD7.corp...; FQDNs)."),
+    ] = False,
+    load: Annotated[
+        float | None, typer.Option(help="Inbound connection attempts per second per guest.")
+    ] = None,
+    noise: Annotated[
+        float | None, typer.Option(help="Background events per machine per hour.")
+    ] = None,
+    guest_tz: Annotated[
+        str, typer.Option(help="Guests' IANA time zone, for pfirewall.log local times.")
+    ] = "UTC",
+    pfirewall: Annotated[bool, typer.Option(help="Also write each guest's pfirewall.log.")] = False,
+    size: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the logs running after the incident (noise only) until the .evtx files "
+            "total this size, e.g. 1GB (binary units); for benchmarks."
+        ),
+    ] = None,
+    start: Annotated[
+        str, typer.Option(help="UTC time the scenario starts; migrations follow ~10 min later.")
+    ] = "2025-03-04T09:00:00Z",
+    ws2022_guests: Annotated[
+        int, typer.Option(help="How many guests log Windows Server 2022 WFP events (FilterOrigin).")
+    ] = 0,
+) -> None:
+    """Write a realistic host + guest bundle and its ground_truth.json (for tests and demos)."""
+    from pipeline.simulate import SimulateError, SimulateOptions, parse_size
+    from pipeline.simulate import simulate as run_simulate
+
+    try:
+        size_bytes = parse_size(size) if size is not None else None
+    except ValueError as e:
+        raise SimulateError(f"--size: {e}") from None
+    options = SimulateOptions(
+        scenario=scenario, seed=seed, hosts=hosts, vms=vms, migrations=migrations,
+        guest_clock_offset=guest_clock_offset, guest_clock_drift=guest_clock_drift,
+        name_mismatch=name_mismatch, load=load, noise=noise, guest_tz=guest_tz,
+        pfirewall=pfirewall, size=size_bytes, start=parse_utc(start, "--start"),
+        ws2022_guests=ws2022_guests,
+    )  # fmt: skip
+    result = run_simulate(options, out)
+    truth = result.ground_truth
+    typer.echo(
+        f"lmtrace: wrote {out} ({result.total_bytes:,} bytes of .evtx, "
+        f"{len(truth['files'])} files); verdict {truth['verdict']}",  # type: ignore[arg-type]
+        err=True,
+    )
