@@ -18,6 +18,7 @@ never touches the incident window.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import random
@@ -74,6 +75,9 @@ __all__ = ["SimulateError", "SimulateOptions", "SimulationResult", "parse_size",
 
 HISTORY_US = 2 * 3600 * US
 """How much log history precedes the scenario's --start (the guests boot then)."""
+
+PADDING_PER_HOUR = 1800.0
+"""Event rate of the --size padding: a busy server's log, so 1 GB spans weeks, not years."""
 
 _SIZE_CHECK_EVERY = 32
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -168,7 +172,8 @@ class _Bundle:
         if budget is None or not pool:
             return
         # Padding: the log keeps running after the incident until the file has its size.
-        padding = stream(m, pool, max(rate, 60.0), end, 2**62, windows, rng, 2_000_000_000)
+        busy = max(rate, PADDING_PER_HOUR)
+        padding = stream(m, pool, busy, end, 2**62, windows, rng, 2_000_000_000)
         for n, item in enumerate(padding):
             if n % _SIZE_CHECK_EVERY == 0 and os.path.getsize(path) + CHUNK_SIZE >= budget:
                 return
@@ -235,8 +240,6 @@ class _Bundle:
 def merge_lines(
     incident: list[tuple[int, int, str]], background: Iterator[tuple[int, int, str]]
 ) -> Iterator[tuple[int, int, str]]:
-    import heapq
-
     return heapq.merge(incident, background, key=lambda x: (x[0], x[1]))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -207,7 +208,7 @@ class GuestIds:
 
 def guest_ids(guest: Machine, rng: random.Random) -> GuestIds:
     return GuestIds(
-        network_guid=guest.interface_guid.__class__(int=rng.getrandbits(128), version=4),
+        network_guid=uuid.UUID(int=rng.getrandbits(128), version=4),
         luid=0x0006000000000000 | rng.randrange(1, 0xFFFF) << 24,
         nla_pid=_pid(rng),
         ncsi_pid=_pid(rng),
@@ -273,7 +274,8 @@ def wfp_values(
     return head + extra + tail + remote_ids
 
 
-def _wfp_layout(guest: Machine, event_id: int) -> Layout:
+def wfp_layout(guest: Machine, event_id: int) -> Layout:
+    """The 5152/5156/5157 layout of this guest's Windows version."""
     prefix = "wfp2022" if guest.ws2022 else "wfp"
     suffix = {5152: "packet_dropped", 5156: "connection_allowed", 5157: "connection_blocked"}
     return layout(f"{prefix}.{suffix[event_id]}")
@@ -350,7 +352,7 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
                 g, gid, packet=False, filter_rtid=72000 + a.local_port % 997,
                 origin=_ALLOW_RULES.get(a.local_port, "Allow-In"), **common,
             )  # fmt: skip
-            out.add(g, _wfp_layout(g, 5156).event(from_us(t), g.name, values, tid=_tid(rng)), t)
+            out.add(g, wfp_layout(g, 5156).event(from_us(t), g.name, values, tid=_tid(rng)), t)
             continue
         # A blocked SYN or datagram: the connection event, and often the packet drop too.
         main, other = (5157, 5152) if a.protocol == 6 else (5152, 5157)
@@ -361,7 +363,7 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
                 g, gid, packet=event_id == 5152, filter_rtid=67607 if event_id == 5152 else 67249,
                 origin=QUARANTINE_ORIGIN, **common,
             )  # fmt: skip
-            spec = _wfp_layout(g, event_id).event(from_us(when), g.name, values, tid=_tid(rng))
+            spec = wfp_layout(g, event_id).event(from_us(when), g.name, values, tid=_tid(rng))
             out.blocked.append(
                 BlockedTruth(
                     g.name, when, event_id, "tcp" if a.protocol == 6 else "udp", a.local_port,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from parsers.evtx_writer import EventSpec, PayloadValue
-from pipeline.simulate_events import GuestIds, Item, pfirewall_line, wfp_values
+from pipeline.simulate_events import GuestIds, Item, pfirewall_line, wfp_layout, wfp_values
 from pipeline.simulate_layouts import Layout, layout
 from pipeline.simulate_plan import EPOCH, US, Machine, from_us
 
@@ -95,7 +95,7 @@ def restamp(template: EventSpec, when: datetime, tid: int) -> EventSpec:
     return spec
 
 
-def _system_variants(computer: str, rng: random.Random) -> list[Variant]:
+def _system_variants(rng: random.Random) -> list[Variant]:
     scm, kernel = layout("scm.service_state"), layout("kernel.hive_flushed")
     scm_pid = rng.randrange(600, 800, 4)
     out = []
@@ -135,7 +135,7 @@ def _security_variants(guest: Machine, ids: GuestIds, rng: random.Random) -> lis
         out.append(Variant(logoff, logoff.payload((*subject, 3)), lsass, None))
         if not guest.wfp_auditing:
             continue
-        allowed = _wfp_layout_for(guest, 5156)
+        allowed = wfp_layout(guest, 5156)
         remote_port = rng.choice((53, 443, 88, 389, 135))
         values = wfp_values(
             guest, ids, packet=False, inbound=False, remote=f"10.20.0.{rng.randint(2, 9)}",
@@ -145,7 +145,7 @@ def _security_variants(guest: Machine, ids: GuestIds, rng: random.Random) -> lis
         out.append(Variant(allowed, allowed.payload(values), 4, None))
         out.append(Variant(allowed, allowed.payload(values), 4, None))
         group, port = rng.choice(_MULTICAST)
-        dropped = _wfp_layout_for(guest, 5152)
+        dropped = wfp_layout(guest, 5152)
         values = wfp_values(
             guest, ids, packet=True, inbound=True,
             remote=f"10.20.{rng.randint(1, 3)}.{rng.randint(2, 250)}",
@@ -157,18 +157,12 @@ def _security_variants(guest: Machine, ids: GuestIds, rng: random.Random) -> lis
     return out
 
 
-def _wfp_layout_for(guest: Machine, event_id: int) -> Layout:
-    prefix = "wfp2022" if guest.ws2022 else "wfp"
-    suffix = {5152: "packet_dropped", 5156: "connection_allowed"}
-    return layout(f"{prefix}.{suffix[event_id]}")
-
-
 def variants(
     machine: Machine, channel: str, ids: GuestIds | None, rng: random.Random
 ) -> list[Variant]:
     """The prepared background events of one of the machine's files (empty: no noise)."""
     if channel == "System":
-        return _system_variants(machine.name, rng)
+        return _system_variants(rng)
     if channel == "Security" and ids is not None:
         return _security_variants(machine, ids, rng)
     return []

@@ -40,7 +40,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DEFAULT_START = datetime(2025, 3, 4, 9, 0, 0, tzinfo=timezone.utc)
 
 Classification = Literal["never", "normal", "mixed"]
-Outcome = Literal["completed", "failed", "lost", "blocked", "allowed"]
 
 SAFETY_TIMEOUT_S = 7.0
 """The guest firewall's hard-coded wait when the classification signal never comes [C: wiki]."""
@@ -142,7 +141,7 @@ class SimulateOptions:
         out: dict[str, object] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            out[name] = _iso(to_us(value)) if isinstance(value, datetime) else value
+            out[name] = iso(to_us(value)) if isinstance(value, datetime) else value
         return out
 
 
@@ -253,11 +252,9 @@ def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
-def _iso(us: int) -> str:
+def iso(us: int) -> str:
+    """ISO 8601 UTC with microseconds, as ground_truth.json writes times."""
     return from_us(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-iso = _iso
 
 
 def resolve_preset(options: SimulateOptions, presets: dict[str, Preset]) -> Preset:

@@ -52,11 +52,14 @@ def migration_verdict(
     ):
         return "not-affected", "the network was classified again before the safety timeout"
     q_end = q0 + round(SAFETY_TIMEOUT_S * US)
-    drops = sum(1 for b in blocked if b.guest == g.name and q0 <= b.time_us < q_end)
-    drops += sum(1 for t in observed.drop_lines if q0 <= t < q_end)
+    events = sum(1 for b in blocked if b.guest == g.name and q0 <= b.time_us < q_end)
+    lines = sum(1 for t in observed.drop_lines if q0 <= t < q_end)
     if observed.wfp_events or observed.pfirewall:
-        if drops:
-            return "affected", f"safety-timeout quarantine with {drops} observed inbound drops"
+        if events or lines:
+            return "affected", (
+                f"safety-timeout quarantine: {events} inbound drops in Security, "
+                f"{lines} DROP lines in pfirewall.log"
+            )
         return "not-affected", "no classification for 7 s, but no drops while logging was on"
     return "likely-affected", "safety-timeout signature; drops not observable (no WFP auditing)"
 

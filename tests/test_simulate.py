@@ -483,3 +483,33 @@ def test_options_record_every_argument(tmp_path: Path) -> None:
     assert set(gt["arguments"]) == set(opts.arguments())
     assert gt["arguments"]["guest_clock_offset"] == -90.0
     assert gt["arguments"]["start"] == "2025-03-04T09:00:00.000000Z"
+
+
+EXAMPLES = Path(__file__).parents[1] / "examples" / "bundles"
+
+
+def example_commands() -> list[list[str]]:
+    """The ``lmtrace simulate`` lines of examples/bundles/README.md, as argument lists."""
+    text = (EXAMPLES / "README.md").read_text()
+    return [line.split()[1:] for line in text.splitlines() if line.startswith("lmtrace simulate")]
+
+
+def test_example_bundles_are_rebuilt_by_their_commands(tmp_path: Path) -> None:
+    from pipeline.cli import app
+
+    commands = example_commands()
+    assert {args[args.index("--scenario") + 1] for args in commands} == {
+        "quarantine-bug",
+        "healthy",
+        "host-fixed",
+        "no-audit",
+    }
+    for args in commands:
+        committed = Path(__file__).parents[1] / args[args.index("--out") + 1]
+        out = tmp_path / committed.name
+        args[args.index("--out") + 1] = str(out)
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert digest(out) == digest(committed), committed
+        gt = truth(committed)
+        assert gt["verdict"] == PRESETS[gt["scenario"]].expect
