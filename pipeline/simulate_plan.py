@@ -44,6 +44,9 @@ Classification = Literal["never", "normal", "mixed"]
 SAFETY_TIMEOUT_S = 7.0
 """The guest firewall's hard-coded wait when the classification signal never comes [C: wiki]."""
 
+LOG_DELAY_US = 1000
+"""Upper bound of the delay between a blocked packet and its Security events."""
+
 TCP_RETRY_S = (1.0, 3.0, 7.0)
 """When a blocked or lost SYN is sent again, after the first try [I: default retransmission]."""
 
@@ -443,7 +446,10 @@ def _fate(
 ) -> Literal["allowed", "blocked", "lost"]:
     if any(a <= t < b for a, b in frozen):
         return "lost"
-    if any(a <= t < b for a, b in quarantined):
+    # The blocked events are logged up to a fraction of a millisecond after the packet;
+    # a packet in the window's last millisecond counts as allowed, so that every logged
+    # drop lies inside the window the truth states.
+    if any(a <= t < b - LOG_DELAY_US for a, b in quarantined):
         return "blocked"
     return "allowed"
 

@@ -56,10 +56,9 @@ def migration_verdict(
     lines = sum(1 for t in observed.drop_lines if q0 <= t < q_end)
     if observed.wfp_events or observed.pfirewall:
         if events or lines:
-            return "affected", (
-                f"safety-timeout quarantine: {events} inbound drops in Security, "
-                f"{lines} DROP lines in pfirewall.log"
-            )
+            seen = [f"{events} inbound drops in Security"] if observed.wfp_events else []
+            seen += [f"{lines} DROP lines in pfirewall.log"] if observed.pfirewall else []
+            return "affected", "safety-timeout quarantine: " + ", ".join(seen)
         return "not-affected", "no classification for 7 s, but no drops while logging was on"
     return "likely-affected", "safety-timeout signature; drops not observable (no WFP auditing)"
 
