@@ -17,10 +17,18 @@ import polars as pl
 from parsers.evtx_reader import ReadSettings
 from parsers.pfirewall import PfirewallSettings
 from pipeline.catalog import load_catalog
-from pipeline.correlate import CorrelateSettings, Correlation, correlate, write_outputs
+from pipeline.correlate import (
+    CorrelateSettings,
+    Correlation,
+    correlate,
+    findings_document,
+    write_outputs,
+)
 from pipeline.discover import Limits
 from pipeline.ingest import IngestProgress, IngestSummary, ingest
+from pipeline.report import write_report
 from pipeline.store import scan_events, scan_files
+from pipeline.timeline import TIMELINE_FILE, TimelineSettings, write_timeline
 
 STORE_FOLDER = "store"
 
@@ -35,6 +43,7 @@ class AnalyzeSettings:
     catalogs: Sequence[Path] = ()
     limits: Limits | None = None
     jobs: int = 1
+    timeline: TimelineSettings = field(default_factory=TimelineSettings)
 
 
 @dataclass(frozen=True)
@@ -80,4 +89,6 @@ def analyze(
     result = correlate(scan_events(out / STORE_FOLDER), catalog, settings.correlate)
     files = scan_files(out / STORE_FOLDER).collect()
     written = write_outputs(result, out, files)
+    timelines = write_timeline(result, catalog.model, out / TIMELINE_FILE, settings.timeline)
+    written += timelines + write_report(findings_document(result, files), out, timelines)
     return Analysis(out, summary, files, result, tuple(written))

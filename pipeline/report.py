@@ -1,0 +1,502 @@
+"""report.html and report.md: the findings as a support engineer hands them to a customer.
+
+The problem: findings.json is complete but nobody pastes JSON into a ticket. Both
+reports render the findings document (:func:`pipeline.correlate.findings_document`,
+the same dict findings.json is written from) and nothing else, so a report can
+never disagree with the JSON (habit 9). Order follows what a reader asks: the
+verdict and why, the migrations, the evidence behind each (event, file, record
+id), what is missing and how to collect it, what to do (workarounds marked as
+temporary security trade-offs), what could not be read, and the timelines.
+
+Every string that came from a log (VM and computer names, paths, reasons that
+quote them) is escaped for its target: HTML entities in report.html,
+backslash escapes in report.md, so ``<script>`` shows as text in both.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+EVIDENCE_BLOCKED_MAX = 10  # blocked events listed per migration; the rest are in blocked.csv
+
+VERDICT_TEXT = {
+    "affected": "Affected: a live migration cut the guest off inbound traffic",
+    "likely-affected": "Likely affected: the bug's signature, without logged drops",
+    "inconclusive": "Inconclusive: the logs cannot show whether the network was cut",
+    "not-affected": "Not affected: no migration cut inbound traffic",
+}
+
+Doc = Mapping[str, Any]
+PROTOCOL_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
+
+
+# ----- value formatting (shared by both formats; escaping is per format)
+
+
+def utc(value: object, precise: bool = True) -> str:
+    """A time as 'YYYY-MM-DD HH:MM:SS.mmm UTC'; '—' when absent."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        text = value.strftime("%Y-%m-%d %H:%M:%S.%f")[: -3 if precise else -7]
+        return f"{text} UTC"
+    return str(value)
+
+
+def seconds(value: object, digits: int = 1) -> str:
+    return "—" if value is None else f"{float(value):.{digits}f} s"  # type: ignore[arg-type]
+
+
+def where(ref: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(file, 'record N') of an evidence reference; the member follows the archive with '!'."""
+    if not ref:
+        return ("—", "—")
+    path = str(ref.get("source_path") or "?")
+    if ref.get("member"):
+        path += f"!{ref['member']}"
+    return path, f"record {ref.get('record_id', '?')}"
+
+
+def quarantine_text(m: Mapping[str, Any]) -> str:
+    if m.get("q0") is None:
+        return "no network change" if m.get("machine") else "—"
+    return (
+        f"{m.get('quarantine_class') or '?'}, {seconds(m.get('q_duration_s'))}, "
+        f"ended by {m.get('end_evidence') or '?'}"
+    )
+
+
+def protocol_name(value: object) -> str:
+    """Words made late (habit 7): the store keeps the IANA number."""
+    return PROTOCOL_NAMES.get(value, f"protocol {value}") if isinstance(value, int) else "?"
+
+
+def blocked_text(m: Mapping[str, Any]) -> str:
+    return (
+        f"{m.get('blocked_inbound', 0)} (TCP {m.get('blocked_tcp', 0)}, "
+        f"UDP {m.get('blocked_udp', 0)}, other {m.get('blocked_other', 0)})"
+    )
+
+
+def offset_text(m: Mapping[str, Any]) -> str:
+    if m.get("clock_offset_s") is None:
+        return "—"
+    return f"{m['clock_offset_s']:+.3f} s ({m.get('offset_method') or '?'})"
+
+
+def integrity_text(integ: Mapping[str, Any]) -> str:
+    if not integ:
+        return "No file table was given: read problems are not known."
+    return (
+        f"{integ.get('files', 0)} files read, {integ.get('files_with_problems', 0)} with problems; "
+        f"{integ.get('records_read', 0):,} records read, "
+        f"{integ.get('records_unreadable', 0):,} records and "
+        f"{integ.get('chunks_unreadable', 0):,} chunks unreadable."
+    )
+
+
+def _blocked_of(doc: Doc, migration_id: str) -> list[Mapping[str, Any]]:
+    return [b for b in doc.get("blocked_inbound", []) if b.get("migration_id") == migration_id]
+
+
+# ----- HTML
+
+
+def h(value: object) -> str:
+    """Escape anything for HTML text or a quoted attribute; None shows as a dash."""
+    return "—" if value is None else html.escape(str(value), quote=True)
+
+
+CSS = """
+:root { --red:#c62828; --orange:#ef6c00; --green:#2e7d32; --grey:#616161; }
+body { font-family: "Segoe UI", Helvetica, Arial, sans-serif; color:#212121; margin:0;
+       background:#fafafa; line-height:1.45; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 48px; background:#fff; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin-top: 32px;
+     border-bottom: 2px solid #eceff1; padding-bottom: 4px; }
+h3 { font-size: 15px; margin: 20px 0 6px; }
+.meta { color:#616161; font-size: 13px; }
+.verdict { border-radius: 6px; padding: 14px 18px; margin: 18px 0; color:#fff; }
+.verdict b { font-size: 20px; display:block; }
+.verdict ul { margin: 8px 0 0; padding-left: 20px; }
+.verdict-affected { background: var(--red); }
+.verdict-likely-affected { background: var(--orange); }
+.verdict-inconclusive { background: var(--grey); }
+.verdict-not-affected { background: var(--green); }
+table { border-collapse: collapse; width: 100%; font-size: 13px; margin: 6px 0; }
+th, td { border-bottom: 1px solid #e0e0e0; padding: 5px 8px; text-align: left;
+         vertical-align: top; }
+th { background:#eceff1; font-weight: 600; }
+span.path { font-family: Consolas, Menlo, monospace; font-size: 12px; word-break: break-all; }
+.v { font-weight: 600; } .v-affected { color: var(--red); }
+.v-likely-affected { color: var(--orange); }
+.v-not-affected { color: var(--green); } .v-inconclusive { color: var(--grey); }
+.fix { border-left: 4px solid var(--green); padding: 6px 12px; margin: 10px 0; background:#f1f8e9; }
+.workaround { border-left: 4px solid var(--orange); padding: 6px 12px; margin: 10px 0;
+              background:#fff8e1; }
+.tag { display:inline-block; font-size: 11px; font-weight: 700; padding: 1px 6px;
+       border-radius: 3px; color:#fff; margin-right: 6px; }
+.tag-fix { background: var(--green); } .tag-workaround { background: var(--orange); }
+code { font-family: Consolas, Menlo, monospace; font-size: 12px; background:#f5f5f5;
+       padding: 1px 4px; }
+.muted { color:#757575; }
+nav { font-size: 13px; margin: 6px 0 0; }
+nav a.button { background:#1565c0; color:#fff; padding: 3px 10px; border-radius: 4px;
+               text-decoration: none; margin-left: 8px; }
+"""
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    """Cells are HTML already (escaped by the caller); head is lmtrace's own text."""
+    th = "".join(f"<th>{c}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _verdict_html(verdict: str) -> str:
+    return f'<span class="v v-{h(verdict)}">{h(verdict)}</span>'
+
+
+def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
+    rows = []
+    for ev in m.get("host_evidence") or []:
+        file, record = where(ev)
+        rows.append(
+            [
+                h(ev.get("kind")),
+                h(ev.get("event_id")),
+                h(ev.get("computer")),
+                h(utc(ev.get("timestamp"))),
+                f'<span class="path">{h(file)}</span>',
+                h(record),
+            ]
+        )
+    for label, ref, at in (
+        ("trigger (guest)", m.get("trigger_ref"), m.get("q0")),
+        ("window end (guest)", m.get("end_ref"), m.get("q_end")),
+    ):
+        if ref:
+            file, record = where(ref)
+            rows.append(
+                [
+                    f"{h(ref.get('kind'))} <span class='muted'>{label}</span>",
+                    h(ref.get("event_id")),
+                    h(m.get("machine")),
+                    h(utc(at)) + " <span class='muted'>(guest clock)</span>",
+                    f'<span class="path">{h(file)}</span>',
+                    h(record),
+                ]
+            )
+    blocked = _blocked_of(doc, m["migration_id"])
+    for b in blocked[:EVIDENCE_BLOCKED_MAX]:
+        file, record = where(b)
+        rows.append(
+            [
+                f"{h(b.get('kind'))}: {h(b.get('remote_address'))}:{h(b.get('remote_port'))}"
+                f" → port {h(b.get('local_port'))} {h(protocol_name(b.get('protocol')))}",
+                h(b.get("event_id")),
+                h(b.get("computer")),
+                h(utc(b.get("timestamp"))) + " <span class='muted'>(guest clock)</span>",
+                f'<span class="path">{h(file)}</span>',
+                h(record),
+            ]
+        )
+    if len(blocked) > EVIDENCE_BLOCKED_MAX:
+        rows.append(
+            [
+                f"<span class='muted'>… {len(blocked) - EVIDENCE_BLOCKED_MAX} more blocked"
+                " events in blocked.csv</span>",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    return rows
+
+
+def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
+    """The full report as one self-contained HTML page (no scripts, no external files)."""
+    verdict = str(doc.get("verdict", "inconclusive"))
+    migs: list[Mapping[str, Any]] = list(doc.get("migrations", []))
+    parts = [
+        "<h1>Hyper-V live migration: network impact</h1>",
+        f'<p class="meta">Generated {h(utc(doc.get("generated_at"), precise=False))} by lmtrace.'
+        " All times are UTC; guest times are as the guest logged them unless marked"
+        " host clock.</p>",
+        f'<section class="verdict verdict-{h(verdict)}" id="verdict"><b>'
+        f"{h(VERDICT_TEXT.get(verdict, verdict))}</b><ul>"
+        + "".join(f"<li>{h(r)}</li>" for r in doc.get("reasons", []))
+        + "</ul></section>",
+    ]
+    nav = [
+        f'<a href="#{a}">{t}</a>'
+        for a, t in (
+            ("migrations", "Migrations"),
+            ("evidence", "Evidence"),
+            ("missing", "Missing logs"),
+            ("remediation", "Remediation"),
+            ("integrity", "Integrity"),
+            ("timelines", "Timelines"),
+        )
+    ]
+    if timelines:
+        nav.append(f'<a class="button" href="{h(timelines[0])}">Open the timeline</a>')
+    parts.append(f"<nav>{' · '.join(nav)}</nav>")
+    # migrations
+    rows = [
+        [
+            f'<a href="#ev-{h(m["migration_id"])}">{h(m["migration_id"])}</a>',
+            h(m.get("vm_name")),
+            f"{h(m.get('source'))} → {h(m.get('destination'))}",
+            h(utc(m.get("start"))),
+            h(utc(m.get("end"))),
+            h(m.get("status")),
+            h(seconds(m.get("blackout_s"), 3)),
+            h(m.get("machine"))
+            + (
+                f" <span class='muted'>({h(m.get('match_method'))},"
+                f" {h(m.get('match_confidence'))})</span>"
+                if m.get("machine")
+                else ""
+            ),
+            h(offset_text(m)),
+            h(quarantine_text(m)),
+            h(blocked_text(m)),
+            _verdict_html(str(m.get("verdict"))),
+        ]
+        for m in migs
+    ]
+    parts.append('<h2 id="migrations">Migrations</h2>')
+    parts.append(
+        _table(
+            [
+                "Id",
+                "VM",
+                "Source → destination",
+                "Start",
+                "End",
+                "Status",
+                "Blackout",
+                "Guest (match)",
+                "Guest clock offset",
+                "Guest quarantine",
+                "Blocked inbound",
+                "Verdict",
+            ],
+            rows,
+        )
+        if rows
+        else "<p>No live migration was found in the bundle.</p>"
+    )
+    # evidence
+    parts.append('<h2 id="evidence">Evidence</h2>')
+    for m in migs:
+        parts.append(
+            f'<h3 id="ev-{h(m["migration_id"])}">{h(m["migration_id"])} · {h(m.get("vm_name"))}'
+            f" · {_verdict_html(str(m.get('verdict')))}</h3><p>{h(m.get('reason'))}</p>"
+        )
+        parts.append(
+            _table(
+                ["Event", "Event id", "Computer", "Time", "File", "Record"],
+                _evidence_rows(m, doc),
+            )
+        )
+    # missing
+    parts.append('<h2 id="missing">What is missing and how to collect it</h2>')
+    collect = list(doc.get("collect", []))
+    parts.append(
+        _table(
+            ["Needed", "When", "How"],
+            [[h(c.get("id")), h(c.get("when")), h(c.get("how"))] for c in collect],
+        )
+        if collect
+        else "<p>Nothing: the bundle holds every log the verdict needs.</p>"
+    )
+    # remediation
+    parts.append('<h2 id="remediation">Remediation</h2>')
+    remedies = list(doc.get("remediation", []))
+    if not remedies:
+        parts.append("<p>None needed for this verdict.</p>")
+    for r in sorted(remedies, key=lambda r: not r.get("permanent")):
+        permanent = bool(r.get("permanent"))
+        steps = "".join(f"<li>{h(s)}</li>" for s in r.get("steps", []))
+        tag = (
+            '<span class="tag tag-fix">FIX</span>'
+            if permanent
+            else '<span class="tag tag-workaround">TEMPORARY WORKAROUND</span>'
+        )
+        tradeoff = (
+            f"<p><b>Security trade-off:</b> {h(r.get('tradeoff'))}</p>" if r.get("tradeoff") else ""
+        )
+        parts.append(
+            f'<div class="{"fix" if permanent else "workaround"}">{tag}<b>{h(r.get("title"))}</b>'
+            f" <span class='muted'>(on the {h(r.get('where'))}; {h(r.get('confidence'))})</span>"
+            f"<ol>{steps}</ol><p>{h(r.get('effect'))}</p>{tradeoff}</div>"
+        )
+    # integrity
+    integ = doc.get("integrity") or {}
+    parts.append('<h2 id="integrity">What could not be read</h2>')
+    parts.append(f"<p>{h(integrity_text(integ))}</p>")
+    problems = list(integ.get("problems", []))
+    if problems:
+        parts.append(
+            _table(
+                ["File", "Kind", "Records unreadable", "Chunks unreadable", "Errors"],
+                [
+                    [
+                        f'<span class="path">{h(where(p)[0])}</span>',
+                        h(p.get("kind")),
+                        h(p.get("records_skipped")),
+                        h(p.get("chunks_skipped")),
+                        "<br>".join(h(e) for e in (p.get("errors") or [])[:5]),
+                    ]
+                    for p in problems
+                ],
+            )
+        )
+    # timelines
+    parts.append('<h2 id="timelines">Timelines</h2>')
+    parts.append(
+        "<ul>" + "".join(f'<li><a href="{h(t)}">{h(t)}</a></li>' for t in timelines) + "</ul>"
+        if timelines
+        else "<p>No timeline was written.</p>"
+    )
+    machines = list(doc.get("machines", []))
+    parts.append('<h2 id="machines">Machines in the bundle</h2>')
+    parts.append(
+        _table(
+            ["Computer", "Role", "Role from", "Channels", "First event", "Last event"],
+            [
+                [
+                    h(m.get("computer")),
+                    h(m.get("role")),
+                    h(m.get("role_source")),
+                    h(len(m.get("channels") or [])),
+                    h(utc(m.get("first_ts"), precise=False)),
+                    h(utc(m.get("last_ts"), precise=False)),
+                ]
+                for m in machines
+            ],
+        )
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src 'self'\">"
+        f"<title>lmtrace report: {h(verdict)}</title><style>{CSS}</style></head>"
+        f"<body><main>{''.join(parts)}</main></body></html>\n"
+    )
+
+
+# ----- Markdown
+
+_MD_SPECIAL = re.compile(r"([`*_{}\[\]<>|#!&~])")
+_MD_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~]|$)")  # one that would escape what follows
+
+
+def md(value: object) -> str:
+    """Escape log text for Markdown: punctuation that could start markup gets a backslash,
+    newlines become spaces (a table row stays one line)."""
+    if value is None:
+        return "—"
+    text = _MD_BACKSLASH.sub(r"\\\\", " ".join(str(value).split()))
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
+    """The short report for a ticket: verdict, migrations, evidence, gaps, remediation."""
+    verdict = str(doc.get("verdict", "inconclusive"))
+    lines = [
+        f"## Hyper-V live migration network check: **{md(verdict.upper())}**",
+        "",
+        f"{md(VERDICT_TEXT.get(verdict, verdict))}. Generated "
+        f"{md(utc(doc.get('generated_at'), precise=False))} by lmtrace; all times UTC.",
+        "",
+    ]
+    lines += [f"- {md(r)}" for r in doc.get("reasons", [])] + [""]
+    migs = list(doc.get("migrations", []))
+    if migs:
+        lines += [
+            "| Id | VM | Source → destination | End (UTC) | Blackout | Guest quarantine"
+            " | Blocked inbound | Verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {md(m['migration_id'])} | {md(m.get('vm_name'))} | {md(m.get('source'))} → "
+            f"{md(m.get('destination'))} | {md(utc(m.get('end')))} | "
+            f"{md(seconds(m.get('blackout_s'), 3))} | {md(quarantine_text(m))} | "
+            f"{md(blocked_text(m))} | {md(m.get('verdict'))} |"
+            for m in migs
+        ]
+        lines += ["", "**Evidence** (file, record id):", ""]
+        for m in migs:
+            refs = []
+            ends = [e for e in m.get("host_evidence") or [] if str(e.get("kind", "")) != ""]
+            if ends:
+                last = ends[-1]
+                refs.append(
+                    f"host {md(last.get('kind'))} event {md(last.get('event_id'))} "
+                    f"in {md(where(last)[0])} {md(where(last)[1])}"
+                )
+            for label, key in (("network change", "trigger_ref"), ("window end", "end_ref")):
+                if m.get(key):
+                    file, record = where(m[key])
+                    refs.append(
+                        f"{label} event {md(m[key].get('event_id'))} in {md(file)} {md(record)}"
+                    )
+            blocked = _blocked_of(doc, m["migration_id"])
+            if blocked:
+                file, record = where(blocked[0])
+                refs.append(
+                    f"first of {len(blocked)} blocked inbound: event "
+                    f"{md(blocked[0].get('event_id'))} in {md(file)} {md(record)}"
+                )
+            lines.append(
+                f"- {md(m['migration_id'])}: " + "; ".join(refs or ["no event references"])
+            )
+        lines.append("")
+    else:
+        lines += ["No live migration was found in the bundle.", ""]
+    collect = list(doc.get("collect", []))
+    if collect:
+        lines += ["**Missing, and how to collect it:**", ""]
+        lines += [f"- {md(c.get('when'))}: {md(c.get('how'))}" for c in collect] + [""]
+    remedies = sorted(doc.get("remediation", []), key=lambda r: not r.get("permanent"))
+    if remedies:
+        lines += ["**Remediation:**", ""]
+        for i, r in enumerate(remedies, 1):
+            label = "Fix" if r.get("permanent") else "TEMPORARY WORKAROUND, security trade-off"
+            steps = " ".join(md(s) for s in r.get("steps", []))
+            line = f"{i}. **{label}:** {md(r.get('title'))} ({md(r.get('where'))}). {steps}"
+            if r.get("tradeoff"):
+                line += f" *Trade-off:* {md(r.get('tradeoff'))}"
+            lines.append(line)
+        lines.append("")
+    lines += [f"**Integrity:** {md(integrity_text(doc.get('integrity') or {}))}", ""]
+    if timelines:
+        lines += ["**Timelines:** " + ", ".join(md(t) for t in timelines), ""]
+    return "\n".join(lines)
+
+
+def write_report(doc: Doc, out: Path, timelines: Sequence[Path] = ()) -> list[Path]:
+    """Write report.html and report.md into ``out``; timeline links are made relative to it."""
+    out.mkdir(parents=True, exist_ok=True)
+    links = [
+        p.relative_to(out).as_posix() if p.is_relative_to(out) else p.as_posix()
+        for p in timelines
+        if p.suffix == ".html"
+    ]
+    (out / REPORT_HTML).write_text(report_html(doc, links), encoding="utf-8")
+    (out / REPORT_MD).write_text(report_markdown(doc, links), encoding="utf-8")
+    return [out / REPORT_HTML, out / REPORT_MD]
