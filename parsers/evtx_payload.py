@@ -28,6 +28,7 @@ documented for users in docs/schema.md, are applied to that one form:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -35,6 +36,7 @@ import msgspec
 PAYLOAD_SECTIONS: tuple[str, ...] = ("EventData", "UserData", "ProcessingErrorData")
 
 _ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
 _ATTRS = "#attributes"
 _TEXT = "#text"
 
@@ -56,7 +58,7 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
-def _put(out: dict[str, str], key: str, value: str) -> None:
+def put_unique(out: dict[str, Any], key: str, value: Any) -> None:
     """Insert without overwriting: a repeated key gets _1, _2, ..."""
     if key not in out:
         out[key] = value
@@ -74,15 +76,15 @@ def _join(prefix: str, name: str) -> str:
 def _element(out: dict[str, str], path: str, value: Any) -> None:
     """Flatten one element (scalar, or dict of #attributes/#text/children) at ``path``."""
     if not isinstance(value, dict):
-        _put(out, path, value_text(value))
+        put_unique(out, path, value_text(value))
         return
     children = [(k, v) for k, v in value.items() if k not in (_ATTRS, _TEXT)]
     attrs = value.get(_ATTRS) or {}
     if _TEXT in value or not children:
-        _put(out, path, value_text(value.get(_TEXT)))
+        put_unique(out, path, value_text(value.get(_TEXT)))
     for name, attr in attrs.items():
         if not name.startswith("xmlns"):
-            _put(out, _join(path, name), value_text(attr))
+            put_unique(out, _join(path, name), value_text(attr))
     for name, child in children:
         _element(out, _join(path, name), child)
 
@@ -104,7 +106,7 @@ def _event_data(out: dict[str, str], section: dict[str, Any]) -> None:
             if "Name" not in attrs:
                 texts = value[_TEXT]
                 for text in texts if isinstance(texts, list) else [texts]:
-                    _put(out, f"Data_{unnamed}", value_text(text))
+                    put_unique(out, f"Data_{unnamed}", value_text(text))
                     unnamed += 1
                 continue
         if isinstance(value, dict):
@@ -129,11 +131,44 @@ def _user_data(out: dict[str, str], section: dict[str, Any]) -> None:
                 if name == _ATTRS:
                     continue
                 if name == _TEXT:
-                    _put(out, key, value_text(child))
+                    put_unique(out, key, value_text(child))
                 else:
                     _element(out, name, child)
         else:
-            _put(out, key, value_text(wrapper))
+            put_unique(out, key, value_text(wrapper))
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        put_unique(out, key, value)
+    return out
+
+
+def _key_count(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(1 + _key_count(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_key_count(v) for v in value)
+    return 0
+
+
+def decode_section(raw: bytes | memoryview) -> Any:
+    """One payload section of pyevtx-rs JSON, keeping repeated keys.
+
+    pyevtx-rs writes two ``<Data Name="LogonGuid">`` as the same JSON key twice;
+    a plain decode would keep only the last. When the text holds more ``":``
+    than the decoded object has keys (a cheap upper bound on the key count),
+    the section is decoded again pair by pair and repeats get ``_1``, ``_2``.
+    """
+    value = _DECODER.decode(raw)
+    if not isinstance(value, dict):
+        return value
+    text = bytes(raw)
+    marks = text.count(b'":')
+    if marks > len(value) and marks > _key_count(value):
+        value = json.loads(text, object_pairs_hook=_pairs)
+    return value
 
 
 def flatten_sections(sections: list[tuple[str, Any]]) -> dict[str, str]:
@@ -143,7 +178,7 @@ def flatten_sections(sections: list[tuple[str, Any]]) -> dict[str, str]:
         if section is None:
             continue
         if not isinstance(section, dict):
-            _put(out, name, value_text(section))
+            put_unique(out, name, value_text(section))
         elif name == "UserData":
             _user_data(out, section)
         else:

@@ -25,7 +25,7 @@ from Evtx import Nodes as nodes
 from Evtx.Evtx import ChunkHeader
 
 from parsers.evtx_layout import FileLayout
-from parsers.evtx_payload import PAYLOAD_SECTIONS
+from parsers.evtx_payload import PAYLOAD_SECTIONS, put_unique
 from parsers.model import ReadIssue
 
 _EPOCH_1601 = datetime(1601, 1, 1, tzinfo=timezone.utc)
@@ -178,20 +178,10 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
-def _dedupe(out: dict[str, Any], key: str, value: Any) -> None:
-    if key not in out:
-        out[key] = value
-        return
-    n = 1
-    while f"{key}_{n}" in out:
-        n += 1
-    out[f"{key}_{n}"] = value
-
-
 def _add_child(out: dict[str, Any], key: str, value: Any) -> None:
     """pyevtx-rs repeats an element once per item of an array-typed value."""
     for item in value if isinstance(value, list) else [value]:
-        _dedupe(out, key, item)
+        put_unique(out, key, item)
 
 
 def _json(elem: _Elem, skip_attr: str | None = None) -> Any:

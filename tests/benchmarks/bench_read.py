@@ -66,13 +66,17 @@ def reader_pass(files: list[Path], out_dir: Path, engine: str = "rust") -> int:
     return frame.height
 
 
-def _timed(fn, repeats: int) -> tuple[float, int]:
-    times, n = [], 0
+def _timed_pair(first, second, repeats: int) -> tuple[float, int, float, int]:
+    """Median seconds of two workloads, interleaved so that machine load hits both alike."""
+    a_times, b_times, a_n, b_n = [], [], 0, 0
     for _ in range(repeats):
         start = time.perf_counter()
-        n = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), n
+        a_n = first()
+        a_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        b_n = second()
+        b_times.append(time.perf_counter() - start)
+    return statistics.median(a_times), a_n, statistics.median(b_times), b_n
 
 
 def main() -> None:
@@ -85,8 +89,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, group in (("all inputs", files), (f"inputs >= {LARGE >> 20} MiB", large)):
             size = sum(p.stat().st_size for p in group)
-            raw_s, raw_n = _timed(lambda g=group: raw_pass(g), args.repeats)
-            rust_s, rust_n = _timed(lambda g=group: reader_pass(g, Path(tmp)), args.repeats)
+            raw_s, raw_n, rust_s, rust_n = _timed_pair(
+                lambda g=group: raw_pass(g), lambda g=group: reader_pass(g, Path(tmp)), args.repeats
+            )
             print(
                 f"{label}: {len(group)} files, {size / 1e6:.1f} MB, {raw_n} records, "
                 f"median of {args.repeats}"
@@ -97,7 +102,9 @@ def main() -> None:
                 f"  {raw_s / rust_s:.2f}x of raw"
             )
         small = [corpus_root() / SMALL_PYTHON_SAMPLE]
-        py_s, py_n = _timed(lambda: reader_pass(small, Path(tmp), "python"), args.repeats)
+        py_s, py_n, _, _ = _timed_pair(
+            lambda: reader_pass(small, Path(tmp), "python"), lambda: 0, args.repeats
+        )
     print(f"read_evtx(python), 1 small file  {py_n / py_s:10.0f} rec/s ({py_n} records)")
 
 
