@@ -442,7 +442,7 @@ def nearby_swaps(
         if held is None:
             held = item
             continue
-        if item[0] - held[0] < within_us and rng.random() < 0.1:
+        if item[0] - held[0] < within_us and rng.random() < 0.2:
             yield item
             continue
         yield held

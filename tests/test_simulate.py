@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -530,3 +531,18 @@ def content(bundle: Path) -> dict[str, object]:
         elif p.is_file():
             out[rel] = p.read_bytes()
     return out
+
+
+def test_records_follow_time_with_small_reorderings(bundles: dict[str, Path]) -> None:
+    """Record ids ascend with time, except neighbours < 2 ms apart, as in real logs."""
+    backwards = 0
+    for path in [
+        *bundles["quarantine-bug"].rglob("*.evtx"),
+        *bundles["cluster-drain"].rglob("*.evtx"),
+    ]:
+        times = [e["time"] for e in read(path)]
+        for earlier, later in pairwise(times):
+            if later < earlier:
+                backwards += 1
+                assert earlier - later < timedelta(milliseconds=2), path
+    assert backwards > 0
