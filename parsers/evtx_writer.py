@@ -6,16 +6,20 @@ every independent reader decodes them as it decodes Windows' own logs, so this
 writer lays out what Windows lays out (libyal's "Windows XML Event Log (EVTX)"
 description): a 4096-byte file header, 64 KiB chunks each with its
 common-string and template tables, and records that are a template instance
-with typed substitution values. One template is defined per distinct event
-layout per chunk, inline in the first record that uses it; later records in
-the chunk refer to it by offset.
+with typed substitution values. Each template (the Event one per computer, one
+per distinct payload layout) is defined once per chunk, inline in the first
+record that uses it; later records in the chunk refer to it by offset.
 
-The System element follows Windows' own template: Provider, EventID (with an
-optional Qualifiers attribute), Version, Level, Task, Opcode, Keywords,
-TimeCreated, EventRecordID, Correlation, Execution, Channel, Computer and
-Security (optional UserID). Values that differ from event to event are
-substitutions; provider, channel and computer are literal text of the
-template, as Windows writes them.
+Records are shaped as in Windows' own Security logs (checked byte by byte
+against the public corpus): an Event template whose System values are
+optional substitutions in Windows' slot order (Level, Opcode, Task, EventID,
+Qualifiers, Keywords, TimeCreated, ActivityID, ProcessID, ThreadID,
+EventRecordID, Version, UserID, RelatedActivityID, Provider Name, Provider
+Guid, Channel), Computer as literal text, and slot 17 holding the payload as a
+nested binary XML value: its own template instance (EventData's Data elements,
+or UserData's wrapper) with its own typed values. A NULL optional value makes
+readers drop the attribute, which is how Windows leaves out Qualifiers, UserID
+and the provider GUID. Records are padded to 8 bytes, as Windows pads them.
 
 Writing is streaming: one chunk is built in memory at a time, so memory stays
 bounded whatever the file size. The same events always give the same bytes.
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +49,7 @@ from parsers.binxml import (
     Token,
     Typed,
     ValueType,
+    encode_guid,
     encode_sid,
     encode_substitutions,
     encode_template,
@@ -73,7 +78,7 @@ EVENT_NAMESPACE = "http://schemas.microsoft.com/win/2004/08/events/event"
 
 _U8, _U16, _U32, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<I", "<Q"))
 _BAD_CHUNK_MAGIC = b"ElfChnX\x00"
-_MAX_RECORD = CHUNK_SIZE - CHUNK_HEADER_SIZE
+_EOF = bytes([Token.EOF])
 _CACHE_LIMIT = 65536  # encoded strings kept per writer before the cache is emptied
 
 
@@ -146,14 +151,18 @@ class WriteStats:
 
 
 @dataclass(frozen=True)
-class _Layout:
-    """A template as used in any chunk: its tree, id and GUID, and its payload value types."""
+class _Template:
+    """A template as used in any chunk: its tree, the id and GUID, its table bucket."""
 
     root: Element
     guid: uuid.UUID
     template_id: int
     bucket: int
-    payload_types: tuple[ValueType, ...]
+
+
+def _template(key: object, root: Element) -> _Template:
+    guid = template_guid(key)
+    return _Template(root, guid, _U32.unpack(guid.bytes_le[:4])[0], template_bucket(guid))
 
 
 class _Chunk:
@@ -174,70 +183,94 @@ class _Chunk:
         return CHUNK_HEADER_SIZE + len(self.records)
 
 
-# System substitution slots, in Windows' order of its System template values.
-_LEVEL, _OPCODE, _TASK, _EVENT_ID, _QUALIFIERS, _KEYWORDS, _TIME = range(7)
-_ACTIVITY, _PID, _TID, _RECORD_ID, _VERSION, _USER, _RELATED = range(7, 14)
-_PAYLOAD_START = 14
+# The event template's substitution slots, in the order Windows numbers them.
+_LEVEL, _OPCODE, _TASK, _EVENT_ID, _QUALIFIERS, _KEYWORDS, _TIME, _ACTIVITY = range(8)
+_PID, _TID, _RECORD_ID, _VERSION, _USER, _RELATED, _PROVIDER, _PROVIDER_GUID = range(8, 16)
+_CHANNEL, _PAYLOAD = 16, 17
 _NULL = (ValueType.NULL, b"")
+_INSTANCE_SIZE = 10  # template instance token: token, 1, template id, definition offset
+_SUBS_HEAD = 4 + 4 * (_PAYLOAD + 1)  # value count and the 18 descriptors, with a payload
+_RECORD_ALIGN = 8  # Windows pads records to 8 bytes
 
 
-def _system_element(event: EventSpec) -> Element:
-    provider_attrs: tuple[tuple[str, str | Sub], ...] = (("Name", event.provider),)
-    if event.provider_guid is not None:
-        provider_attrs += (("Guid", event.provider_guid),)
+def _opt(index: int, vtype: ValueType) -> Sub:
+    return Sub(index, vtype, optional=True)
+
+
+def _event_root(computer: str, payload: bool) -> Element:
+    """The Event template Windows uses: every value optional, Computer literal, payload nested.
+
+    Read off Windows' own Security logs: System values are optional
+    substitutions (NULL ones drop their attribute or element), Provider name
+    and GUID and Channel are substitutions, Computer is literal text, and
+    EventData/UserData arrive as one binary XML value with its own template.
+    """
     return Element(
-        "System",
-        children=(
-            Element("Provider", provider_attrs),
+        "Event",
+        (("xmlns", EVENT_NAMESPACE),),
+        (
             Element(
-                "EventID",
-                (("Qualifiers", Sub(_QUALIFIERS, ValueType.UINT16, optional=True)),),
-                (Sub(_EVENT_ID, ValueType.UINT16),),
-            ),
-            Element("Version", children=(Sub(_VERSION, ValueType.UINT8),)),
-            Element("Level", children=(Sub(_LEVEL, ValueType.UINT8),)),
-            Element("Task", children=(Sub(_TASK, ValueType.UINT16),)),
-            Element("Opcode", children=(Sub(_OPCODE, ValueType.UINT8),)),
-            Element("Keywords", children=(Sub(_KEYWORDS, ValueType.HEXINT64),)),
-            Element("TimeCreated", (("SystemTime", Sub(_TIME, ValueType.FILETIME)),)),
-            Element("EventRecordID", children=(Sub(_RECORD_ID, ValueType.UINT64),)),
-            Element(
-                "Correlation",
-                (
-                    ("ActivityID", Sub(_ACTIVITY, ValueType.GUID, optional=True)),
-                    ("RelatedActivityID", Sub(_RELATED, ValueType.GUID, optional=True)),
+                "System",
+                children=(
+                    Element(
+                        "Provider",
+                        (
+                            ("Name", _opt(_PROVIDER, ValueType.STRING)),
+                            ("Guid", _opt(_PROVIDER_GUID, ValueType.GUID)),
+                        ),
+                    ),
+                    Element(
+                        "EventID",
+                        (("Qualifiers", _opt(_QUALIFIERS, ValueType.UINT16)),),
+                        (_opt(_EVENT_ID, ValueType.UINT16),),
+                    ),
+                    Element("Version", children=(_opt(_VERSION, ValueType.UINT8),)),
+                    Element("Level", children=(_opt(_LEVEL, ValueType.UINT8),)),
+                    Element("Task", children=(_opt(_TASK, ValueType.UINT16),)),
+                    Element("Opcode", children=(_opt(_OPCODE, ValueType.UINT8),)),
+                    Element("Keywords", children=(_opt(_KEYWORDS, ValueType.HEXINT64),)),
+                    Element("TimeCreated", (("SystemTime", _opt(_TIME, ValueType.FILETIME)),)),
+                    Element("EventRecordID", children=(_opt(_RECORD_ID, ValueType.UINT64),)),
+                    Element(
+                        "Correlation",
+                        (
+                            ("ActivityID", _opt(_ACTIVITY, ValueType.GUID)),
+                            ("RelatedActivityID", _opt(_RELATED, ValueType.GUID)),
+                        ),
+                    ),
+                    Element(
+                        "Execution",
+                        (
+                            ("ProcessID", _opt(_PID, ValueType.UINT32)),
+                            ("ThreadID", _opt(_TID, ValueType.UINT32)),
+                        ),
+                    ),
+                    Element("Channel", children=(_opt(_CHANNEL, ValueType.STRING),)),
+                    Element("Computer", children=(computer,)),
+                    Element("Security", (("UserID", _opt(_USER, ValueType.SID)),)),
                 ),
             ),
-            Element(
-                "Execution",
-                (
-                    ("ProcessID", Sub(_PID, ValueType.UINT32)),
-                    ("ThreadID", Sub(_TID, ValueType.UINT32)),
-                ),
-            ),
-            Element("Channel", children=(event.channel,)),
-            Element("Computer", children=(event.computer,)),
-            Element("Security", (("UserID", Sub(_USER, ValueType.SID, optional=True)),)),
+            # libevtx cannot render a NULL payload, so payload-less events leave the slot out.
+            *((_opt(_PAYLOAD, ValueType.BINXML),) if payload else ()),
         ),
     )
 
 
-def _payload_element(event: EventSpec, types: tuple[ValueType, ...]) -> Element | None:
+def _payload_root(event: EventSpec, types: tuple[ValueType, ...]) -> Element:
+    """The payload template: EventData's named Data elements, or UserData's wrapper."""
     if event.event_data is not None:
         data = tuple(
-            Element("Data", (("Name", name),), (Sub(_PAYLOAD_START + i, types[i]),))
+            Element("Data", (("Name", name),), (Sub(i, types[i]),))
             for i, (name, _) in enumerate(event.event_data)
         )
         return Element("EventData", children=data)
-    if event.user_data is not None:
-        ud = event.user_data
-        fields = tuple(
-            Element(name, children=(Sub(_PAYLOAD_START + i, types[i]),))
-            for i, (name, _) in enumerate(ud.fields)
-        )
-        attrs = (("xmlns", ud.namespace),) if ud.namespace is not None else ()
-        return Element("UserData", children=(Element(ud.element, attrs, fields),))
-    return None
+    ud = event.user_data
+    assert ud is not None  # only called for events with a payload
+    fields = tuple(
+        Element(name, children=(Sub(i, types[i]),)) for i, (name, _) in enumerate(ud.fields)
+    )
+    attrs = (("xmlns", ud.namespace),) if ud.namespace is not None else ()
+    return Element("UserData", children=(Element(ud.element, attrs, fields),))
 
 
 def _payload_fields(event: EventSpec) -> tuple[tuple[str, PayloadValue], ...]:
@@ -246,6 +279,15 @@ def _payload_fields(event: EventSpec) -> tuple[tuple[str, PayloadValue], ...]:
     if event.user_data is not None:
         return event.user_data.fields
     return ()
+
+
+@dataclass(frozen=True)
+class _Payload:
+    """A payload ready to place: its template and its substitution array."""
+
+    key: object
+    template: _Template
+    subs: bytes
 
 
 class EvtxWriter:
@@ -261,7 +303,7 @@ class EvtxWriter:
         self._chunk = _Chunk()
         self._chunk_ends: list[int] = []  # last record id of each written chunk
         self._next_id = 1
-        self._layouts: dict[object, _Layout] = {}
+        self._templates: dict[object, _Template] = {}
         self._strings: dict[str, bytes] = {}
         self._stats: WriteStats | None = None
 
@@ -282,23 +324,22 @@ class EvtxWriter:
             raise ValueError("write() after close()")
         if event.event_data is not None and event.user_data is not None:
             raise ValueError("an event has EventData or UserData, not both")
-        payload = [self._payload_value(v) for _, v in _payload_fields(event)]
-        types = tuple(t for t, _ in payload)
-        key, layout = self._layout(event, types)
-        if ValueType.SIZE_T in types:
-            # Windows declares SizeT in the template and stores the value as HexInt64.
-            payload = [(ValueType.HEXINT64 if t == ValueType.SIZE_T else t, d) for t, d in payload]
         record_id = self._next_id
-        subs = encode_substitutions(self._system_values(event, record_id) + payload)
+        system = self._system_values(event, record_id)
+        payload = self._payload(event)
+        outer_key = ("Event", event.computer, payload is not None)
+        outer = self._template(outer_key, lambda: _event_root(event.computer, payload is not None))
         written = filetime(event.timestamp)
         cap = self._options.max_records_per_chunk
         if cap is not None and self._chunk.count >= cap:
             self._flush_chunk()
-        if not self._append(key, layout, subs, record_id, written):
+        record = self._record(outer_key, outer, system, payload, record_id, written)
+        if record is None:
             if self._chunk.count == 0:
                 raise ValueError(f"event {event.event_id} does not fit in one 64 KiB chunk")
             self._flush_chunk()
-            if not self._append(key, layout, subs, record_id, written):
+            record = self._record(outer_key, outer, system, payload, record_id, written)
+            if record is None:
                 raise ValueError(f"event {event.event_id} does not fit in one 64 KiB chunk")
         self._next_id += 1
         return record_id
@@ -329,36 +370,27 @@ class EvtxWriter:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _layout(self, event: EventSpec, types: tuple[ValueType, ...]) -> tuple[object, _Layout]:
-        """The template for this event's shape, built once per writer."""
-        ud = event.user_data
-        key = (
-            event.provider,
-            event.provider_guid,
-            event.channel,
-            event.computer,
-            tuple(n for n, _ in event.event_data) if event.event_data is not None else None,
-            (ud.element, ud.namespace, tuple(n for n, _ in ud.fields)) if ud else None,
-            types,
-        )
-        layout = self._layouts.get(key)
-        if layout is None:
-            payload = _payload_element(event, types)
-            children: tuple[Element, ...] = (_system_element(event),)
-            if payload is not None:
-                children += (payload,)
-            root = Element("Event", (("xmlns", EVENT_NAMESPACE),), children)
-            guid = template_guid(key)
-            layout = _Layout(
-                root, guid, _U32.unpack(guid.bytes_le[:4])[0], template_bucket(guid), types
-            )
-            if len(self._layouts) >= _CACHE_LIMIT:
-                self._layouts.clear()
-            self._layouts[key] = layout
-        return key, layout
+    def _template(self, key: object, build: Callable[[], Element]) -> _Template:
+        """The template for ``key``, built once per writer (bounded cache)."""
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= _CACHE_LIMIT:
+                self._templates.clear()
+            template = _template(key, build())
+            self._templates[key] = template
+        return template
+
+    def _string(self, text: str) -> bytes:
+        data = self._strings.get(text)
+        if data is None:
+            data = text.encode("utf-16-le")
+            if len(self._strings) >= _CACHE_LIMIT:
+                self._strings.clear()
+            self._strings[text] = data
+        return data
 
     def _system_values(self, event: EventSpec, record_id: int) -> list[tuple[int, bytes]]:
-        """The 14 System substitution values, in the slot order of :func:`_system_element`."""
+        """Event template values 0-16, in Windows' slot order (17, the payload, is added later)."""
         try:
             return [
                 (ValueType.UINT8, _U8.pack(event.level)),
@@ -377,6 +409,11 @@ class EvtxWriter:
                 (ValueType.UINT8, _U8.pack(event.version)),
                 _NULL if event.user_sid is None else (ValueType.SID, encode_sid(event.user_sid)),
                 _NULL,
+                (ValueType.STRING, self._string(event.provider)),
+                _NULL
+                if event.provider_guid is None
+                else (ValueType.GUID, encode_guid(event.provider_guid)),
+                (ValueType.STRING, self._string(event.channel)),
             ]
         except struct.error as e:
             raise ValueError(
@@ -387,59 +424,131 @@ class EvtxWriter:
         """(type, bytes) of one payload value; the common str and int cases skip Typed."""
         cls = type(value)
         if cls is str:
-            data = self._strings.get(value)  # type: ignore[arg-type]
-            if data is None:
-                data = value.encode("utf-16-le")  # type: ignore[union-attr]
-                if len(self._strings) >= _CACHE_LIMIT:
-                    self._strings.clear()
-                self._strings[value] = data  # type: ignore[index]
-            return ValueType.STRING, data
+            return ValueType.STRING, self._string(value)  # type: ignore[arg-type]
         if cls is int and 0 <= value <= 0xFFFFFFFF:  # type: ignore[operator]
             return ValueType.UINT32, _U32.pack(value)
         typed = infer_type(value)
         return typed.vtype, ENCODERS[typed.vtype](typed.value)
 
-    def _append(
-        self, key: object, layout: _Layout, subs: bytes, record_id: int, written: int
-    ) -> bool:
-        """Add the record to the current chunk; False when it does not fit there."""
+    def _payload(self, event: EventSpec) -> _Payload | None:
+        """The payload's template and values, or None for an event without a payload."""
+        if event.event_data is None and event.user_data is None:
+            return None
+        values = [self._payload_value(v) for _, v in _payload_fields(event)]
+        types = tuple(t for t, _ in values)
+        ud = event.user_data
+        key = (
+            tuple(n for n, _ in event.event_data) if event.event_data is not None else None,
+            (ud.element, ud.namespace, tuple(n for n, _ in ud.fields)) if ud else None,
+            types,
+        )
+        template = self._template(key, lambda: _payload_root(event, types))
+        if ValueType.SIZE_T in types:
+            # Windows declares SizeT in the template and stores the value as HexInt64.
+            values = [(ValueType.HEXINT64 if t == ValueType.SIZE_T else t, d) for t, d in values]
+        return _Payload(key, template, encode_substitutions(values))
+
+    def _define(
+        self,
+        key: object,
+        template: _Template,
+        offset: int,
+        names: NameTable,
+        buckets: list[int],
+        defined: dict[object, int],
+    ) -> tuple[int, bytes]:
+        """(definition offset, definition bytes or b"" when the chunk already has it)."""
+        known = self._chunk.templates.get(key)
+        if known is not None:
+            return known, b""
+        definition = encode_template(
+            template.root, template.guid, offset, buckets[template.bucket], names
+        )
+        buckets[template.bucket] = offset
+        defined[key] = offset
+        return offset, definition
+
+    def _record(
+        self,
+        outer_key: object,
+        outer: _Template,
+        system: list[tuple[int, bytes]],
+        payload: _Payload | None,
+        record_id: int,
+        written: int,
+    ) -> bytes | None:
+        """Append the record to the current chunk; None (and no change) when it does not fit.
+
+        Names and template definitions are tried on copies of the chunk's
+        tables and kept only when the record fits.
+        """
         chunk = self._chunk
         offset = chunk.free_offset
-        definition_offset = chunk.templates.get(key)
-        definition = b""
-        names = chunk.names
-        bucket = layout.bucket
-        if definition_offset is None:
-            definition_offset = offset + RECORD_HEADER_SIZE + len(FRAGMENT_HEADER) + 10
-            names = chunk.names.copy()
-            definition = encode_template(
-                layout.root,
-                layout.guid,
-                definition_offset,
-                chunk.template_buckets[bucket],
-                names,
+        fresh = outer_key not in chunk.templates or (
+            payload is not None and payload.key not in chunk.templates
+        )
+        names = chunk.names.copy() if fresh else chunk.names
+        buckets = list(chunk.template_buckets) if fresh else chunk.template_buckets
+        defined: dict[object, int] = {}
+        instance_at = offset + RECORD_HEADER_SIZE + len(FRAGMENT_HEADER)
+        outer_offset, outer_definition = self._define(
+            outer_key, outer, instance_at + _INSTANCE_SIZE, names, buckets, defined
+        )
+        values = system
+        if payload is not None:
+            value_at = (
+                instance_at
+                + _INSTANCE_SIZE
+                + len(outer_definition)
+                + _SUBS_HEAD
+                + sum(len(d) for _, d in system)
             )
-        size = RECORD_HEADER_SIZE + len(FRAGMENT_HEADER) + 10 + len(definition) + len(subs) + 5
-        if offset + size > CHUNK_SIZE or size > _MAX_RECORD:
-            return False
-        records = chunk.records
-        records += pack_record_header(size, record_id, written)
-        records += FRAGMENT_HEADER
-        records += template_instance(layout.template_id, definition_offset)
-        if definition:
-            records += definition
-            chunk.names = names
-            chunk.templates[key] = definition_offset
-            chunk.template_buckets[bucket] = definition_offset
-        records += subs
-        records.append(Token.EOF)  # libevtx insists on it; Windows writes it
-        records += _U32.pack(size)
+            inner_offset, inner_definition = self._define(
+                payload.key,
+                payload.template,
+                value_at + len(FRAGMENT_HEADER) + _INSTANCE_SIZE,
+                names,
+                buckets,
+                defined,
+            )
+            nested = b"".join(
+                (
+                    FRAGMENT_HEADER,
+                    template_instance(payload.template.template_id, inner_offset),
+                    inner_definition,
+                    payload.subs,
+                    _EOF,
+                )
+            )
+            values = [*system, (ValueType.BINXML, nested)]
+        subs = encode_substitutions(values)
+        body = RECORD_HEADER_SIZE + len(FRAGMENT_HEADER) + _INSTANCE_SIZE
+        body += len(outer_definition) + len(subs) + 1
+        size = -(-(body + 4) // _RECORD_ALIGN) * _RECORD_ALIGN
+        if offset + size >= CHUNK_SIZE:  # libevtx drops a record that ends exactly at 64 KiB
+            return None
+        record = b"".join(
+            (
+                pack_record_header(size, record_id, written),
+                FRAGMENT_HEADER,
+                template_instance(outer.template_id, outer_offset),
+                outer_definition,
+                subs,
+                _EOF,  # libevtx insists on it; Windows writes it
+                bytes(size - body - 4),
+                _U32.pack(size),
+            )
+        )
+        chunk.records += record
+        chunk.names = names
+        chunk.template_buckets = buckets
+        chunk.templates.update(defined)
         if chunk.count == 0:
             chunk.first_id = record_id
         chunk.last_id = record_id
         chunk.last_record_offset = offset
         chunk.count += 1
-        return True
+        return record
 
     def _flush_chunk(self) -> None:
         """Write the current chunk (header, tables, records, zero padding) and start a new one."""
