@@ -32,6 +32,7 @@ from pipeline.analyze import AnalyzeSettings, correlate_store
 from pipeline.analyze import analyze as run_analyze
 from pipeline.correlate import CorrelateSettings, Correlation, integrity, write_outputs
 from pipeline.discover import Limits
+from pipeline.export import ExportFormat, export_store
 from pipeline.ingest import ingest as run_ingest
 from pipeline.matching import MatchSettings, parse_clock_offset, read_mapping
 from pipeline.store import EventFilter, open_store, parse_utc, scan_events, scan_files
@@ -120,6 +121,23 @@ Until = Annotated[
     ),
 ]
 StorePath = Annotated[Path, typer.Argument(help="A store folder written by lmtrace ingest --out.")]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Reading processes, one file each (default: the number of CPUs).",
+        show_default=False,
+    ),
+]
+GuestTz = Annotated[
+    str,
+    typer.Option(
+        "--guest-tz",
+        "--firewall-tz",
+        help="Time zone of pfirewall.log times, which are local and carry no offset: "
+        "an IANA name (Europe/Berlin) or an offset (+02:00). Converted to UTC on read.",
+    ),
+]
 
 
 def _filter(
@@ -217,21 +235,8 @@ def ingest(
     provider: Providers = None,
     since: Since = None,
     until: Until = None,
-    jobs: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Reading processes, one file each (default: the number of CPUs).",
-            show_default=False,
-        ),
-    ] = None,
-    firewall_tz: Annotated[
-        str,
-        typer.Option(
-            help="Time zone of pfirewall.log times, which are local and carry no offset: "
-            "an IANA name (Europe/Berlin) or an offset (+02:00). Converted to UTC on read.",
-        ),
-    ] = "UTC",
+    jobs: Jobs = None,
+    firewall_tz: GuestTz = "UTC",
     firewall_computer: Annotated[
         str | None,
         typer.Option(help="Computer name for pfirewall.log rows (the log does not name it)."),
@@ -400,8 +405,8 @@ Tolerance = Annotated[
     float | None,
     typer.Option(
         min=0.0,
-        help="Seconds of slack when lining up guest and host events after the clock offset. "
-        "[default: the catalog's, 3 s]",
+        help="Seconds of slack when lining up guest and host events after the clock offset "
+        "(default: the catalog's, 3 s).",
         show_default=False,
     ),
 ]
@@ -516,19 +521,8 @@ def analyze(
     engine: Annotated[
         EngineName, typer.Option(help="EVTX decoder: rust (fast, default) or python (slow).")
     ] = EngineName.rust,
-    jobs: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Reading processes. [default: number of CPUs]", show_default=False
-        ),
-    ] = None,
-    guest_tz: Annotated[
-        str,
-        typer.Option(
-            help="Time zone of the guests' pfirewall.log (its times are local, without offset): "
-            "an IANA name (Europe/Berlin) or an offset (+02:00).",
-        ),
-    ] = "UTC",
+    jobs: Jobs = None,
+    guest_tz: GuestTz = "UTC",
     host: Hosts = None,
     guest: Guests = None,
     map_file: MapFile = None,
@@ -632,5 +626,108 @@ def simulate(
     typer.echo(
         f"lmtrace: wrote {out} ({result.total_bytes:,} bytes of .evtx, "
         f"{len(truth['files'])} files); verdict {truth['verdict']}",  # type: ignore[arg-type]
+        err=True,
+    )
+
+
+# ----- timeline and export (pipeline/timeline.py, pipeline/export.py)
+
+
+@app.command()
+def timeline(
+    analysis: Annotated[
+        Path,
+        typer.Argument(help="An analysis folder (lmtrace analyze --out) or a store folder."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="HTML page to write (default: ANALYSIS/timeline.html, or "
+            "ANALYSIS/timeline-<around>.html with --around).",
+            show_default=False,
+        ),
+    ] = None,
+    tz: Annotated[
+        str,
+        typer.Option(help="Zone of the times shown: UTC, an IANA name (Europe/Berlin) or +05:30."),
+    ] = "UTC",
+    around: Annotated[
+        str | None,
+        typer.Option(help="Zoom on a migration id (M001, as in findings.json) or an ISO time."),
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="How much to show either side of --around: 30s, 2m, 500ms.")
+    ] = "30s",
+    image: Annotated[
+        Path | None,
+        typer.Option(help="Also write the figure as a static .png or .svg (needs kaleido)."),
+    ] = None,
+    host: Hosts = None,
+    guest: Guests = None,
+    map_file: MapFile = None,
+    clock_offset: ClockOffsets = None,
+    tolerance: Tolerance = None,
+    catalog: Catalogs = None,
+) -> None:
+    """Draw the offline timeline page: one lane per machine, guests on the host clock.
+
+    Re-correlates the stored events, so give the same --host/--guest/--map/--clock-offset
+    as to analyze. Example: lmtrace timeline out/case --around M001 --window 30s --tz +01:00
+    """
+    from pipeline.catalog import load_catalog
+    from pipeline.timeline import (
+        TimelineSettings,
+        display_zone,
+        parse_window,
+        safe_name,
+        timeline_figure,
+        write_static,
+        write_timeline,
+    )
+
+    display_zone(tz)  # option errors before the work
+    settings = TimelineSettings(tz=tz, around=around, window_s=parse_window(window))
+    store = analysis / "store" if (analysis / "store").is_dir() else analysis
+    analyze_settings = AnalyzeSettings(
+        correlate=_correlate_settings(host, guest, map_file, clock_offset, tolerance),
+        catalogs=tuple(catalog or ()),
+    )
+    result = correlate_store(open_store(store), analyze_settings)
+    model = load_catalog(analyze_settings.catalogs).model
+    page = out or analysis / (f"timeline-{safe_name(around)}.html" if around else "timeline.html")
+    for path in write_timeline(result, model, page, settings):
+        typer.echo(str(path))
+    if image is not None:
+        typer.echo(str(write_static(timeline_figure(result, model, settings), image)))
+
+
+@app.command()
+def export(
+    store: StorePath,
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (replaced).")],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="timesketch: JSON lines Timesketch imports (message, datetime, "
+            "timestamp_desc + fields); csv: the same columns as CSV.",
+        ),
+    ] = ExportFormat.timesketch,
+    event_id: EventIds = None,
+    channel: Channels = None,
+    provider: Providers = None,
+    since: Since = None,
+    until: Until = None,
+) -> None:
+    """Stream the stored events to a Timesketch JSONL or CSV file (memory stays bounded).
+
+    Example: lmtrace export out/case/store --format timesketch --out case.jsonl
+    """
+    summary = export_store(store, fmt, out, _filter(event_id, channel, provider, since, until))
+    typer.echo(
+        f"{summary.path}: {summary.rows:,} events as {summary.fmt.value}"
+        + (f"; {summary.without_time:,} without a time left out" if summary.without_time else ""),
         err=True,
     )

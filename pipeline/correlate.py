@@ -169,10 +169,8 @@ def correlate(
     """Run every correlation step over one bundle's events."""
     model = catalog.model
     cover = machines.coverage(events)
-    tagged = (
-        tag(events, catalog)
-        .with_columns(machines.short_name(pl.col("computer")).alias("machine"))
-        .collect()
+    tagged = tag(events, catalog).with_columns(
+        machines.short_name(pl.col("computer")).alias("machine")
     )
     roles = machines.classify(cover, tagged, settings.hosts, settings.guests)
     host_names = roles.filter(pl.col("role") == "host")["machine"].implode()

@@ -161,7 +161,7 @@ def test_tag_extracts_named_columns_from_real_security_events(corpus_dir: Path) 
     catalog = load_catalog()
     path = corpus_dir / "parsers/omerbenamram-evtx__Security_short_selected.evtx"
     events = pl.concat(list(read_evtx(path, ReadSettings(), Provenance(str(path), None, "x"))))
-    tagged = tag(events.lazy(), catalog).collect()
+    tagged = tag(events.lazy(), catalog)
     blocked = tagged.filter(pl.col("kind") == "wfp.blocked_connection")
     assert blocked.height == events.filter(pl.col("event_id") == 5157).height > 0
     row = blocked.row(0, named=True)
@@ -198,7 +198,7 @@ def test_tag_reads_escaped_values_and_protocol_names() -> None:
         "data": json.dumps(data),
     }
     frame = pl.DataFrame([row], schema=EVENT_SCHEMA)
-    tagged = tag(frame.lazy(), catalog).collect()
+    tagged = tag(frame.lazy(), catalog)
     assert tagged["kind"].to_list() == ["pflog.drop"]
     assert tagged["remote_address"].to_list() == ['a"b\\c']
     assert tagged["protocol"].to_list() == [17]
