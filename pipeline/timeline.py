@@ -923,14 +923,15 @@ th { background: #eceff1; }
 """
 
 
-def _safe_id(migration_id: str) -> str:
+def safe_name(migration_id: str) -> str:
+    """A file name from an id or time the user or the logs gave: no separators, no dots."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", migration_id)[:64] or "migration"
 
 
 def _overview_table(result: Correlation, folder: str) -> str:
     rows = []
     for m in result.migrations.sort("start", nulls_last=True).iter_rows(named=True):
-        link = f"{folder}/{_safe_id(m['migration_id'])}.html"
+        link = f"{folder}/{safe_name(m['migration_id'])}.html"
         start = m["start"].strftime("%Y-%m-%d %H:%M:%S UTC") if m["start"] else "not logged"
         q = f"{m['quarantine_class'] or '—'}" + (
             f" ({m['q_duration_s']:.1f} s)" if m["q_duration_s"] is not None else ""
@@ -988,7 +989,7 @@ def write_timeline(
         back = f'<p><a href="../{html.escape(page.name)}">← all migrations</a></p>'
         for mid in result.migrations["migration_id"].to_list():
             zoom = TimelineSettings(settings.tz, mid, settings.window_s, settings.detail_max)
-            zoomed = folder / f"{_safe_id(mid)}.html"
+            zoomed = folder / f"{safe_name(mid)}.html"
             zoomed.write_text(
                 _html_page(timeline_figure(result, model, zoom), "directory", back),
                 encoding="utf-8",

@@ -1,0 +1,290 @@
+"""Timeline figures and pages, checked against the findings analyze wrote for a real bundle.
+
+The bundle is simulated (cluster-drain: three hosts, four overlapping migrations,
+guest clocks 2.5 s ahead), written as .evtx, ingested and correlated by
+``analyze``; expectations come from findings.json and the Parquet tables analyze
+wrote, never from the timeline code. Browser rendering is in test_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from parsers.model import LmtraceError
+from pipeline.analyze import Analysis, AnalyzeSettings, analyze
+from pipeline.catalog import load_catalog
+from pipeline.cli import app
+from pipeline.simulate import SimulateOptions, simulate
+from pipeline.timeline import (
+    TimelineError,
+    TimelineSettings,
+    display_zone,
+    parse_window,
+    timeline_figure,
+    write_static,
+    write_timeline,
+)
+
+MODEL = load_catalog().model
+
+
+@pytest.fixture(scope="module")
+def drain(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
+    """simulate --scenario cluster-drain --seed 3 --guest-clock-offset 2.5, then analyze."""
+    root = tmp_path_factory.mktemp("drain")
+    simulate(SimulateOptions("cluster-drain", seed=3, guest_clock_offset=2.5), root / "bundle")
+    return analyze([root / "bundle"], root / "out", AnalyzeSettings())
+
+
+@pytest.fixture(scope="module")
+def findings(drain: Analysis) -> dict:
+    return json.loads((drain.out / "findings.json").read_text(encoding="utf-8"))
+
+
+def _traces(fig, role: str) -> list:
+    return [t for t in fig.data if (t.meta or {}).get("lmtrace") == role]
+
+
+def _segments(trace) -> list[list]:
+    """Runs of non-None x values: one per drawn span or shape."""
+    runs, run = [], []
+    for x in trace.x:
+        if x is None:
+            if run:
+                runs.append(run)
+            run = []
+        else:
+            run.append(x)
+    return runs + ([run] if run else [])
+
+
+def _naive(iso: str) -> datetime:
+    return datetime.fromisoformat(iso).astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def test_one_lane_per_machine_hosts_above_guests(drain: Analysis, findings: dict) -> None:
+    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    labels = fig.layout.yaxis.ticktext
+    assert len(labels) == len(findings["machines"]) == 7
+    roles = {m["computer"]: m["role"] for m in findings["machines"]}
+    lane_roles = [roles[re.match(r"<b>(.*?)</b>", label)[1]] for label in labels]
+    assert lane_roles == sorted(lane_roles, key=lambda r: r != "host")  # hosts first
+    assert lane_roles.count("host") == 3
+
+
+def test_each_migration_spans_its_hosts_from_start_to_end(drain: Analysis, findings: dict) -> None:
+    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    spans = [s for t in _traces(fig, "migration") for s in _segments(t)]
+    # Every migration is drawn on its source and its destination lane.
+    assert len(spans) == 2 * len(findings["migrations"]) == 8
+    drawn = sorted((s[0], s[-1]) for s in spans)
+    expected = sorted(
+        (_naive(m["start"]), _naive(m["end"])) for m in findings["migrations"] for _ in (0, 1)
+    )
+    assert drawn == expected
+    verdicts = {m["verdict"] for m in findings["migrations"]}
+    assert {t.name.split(",")[1].split("(")[0].strip() for t in _traces(fig, "migration")} == (
+        verdicts
+    )
+    blackouts = [s for t in _traces(fig, "blackout") for s in _segments(t)]
+    assert len(blackouts) == 8
+    for m in findings["migrations"]:
+        end = _naive(m["end"])
+        mine = [b for b in blackouts if b[-1] == end]
+        assert mine and all(
+            abs((b[-1] - b[0]).total_seconds() - m["blackout_s"]) < 1e-5 for b in mine
+        )
+
+
+def test_quarantine_windows_and_markers_on_the_host_clock(drain: Analysis, findings: dict) -> None:
+    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    shapes = [s for t in _traces(fig, "quarantine") for s in _segments(t)]
+    windows = [m for m in findings["migrations"] if m["q0_host"] and m["q_end_host"]]
+    assert len(shapes) == len(windows) == 4
+    assert sorted((min(s), max(s)) for s in shapes) == sorted(
+        (_naive(m["q0_host"]), _naive(m["q_end_host"])) for m in windows
+    )
+    blocked = pl.read_parquet(drain.out / "blocked.parquet")
+    xs = sorted(x for t in _traces(fig, "blocked") for x in t.x)
+    assert len(xs) == blocked.height > 0
+    host_clock = sorted(blocked["timestamp_host"].dt.replace_time_zone(None).to_list())
+    assert xs == host_clock
+    assert xs != sorted(blocked["timestamp"].dt.replace_time_zone(None).to_list())
+    # One Netvsc 14 per migration, drawn at the guest's estimated host time.
+    triggers = [x for t in _traces(fig, "trigger") for x in t.x]
+    assert sorted(triggers) == sorted(_naive(m["q0_host"]) for m in windows)
+
+
+def test_blocked_per_second_counts_every_blocked_event(drain: Analysis) -> None:
+    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    bars = _traces(fig, "count")
+    blocked = pl.read_parquet(drain.out / "blocked.parquet")
+    assert sum(sum(t.y) for t in bars) == blocked.height
+    tcp = next(t for t in bars if "TCP" in t.name)
+    assert sum(tcp.y) == blocked.filter(pl.col("protocol") == 6).height
+    assert "per 1 s" in fig.layout.yaxis2.title.text
+
+
+def test_legend_states_each_guest_offset(drain: Analysis, findings: dict) -> None:
+    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    names = " ".join(t.name for t in _traces(fig, "offset"))
+    for m in findings["migrations"]:
+        assert f"moved by {-m['clock_offset_s']:+.3f} s ({m['offset_method']})" in names
+
+
+def test_time_zone_moves_the_axis_and_names_itself(drain: Analysis, findings: dict) -> None:
+    first = findings["migrations"][0]
+    for tz, shift, label in (
+        ("Europe/Berlin", timedelta(hours=1), "Europe/Berlin, UTC+01:00"),
+        ("+05:30", timedelta(hours=5, minutes=30), "UTC+05:30"),
+        ("UTC", timedelta(0), "Time (UTC)"),
+    ):
+        fig = timeline_figure(drain.result, MODEL, TimelineSettings(tz=tz))
+        assert label in fig.layout.xaxis2.title.text
+        starts = [s[0] for t in _traces(fig, "migration") for s in _segments(t)]
+        assert _naive(first["start"]) + shift in starts
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (TimelineSettings(tz="Mars/Olympus"), "not a time zone"),
+        (TimelineSettings(tz="+15:00"), "more than 14 hours"),
+        (TimelineSettings(around="M999"), "neither a migration id"),
+        (TimelineSettings(around="2025-13-40T00:00"), "not an ISO 8601 time"),
+    ],
+)
+def test_bad_options_are_one_clear_error(
+    drain: Analysis, settings: TimelineSettings, message: str
+) -> None:
+    with pytest.raises(LmtraceError, match=message):
+        timeline_figure(drain.result, MODEL, settings)
+
+
+def test_window_and_zone_parsing() -> None:
+    assert parse_window("30s") == 30 and parse_window("2m") == 120
+    assert parse_window("500ms") == 0.5 and parse_window("1.5h") == 5400
+    for bad in ("", "-3s", "0", "ten seconds", "3d"):
+        with pytest.raises(TimelineError):
+            parse_window(bad)
+    assert display_zone("z").name == "UTC"
+    assert display_zone("-0330").label(datetime(2025, 1, 1, tzinfo=timezone.utc)) == "UTC-03:30"
+
+
+def test_around_a_migration_zooms_on_it(drain: Analysis, findings: dict) -> None:
+    m = findings["migrations"][1]
+    fig = timeline_figure(
+        drain.result, MODEL, TimelineSettings(around=m["migration_id"], window_s=10)
+    )
+    lo, hi = fig.layout.xaxis.range
+    assert lo == _naive(m["start"]) - timedelta(seconds=10)
+    assert hi == max(_naive(m["end"]), _naive(m["q_end_host"])) + timedelta(seconds=10)
+    lanes = " ".join(fig.layout.yaxis.ticktext)
+    for name in (m["source"], m["destination"], m["vm_name"]):
+        assert f"<b>{name}</b>" in lanes
+    by_time = timeline_figure(drain.result, MODEL, TimelineSettings(around=m["end"], window_s=5))
+    assert by_time.layout.xaxis.range[0] == _naive(m["end"]) - timedelta(seconds=5)
+
+
+def test_pages_overview_links_every_migration(drain: Analysis, findings: dict) -> None:
+    pages = [p for p in drain.written if p.suffix == ".html" and "timeline" in str(p)]
+    main = drain.out / "timeline.html"
+    assert main in pages
+    text = main.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=", text)  # plotly.js is embedded, not fetched
+    links = re.findall(r'<a href="(timelines/[^"]+)">(M\d+)</a>', text)
+    assert sorted(mid for _, mid in links) == sorted(
+        m["migration_id"] for m in findings["migrations"]
+    )
+    for href, _ in links:
+        page = (drain.out / href).read_text(encoding="utf-8")
+        assert '<script charset="utf-8" src="plotly.min.js"></script>' in page
+    assert (drain.out / "timelines" / "plotly.min.js").stat().st_size > 1_000_000
+    assert main.stat().st_size < 10_000_000
+
+
+def test_dense_markers_are_binned_and_the_legend_says_so(drain: Analysis, tmp_path: Path) -> None:
+    """100,000 blocked events: markers aggregated, counts exact, page under 10 MB."""
+    blocked = drain.result.blocked
+    n = 100_000
+    reps = -(-n // blocked.height)
+    dense = pl.concat(
+        [
+            blocked.with_columns(
+                pl.col("timestamp_host") + pl.duration(milliseconds=37 * i),
+                (pl.col("record_id") + i * 1_000_000),
+            )
+            for i in range(reps)
+        ]
+    ).head(n)
+    result = replace(drain.result, blocked=dense)
+    settings = TimelineSettings(detail_max=2000)
+    fig = timeline_figure(result, MODEL, settings)
+    markers = _traces(fig, "blocked")
+    assert sum(t.meta["events"] for t in markers) == n
+    for t in markers:
+        assert len(t.x) <= 2000
+        assert t.meta["binned_s"] and "1 marker per" in t.name
+    assert sum(sum(t.y) for t in _traces(fig, "count")) == n
+    page = write_timeline(result, MODEL, tmp_path / "dense.html", settings)[0]
+    assert page.stat().st_size < 10_000_000
+
+
+def test_log_text_is_escaped_in_every_label(drain: Analysis) -> None:
+    evil = "<img src=x onerror=alert(1)>"
+    migs = drain.result.migrations.with_columns(pl.lit(evil).alias("vm_name"))
+    machines = drain.result.machines.with_columns(
+        pl.when(pl.col("role") == "guest")
+        .then(pl.lit("<script>x()</script>"))
+        .otherwise(pl.col("computer"))
+        .alias("computer")
+    )
+    result = replace(drain.result, migrations=migs, machines=machines)
+    fig = timeline_figure(result, MODEL, TimelineSettings())
+    text = json.dumps(fig.to_plotly_json(), default=str)
+    assert "<img" not in text and "<script" not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "&lt;script&gt;x()&lt;/script&gt;" in text
+
+
+def test_static_export_says_what_it_needs(drain: Analysis, tmp_path: Path) -> None:
+    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    with pytest.raises(TimelineError, match=r"\.png or \.svg"):
+        write_static(fig, tmp_path / "t.gif")
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        with pytest.raises(TimelineError, match="kaleido"):
+            write_static(fig, tmp_path / "t.png")
+        assert not (tmp_path / "t.png").exists()
+    else:
+        try:
+            path = write_static(fig, tmp_path / "t.svg")
+        except TimelineError as e:  # kaleido without a browser it can drive
+            assert "static export failed" in str(e)
+        else:
+            assert path.read_text(encoding="utf-8").lstrip().startswith("<")
+
+
+def test_cli_timeline(drain: Analysis, tmp_path: Path, findings: dict) -> None:
+    mid = findings["migrations"][0]["migration_id"]
+    page = tmp_path / "zoom.html"
+    run = CliRunner().invoke(
+        app,
+        ["timeline", str(drain.out), "--around", mid, "--window", "10s", "--tz", "+02:00",
+         "--out", str(page)],
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    assert str(page) in run.output
+    assert "UTC+02:00" in page.read_text(encoding="utf-8")
+    bad = CliRunner().invoke(app, ["timeline", str(drain.out), "--tz", "Nowhere/City"])
+    assert bad.exit_code == 2
+    assert "not a time zone" in bad.output and "Traceback" not in bad.output
