@@ -569,9 +569,15 @@ def simulate(
     ],
     out: Annotated[Path, typer.Option(help="Bundle folder to write (one folder per machine).")],
     seed: Annotated[int, typer.Option(help="Random seed: same arguments + seed, same bytes.")] = 0,
-    hosts: Annotated[int | None, typer.Option(help="Hyper-V hosts (>= 2).")] = None,
-    vms: Annotated[int | None, typer.Option(help="VMs, each with one guest.")] = None,
-    migrations: Annotated[int | None, typer.Option(help="Live migrations to perform.")] = None,
+    hosts: Annotated[
+        int | None, typer.Option(help="Hyper-V hosts (>= 2). [default: the scenario's]")
+    ] = None,
+    vms: Annotated[
+        int | None, typer.Option(help="VMs, each with one guest. [default: the scenario's]")
+    ] = None,
+    migrations: Annotated[
+        int | None, typer.Option(help="Live migrations. [default: the scenario's]")
+    ] = None,
     guest_clock_offset: Annotated[
         float, typer.Option(help="Guest clock minus host clock, seconds (e.g. -90).")
     ] = 0.0,
@@ -583,10 +589,15 @@ def simulate(
         typer.Option(help="Guests log host names unlike their VM names (SQLPROD7.corp...; FQDNs)."),
     ] = False,
     load: Annotated[
-        float | None, typer.Option(help="Inbound connection attempts per second per guest.")
+        float | None,
+        typer.Option(
+            help="Inbound connection attempts per second per guest around a migration. "
+            "[default: the scenario's]"
+        ),
     ] = None,
     noise: Annotated[
-        float | None, typer.Option(help="Background events per machine per hour.")
+        float | None,
+        typer.Option(help="Background events per machine per hour. [default: the scenario's]"),
     ] = None,
     guest_tz: Annotated[
         str, typer.Option(help="Guests' IANA time zone, for pfirewall.log local times.")
