@@ -31,6 +31,7 @@ tests can check that what is broken is exactly what breaks.
 
 from __future__ import annotations
 
+import operator
 import struct
 import uuid
 from collections.abc import Callable, Iterable
@@ -188,6 +189,7 @@ _LEVEL, _OPCODE, _TASK, _EVENT_ID, _QUALIFIERS, _KEYWORDS, _TIME, _ACTIVITY = ra
 _PID, _TID, _RECORD_ID, _VERSION, _USER, _RELATED, _PROVIDER, _PROVIDER_GUID = range(8, 16)
 _CHANNEL, _PAYLOAD = 16, 17
 _NULL = (ValueType.NULL, b"")
+_first, _second = operator.itemgetter(0), operator.itemgetter(1)
 _INSTANCE_SIZE = 10  # template instance token: token, 1, template id, definition offset
 _SUBS_HEAD = 4 + 4 * (_PAYLOAD + 1)  # value count and the 18 descriptors, with a payload
 _RECORD_ALIGN = 8  # Windows pads records to 8 bytes
@@ -424,7 +426,8 @@ class EvtxWriter:
         """(type, bytes) of one payload value; the common str and int cases skip Typed."""
         cls = type(value)
         if cls is str:
-            return ValueType.STRING, self._string(value)  # type: ignore[arg-type]
+            data = self._strings.get(value)  # type: ignore[arg-type]
+            return ValueType.STRING, data or self._string(value)  # type: ignore[arg-type]
         if cls is int and 0 <= value <= 0xFFFFFFFF:  # type: ignore[operator]
             return ValueType.UINT32, _U32.pack(value)
         typed = infer_type(value)
@@ -434,13 +437,13 @@ class EvtxWriter:
         """The payload's template and values, or None for an event without a payload."""
         if event.event_data is None and event.user_data is None:
             return None
-        values = [self._payload_value(v) for _, v in _payload_fields(event)]
-        types = tuple(t for t, _ in values)
+        fields = _payload_fields(event)
+        values = list(map(self._payload_value, map(_second, fields)))
+        types = tuple(map(_first, values))
+        names = tuple(map(_first, fields))
         ud = event.user_data
         key = (
-            tuple(n for n, _ in event.event_data) if event.event_data is not None else None,
-            (ud.element, ud.namespace, tuple(n for n, _ in ud.fields)) if ud else None,
-            types,
+            (names, None, types) if ud is None else (None, (ud.element, ud.namespace, names), types)
         )
         template = self._template(key, lambda: _payload_root(event, types))
         if ValueType.SIZE_T in types:
@@ -501,7 +504,7 @@ class EvtxWriter:
                 + _INSTANCE_SIZE
                 + len(outer_definition)
                 + _SUBS_HEAD
-                + sum(len(d) for _, d in system)
+                + sum(map(len, map(_second, system)))
             )
             inner_offset, inner_definition = self._define(
                 payload.key,
