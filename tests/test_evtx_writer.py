@@ -467,6 +467,30 @@ def test_templates_are_defined_once_per_layout_per_chunk_and_reused(tmp_path: Pa
         assert all(first_use[d] < d for d in event_defs)  # defined in the first record using it
 
 
+def _value_types(chunk: bytes, record: int) -> list[int]:
+    """The substitution value types of the record at chunk offset ``record``."""
+    _, subs = _instance(chunk, record + RECORD_HEADER_SIZE + 4)
+    count = struct.unpack_from("<I", chunk, subs)[0]
+    return [chunk[subs + 4 + 4 * i + 2] for i in range(count)]
+
+
+@pytest.mark.corpus
+def test_event_values_are_typed_and_ordered_as_in_windows_security_logs(
+    tmp_path: Path, corpus_dir: Path, manifest: list[dict[str, str]]
+) -> None:
+    windows: set[tuple[int, ...]] = set()
+    for row in manifest:
+        if row["condition"] == "clean" and row["channels"].startswith("Security:"):
+            chunk = (corpus_dir / row["file"]).read_bytes()[FILE_HEADER_SIZE:][:CHUNK_SIZE]
+            if chunk[CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE + 4] == 0x0C:  # template instance
+                windows.add(tuple(_value_types(chunk, CHUNK_HEADER_SIZE)))
+    assert windows, "no clean Security log in the corpus"
+    path = tmp_path / "Security.evtx"
+    write_evtx(path, [security_event(0)])
+    ours = _value_types(path.read_bytes()[FILE_HEADER_SIZE:], CHUNK_HEADER_SIZE)
+    assert tuple(ours) in windows
+
+
 def test_many_layouts_in_one_chunk_share_template_buckets(tmp_path: Path) -> None:
     """More templates than the 32 buckets: the readers must follow each bucket's chain."""
     events = [
