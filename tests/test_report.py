@@ -1,0 +1,223 @@
+"""report.html and report.md, checked against findings.json of real analyses.
+
+Two simulated bundles go through ``analyze``: quarantine-bug (affected) with one
+extra host log truncated by the project's writer, so that the report has
+something unreadable to name, and no-audit (no WFP auditing: the verdict cannot
+rest on logged drops, so the report must say what to collect). Facts are read
+from findings.json, which the reports must render without recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+
+import pytest
+from markdown_it import MarkdownIt
+
+from parsers.evtx_writer import Damage, EventSpec, WriteOptions, write_evtx
+from pipeline.analyze import Analysis, AnalyzeSettings, analyze
+from pipeline.report import report_html, report_markdown
+from pipeline.simulate import SimulateOptions, simulate
+
+DAMAGED = "HV-NODE2/Microsoft-Windows-Hyper-V-Worker-Operational.evtx"
+
+
+class _Text(HTMLParser):
+    """Visible text and the tags of a page, as a browser would parse them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Text:
+    parser = _Text()
+    parser.feed(page)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def bug(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
+    """simulate --scenario quarantine-bug --seed 7, plus one truncated host log."""
+    root = tmp_path_factory.mktemp("bug")
+    simulate(SimulateOptions("quarantine-bug", seed=7), root / "bundle")
+    start = datetime(2025, 3, 4, 8, 0, tzinfo=timezone.utc)
+    events = [
+        EventSpec(
+            timestamp=start + timedelta(seconds=i),
+            provider="Microsoft-Windows-Hyper-V-Worker",
+            event_id=18500,
+            channel="Microsoft-Windows-Hyper-V-Worker-Operational",
+            computer="HV-NODE2",
+            event_data=(("VmName", f"VM{i:03d}"), ("Note", "x" * 200)),
+        )
+        for i in range(400)
+    ]
+    write_evtx(
+        root / "bundle" / DAMAGED,
+        events,
+        WriteOptions(damage=Damage(truncate_bytes=20_000)),
+    )
+    return analyze([root / "bundle"], root / "out", AnalyzeSettings())
+
+
+@pytest.fixture(scope="module")
+def no_audit(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
+    root = tmp_path_factory.mktemp("no-audit")
+    simulate(SimulateOptions("no-audit", seed=2), root / "bundle")
+    return analyze([root / "bundle"], root / "out", AnalyzeSettings())
+
+
+def _doc(analysis: Analysis) -> dict:
+    return json.loads((analysis.out / "findings.json").read_text(encoding="utf-8"))
+
+
+def _html(analysis: Analysis) -> str:
+    return (analysis.out / "report.html").read_text(encoding="utf-8")
+
+
+def _section(page: str, anchor: str) -> str:
+    """The HTML from the element with id ``anchor`` to the next h2 or h3."""
+    start = page.index(f'id="{anchor}"')
+    nxt = re.compile(r"<h[23] ").search(page, start + 1)
+    return page[start : nxt.start() if nxt else len(page)]
+
+
+def test_verdict_first_then_every_migration(bug: Analysis) -> None:
+    doc = _doc(bug)
+    assert doc["verdict"] == "affected"
+    text = "".join(_parse(_html(bug)).text)
+    verdict_at = text.index("Affected: a live migration cut the guest off inbound traffic")
+    assert verdict_at < text.index(doc["reasons"][0]) < text.index("Migrations")
+    table = _section(_html(bug), "migrations")
+    for m in doc["migrations"]:
+        assert f">{m['migration_id']}</a>" in table
+        assert f"{m['blackout_s']:.3f} s" in table
+        assert f"{m['blocked_inbound']} (TCP {m['blocked_tcp']}" in table
+
+
+def test_evidence_names_the_file_and_record_of_each_fact(bug: Analysis) -> None:
+    doc = _doc(bug)
+    page = _html(bug)
+    for m in doc["migrations"]:
+        evidence = (
+            _section(page, f"ev-{m['migration_id']}")
+            + page.split(f'id="ev-{m["migration_id"]}"')[1].split("</table>")[0]
+        )
+        for ref in [m["trigger_ref"], m["end_ref"], *m["host_evidence"]]:
+            row = re.search(
+                rf"{re.escape(ref['source_path'])}</span></td><td>record {ref['record_id']}<",
+                evidence,
+            )
+            assert row, (ref["source_path"], ref["record_id"])
+        first_blocked = next(
+            b for b in doc["blocked_inbound"] if b["migration_id"] == m["migration_id"]
+        )
+        assert f"record {first_blocked['record_id']}<" in evidence
+        more = m["blocked_inbound"] - 10
+        if more > 0:
+            assert f"{more} more blocked events in blocked.csv" in evidence
+
+
+def test_remediation_marks_workarounds_as_temporary_tradeoffs(bug: Analysis) -> None:
+    doc = _doc(bug)
+    page = _html(bug)
+    boxes = re.findall(r'<div class="(fix|workaround)">(.*?)</div>', page, flags=re.S)
+    assert len(boxes) == len(doc["remediation"]) > 1
+    for r in doc["remediation"]:
+        kind, body = next((k, b) for k, b in boxes if r["title"] in b)
+        if r["permanent"]:
+            assert kind == "fix" and "FIX" in body
+        else:
+            assert kind == "workaround" and "TEMPORARY WORKAROUND" in body
+            assert "Security trade-off:" in body and r["tradeoff"] in body
+    assert page.index('class="fix"') < page.index('class="workaround"')  # the fix comes first
+
+
+def test_integrity_names_what_could_not_be_read(bug: Analysis) -> None:
+    integ = _doc(bug)["integrity"]
+    assert integ["files_with_problems"] == 1 and integ["chunks_unreadable"] == 1
+    section = _section(_html(bug), "integrity")
+    assert (
+        f"{integ['files']} files read, 1 with problems; {integ['records_read']:,} records read, "
+        f"{integ['records_unreadable']:,} records and 1 chunks unreadable"
+    ) in section
+    problem = integ["problems"][0]
+    assert problem["source_path"].endswith(DAMAGED) and DAMAGED in section
+    assert f"<td>{problem['chunks_skipped']}</td>" in section
+    assert problem["errors"][0] in "".join(_parse(section).text)
+    md = (bug.out / "report.md").read_text(encoding="utf-8")
+    assert "1 with problems" in md and "1 chunks unreadable" in md
+
+
+def test_missing_logs_say_how_to_collect_them(no_audit: Analysis) -> None:
+    doc = _doc(no_audit)
+    assert doc["verdict"] in ("likely-affected", "inconclusive") and doc["collect"]
+    section = _section(_html(no_audit), "missing")
+    md = (no_audit.out / "report.md").read_text(encoding="utf-8")
+    rendered = MarkdownIt("commonmark").render(md)
+    for hint in doc["collect"]:
+        assert _parse(section).text.count(hint["how"]) == 1
+        assert hint["how"] in "".join(_parse(rendered).text)
+
+
+def test_every_time_is_labelled_utc(bug: Analysis) -> None:
+    text = " ".join(_parse(_html(bug)).text)
+    times = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{3})?(?: UTC)?", text)
+    assert times and all(t.endswith("UTC") for t in times)
+    md = (bug.out / "report.md").read_text(encoding="utf-8")
+    assert all(t.endswith("UTC") for t in re.findall(r"\d\d:\d\d:\d\d(?:\.\d{3})?(?: UTC)?", md))
+
+
+def test_markdown_is_short_and_carries_the_same_facts(bug: Analysis) -> None:
+    doc = _doc(bug)
+    md = (bug.out / "report.md").read_text(encoding="utf-8")
+    lines = md.splitlines()
+    assert "**AFFECTED**" in lines[0]
+    assert len(lines) < 40
+    rows = [line for line in lines if line.startswith("| M")]
+    assert len(rows) == len(doc["migrations"])
+    for m in doc["migrations"]:
+        assert f"{m['trigger_ref']['source_path']} record {m['trigger_ref']['record_id']}" in md
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    assert rendered.count("<tr>") == len(doc["migrations"]) + 1
+    assert "TEMPORARY WORKAROUND" in rendered
+    for link in ("timeline.html",):
+        assert link in md and (bug.out / link).is_file()
+
+
+EVIL = ("<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "[x](javascript:alert(3))")
+
+
+def test_log_strings_show_as_text_in_both_formats(bug: Analysis) -> None:
+    doc = _doc(bug)
+    for i, evil in enumerate(EVIL):
+        doc["reasons"].append(f"reason {evil}")
+        doc["migrations"][0]["vm_name"] = evil
+        doc["migrations"][0]["trigger_ref"]["source_path"] = f"/bundle/{evil}.evtx"
+        doc["blocked_inbound"][i]["remote_address"] = evil
+        doc["machines"][0]["computer"] = evil
+        page = _parse(report_html(doc, ["timeline.html"]))
+        assert "script" not in page.tags and "img" not in page.tags
+        assert page.tags.count("a") == len(doc["migrations"]) + 8  # ids, nav, one timeline
+        visible = "".join(page.text)
+        assert f"reason {evil}" in visible and f"/bundle/{evil}.evtx" in visible
+        md_html = (
+            MarkdownIt("commonmark", {"html": True})
+            .enable("table")
+            .render(report_markdown(doc, ["timeline.html"]))
+        )
+        rendered = _parse(md_html)
+        assert "script" not in rendered.tags and "img" not in rendered.tags
+        assert "a" not in rendered.tags  # no link made from log text
+        assert f"reason {evil}" in "".join(rendered.text)
