@@ -70,7 +70,7 @@ class TimelineSettings:
     tz: str = "UTC"
     around: str | None = None  # a migration id or an ISO 8601 time
     window_s: float = 30.0
-    detail_max: int = 4000
+    detail_max: int = 2000  # per trace; five dense traces stay under ~3 MB of hover text
 
 
 # ----- time zones and windows
@@ -392,8 +392,9 @@ def _add_migrations(fig: go.Figure, spans: pl.DataFrame) -> None:
             go.Scatter(
                 x=xs,
                 y=ys,
-                mode="lines",
+                mode="lines+markers",  # the tick keeps a sub-pixel blackout visible
                 line={"color": "#111111", "width": 15},
+                marker={"symbol": "line-ns", "size": 18, "line": {"width": 3, "color": "#111111"}},
                 hovertext=[
                     t
                     for v in black["blackout_s"].to_list()
@@ -843,6 +844,10 @@ def timeline_figure(
     title = "Live migrations and guest network quarantine"
     if settings.around:
         title += f" around {html.escape(settings.around)} (±{settings.window_s:g} s)"
+    focus = migs.filter(pl.col("migration_id") == (settings.around or ""))
+    if focus.height:
+        focused = focus.row(0, named=True)
+        title += f" · {html.escape(str(focused['vm_name']))}"
     fig.update_layout(
         title={
             "text": f"<b>{title}</b><br><sup>verdict: {html.escape(result.summary.verdict)} · "
@@ -881,6 +886,18 @@ def timeline_figure(
     if 0 < lanes.hosts < n:
         fig.add_hline(
             y=lanes.hosts - 0.5, row=1, col=1, line={"color": "#90a4ae", "width": 1, "dash": "dot"}
+        )
+    if focus.height:  # the migration zoomed on, drawn over the lane stripes
+        fig.add_vrect(
+            x0=zone.to_local(focused["start"] or focused["end"]),
+            x1=zone.to_local(
+                max(t for t in (focused["end"], focused["q_end_host"], focused["start"]) if t)
+            ),
+            fillcolor="rgba(21,101,192,0.07)",
+            line_width=0,
+            layer="below",
+            row="all",
+            col=1,
         )
     fig.update_yaxes(
         row=2, col=1, title_text=f"blocked<br>per {width:g} s", rangemode="tozero", fixedrange=True
@@ -977,6 +994,8 @@ def write_timeline(
     migration into ``timelines/`` beside it, sharing one local plotly.min.js, and
     list them in a table under the overview. Returns the written paths, page first.
     """
+    if page.is_dir() or page.suffix.lower() not in (".html", ".htm"):
+        raise TimelineError(f"{page}: the timeline is an .html file; give its file name")
     page.parent.mkdir(parents=True, exist_ok=True)
     many = result.migrations.height > 1 and not settings.around
     table = _overview_table(result, PER_MIGRATION_FOLDER) if many else ""
