@@ -742,3 +742,107 @@ def export(
         + (f"; {summary.without_time:,} without a time left out" if summary.without_time else ""),
         err=True,
     )
+
+
+class _BatchBar:
+    """Batch progress as one rich bar over the bytes of all bundles, with done / failed."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task: Any = None
+        self._bundles = self._done = self._failed = 0
+
+    def start(self, total_bytes: int, bundles: int) -> None:
+        self._bundles = bundles
+        self._task = self._progress.add_task(f"0/{bundles} bundles", total=total_bytes or None)
+
+    def done(self, row: dict[str, Any]) -> None:
+        self._done += 1
+        self._failed += row.get("status") == "failed"
+        self._progress.update(
+            self._task,
+            advance=int(row.get("bytes") or 0),
+            description=f"{self._done}/{self._bundles} bundles, {self._failed} failed",
+        )
+
+
+@app.command()
+def batch(
+    bundles: Annotated[
+        list[Path],
+        typer.Argument(
+            help="One bundle each (a folder or an archive); sweep an archive with: archive/*",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for all results; re-run to resume.")
+    ],
+    jobs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Bundles analysed at once (default: the number of CPUs)."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="tcp://HOST:PORT of a Dask scheduler: run on its workers instead (they must "
+            "see the bundles and --out at the same paths)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds one bundle may take before it fails.")
+    ] = 1800.0,
+    max_memory: Annotated[
+        int, typer.Option(min=64, help="MB of memory one bundle's analysis may use.")
+    ] = 2048,
+    force: Annotated[
+        bool, typer.Option("--force", help="Analyse again even bundles already done.")
+    ] = False,
+    engine: Annotated[
+        EngineName, typer.Option(help="EVTX decoder: rust (fast, default) or python (slow).")
+    ] = EngineName.rust,
+    guest_tz: GuestTz = "UTC",
+    catalog: Catalogs = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Analyse many bundles, each on its own: a summary table and an overview page.
+
+    Example: lmtrace batch archive/* --out sweep --jobs 4
+
+    Writes OUT/summary.parquet, OUT/summary.csv, OUT/index.html and one folder per bundle
+    under OUT/bundles. Bundles already analysed (same bytes, lmtrace version and options)
+    are reused. Exit code 0: every bundle read in full; 1: a bundle failed or was partly
+    unreadable (the others are done); 2: fatal.
+    """
+    from pipeline.batch import BatchSettings, run_batch  # needs psutil, which only batch uses
+
+    settings = BatchSettings(
+        analyze=AnalyzeSettings(
+            read=ReadSettings(engine=engine.value),
+            firewall=PfirewallSettings(tz=guest_tz),
+            catalogs=tuple(catalog or ()),
+        ),
+        jobs=jobs or os.cpu_count() or 1,
+        scheduler=scheduler,
+        timeout_s=timeout,
+        max_memory_mb=max_memory,
+        force=force,
+    )
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
+        result = run_batch(bundles, out, settings, _BatchBar(bar))
+    for row in result.summary.filter(pl.col("status") != "ok").iter_rows(named=True):
+        typer.echo(f"lmtrace: {row['status']}: {row['input']}: {row['error']}", err=True)
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    elif not quiet:
+        typer.echo(
+            f"{result.summary.height} bundles: {result.count('ok')} ok, "
+            f"{result.count('partial')} partial, {result.count('failed')} failed "
+            f"({result.reused} reused); overview {out / 'index.html'}"
+        )
+    raise typer.Exit(result.exit_code)

@@ -1,0 +1,268 @@
+"""One bundle of a batch, analysed in a child process that can be timed out and capped.
+
+Problem: a batch sweeps hundreds of untrusted bundles. One of them may hang a
+reader, eat all memory or crash the interpreter; that bundle must fail alone,
+with a reason, while the others go on, whether they run in local threads or on
+a Dask worker on another machine.
+
+How: :func:`run_bundle` (the supervisor) runs wherever the task is scheduled.
+It starts ``python -m pipeline.batch_worker`` with the task pickled on stdin,
+and watches it: the child's resident memory (its own and its children's) is
+sampled every 0.2 s and the child is killed when it passes the cap or the
+timeout. ``resource.setrlimit(RLIMIT_AS)`` is not used: polars' jemalloc
+reserves address space far beyond what it touches, and under a 500 MB address
+limit the analysis hung or aborted on a 10 MB bundle that peaks at 200 MB RSS.
+
+The child analyses into a scratch folder beside the final one and writes
+``row.json``; the supervisor then writes ``result.json`` (success or the
+reason for failure) into that folder and renames it into place. A bundle
+folder holding ``result.json`` is therefore always complete: an interrupted
+batch leaves only scratch folders, which the next run clears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from parsers.model import LmtraceError
+
+RESULT_FILE = "result.json"
+"""Written last into a bundle's folder: its presence means the bundle is done."""
+
+ROW_FILE = "row.json"
+ERROR_FILE = "error.txt"
+WORK_FOLDER = ".work"
+"""Scratch folders of bundles in progress, under the bundles folder."""
+
+_POLL_S = 0.2
+_ERROR_TAIL = 4000  # bytes of the child's stderr kept in error.txt
+
+
+@dataclass(frozen=True)
+class BundleTask:
+    """Everything a worker needs to analyse one bundle; paths are absolute.
+
+    ``row`` holds the summary fields known before the analysis (bundle name,
+    input, sha256, folder, bytes, lmtrace version, settings fingerprint, limits).
+    """
+
+    bundle: Path
+    folder: Path  # the bundle's final result folder
+    settings: Any  # AnalyzeSettings; typed loosely so the child imports it lazily
+    timeout_s: float
+    max_memory_mb: int
+    row: dict[str, Any]
+
+
+def run_bundle(task: BundleTask) -> dict[str, Any]:
+    """Analyse one bundle in a watched child process; return its summary row.
+
+    Never raises for anything the bundle does: a timeout, the memory cap, a
+    crash or an analysis error all become ``status = failed`` with the reason.
+    """
+    started = time.perf_counter()
+    work = task.folder.parent / WORK_FOLDER / f"{task.folder.name}-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    child_task = replace(task, folder=work)
+    stderr_path = work / ERROR_FILE
+    with stderr_path.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.batch_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        assert child.stdin is not None
+        child.stdin.write(pickle.dumps(child_task))
+        child.stdin.close()
+        problem, peak_rss = _watch(child, task.timeout_s, task.max_memory_mb << 20)
+    row = dict(task.row)
+    produced = work / ROW_FILE
+    if problem is None and child.returncode == 0 and produced.is_file():
+        row.update(json.loads(produced.read_text(encoding="utf-8")))
+        produced.unlink()
+        stderr_path.unlink(missing_ok=True)
+    else:
+        row.update(status="failed", error=problem or _crash_reason(child.returncode, stderr_path))
+        _keep_only(work, ERROR_FILE)
+    row["seconds"] = round(time.perf_counter() - started, 3)
+    row["peak_rss_mb"] = round(max(float(row.get("peak_rss_mb") or 0.0), peak_rss / 2**20), 1)
+    _write_json(work / RESULT_FILE, row)
+    _promote(work, task.folder)
+    return row
+
+
+def _watch(child: subprocess.Popen[bytes], timeout_s: float, cap: int) -> tuple[str | None, int]:
+    """Wait for ``child``; kill it at the timeout or the memory cap. Returns (reason, peak RSS)."""
+    deadline = time.monotonic() + timeout_s
+    peak = 0
+    while child.poll() is None:
+        rss = _tree_rss(child.pid)
+        peak = max(peak, rss)
+        if rss > cap:
+            _kill_tree(child)
+            return f"memory cap reached: {rss / 2**20:.0f} MB > {cap >> 20} MB (--max-memory)", peak
+        if time.monotonic() > deadline:
+            _kill_tree(child)
+            return f"timed out after {timeout_s:g} s (--timeout)", peak
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(_POLL_S)
+    return None, peak
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its descendants (0 once it is gone)."""
+    try:
+        process = psutil.Process(pid)
+        tree = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def _kill_tree(child: subprocess.Popen[bytes]) -> None:
+    try:
+        descendants = psutil.Process(child.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    for p in descendants:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    child.kill()
+    child.wait()
+
+
+def _crash_reason(returncode: int | None, stderr_path: Path) -> str:
+    """The child's last words: its one-line error, or how it died."""
+    lines = stderr_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    last = lines[-1].strip() if lines else ""
+    if last.startswith("lmtrace: error: "):
+        return last.removeprefix("lmtrace: error: ")
+    if "memory allocation" in last or "MemoryError" in last:
+        return f"out of memory: {last}"
+    if returncode is not None and returncode < 0:
+        return f"the analysis process was killed by signal {-returncode}" + (
+            f": {last}" if last else ""
+        )
+    return f"the analysis process exited with code {returncode}" + (f": {last}" if last else "")
+
+
+def _keep_only(folder: Path, name: str) -> None:
+    """Drop a failed analysis' partial outputs; keep its error text (tail only)."""
+    for entry in folder.iterdir():
+        if entry.name == name:
+            data = entry.read_bytes()
+            if len(data) > _ERROR_TAIL:
+                entry.write_bytes(data[-_ERROR_TAIL:])
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write JSON through a temporary name, so a reader never sees half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _promote(work: Path, final: Path) -> None:
+    """Put a finished scratch folder in place of the bundle's folder."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(work, final)
+
+
+# ----- the child process
+
+
+def _analyse(task: BundleTask) -> dict[str, Any]:
+    """Run the analysis into ``task.folder`` and compute the summary fields it gives."""
+    import polars as pl
+
+    from pipeline.analyze import analyze
+
+    analysis = analyze([task.bundle], task.folder, replace(task.settings, jobs=1))
+    outcomes = analysis.ingest.outcomes
+    if not any(o.status in ("read", "partial") for o in outcomes):
+        refused = [o for o in outcomes if o.status in ("refused", "failed")]
+        detail = f": {refused[0].where}: {refused[0].message}" if refused else ""
+        raise LmtraceError(
+            f"no readable .evtx or pfirewall.log in the bundle ({len(refused)} refused"
+            f" or unreadable{detail})"
+        )
+    migrations = analysis.result.migrations
+    hit = migrations.filter(pl.col("verdict").is_in(["affected", "likely-affected"]))
+    problems = analysis.ingest.problems
+    longest = migrations["q_duration_s"].max()
+    return {
+        "status": "partial" if problems else "ok",
+        "verdict": analysis.result.summary.verdict,
+        "migrations": migrations.height,
+        "affected_vms": hit["vm_name"].n_unique(),
+        "longest_quarantine_s": None if longest is None else float(longest),  # type: ignore[arg-type]
+        "blocked_inbound": analysis.result.blocked.height,
+        "files_unreadable": sum(1 for o in problems if o.status in ("failed", "refused")),
+        "records_unreadable": analysis.ingest.records_skipped,
+        "error": f"{problems[0].status}: {problems[0].where}: {problems[0].message}"
+        if problems
+        else None,
+        "peak_rss_mb": round(_own_peak_rss() / 2**20, 1),
+    }
+
+
+def _own_peak_rss() -> int:
+    """This process' peak resident bytes (exact, unlike the supervisor's samples)."""
+    try:
+        import resource
+    except ImportError:  # Windows: the supervisor's samples stand alone
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _exit_with_parent() -> None:
+    """Stop when the supervisor is gone (a killed batch must not leave analyses running)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main() -> None:
+    """Child entry point: the task arrives pickled on stdin from :func:`run_bundle`."""
+    _exit_with_parent()
+    task: BundleTask = pickle.loads(sys.stdin.buffer.read())
+    try:
+        row = _analyse(task)
+    except LmtraceError as e:
+        print(f"lmtrace: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    _write_json(task.folder / ROW_FILE, row)
+
+
+if __name__ == "__main__":
+    main()
