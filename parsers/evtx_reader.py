@@ -21,6 +21,7 @@ Problem: support bundles carry damaged, dirty and truncated .evtx files, and a
 
 from __future__ import annotations
 
+import bisect
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -119,6 +120,7 @@ class _Doc(msgspec.Struct, gc=False):
 
 
 _DOC = msgspec.json.Decoder(_Doc, strict=False)
+_NO_ATTRS = _Attrs()
 
 # Columns the batch builder fills from System, before polars normalizes them.
 _RAW_COLUMNS = (
@@ -142,32 +144,51 @@ _RAW_COLUMNS = (
 )
 
 
-def _system_row(s: _System, header_id: int) -> tuple[Any, ...]:
-    p = s.Provider.attrs if s.Provider is not None else _Attrs()
-    eid = s.EventID
-    event_id, qualifiers = (
-        (eid.text, eid.attrs.Qualifiers) if isinstance(eid, _Element) else (eid, None)
-    )
-    ex = s.Execution.attrs if s.Execution is not None else _Attrs()
-    return (
-        s.TimeCreated.attrs.SystemTime if s.TimeCreated is not None else None,
-        s.Computer,
-        s.Channel,
-        p.Name if p.Name is not None else p.EventSourceName,
-        p.Guid,
+def _add_system(batch: _Batch, s: _System, header_id: int) -> None:
+    """Append one record's System fields to the batch's columns (in ``_RAW_SCHEMA`` order)."""
+    (
+        time,
+        computer,
+        channel,
+        provider,
+        guid,
         event_id,
         qualifiers,
-        s.Version,
-        s.Level,
-        s.Task,
-        s.Opcode,
-        s.Keywords,
-        s.EventRecordID,
-        header_id,
-        ex.ProcessID,
-        ex.ThreadID,
-        s.Security.attrs.UserID if s.Security is not None else None,
-    )
+        version,
+        level,
+        task,
+        opcode,
+        keywords,
+        record_id,
+        header,
+        process_id,
+        thread_id,
+        user_sid,
+    ) = batch.appends
+    p = s.Provider.attrs if s.Provider is not None else _NO_ATTRS
+    eid = s.EventID
+    if isinstance(eid, _Element):
+        event_id(eid.text)
+        qualifiers(eid.attrs.Qualifiers)
+    else:
+        event_id(eid)
+        qualifiers(None)
+    ex = s.Execution.attrs if s.Execution is not None else _NO_ATTRS
+    time(s.TimeCreated.attrs.SystemTime if s.TimeCreated is not None else None)
+    computer(s.Computer)
+    channel(s.Channel)
+    provider(p.Name if p.Name is not None else p.EventSourceName)
+    guid(p.Guid)
+    version(s.Version)
+    level(s.Level)
+    task(s.Task)
+    opcode(s.Opcode)
+    keywords(s.Keywords)
+    record_id(s.EventRecordID)
+    header(header_id)
+    process_id(ex.ProcessID)
+    thread_id(ex.ThreadID)
+    user_sid(s.Security.attrs.UserID if s.Security is not None else None)
 
 
 # --- batches: raw tuples -> normalized, filtered frame ------------------------
@@ -237,10 +258,16 @@ _NORMALIZE = [
 
 @dataclass
 class _Batch:
-    """Rows of one batch: System tuples plus each row's undecoded payload sections."""
+    """One batch: a list per System column plus each row's undecoded payload sections."""
 
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    columns: list[list[Any]] = field(default_factory=lambda: [[] for _ in _RAW_SCHEMA])
     payloads: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.appends = tuple(column.append for column in self.columns)
+
+    def __len__(self) -> int:
+        return len(self.payloads)
 
 
 def _frame(
@@ -253,8 +280,8 @@ def _frame(
     report: ReadReport,
 ) -> pl.DataFrame:
     """Normalize, count and filter one batch in a single polars query; flatten survivors."""
-    seen.extend(row[_HEADER_ID] for row in batch.rows)
-    norm = _raw_frame(batch.rows).lazy().select(_NORMALIZE)
+    seen.extend(batch.columns[_HEADER_ID])
+    norm = _raw_frame(batch.columns).lazy().select(_NORMALIZE)
     kept = norm.with_row_index("_row")
     if keep is not None:
         kept = kept.filter(keep)
@@ -313,14 +340,9 @@ def _by_value(column: list[Any], normalize: Callable[[Any], Any]) -> list[Any]:
     return [done[value] for value in column]
 
 
-def _raw_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
-    """Rows -> frame, built column by column (much faster than polars' row path).
-
-    Damaged records can carry integers beyond Int64: those become null.
-    """
-    if not rows:
-        return pl.DataFrame(schema=_RAW_SCHEMA)
-    columns = [list(c) for c in zip(*rows, strict=True)]
+def _raw_frame(columns: list[list[Any]]) -> pl.DataFrame:
+    """Columns -> frame. Damaged records can carry integers beyond Int64: those become null."""
+    columns = list(columns)
     columns[_GUID] = _by_value(columns[_GUID], _guid)
     columns[_KEYWORDS] = _by_value(columns[_KEYWORDS], _keywords)
     try:
@@ -340,7 +362,8 @@ def _payload_or_issue(
     except (msgspec.DecodeError, ValueError, TypeError) as exc:
         report.issues.append(
             ReadIssue(
-                f"payload not decoded, data left null: {exc}", record_id=batch.rows[i][_HEADER_ID]
+                f"payload not decoded, data left null: {exc}",
+                record_id=batch.columns[_HEADER_ID][i],
             )
         )
         return None
@@ -519,7 +542,7 @@ class EvtxRead:
         record errors already reported is added to ``records_skipped``.
         """
         report = self.report
-        ids = pl.Series(self._seen, dtype=pl.UInt64).unique().sort()
+        ids = sorted(set(self._seen))
         attributed = Counter(
             i.chunk
             for i in report.issues
@@ -536,7 +559,7 @@ class EvtxRead:
             declared = last - first + 1
             if declared <= 0 or declared > _MAX_RECORDS_PER_CHUNK:
                 continue
-            read = int(ids.search_sorted(last, "right")) - int(ids.search_sorted(first, "left"))
+            read = bisect.bisect_right(ids, last) - bisect.bisect_left(ids, first)
             missing = declared - read - attributed[c.index]
             if missing > 0:
                 extra.append((c.index, c.offset, declared, missing))
@@ -570,7 +593,7 @@ class EvtxRead:
                 except StopIteration:
                     break
                 except Exception as exc:
-                    if not seen_any and not batch.rows:
+                    if not seen_any and not len(batch):
                         raise _RustFailed(f"pyevtx-rs could not iterate the file: {exc}") from exc
                     report.issues.append(ReadIssue(f"pyevtx-rs stopped: {exc}"))
                     break
@@ -583,9 +606,9 @@ class EvtxRead:
                         ReadIssue(f"record System not understood: {exc}", record_id=header_id)
                     )
                     continue
-                batch.rows.append(_system_row(event.System, header_id))
+                _add_system(batch, event.System, header_id)
                 batch.payloads.append((event.EventData, event.UserData, event.ProcessingErrorData))
-                if len(batch.rows) >= settings.batch_size:
+                if len(batch) >= settings.batch_size:
                     tracker.at_record(header_id)
                     self._absorb(caught)
                     seen_any = True
@@ -593,10 +616,10 @@ class EvtxRead:
                         batch, self._seen, _rust_payload, keep, self.provenance, "rust", report
                     )
                     batch = _Batch()
-                elif len(batch.rows) & 1023 == 0:
+                elif len(batch) & 1023 == 0:
                     tracker.at_record(header_id)
             self._absorb(caught)
-        if batch.rows or not seen_any:
+        if len(batch) or not seen_any:
             yield _frame(batch, self._seen, _rust_payload, keep, self.provenance, "rust", report)
 
     def _absorb(self, caught: list[warnings.WarningMessage]) -> None:
@@ -639,24 +662,24 @@ class EvtxRead:
                 report.issues.append(item)
                 report.records_skipped += 1
                 continue
-            row = self._python_row(item)
-            if row is None:
+            system = self._python_system(item)
+            if system is None:
                 continue
-            batch.rows.append(row)
+            _add_system(batch, system, item.header_id)
             batch.payloads.append(item.sections)
             tracker.at_record(item.header_id)
-            if len(batch.rows) >= settings.batch_size:
+            if len(batch) >= settings.batch_size:
                 seen_any = True
                 yield _frame(
                     batch, self._seen, _python_payload, keep, self.provenance, "python", report
                 )
                 batch = _Batch()
-        if batch.rows or not seen_any:
+        if len(batch) or not seen_any:
             yield _frame(
                 batch, self._seen, _python_payload, keep, self.provenance, "python", report
             )
 
-    def _python_row(self, item: PyRecord) -> tuple[Any, ...] | None:
+    def _python_system(self, item: PyRecord) -> _System | None:
         try:
             system = msgspec.convert(item.system, _System, strict=False)
         except msgspec.ValidationError as exc:
@@ -665,7 +688,7 @@ class EvtxRead:
                 ReadIssue(f"record System not understood: {exc}", record_id=item.header_id)
             )
             return None
-        return _system_row(system, item.header_id)
+        return system
 
 
 class _RustFailed(Exception):

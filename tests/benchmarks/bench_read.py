@@ -87,7 +87,10 @@ def main() -> None:
     files = _inputs(args.extra)
     large = [p for p in files if p.stat().st_size >= LARGE]
     with tempfile.TemporaryDirectory() as tmp:
-        for label, group in (("all inputs", files), (f"inputs >= {LARGE >> 20} MiB", large)):
+        groups = [("all inputs", files), (f"inputs >= {LARGE >> 20} MiB", large)]
+        if args.extra:
+            groups.append(("given paths", [p for p in files if p in args.extra]))
+        for label, group in groups:
             size = sum(p.stat().st_size for p in group)
             raw_s, raw_n, rust_s, rust_n = _timed_pair(
                 lambda g=group: raw_pass(g), lambda g=group: reader_pass(g, Path(tmp)), args.repeats
