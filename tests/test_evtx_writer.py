@@ -10,6 +10,7 @@ decodes each reader's text back to a value for the declared type:
 * python-evtx converts FILETIME through a float (off by a few microseconds),
   shows SYSTEMTIME milliseconds as microseconds, renders an optional
   substitution that is NULL as an empty attribute, and BINARY as base64;
+* python-evtx and libevtx do not escape '"' inside attribute values (Provider/@Name);
 * libevtx prints negative signed integers sign-magnitude style
   (-1 as INT8 -> "-127"), REAL32/REAL64 with 7 significant digits and a
   rounding carry as ':' ("10.0e-7" -> ":.000000e-007"), and does not escape
@@ -570,6 +571,14 @@ def test_unwritable_events_raise_value_error_and_leave_a_valid_file(
     assert scan_layout(path).chunks[0].records_crc_ok
 
 
+def test_attribute_values_with_double_quotes(tmp_path: Path) -> None:
+    """python-evtx and libevtx leave '"' unescaped in attributes: pyevtx-rs alone checks it."""
+    events = [security_event(0, provider='Contoso "Quoted" <&> Provider')]
+    path = tmp_path / "quote.evtx"
+    write_evtx(path, events)
+    check_file(path, events, ("rust",))
+
+
 def test_ansi_strings_with_xml_specials(tmp_path: Path) -> None:
     """libevtx does not escape ANSI strings, so only the other two readers check these."""
     events = [security_event(0, event_data=(("A", Typed(ValueType.ANSI_STRING, '<a & "b">')),))]
@@ -690,6 +699,11 @@ _value: st.SearchStrategy[object] = st.one_of(
 )
 _fields = st.lists(st.tuples(_name, _value), max_size=6).map(tuple)
 _label = st.text(alphabet=st.one_of(st.sampled_from("<>&\"'"), _xml_char), min_size=1, max_size=30)
+# python-evtx and libevtx do not escape '"' inside attribute values: attribute text leaves it out.
+_attr_char = st.characters(blacklist_categories=("Cs", "Cc", "Cn"), blacklist_characters='"')
+_attr_label = st.text(
+    alphabet=st.one_of(st.sampled_from("<>&'"), _attr_char), min_size=1, max_size=30
+)
 
 
 @st.composite
@@ -698,11 +712,11 @@ def _events(draw: st.DrawFn) -> EventSpec:
     ns = draw(st.one_of(st.none(), st.just(VML_NS)))
     return EventSpec(
         timestamp=draw(_aware),
-        provider=draw(st.sampled_from(("Microsoft-Windows-Security-Auditing", "Hyper-V-VMMS"))),
+        provider=draw(st.one_of(st.just("Microsoft-Windows-Security-Auditing"), _attr_label)),
         provider_guid=draw(st.one_of(st.none(), st.uuids().map(lambda u: "{" + str(u) + "}"))),
         event_id=draw(st.integers(0, 65535)),
         channel=draw(_label),
-        computer=draw(st.sampled_from(("HV-01", "HV-02.contoso.com", "nœud-ü"))),
+        computer=draw(st.one_of(st.sampled_from(("HV-01", "HV-02.contoso.com")), _label)),
         level=draw(st.integers(0, 255)),
         task=draw(st.integers(0, 65535)),
         opcode=draw(st.integers(0, 255)),
