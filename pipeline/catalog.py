@@ -58,11 +58,18 @@ class ModelParams:
     end_kinds: tuple[str, ...] = ()
     blocked_kinds: tuple[str, ...] = ()
     allowed_kinds: tuple[str, ...] = ()
+    fallback_kinds: tuple[str, ...] = ()
     end_evidence_protocols: tuple[int, ...] = (6,)
 
     def kinds_named(self) -> tuple[str, ...]:
         """Every kind the model refers to, for validation against ``[kinds]``."""
-        return self.trigger_kinds + self.end_kinds + self.blocked_kinds + self.allowed_kinds
+        return (
+            self.trigger_kinds
+            + self.end_kinds
+            + self.blocked_kinds
+            + self.allowed_kinds
+            + self.fallback_kinds
+        )
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,7 @@ def correlate(
 ) -> Correlation:
     """Run every correlation step over one bundle's events."""
     model = catalog.model
+    events = machines.attribute_unnamed(events)
     cover = machines.coverage(events)
     tagged = tag(events, catalog).with_columns(
         machines.short_name(pl.col("computer")).alias("machine")

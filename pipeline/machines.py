@@ -25,6 +25,49 @@ def short_name(expr: pl.Expr) -> pl.Expr:
     return expr.str.to_lowercase().str.strip_chars().str.split(".").list.first()
 
 
+def _folder(path: pl.Expr) -> pl.Expr:
+    """The folder part of a path (``/`` or ``\\`` separated); empty at the top."""
+    return path.str.replace(r"[/\\][^/\\]*$", "")
+
+
+def attribute_unnamed(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Give rows from logs that name no computer (pfirewall.log) the computer beside them.
+
+    Customers export one folder per machine, and the firewall log sits in it or
+    a folder or two below (``LogFiles/Firewall``). So an unnamed row takes the
+    computer named most often by the other logs of its folder, else of its parent,
+    else of its grandparent; ``lmtrace ingest --firewall-computer`` names it
+    outright. Rows with no named neighbour keep a null computer and match nothing.
+    """
+    location = pl.coalesce(
+        pl.concat_str("source_path", pl.lit("!"), "member"), pl.col("source_path")
+    )
+    events = events.with_columns(_folder(location).alias("_dir"))
+    named = (
+        events.filter(pl.col("computer").is_not_null())
+        .group_by("_dir")
+        .agg(pl.col("computer").mode().sort().first().alias("_near"))
+    )
+    unnamed = events.filter(pl.col("computer").is_null())
+    guesses = []
+    for level in range(3):
+        unnamed = unnamed.with_columns(
+            (pl.col("_dir") if level == 0 else _folder(pl.col(f"_d{level - 1}"))).alias(
+                f"_d{level}"
+            )
+        )
+        unnamed = unnamed.join(
+            named.rename({"_dir": f"_d{level}", "_near": f"_near{level}"}),
+            on=f"_d{level}",
+            how="left",
+        )
+        guesses.append(pl.col(f"_near{level}"))
+    attributed = unnamed.with_columns(pl.coalesce(guesses).alias("computer")).select(
+        events.collect_schema().names()
+    )
+    return pl.concat([events.filter(pl.col("computer").is_not_null()), attributed]).drop("_dir")
+
+
 def coverage(events: pl.LazyFrame) -> pl.DataFrame:
     """Per computer and channel: first and last event time and the event count."""
     return (

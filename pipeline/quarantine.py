@@ -81,7 +81,8 @@ def find_windows(
         )
         .sort("_lo")
         .join_asof(
-            triggers.sort("q0"), left_on="_lo",
+            triggers.sort("q0"),
+            left_on="_lo",
             right_on="q0",
             by="machine",
             strategy="forward",
@@ -92,6 +93,17 @@ def find_windows(
     return located.filter(
         pl.col("q0").is_not_null() & (_seconds(pl.col("q0") - pl.col("expected")) <= reach)
     ).drop("_lo")
+
+
+def _without_duplicate_sources(guest_events: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
+    """Drop fallback-source traffic (pfirewall.log) of guests that have WFP audit events."""
+    traffic = model.blocked_kinds + model.allowed_kinds
+    primary = guest_events.filter(
+        pl.col("kind").is_in(traffic) & ~pl.col("kind").is_in(model.fallback_kinds)
+    )["machine"].unique()
+    return guest_events.filter(
+        ~(pl.col("kind").is_in(model.fallback_kinds) & pl.col("machine").is_in(primary.implode()))
+    )
 
 
 def measure(
@@ -106,6 +118,7 @@ def measure(
     Returns (windows with end, duration, class and counts; the blocked events,
     one row each, tagged with their migration).
     """
+    guest_events = _without_duplicate_sources(guest_events, model)
     ends = guest_events.filter(pl.col("kind").is_in(model.end_kinds))
     allowed = guest_events.filter(
         pl.col("kind").is_in(model.allowed_kinds)

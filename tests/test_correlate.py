@@ -195,3 +195,38 @@ def test_evidence_points_at_files_and_records(tmp_path: Path) -> None:
         assert ref["record_id"] > 0
     assert result.blocked.height == row["blocked_inbound"]
     assert result.blocked["source_path"].str.ends_with("Security.evtx").all()
+
+
+def _analyse_with_tz(tmp: Path, bundle: Path, tz: str) -> Correlation:
+    from parsers.pfirewall import PfirewallSettings
+
+    store = tmp / "store"
+    ingest([bundle], store, firewall=PfirewallSettings(tz=tz))
+    return correlate(scan_events(store), load_catalog(), CorrelateSettings())
+
+
+def test_pfirewall_log_is_attributed_and_never_counted_twice(tmp_path: Path) -> None:
+    options = SimulateOptions(
+        scenario="quarantine-bug", seed=31, pfirewall=True, guest_tz="Europe/Berlin"
+    )
+    bundle, truth = _bundle(tmp_path, options)
+    both = _analyse_with_tz(tmp_path / "both", bundle, "Europe/Berlin")
+    check_against_truth(both, truth)  # Security and pfirewall.log hold the same drops
+    assert "pfirewall.log" in both.machines.filter(pl.col("role") == "guest")["channels"][0]
+    assert set(both.blocked["kind"]) <= {"wfp.blocked_packet", "wfp.blocked_connection"}
+
+
+def test_pfirewall_log_shows_the_drops_when_auditing_is_missing(tmp_path: Path) -> None:
+    options = SimulateOptions(
+        scenario="quarantine-bug", seed=32, pfirewall=True, guest_tz="Europe/Berlin"
+    )
+    bundle, _ = _bundle(tmp_path, options)
+    _without(bundle, "*/Security.evtx")
+    result = _analyse_with_tz(tmp_path, bundle, "Europe/Berlin")
+    assert result.summary.verdict == "affected", result.summary.reasons
+    row = result.migrations.row(0, named=True)
+    assert set(result.blocked["kind"]) == {"pflog.drop"}
+    assert row["blocked_inbound"] == result.blocked.height > 0
+    # Read in the wrong zone, the log's drops fall an hour away from the window.
+    wrong = _analyse_with_tz(tmp_path / "wrong", bundle, "UTC")
+    assert wrong.blocked.is_empty()
