@@ -266,6 +266,23 @@ def integrity(files: pl.DataFrame | None) -> dict[str, object]:
     }
 
 
+def impact(blocked: pl.DataFrame) -> dict[str, list[dict[str, object]]]:
+    """Blocked inbound traffic per migration by protocol and local port, and by remote address."""
+    if blocked.is_empty():
+        return {"by_port": [], "by_remote": []}
+    by_port = (
+        blocked.group_by("migration_id", "protocol", "local_port")
+        .agg(pl.len().alias("blocked"))
+        .sort("migration_id", "blocked", "local_port", descending=[False, True, False])
+    )
+    by_remote = (
+        blocked.group_by("migration_id", "remote_address")
+        .agg(pl.len().alias("blocked"), pl.col("local_port").unique().sort().alias("ports"))
+        .sort("migration_id", "blocked", "remote_address", descending=[False, True, False])
+    )
+    return {"by_port": by_port.to_dicts(), "by_remote": by_remote.to_dicts()}
+
+
 def findings_document(result: Correlation, files: pl.DataFrame | None = None) -> dict[str, object]:
     """The JSON findings: verdict first, then every fact with its evidence."""
     return {
@@ -278,6 +295,7 @@ def findings_document(result: Correlation, files: pl.DataFrame | None = None) ->
         "catalog": list(result.catalog_files),
         "machines": result.machines.to_dicts(),
         "migrations": result.migrations.drop("vm_key").to_dicts(),
+        "impact": impact(result.blocked),
         "blocked_inbound": result.blocked.select(
             [c for c in BLOCKED_COLUMNS if c in result.blocked.columns]
         ).to_dicts(),
