@@ -25,6 +25,7 @@ import base64
 import itertools
 import math
 import struct
+import tracemalloc
 import uuid
 import warnings
 import xml.etree.ElementTree as ET
@@ -400,6 +401,8 @@ def test_header_chunks_and_checksums_describe_the_file(tmp_path: Path) -> None:
     assert all(c.valid_magic and c.header_crc_ok and c.records_crc_ok for c in layout.chunks)
     ids = [i for c in layout.chunks for i in c.record_ids]
     assert ids == list(range(1, 601))
+    # pyevtx-rs checks both CRCs of every chunk itself when asked to.
+    assert [p.header_id for p in read_rust(path, validate_checksums=True)] == ids
     check_file(path, events, ("rust", "libevtx"))
 
 
@@ -524,6 +527,25 @@ def test_same_events_give_byte_identical_files(tmp_path: Path) -> None:
     write_evtx(tmp_path / "a.evtx", events)
     write_evtx(tmp_path / "b.evtx", iter(events))
     assert (tmp_path / "a.evtx").read_bytes() == (tmp_path / "b.evtx").read_bytes()
+
+
+def _peak_memory(path: Path, count: int) -> int:
+    events = (security_event(i % 500) for i in range(count))
+    tracemalloc.start()
+    try:
+        write_evtx(path, events)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    """One chunk is held at a time: ten times the records, about the same peak memory."""
+    small = _peak_memory(tmp_path / "small.evtx", 600)
+    large = _peak_memory(tmp_path / "large.evtx", 6_000)
+    assert (tmp_path / "large.evtx").stat().st_size > 8 * (tmp_path / "small.evtx").stat().st_size
+    assert large < small * 1.5 + 1_000_000
 
 
 def test_writer_is_a_context_manager_and_returns_record_ids(tmp_path: Path) -> None:
