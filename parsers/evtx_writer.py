@@ -335,13 +335,11 @@ class EvtxWriter:
         cap = self._options.max_records_per_chunk
         if cap is not None and self._chunk.count >= cap:
             self._flush_chunk()
-        record = self._record(outer_key, outer, system, payload, record_id, written)
-        if record is None:
+        if not self._record(outer_key, outer, system, payload, record_id, written):
             if self._chunk.count == 0:
                 raise ValueError(f"event {event.event_id} does not fit in one 64 KiB chunk")
             self._flush_chunk()
-            record = self._record(outer_key, outer, system, payload, record_id, written)
-            if record is None:
+            if not self._record(outer_key, outer, system, payload, record_id, written):
                 raise ValueError(f"event {event.event_id} does not fit in one 64 KiB chunk")
         self._next_id += 1
         return record_id
@@ -479,8 +477,8 @@ class EvtxWriter:
         payload: _Payload | None,
         record_id: int,
         written: int,
-    ) -> bytes | None:
-        """Append the record to the current chunk; None (and no change) when it does not fit.
+    ) -> bool:
+        """Append the record to the current chunk; False (and no change) when it does not fit.
 
         Names and template definitions are tried on copies of the chunk's
         tables and kept only when the record fits.
@@ -529,7 +527,7 @@ class EvtxWriter:
         body += len(outer_definition) + len(subs) + 1
         size = -(-(body + 4) // _RECORD_ALIGN) * _RECORD_ALIGN
         if offset + size >= CHUNK_SIZE:  # libevtx drops a record that ends exactly at 64 KiB
-            return None
+            return False
         record = b"".join(
             (
                 pack_record_header(size, record_id, written),
@@ -551,7 +549,7 @@ class EvtxWriter:
         chunk.last_id = record_id
         chunk.last_record_offset = offset
         chunk.count += 1
-        return record
+        return True
 
     def _flush_chunk(self) -> None:
         """Write the current chunk (header, tables, records, zero padding) and start a new one."""
