@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -186,11 +186,18 @@ def _parse_file(path: str, text: str) -> dict[str, Any]:
     return data
 
 
-def _events(path: str, text: str, raw: list[dict[str, Any]]) -> list[EventEntry]:
-    lines = _array_lines(text, "event")
-    entries = []
+def _located(
+    path: str, text: str, raw: list[dict[str, Any]], name: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each ``[[name]]`` table with its ``file:line``, for error messages."""
+    lines = _array_lines(text, name)
     for i, table in enumerate(raw):
-        where = f"{path}:{lines[i] if i < len(lines) else '?'}"
+        yield f"{path}:{lines[i] if i < len(lines) else '?'}", table
+
+
+def _events(path: str, text: str, raw: list[dict[str, Any]]) -> list[EventEntry]:
+    entries = []
+    for where, table in _located(path, text, raw, "event"):
         _check_keys(table, _EVENT_KEYS, _EVENT_REQUIRED, where)
         if not isinstance(table["event_id"], int) or isinstance(table["event_id"], bool):
             raise CatalogError(f"{where}: event_id must be an integer")
@@ -202,20 +209,16 @@ def _events(path: str, text: str, raw: list[dict[str, Any]]) -> list[EventEntry]
 
 
 def _remediations(path: str, text: str, raw: list[dict[str, Any]]) -> list[Remediation]:
-    lines = _array_lines(text, "remediation")
     out = []
-    for i, table in enumerate(raw):
-        where = f"{path}:{lines[i] if i < len(lines) else '?'}"
+    for where, table in _located(path, text, raw, "remediation"):
         _check_keys(table, _REMEDIATION_KEYS, _REMEDIATION_REQUIRED, where)
         out.append(Remediation(**{**table, "steps": tuple(table["steps"])}))
     return out
 
 
 def _collects(path: str, text: str, raw: list[dict[str, Any]]) -> list[CollectHint]:
-    lines = _array_lines(text, "collect")
     out = []
-    for i, table in enumerate(raw):
-        where = f"{path}:{lines[i] if i < len(lines) else '?'}"
+    for where, table in _located(path, text, raw, "collect"):
         _check_keys(table, _COLLECT_KEYS, _COLLECT_KEYS, where)
         out.append(CollectHint(**table))
     return out
