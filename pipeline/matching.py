@@ -108,20 +108,25 @@ def _vms(migrations: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _by_vmid(vms: pl.DataFrame, guest_vmids: pl.DataFrame) -> pl.DataFrame:
+def _labelled(pairs: pl.DataFrame, method: str, confidence: float, note: str) -> pl.DataFrame:
+    """(vm_key, machine) pairs, one per VM, with how they were matched."""
     return (
-        vms.join(
-            guest_vmids.with_columns(pl.col("vmid").str.to_lowercase().str.strip_chars("{} ")),
-            on="vmid",
-        )
-        .select("vm_key", "machine")
-        .unique("vm_key")
+        pairs.select("vm_key", "machine")
+        .unique("vm_key", keep="first", maintain_order=True)
         .with_columns(
-            pl.lit("vmid").alias("match_method"),
-            pl.lit(1.0).alias("match_confidence"),
-            pl.lit("a guest event carries the VMID").alias("match_note"),
+            pl.lit(method).alias("match_method"),
+            pl.lit(confidence).alias("match_confidence"),
+            pl.lit(note).alias("match_note"),
         )
     )
+
+
+def _by_vmid(vms: pl.DataFrame, guest_vmids: pl.DataFrame) -> pl.DataFrame:
+    pairs = vms.join(
+        guest_vmids.with_columns(pl.col("vmid").str.to_lowercase().str.strip_chars("{} ")),
+        on="vmid",
+    )
+    return _labelled(pairs, "vmid", 1.0, "a guest event carries the VMID")
 
 
 def _by_mapping(vms: pl.DataFrame, mapping: Mapping[str, str]) -> pl.DataFrame:
@@ -134,29 +139,15 @@ def _by_mapping(vms: pl.DataFrame, mapping: Mapping[str, str]) -> pl.DataFrame:
     )
     by_name = vms.with_columns(pl.col("vm_name").str.to_lowercase().alias("_key"))
     by_id = vms.with_columns(pl.col("vmid").alias("_key"))
-    return (
-        pl.concat([by_name.join(table, on="_key"), by_id.join(table, on="_key")])
-        .select("vm_key", "machine")
-        .unique("vm_key")
-        .with_columns(
-            pl.lit("mapping").alias("match_method"),
-            pl.lit(1.0).alias("match_confidence"),
-            pl.lit("named in the mapping file").alias("match_note"),
-        )
-    )
+    pairs = pl.concat([by_name.join(table, on="_key"), by_id.join(table, on="_key")])
+    return _labelled(pairs, "mapping", 1.0, "named in the mapping file")
 
 
 def _by_name(vms: pl.DataFrame, guests: pl.DataFrame) -> pl.DataFrame:
-    return (
-        vms.with_columns(short_name(pl.col("vm_name")).alias("machine"))
-        .join(guests.select("machine"), on="machine")
-        .select("vm_key", "machine")
-        .with_columns(
-            pl.lit("name").alias("match_method"),
-            pl.lit(0.9).alias("match_confidence"),
-            pl.lit("VM name equals the guest's host name").alias("match_note"),
-        )
+    pairs = vms.with_columns(short_name(pl.col("vm_name")).alias("machine")).join(
+        guests.select("machine"), on="machine"
     )
+    return _labelled(pairs, "name", 0.9, "VM name equals the guest's host name")
 
 
 def _diffs(migrations: pl.DataFrame, netvsc: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
