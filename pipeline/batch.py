@@ -30,12 +30,14 @@ import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import polars as pl
+import psutil
 
 from parsers.model import LmtraceError
 from pipeline.analyze import AnalyzeSettings
@@ -44,6 +46,7 @@ from pipeline.discover import InputError
 
 BUNDLES_FOLDER = "bundles"
 HASH_CACHE = ".hashes.json"
+LOCK_FILE = ".batch.lock"
 
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "bundle": pl.String(),  # the input's file or folder name, as the customer named it
@@ -330,6 +333,30 @@ def run_batch(
     out = Path(out)
     _check_out(inputs, out)
     (out / BUNDLES_FOLDER).mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        return _run_locked(inputs, out, settings, progress)
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """One batch at a time per OUT; a lock left by a killed batch is taken over."""
+    lock = out / LOCK_FILE
+    try:
+        holder = int(lock.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        holder = None
+    if holder is not None and holder != os.getpid() and psutil.pid_exists(holder):
+        raise BatchError(f"{out}: another lmtrace batch (process {holder}) is writing here")
+    lock.write_text(str(os.getpid()), encoding="ascii")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_locked(
+    inputs: list[Path], out: Path, settings: BatchSettings, progress: BatchProgress | None
+) -> BatchResult:
     shutil.rmtree(out / BUNDLES_FOLDER / WORK_FOLDER, ignore_errors=True)  # an interrupted run's
     planned = _plan(inputs, out, settings)
     tasks = sorted((p.task for p in planned if p.task), key=lambda t: -int(t.row["bytes"]))

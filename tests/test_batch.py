@@ -321,3 +321,22 @@ def test_cli_exit_codes_json_and_one_line_errors(bundles: dict[str, Path], tmp_p
     )
     assert inside.exit_code == 2 and "--out is inside the bundle" in inside.stderr
     assert not (bundles["healthy"] / "out").exists()
+
+
+def test_a_running_batch_holds_out_and_a_dead_ones_lock_is_taken_over(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".batch.lock").write_text(str(sleeper.pid))
+        held = CliRunner().invoke(app, ["batch", str(bundles["no-audit.zip"]), "-o", str(out)])
+        assert held.exit_code == 2
+        assert f"another lmtrace batch (process {sleeper.pid}) is writing here" in held.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    taken = CliRunner().invoke(app, ["batch", str(bundles["no-audit.zip"]), "-o", str(out)])
+    assert taken.exit_code == 0, taken.output
+    assert not (out / ".batch.lock").exists()
