@@ -20,7 +20,7 @@ from parsers.evtx_writer import EventSpec, write_evtx
 from pipeline.cli import app
 from pipeline.export import ExportError, ExportFormat, export_store
 from pipeline.ingest import ingest
-from pipeline.store import EventFilter, StoreError, scan_events
+from pipeline.store import EventFilter, StoreError, init_store, scan_events
 
 FORMULA = '=HYPERLINK("http://x.example","y")'
 START = datetime(2025, 3, 4, 9, 0, tzinfo=timezone.utc)
@@ -120,3 +120,16 @@ def test_cli_export(store: Path, tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["export", str(store), "--out", str(store / "x.jsonl")])
     assert bad.exit_code == 2
     assert bad.output.count("\n") == 1 and "outside the store" in bad.output
+
+
+def test_an_empty_store_gives_a_header_and_no_rows(tmp_path: Path) -> None:
+    empty = init_store(tmp_path / "empty", EventFilter())
+    summary = export_store(empty, ExportFormat.csv, tmp_path / "e.csv")
+    assert summary.rows == 0
+    header = (tmp_path / "e.csv").read_text(encoding="utf-8").splitlines()
+    assert header == [
+        "message,datetime,timestamp_desc,timestamp,computer,channel,provider,event_id,"
+        "record_id,level,user_sid,data,source_path,member,file_sha256,engine"
+    ]
+    assert export_store(empty, ExportFormat.timesketch, tmp_path / "e.jsonl").rows == 0
+    assert (tmp_path / "e.jsonl").read_bytes() == b""
