@@ -169,6 +169,7 @@ def _stack(frame: pl.DataFrame) -> pl.DataFrame:
 def span_frame(migs: pl.DataFrame, local: ToLocal, lanes: pl.DataFrame) -> pl.DataFrame:
     """Each migration once per host lane it touches, with display times and hover text."""
     start = pl.coalesce("start", "end")
+    last = pl.col("host_evidence").list.last()  # the event that ended it, in time order
     frame = migs.with_columns(
         short_name(pl.col("source")).alias("_src"),
         short_name(pl.col("destination")).alias("_dst"),
@@ -198,6 +199,16 @@ def span_frame(migs: pl.DataFrame, local: ToLocal, lanes: pl.DataFrame) -> pl.Da
             pl.col("blackout_s").round(3).cast(pl.String).fill_null("not logged"),
             pl.lit(" s<br>verdict: "),
             escaped(pl.col("verdict")),
+            pl.lit("<br>last host event: "),
+            pl.concat_str(
+                escaped(last.struct.field("kind")),
+                pl.lit(" (event "),
+                last.struct.field("event_id").cast(pl.String),
+                pl.lit(") in "),
+                escaped(last.struct.field("source_path")),
+                pl.lit(", record "),
+                last.struct.field("record_id").cast(pl.String),
+            ).fill_null("none"),
         ).alias("_hover"),
     )
     sides = [frame.with_columns(pl.col(side).alias("_host")) for side in ("_src", "_dst")]
