@@ -179,8 +179,8 @@ def _scalar_text(value: Any) -> str:
 
 
 def _add_child(out: dict[str, Any], key: str, value: Any) -> None:
-    """pyevtx-rs repeats an element once per item of an array-typed value."""
-    for item in value if isinstance(value, list) else [value]:
+    """pyevtx-rs repeats an element once per item of an array-typed value (an empty one: null)."""
+    for item in (value or [None]) if isinstance(value, list) else [value]:
         put_unique(out, key, item)
 
 

@@ -36,6 +36,7 @@ import polars as pl
 
 from parsers.evtx_layout import CHUNK_HEADER_SIZE, CHUNK_SIZE, FileLayout, is_evtx, scan_layout
 from parsers.evtx_payload import PAYLOAD_SECTIONS, decode_section, payload_json
+from parsers.evtx_prefilter import Prefilter, parse_time, system_time
 from parsers.evtx_python import PyRecord, iter_records
 from parsers.model import (
     EVENT_COLUMNS,
@@ -585,6 +586,15 @@ class EvtxRead:
         seen_any = False
         records = self._parser.records_json()
         decode = _DOC.decode
+        prefilter = Prefilter.build(
+            settings.event_ids,
+            settings.channels,
+            settings.providers,
+            settings.since,
+            settings.until,
+        )
+        rejected = _Rejected()
+        count = 0
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             while True:
@@ -598,8 +608,15 @@ class EvtxRead:
                     report.issues.append(ReadIssue(f"pyevtx-rs stopped: {exc}"))
                     break
                 header_id = record["event_record_id"]
+                data = record["data"]
+                count += 1
+                if count & 255 == 0:  # cheap: the chunk map is walked forward only
+                    tracker.at_record(header_id)
+                if prefilter is not None and prefilter.rejects(data):
+                    rejected.add(header_id, data, self._seen)
+                    continue
                 try:
-                    event = decode(record["data"]).Event
+                    event = decode(data).Event
                 except msgspec.DecodeError as exc:
                     report.records_skipped += 1
                     report.issues.append(
@@ -609,16 +626,14 @@ class EvtxRead:
                 _add_system(batch, event.System, header_id)
                 batch.payloads.append((event.EventData, event.UserData, event.ProcessingErrorData))
                 if len(batch) >= settings.batch_size:
-                    tracker.at_record(header_id)
                     self._absorb(caught)
                     seen_any = True
                     yield _frame(
                         batch, self._seen, _rust_payload, keep, self.provenance, "rust", report
                     )
                     batch = _Batch()
-                elif len(batch) & 1023 == 0:
-                    tracker.at_record(header_id)
             self._absorb(caught)
+        rejected.into(report)
         if len(batch) or not seen_any:
             yield _frame(batch, self._seen, _rust_payload, keep, self.provenance, "rust", report)
 
@@ -689,6 +704,34 @@ class EvtxRead:
             )
             return None
         return system
+
+
+@dataclass
+class _Rejected:
+    """Records the prefilter turned away undecoded: still counted, and in first/last time."""
+
+    count: int = 0
+    lo: str | None = None
+    hi: str | None = None
+
+    def add(self, header_id: int, data: str, seen: list[int]) -> None:
+        self.count += 1
+        seen.append(header_id)
+        moment = system_time(data)
+        if moment is not None:
+            if self.lo is None or moment < self.lo:
+                self.lo = moment
+            if self.hi is None or moment > self.hi:
+                self.hi = moment
+
+    def into(self, report: ReadReport) -> None:
+        report.records += self.count
+        if self.lo is not None:
+            lo = parse_time(self.lo)
+            report.first_ts = lo if report.first_ts is None else min(report.first_ts, lo)
+        if self.hi is not None:
+            hi = parse_time(self.hi)
+            report.last_ts = hi if report.last_ts is None else max(report.last_ts, hi)
 
 
 class _RustFailed(Exception):
