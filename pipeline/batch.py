@@ -289,11 +289,17 @@ def _read_result(folder: Path) -> dict[str, Any] | None:
 
 
 def _run_local(tasks: list[BundleTask], jobs: int) -> Iterator[dict[str, Any]]:
-    """Each thread supervises one child process at a time: ``jobs`` analyses at once."""
-    with ThreadPoolExecutor(max(jobs, 1), thread_name_prefix="lmtrace-batch") as pool:
+    """Each thread supervises one child process at a time: ``jobs`` analyses at once.
+
+    When the batch stops early (Ctrl-C), bundles not yet started are cancelled.
+    """
+    pool = ThreadPoolExecutor(max(jobs, 1), thread_name_prefix="lmtrace-batch")
+    try:
         futures = [pool.submit(run_bundle, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_dask(tasks: list[BundleTask], address: str) -> Iterator[dict[str, Any]]:

@@ -27,6 +27,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -49,7 +50,14 @@ WORK_FOLDER = ".work"
 """Scratch folders of bundles in progress, under the bundles folder."""
 
 _POLL_S = 0.2
+_INTERRUPTED = frozenset({-signal.SIGINT, -signal.SIGTERM})
+"""How a child ends when the user stops the batch (Ctrl-C reaches the whole process group):
+never recorded as the bundle's failure, so the next run analyses it."""
 _ERROR_TAIL = 4000  # bytes of the child's stderr kept in error.txt
+
+
+class BundleInterrupted(LmtraceError):
+    """The analysis was stopped from outside (Ctrl-C, SIGTERM): the bundle has no result."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ def run_bundle(task: BundleTask) -> dict[str, Any]:
 
     Never raises for anything the bundle does: a timeout, the memory cap, a
     crash or an analysis error all become ``status = failed`` with the reason.
+    Raises BundleInterrupted when the child was stopped by SIGINT or SIGTERM.
     """
     started = time.perf_counter()
     work = task.folder.parent / WORK_FOLDER / f"{task.folder.name}-{uuid.uuid4().hex[:8]}"
@@ -90,6 +99,9 @@ def run_bundle(task: BundleTask) -> dict[str, Any]:
         child.stdin.write(pickle.dumps(child_task))
         child.stdin.close()
         problem, peak_rss = _watch(child, task.timeout_s, task.max_memory_mb << 20)
+    if problem is None and child.returncode in _INTERRUPTED:
+        shutil.rmtree(work, ignore_errors=True)
+        raise BundleInterrupted(f"{task.bundle}: the analysis was interrupted; run again to resume")
     row = dict(task.row)
     produced = work / ROW_FILE
     if problem is None and child.returncode == 0 and produced.is_file():
