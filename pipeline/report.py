@@ -136,6 +136,7 @@ table { border-collapse: collapse; width: 100%; font-size: 13px; margin: 6px 0; 
 th, td { border-bottom: 1px solid #e0e0e0; padding: 5px 8px; text-align: left;
          vertical-align: top; }
 th { background:#eceff1; font-weight: 600; }
+td:last-child { white-space: nowrap; }
 span.path { font-family: Consolas, Menlo, monospace; font-size: 12px; word-break: break-all; }
 .v { font-weight: 600; } .v-affected { color: var(--red); }
 .v-likely-affected { color: var(--orange); }
@@ -250,9 +251,10 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
             ("timelines", "Timelines"),
         )
     ]
-    if timelines:
-        nav.append(f'<a class="button" href="{h(timelines[0])}">Open the timeline</a>')
-    parts.append(f"<nav>{' · '.join(nav)}</nav>")
+    button = (
+        f' <a class="button" href="{h(timelines[0])}">Open the timeline</a>' if timelines else ""
+    )
+    parts.append(f"<nav>{' · '.join(nav)}{button}</nav>")
     # migrations
     rows = [
         [
