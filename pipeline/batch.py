@@ -244,7 +244,10 @@ def _plan(inputs: Sequence[Path], out: Path, settings: BatchSettings) -> list[_P
     planned: list[_Planned] = []
     seen: set[str] = set()
     for path in inputs:
-        sha256, size = bundle_identity(path, cache)
+        try:
+            sha256, size = bundle_identity(path, cache)
+        except OSError as e:
+            raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
         folder = bundles / f"{safe_name(path.name)}-{sha256[:12]}"
         row = {
             "bundle": path.name,
@@ -316,12 +319,16 @@ def _run_dask(tasks: list[BundleTask], address: str) -> Iterator[dict[str, Any]]
     except (OSError, TimeoutError) as e:
         raise BatchError(f"{address}: cannot reach the Dask scheduler ({e})") from None
     with client:
-        futures = [
-            client.submit(run_bundle, task, key=f"lmtrace-batch-{task.folder.name}", pure=False)
-            for task in tasks
-        ]
+        futures = [client.submit(run_bundle, task, key=_task_key(task)) for task in tasks]
         for future in dask_completed(futures):
             yield future.result()
+
+
+def _task_key(task: BundleTask) -> str:
+    """A Dask key unique to this bundle in this OUT: the scheduler shares equal keys
+    between clients, so two batches into different folders must not collide."""
+    where = hashlib.sha256(str(task.folder).encode()).hexdigest()[:12]
+    return f"lmtrace-batch-{task.folder.name}-{where}"
 
 
 def run_batch(
