@@ -5,16 +5,19 @@ Problem: support bundles carry damaged, dirty and truncated .evtx files, and a
 
 * ``read_evtx`` returns an :class:`EvtxRead`: an iterator of polars frames with
   exactly ``model.EVENT_SCHEMA`` plus a :class:`~parsers.model.ReadReport` that
-  is complete once the iterator is exhausted. Nothing is dropped silently: bad
-  records (pyevtx-rs RuntimeWarnings, python-evtx exceptions) and unreadable
-  chunk slots (from :func:`parsers.evtx_layout.scan_layout`) are counted.
-* The default engine is pyevtx-rs. Each record's JSON is decoded with a typed
-  msgspec Struct that reads only ``System`` and keeps the payload sections as
-  raw bytes; columns are normalized with polars expressions per batch; the
-  filters run on the batch; only rows that pass are flattened
-  (parsers/evtx_payload.py).
-* The python engine (python-evtx, parsers/evtx_python.py) builds the same JSON
-  shape, so both engines share the row code and give identical rows.
+  is complete once the iterator is exhausted.
+* Nothing is dropped silently. Counted and named: bad records (pyevtx-rs
+  RuntimeWarnings, python-evtx exceptions); chunk slots that cannot be read
+  (from :func:`parsers.evtx_layout.scan_layout`); and records a chunk header
+  declares that no engine produced (pyevtx-rs stops a chunk at some bad records
+  without saying how many follow).
+* The default engine is pyevtx-rs. With filters, a conservative look at each
+  record's JSON text rejects most records undecoded (parsers/evtx_prefilter.py);
+  the rest become rows in parsers/evtx_rows.py (typed System decode, batch
+  normalization and filtering in polars, payload flattened only for kept rows).
+* The python engine (python-evtx, parsers/evtx_python.py) reads every chunk
+  slot, also past the header's count, and builds the same JSON shape, so both
+  engines share the row code and give identical rows.
 * If pyevtx-rs cannot open or iterate a file at all, python-evtx reads it and
   the report says why (``fallback``).
 """
@@ -25,7 +28,7 @@ import bisect
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,16 +38,18 @@ import msgspec
 import polars as pl
 
 from parsers.evtx_layout import CHUNK_HEADER_SIZE, CHUNK_SIZE, FileLayout, is_evtx, scan_layout
-from parsers.evtx_payload import PAYLOAD_SECTIONS, decode_section, payload_json
 from parsers.evtx_prefilter import Prefilter, parse_time, system_time
 from parsers.evtx_python import PyRecord, iter_records
-from parsers.model import (
-    EVENT_COLUMNS,
-    Engine,
-    ReadIssue,
-    ReadReport,
-    UnreadableFileError,
+from parsers.evtx_rows import (
+    DOC_DECODER,
+    Batch,
+    System,
+    add_system,
+    python_payload,
+    rust_payload,
+    to_frame,
 )
+from parsers.model import Engine, Provenance, ReadIssue, ReadReport, UnreadableFileError
 
 Progress = Callable[[int], None]
 
@@ -63,136 +68,11 @@ class ReadSettings:
     fallback: bool = True  # rust cannot open the file -> python engine, and say so
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """Where the bytes came from; copied onto every row."""
-
-    source_path: str
-    member: str | None
-    file_sha256: str
+# A record needs at least its 24-byte header and a 4-byte size copy.
+_MAX_RECORDS_PER_CHUNK = (CHUNK_SIZE - CHUNK_HEADER_SIZE) // 28
 
 
-# --- System, decoded typed; the payload kept raw -------------------------------
-
-
-class _Attrs(msgspec.Struct, gc=False):
-    Name: str | None = None
-    Guid: str | None = None
-    EventSourceName: str | None = None
-    Qualifiers: int | None = None
-    SystemTime: str | None = None
-    ProcessID: int | None = None
-    ThreadID: int | None = None
-    UserID: str | None = None
-
-
-class _Element(msgspec.Struct, gc=False):
-    attrs: _Attrs = msgspec.field(name="#attributes", default_factory=_Attrs)
-    text: int | None = msgspec.field(name="#text", default=None)
-
-
-class _System(msgspec.Struct, gc=False):
-    Provider: _Element | None = None
-    EventID: int | _Element | None = None
-    Version: int | None = None
-    Level: int | None = None
-    Task: int | None = None
-    Opcode: int | None = None
-    Keywords: str | None = None
-    TimeCreated: _Element | None = None
-    EventRecordID: int | None = None
-    Execution: _Element | None = None
-    Channel: str | None = None
-    Computer: str | None = None
-    Security: _Element | None = None
-
-
-class _Event(msgspec.Struct, gc=False):
-    System: _System = msgspec.field(default_factory=_System)
-    # Raw: the bytes are kept and decoded only for rows that pass the filters.
-    # An absent section is an empty Raw (msgspec cannot express ``Raw | None``).
-    EventData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
-    UserData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
-    ProcessingErrorData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
-
-
-class _Doc(msgspec.Struct, gc=False):
-    Event: _Event
-
-
-_DOC = msgspec.json.Decoder(_Doc, strict=False)
-_NO_ATTRS = _Attrs()
-
-# Columns the batch builder fills from System, before polars normalizes them.
-_RAW_COLUMNS = (
-    "time",
-    "computer",
-    "channel",
-    "provider",
-    "guid",
-    "event_id",
-    "qualifiers",
-    "version",
-    "level",
-    "task",
-    "opcode",
-    "keywords",
-    "record_id",
-    "header_record_id",
-    "process_id",
-    "thread_id",
-    "user_sid",
-)
-
-
-def _add_system(batch: _Batch, s: _System, header_id: int) -> None:
-    """Append one record's System fields to the batch's columns (in ``_RAW_SCHEMA`` order)."""
-    (
-        time,
-        computer,
-        channel,
-        provider,
-        guid,
-        event_id,
-        qualifiers,
-        version,
-        level,
-        task,
-        opcode,
-        keywords,
-        record_id,
-        header,
-        process_id,
-        thread_id,
-        user_sid,
-    ) = batch.appends
-    p = s.Provider.attrs if s.Provider is not None else _NO_ATTRS
-    eid = s.EventID
-    if isinstance(eid, _Element):
-        event_id(eid.text)
-        qualifiers(eid.attrs.Qualifiers)
-    else:
-        event_id(eid)
-        qualifiers(None)
-    ex = s.Execution.attrs if s.Execution is not None else _NO_ATTRS
-    time(s.TimeCreated.attrs.SystemTime if s.TimeCreated is not None else None)
-    computer(s.Computer)
-    channel(s.Channel)
-    provider(p.Name if p.Name is not None else p.EventSourceName)
-    guid(p.Guid)
-    version(s.Version)
-    level(s.Level)
-    task(s.Task)
-    opcode(s.Opcode)
-    keywords(s.Keywords)
-    record_id(s.EventRecordID)
-    header(header_id)
-    process_id(ex.ProcessID)
-    thread_id(ex.ThreadID)
-    user_sid(s.Security.attrs.UserID if s.Security is not None else None)
-
-
-# --- batches: raw tuples -> normalized, filtered frame ------------------------
+# --- filters ----------------------------------------------------------------
 
 
 def _filter_expr(settings: ReadSettings) -> pl.Expr | None:
@@ -212,175 +92,6 @@ def _filter_expr(settings: ReadSettings) -> pl.Expr | None:
     if not conds:
         return None
     return pl.all_horizontal(conds).fill_null(False)
-
-
-_RAW_SCHEMA = {
-    "time": pl.String,
-    "computer": pl.String,
-    "channel": pl.String,
-    "provider": pl.String,
-    "guid": pl.String,
-    "event_id": pl.Int64,
-    "qualifiers": pl.Int64,
-    "version": pl.Int64,
-    "level": pl.Int64,
-    "task": pl.Int64,
-    "opcode": pl.Int64,
-    "keywords": pl.UInt64,
-    "record_id": pl.Int64,
-    "header_record_id": pl.Int64,
-    "process_id": pl.Int64,
-    "thread_id": pl.Int64,
-    "user_sid": pl.String,
-}
-
-_NORMALIZE = [
-    pl.col("time")
-    .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False)
-    .alias("timestamp"),
-    pl.col("computer"),
-    pl.col("channel"),
-    pl.col("provider"),
-    pl.col("guid").alias("provider_guid"),
-    pl.col("event_id").cast(pl.Int32, strict=False),
-    pl.col("qualifiers").cast(pl.Int32, strict=False),
-    pl.col("version").cast(pl.Int16, strict=False),
-    pl.col("level").cast(pl.Int16, strict=False),
-    pl.col("task").cast(pl.Int32, strict=False),
-    pl.col("opcode").cast(pl.Int16, strict=False),
-    pl.col("keywords"),
-    pl.col("record_id"),
-    pl.col("header_record_id"),
-    pl.col("process_id"),
-    pl.col("thread_id"),
-    pl.col("user_sid"),
-]
-
-
-@dataclass
-class _Batch:
-    """One batch: a list per System column plus each row's undecoded payload sections."""
-
-    columns: list[list[Any]] = field(default_factory=lambda: [[] for _ in _RAW_SCHEMA])
-    payloads: list[Any] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.appends = tuple(column.append for column in self.columns)
-
-    def __len__(self) -> int:
-        return len(self.payloads)
-
-
-def _frame(
-    batch: _Batch,
-    seen: list[int],
-    payload: Callable[[Any], str],
-    keep: pl.Expr | None,
-    provenance: Provenance,
-    engine: Engine,
-    report: ReadReport,
-) -> pl.DataFrame:
-    """Normalize, count and filter one batch in a single polars query; flatten survivors."""
-    seen.extend(batch.columns[_HEADER_ID])
-    norm = _raw_frame(batch.columns).lazy().select(_NORMALIZE)
-    kept = norm.with_row_index("_row")
-    if keep is not None:
-        kept = kept.filter(keep)
-    kept = kept.with_columns(
-        pl.lit(provenance.source_path, pl.String).alias("source_path"),
-        pl.lit(provenance.member, pl.String).alias("member"),
-        pl.lit(provenance.file_sha256, pl.String).alias("file_sha256"),
-        pl.lit(engine, pl.String).alias("engine"),
-    )
-    stats = norm.select(
-        pl.len().alias("n"),
-        pl.col("timestamp").min().alias("lo"),
-        pl.col("timestamp").max().alias("hi"),
-    )
-    frame, counts = pl.collect_all([kept, stats])
-    n, lo, hi = counts.row(0)
-    report.records += n
-    report.records_kept += frame.height
-    if lo is not None and (report.first_ts is None or lo < report.first_ts):
-        report.first_ts = lo
-    if hi is not None and (report.last_ts is None or hi > report.last_ts):
-        report.last_ts = hi
-    rows = frame.drop_in_place("_row")
-    data = [_payload_or_issue(payload, batch, i, report) for i in rows.to_list()]
-    frame.insert_column(EVENT_COLUMNS.index("data"), pl.Series("data", data, dtype=pl.String))
-    return frame
-
-
-_INT_FIELDS = [i for i, name in enumerate(_RAW_SCHEMA) if _RAW_SCHEMA[name] == pl.Int64]
-_INT64 = range(-(2**63), 2**63)
-_GUID = list(_RAW_SCHEMA).index("guid")
-_KEYWORDS = list(_RAW_SCHEMA).index("keywords")
-_HEADER_ID = list(_RAW_SCHEMA).index("header_record_id")
-# A record needs at least its 24-byte header and a 4-byte size copy.
-_MAX_RECORDS_PER_CHUNK = (CHUNK_SIZE - CHUNK_HEADER_SIZE) // 28
-
-
-def _guid(text: str | None) -> str | None:
-    """``54849625-...-3E3B0328C30D`` or ``{...}`` -> ``{54849625-...-3e3b0328c30d}``."""
-    core = (text or "").strip().strip("{}").strip().lower()
-    return f"{{{core}}}" if core else None
-
-
-def _keywords(text: str | None) -> int | None:
-    """``0x8020000000000000`` -> the integer; anything unparseable or out of range -> null."""
-    try:
-        value = int((text or "").strip(), 16)
-    except ValueError:
-        return None
-    return value if 0 <= value < 2**64 else None
-
-
-def _by_value(column: list[Any], normalize: Callable[[Any], Any]) -> list[Any]:
-    """Normalize a column that repeats few distinct values: each value once, then look up."""
-    done = {value: normalize(value) for value in set(column)}
-    return [done[value] for value in column]
-
-
-def _raw_frame(columns: list[list[Any]]) -> pl.DataFrame:
-    """Columns -> frame. Damaged records can carry integers beyond Int64: those become null."""
-    columns = list(columns)
-    columns[_GUID] = _by_value(columns[_GUID], _guid)
-    columns[_KEYWORDS] = _by_value(columns[_KEYWORDS], _keywords)
-    try:
-        return pl.DataFrame(dict(zip(_RAW_SCHEMA, columns, strict=True)), schema=_RAW_SCHEMA)
-    except (OverflowError, TypeError, pl.exceptions.PolarsError):
-        for i in _INT_FIELDS:
-            columns[i] = [v if not isinstance(v, int) or v in _INT64 else None for v in columns[i]]
-        return pl.DataFrame(dict(zip(_RAW_SCHEMA, columns, strict=True)), schema=_RAW_SCHEMA)
-
-
-def _payload_or_issue(
-    payload: Callable[[Any], str], batch: _Batch, i: int, report: ReadReport
-) -> str | None:
-    """The flat payload, or null with an issue when its bytes do not decode (row kept)."""
-    try:
-        return payload(batch.payloads[i])
-    except (msgspec.DecodeError, ValueError, TypeError) as exc:
-        report.issues.append(
-            ReadIssue(
-                f"payload not decoded, data left null: {exc}",
-                record_id=batch.columns[_HEADER_ID][i],
-            )
-        )
-        return None
-
-
-def _rust_payload(raw: tuple[Any, Any, Any]) -> str:
-    sections = [
-        (name, decode_section(part))
-        for name, part in zip(PAYLOAD_SECTIONS, raw, strict=True)
-        if len(part)
-    ]
-    return payload_json(sections)
-
-
-def _python_payload(sections: list[tuple[str, Any]]) -> str:
-    return payload_json(sections)
 
 
 # --- progress: record id -> chunk -> bytes done -------------------------------
@@ -582,10 +293,10 @@ class EvtxRead:
     def _iter_rust(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
         settings, report = self.settings, self.report
         keep = _filter_expr(settings)
-        batch = _Batch()
+        batch = Batch()
         seen_any = False
         records = self._parser.records_json()
-        decode = _DOC.decode
+        decode = DOC_DECODER.decode
         prefilter = Prefilter.build(
             settings.event_ids,
             settings.channels,
@@ -623,19 +334,19 @@ class EvtxRead:
                         ReadIssue(f"record System not understood: {exc}", record_id=header_id)
                     )
                     continue
-                _add_system(batch, event.System, header_id)
+                add_system(batch, event.System, header_id)
                 batch.payloads.append((event.EventData, event.UserData, event.ProcessingErrorData))
                 if len(batch) >= settings.batch_size:
                     self._absorb(caught)
                     seen_any = True
-                    yield _frame(
-                        batch, self._seen, _rust_payload, keep, self.provenance, "rust", report
+                    yield to_frame(
+                        batch, self._seen, rust_payload, keep, self.provenance, "rust", report
                     )
-                    batch = _Batch()
+                    batch = Batch()
             self._absorb(caught)
         rejected.into(report)
         if len(batch) or not seen_any:
-            yield _frame(batch, self._seen, _rust_payload, keep, self.provenance, "rust", report)
+            yield to_frame(batch, self._seen, rust_payload, keep, self.provenance, "rust", report)
 
     def _absorb(self, caught: list[warnings.WarningMessage]) -> None:
         """pyevtx-rs RuntimeWarnings -> counted issues (chunks the scan knows are not recounted)."""
@@ -670,7 +381,7 @@ class EvtxRead:
     def _iter_python(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
         settings, report = self.settings, self.report
         keep = _filter_expr(settings)
-        batch = _Batch()
+        batch = Batch()
         seen_any = False
         for item in iter_records(self.path, self.layout):
             if isinstance(item, ReadIssue):
@@ -680,23 +391,23 @@ class EvtxRead:
             system = self._python_system(item)
             if system is None:
                 continue
-            _add_system(batch, system, item.header_id)
+            add_system(batch, system, item.header_id)
             batch.payloads.append(item.sections)
             tracker.at_record(item.header_id)
             if len(batch) >= settings.batch_size:
                 seen_any = True
-                yield _frame(
-                    batch, self._seen, _python_payload, keep, self.provenance, "python", report
+                yield to_frame(
+                    batch, self._seen, python_payload, keep, self.provenance, "python", report
                 )
-                batch = _Batch()
+                batch = Batch()
         if len(batch) or not seen_any:
-            yield _frame(
-                batch, self._seen, _python_payload, keep, self.provenance, "python", report
+            yield to_frame(
+                batch, self._seen, python_payload, keep, self.provenance, "python", report
             )
 
-    def _python_system(self, item: PyRecord) -> _System | None:
+    def _python_system(self, item: PyRecord) -> System | None:
         try:
-            system = msgspec.convert(item.system, _System, strict=False)
+            system = msgspec.convert(item.system, System, strict=False)
         except msgspec.ValidationError as exc:
             self.report.records_skipped += 1
             self.report.issues.append(
@@ -780,6 +491,7 @@ def read_evtx(
 
 __all__ = [
     "EvtxRead",
+    "Progress",
     "Provenance",
     "ReadSettings",
     "read_evtx",

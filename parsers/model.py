@@ -86,6 +86,15 @@ def empty_events() -> pl.DataFrame:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where a file's bytes came from; copied onto every row it yields."""
+
+    source_path: str  # the file on disk, or the outermost archive
+    member: str | None  # path inside the archive(s), or None
+    file_sha256: str  # SHA-256 of the file's own bytes
+
+
+@dataclass(frozen=True)
 class ReadIssue:
     """One thing that could not be read, and where.
 

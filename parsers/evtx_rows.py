@@ -1,0 +1,289 @@
+"""pyevtx-rs JSON / python-evtx records -> normalized, filtered polars frames.
+
+Problem: turning a record into a row is where ingest time goes, so this is
+the one place that does it, for both engines. ``System`` is decoded with typed
+msgspec Structs (``gc=False``: no cycles, less collector work) while the
+payload sections stay raw bytes; per batch, the System fields are appended to
+one list per column, normalized and filtered with polars in one query, and the
+payload is flattened (parsers/evtx_payload.py) only for the rows that pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from parsers.evtx_payload import PAYLOAD_SECTIONS, decode_section, payload_json
+from parsers.model import EVENT_COLUMNS, Engine, Provenance, ReadIssue, ReadReport
+
+# --- System, decoded typed; the payload kept raw -------------------------------
+
+
+class _Attrs(msgspec.Struct, gc=False):
+    Name: str | None = None
+    Guid: str | None = None
+    EventSourceName: str | None = None
+    Qualifiers: int | None = None
+    SystemTime: str | None = None
+    ProcessID: int | None = None
+    ThreadID: int | None = None
+    UserID: str | None = None
+
+
+class _Element(msgspec.Struct, gc=False):
+    attrs: _Attrs = msgspec.field(name="#attributes", default_factory=_Attrs)
+    text: int | None = msgspec.field(name="#text", default=None)
+
+
+class System(msgspec.Struct, gc=False):
+    Provider: _Element | None = None
+    EventID: int | _Element | None = None
+    Version: int | None = None
+    Level: int | None = None
+    Task: int | None = None
+    Opcode: int | None = None
+    Keywords: str | None = None
+    TimeCreated: _Element | None = None
+    EventRecordID: int | None = None
+    Execution: _Element | None = None
+    Channel: str | None = None
+    Computer: str | None = None
+    Security: _Element | None = None
+
+
+class _Event(msgspec.Struct, gc=False):
+    System: System = msgspec.field(default_factory=System)
+    # Raw: the bytes are kept and decoded only for rows that pass the filters.
+    # An absent section is an empty Raw (msgspec cannot express ``Raw | None``).
+    EventData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    UserData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    ProcessingErrorData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+class _Doc(msgspec.Struct, gc=False):
+    Event: _Event
+
+
+DOC_DECODER = msgspec.json.Decoder(_Doc, strict=False)
+_NO_ATTRS = _Attrs()
+
+
+def add_system(batch: Batch, s: System, header_id: int) -> None:
+    """Append one record's System fields to the batch's columns (in ``_RAW_SCHEMA`` order)."""
+    (
+        time,
+        computer,
+        channel,
+        provider,
+        guid,
+        event_id,
+        qualifiers,
+        version,
+        level,
+        task,
+        opcode,
+        keywords,
+        record_id,
+        header,
+        process_id,
+        thread_id,
+        user_sid,
+    ) = batch.appends
+    p = s.Provider.attrs if s.Provider is not None else _NO_ATTRS
+    eid = s.EventID
+    if isinstance(eid, _Element):
+        event_id(eid.text)
+        qualifiers(eid.attrs.Qualifiers)
+    else:
+        event_id(eid)
+        qualifiers(None)
+    ex = s.Execution.attrs if s.Execution is not None else _NO_ATTRS
+    time(s.TimeCreated.attrs.SystemTime if s.TimeCreated is not None else None)
+    computer(s.Computer)
+    channel(s.Channel)
+    provider(p.Name if p.Name is not None else p.EventSourceName)
+    guid(p.Guid)
+    version(s.Version)
+    level(s.Level)
+    task(s.Task)
+    opcode(s.Opcode)
+    keywords(s.Keywords)
+    record_id(s.EventRecordID)
+    header(header_id)
+    process_id(ex.ProcessID)
+    thread_id(ex.ThreadID)
+    user_sid(s.Security.attrs.UserID if s.Security is not None else None)
+
+
+# --- batches: raw tuples -> normalized, filtered frame ------------------------
+
+
+_RAW_SCHEMA = {
+    "time": pl.String,
+    "computer": pl.String,
+    "channel": pl.String,
+    "provider": pl.String,
+    "guid": pl.String,
+    "event_id": pl.Int64,
+    "qualifiers": pl.Int64,
+    "version": pl.Int64,
+    "level": pl.Int64,
+    "task": pl.Int64,
+    "opcode": pl.Int64,
+    "keywords": pl.UInt64,
+    "record_id": pl.Int64,
+    "header_record_id": pl.Int64,
+    "process_id": pl.Int64,
+    "thread_id": pl.Int64,
+    "user_sid": pl.String,
+}
+
+_NORMALIZE = [
+    pl.col("time")
+    .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False)
+    .alias("timestamp"),
+    pl.col("computer"),
+    pl.col("channel"),
+    pl.col("provider"),
+    pl.col("guid").alias("provider_guid"),
+    pl.col("event_id").cast(pl.Int32, strict=False),
+    pl.col("qualifiers").cast(pl.Int32, strict=False),
+    pl.col("version").cast(pl.Int16, strict=False),
+    pl.col("level").cast(pl.Int16, strict=False),
+    pl.col("task").cast(pl.Int32, strict=False),
+    pl.col("opcode").cast(pl.Int16, strict=False),
+    pl.col("keywords"),
+    pl.col("record_id"),
+    pl.col("header_record_id"),
+    pl.col("process_id"),
+    pl.col("thread_id"),
+    pl.col("user_sid"),
+]
+
+
+@dataclass
+class Batch:
+    """One batch: a list per System column plus each row's undecoded payload sections."""
+
+    columns: list[list[Any]] = field(default_factory=lambda: [[] for _ in _RAW_SCHEMA])
+    payloads: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.appends = tuple(column.append for column in self.columns)
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+
+def to_frame(
+    batch: Batch,
+    seen: list[int],
+    payload: Callable[[Any], str],
+    keep: pl.Expr | None,
+    provenance: Provenance,
+    engine: Engine,
+    report: ReadReport,
+) -> pl.DataFrame:
+    """Normalize, count and filter one batch in a single polars query; flatten survivors."""
+    seen.extend(batch.columns[_HEADER_ID])
+    norm = _raw_frame(batch.columns).lazy().select(_NORMALIZE)
+    kept = norm.with_row_index("_row")
+    if keep is not None:
+        kept = kept.filter(keep)
+    kept = kept.with_columns(
+        pl.lit(provenance.source_path, pl.String).alias("source_path"),
+        pl.lit(provenance.member, pl.String).alias("member"),
+        pl.lit(provenance.file_sha256, pl.String).alias("file_sha256"),
+        pl.lit(engine, pl.String).alias("engine"),
+    )
+    stats = norm.select(
+        pl.len().alias("n"),
+        pl.col("timestamp").min().alias("lo"),
+        pl.col("timestamp").max().alias("hi"),
+    )
+    frame, counts = pl.collect_all([kept, stats])
+    n, lo, hi = counts.row(0)
+    report.records += n
+    report.records_kept += frame.height
+    if lo is not None and (report.first_ts is None or lo < report.first_ts):
+        report.first_ts = lo
+    if hi is not None and (report.last_ts is None or hi > report.last_ts):
+        report.last_ts = hi
+    rows = frame.drop_in_place("_row")
+    data = [_payload_or_issue(payload, batch, i, report) for i in rows.to_list()]
+    frame.insert_column(EVENT_COLUMNS.index("data"), pl.Series("data", data, dtype=pl.String))
+    return frame
+
+
+_INT_FIELDS = [i for i, name in enumerate(_RAW_SCHEMA) if _RAW_SCHEMA[name] == pl.Int64]
+_INT64 = range(-(2**63), 2**63)
+_GUID = list(_RAW_SCHEMA).index("guid")
+_KEYWORDS = list(_RAW_SCHEMA).index("keywords")
+_HEADER_ID = list(_RAW_SCHEMA).index("header_record_id")
+
+
+def _guid(text: str | None) -> str | None:
+    """``54849625-...-3E3B0328C30D`` or ``{...}`` -> ``{54849625-...-3e3b0328c30d}``."""
+    core = (text or "").strip().strip("{}").strip().lower()
+    return f"{{{core}}}" if core else None
+
+
+def _keywords(text: str | None) -> int | None:
+    """``0x8020000000000000`` -> the integer; anything unparseable or out of range -> null."""
+    try:
+        value = int((text or "").strip(), 16)
+    except ValueError:
+        return None
+    return value if 0 <= value < 2**64 else None
+
+
+def _by_value(column: list[Any], normalize: Callable[[Any], Any]) -> list[Any]:
+    """Normalize a column that repeats few distinct values: each value once, then look up."""
+    done = {value: normalize(value) for value in set(column)}
+    return [done[value] for value in column]
+
+
+def _raw_frame(columns: list[list[Any]]) -> pl.DataFrame:
+    """Columns -> frame. Damaged records can carry integers beyond Int64: those become null."""
+    columns = list(columns)
+    columns[_GUID] = _by_value(columns[_GUID], _guid)
+    columns[_KEYWORDS] = _by_value(columns[_KEYWORDS], _keywords)
+    try:
+        return pl.DataFrame(dict(zip(_RAW_SCHEMA, columns, strict=True)), schema=_RAW_SCHEMA)
+    except (OverflowError, TypeError, pl.exceptions.PolarsError):
+        for i in _INT_FIELDS:
+            columns[i] = [v if not isinstance(v, int) or v in _INT64 else None for v in columns[i]]
+        return pl.DataFrame(dict(zip(_RAW_SCHEMA, columns, strict=True)), schema=_RAW_SCHEMA)
+
+
+def _payload_or_issue(
+    payload: Callable[[Any], str], batch: Batch, i: int, report: ReadReport
+) -> str | None:
+    """The flat payload, or null with an issue when its bytes do not decode (row kept)."""
+    try:
+        return payload(batch.payloads[i])
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        report.issues.append(
+            ReadIssue(
+                f"payload not decoded, data left null: {exc}",
+                record_id=batch.columns[_HEADER_ID][i],
+            )
+        )
+        return None
+
+
+def rust_payload(raw: tuple[Any, Any, Any]) -> str:
+    sections = [
+        (name, decode_section(part))
+        for name, part in zip(PAYLOAD_SECTIONS, raw, strict=True)
+        if len(part)
+    ]
+    return payload_json(sections)
+
+
+def python_payload(sections: list[tuple[str, Any]]) -> str:
+    return payload_json(sections)
