@@ -153,6 +153,12 @@ def view_range(result: Correlation, settings: TimelineSettings) -> tuple[datetim
             result.context.select(pl.col("timestamp_host").alias("t")),
         ]
     ).drop_nulls()
+    if times.is_empty():  # nothing near a migration: show what the logs cover
+        times = (
+            result.machines.select(pl.concat_list("first_ts", "last_ts").alias("t"))
+            .explode("t")
+            .drop_nulls()
+        )
     if times.is_empty():
         now = result.generated_at
         return now - margin, now + margin
@@ -187,6 +193,15 @@ def timeline_figure(
         rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2], vertical_spacing=0.04
     )
     local = zone.local
+    for row in (1, 2):  # plotly draws a subplot's axes only when a trace uses them
+        fig.add_trace(
+            go.Scatter(
+                x=[zone.to_local(first), zone.to_local(last)], y=[0, 0], mode="markers",
+                marker={"opacity": 0}, hoverinfo="skip", showlegend=False,
+                meta={"lmtrace": "axis"},
+            ),
+            row=row, col=1,
+        )  # fmt: skip
     layers.add_migrations(fig, layers.span_frame(migs, local, index))
     layers.add_quarantine(fig, migs, index, local)
     layers.add_context(fig, context, index, local, model, settings.detail_max)
@@ -194,6 +209,13 @@ def timeline_figure(
     shown = blocked.join(index, on="machine", how="inner")
     width = layers.add_counts(fig, shown, local, first, last)
     layers.legend_notes(fig, result, lanes)
+    if result.migrations.is_empty():
+        fig.add_annotation(
+            text="No live migration was found in these logs: nothing to draw.<br>"
+            "report.html says which logs to collect.",
+            xref="paper", yref="paper", x=0.5, y=0.6, showarrow=False,
+            font={"size": 15, "color": "#616161"},
+        )  # fmt: skip
 
     zone_label = zone.label(first)
     n = len(lanes.keys)

@@ -288,3 +288,20 @@ def test_cli_timeline(drain: Analysis, tmp_path: Path, findings: dict) -> None:
     bad = CliRunner().invoke(app, ["timeline", str(drain.out), "--tz", "Nowhere/City"])
     assert bad.exit_code == 2
     assert "not a time zone" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_bundle_without_migrations_says_so(drain: Analysis, findings: dict) -> None:
+    result = replace(
+        drain.result,
+        migrations=drain.result.migrations.head(0),
+        blocked=drain.result.blocked.head(0),
+        context=drain.result.context.head(0),
+    )
+    fig = timeline_figure(result, MODEL, TimelineSettings())
+    assert "No live migration was found" in fig.layout.annotations[-1].text
+    assert len(fig.layout.yaxis.ticktext) == len(findings["machines"])
+    lo, hi = fig.layout.xaxis.range
+    first = min(_naive(m["first_ts"]) for m in findings["machines"])
+    last = max(_naive(m["last_ts"]) for m in findings["machines"])
+    assert lo < first and hi > last  # the logs' coverage, padded
+    assert _traces(fig, "migration") == [] and _traces(fig, "blocked") == []
