@@ -251,32 +251,35 @@ def timeline_figure(
         showgrid=False,
         fixedrange=True,
     )
-    for i in range(n):
-        fig.add_hrect(
-            y0=i - 0.5,
-            y1=i + 0.5,
-            row=1,
-            col=1,
-            line_width=0,
-            fillcolor="#f5f7fa" if i % 2 == 0 else "#ffffff",
-            layer="below",
-        )
+    # Shapes set at once: plotly's add_hrect re-validates every shape on each call.
+    shapes: list[dict] = [
+        {
+            "type": "rect", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1,
+            "y0": i - 0.5, "y1": i + 0.5, "layer": "below", "line": {"width": 0},
+            "fillcolor": "#f5f7fa" if i % 2 == 0 else "#ffffff",
+        }
+        for i in range(n)
+    ]  # fmt: skip
     if 0 < lanes.hosts < n:
-        fig.add_hline(
-            y=lanes.hosts - 0.5, row=1, col=1, line={"color": "#90a4ae", "width": 1, "dash": "dot"}
-        )
+        shapes.append(
+            {
+                "type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1,
+                "y0": lanes.hosts - 0.5, "y1": lanes.hosts - 0.5,
+                "line": {"color": "#90a4ae", "width": 1, "dash": "dot"},
+            }
+        )  # fmt: skip
     if focus.height:  # the migration zoomed on, drawn over the lane stripes
-        fig.add_vrect(
-            x0=zone.to_local(focused["start"] or focused["end"]),
-            x1=zone.to_local(
-                max(t for t in (focused["end"], focused["q_end_host"], focused["start"]) if t)
-            ),
-            fillcolor="rgba(21,101,192,0.07)",
-            line_width=0,
-            layer="below",
-            row="all",
-            col=1,
-        )
+        ends = [t for t in (focused["end"], focused["q_end_host"], focused["start"]) if t]
+        shapes += [
+            {
+                "type": "rect", "xref": "x", "yref": f"{axis} domain", "y0": 0, "y1": 1,
+                "x0": zone.to_local(focused["start"] or focused["end"]),
+                "x1": zone.to_local(max(ends)), "layer": "below", "line": {"width": 0},
+                "fillcolor": "rgba(21,101,192,0.07)",
+            }
+            for axis in ("y", "y2")
+        ]  # fmt: skip
+    fig.update_layout(shapes=shapes)
     fig.update_yaxes(
         row=2, col=1, title_text=f"blocked<br>per {width:g} s", rangemode="tozero", fixedrange=True
     )
