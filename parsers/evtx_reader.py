@@ -185,7 +185,10 @@ def _chunk_issues(path: Path, layout: FileLayout) -> list[ReadIssue]:
 
 
 class EvtxRead:
-    """Frames of one file, in batches; ``report`` is complete once iteration ends."""
+    """Frames of one file, in batches (at least one, maybe empty); iterate once.
+
+    ``report`` is complete once iteration ends.
+    """
 
     def __init__(
         self,
@@ -205,6 +208,7 @@ class EvtxRead:
         self._skipped_chunks = {i.chunk for i in self._chunk_issues}
         self._parser: Any = None
         self._seen: list[int] = []  # header ids of every record decoded (before filters)
+        self._started = False
         if settings.engine == "rust":
             try:
                 self._parser = evtx.PyEvtxParser(str(path), skip_errors=True)
@@ -216,10 +220,19 @@ class EvtxRead:
             raise UnreadableFileError(
                 str(self.path), f"{reason} (fallback to python-evtx is off)", self.provenance.member
             )
+        if not any(c.valid_magic and not c.truncated for c in self.layout.chunks):
+            raise UnreadableFileError(
+                str(self.path),
+                f"{reason}; python-evtx finds no complete chunk either",
+                self.provenance.member,
+            )
         self.report.engine = "python"
         self.report.fallback = reason
 
     def __iter__(self) -> Iterator[pl.DataFrame]:
+        if self._started:
+            raise RuntimeError("an EvtxRead can be iterated once; call read_evtx again")
+        self._started = True
         report = self.report
         report.issues.extend(self._chunk_issues)
         report.chunks_skipped += len(self._chunk_issues)

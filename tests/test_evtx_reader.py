@@ -162,13 +162,20 @@ def test_not_evtx_is_refused_by_signature_not_extension(corpus_dir: Path, tmp_pa
     assert frame.height == 101
 
 
-def test_unopenable_by_rust_falls_back_and_says_why(multi: Path, tmp_path: Path) -> None:
+def test_header_only_stub_is_unreadable_by_both_engines(multi: Path, tmp_path: Path) -> None:
+    """pyevtx-rs cannot open a cut header; the python fallback finds no chunk: one clear error."""
     stub = samples.truncated(multi, tmp_path, 2000)  # ElfFile magic, header cut short
-    frame, report = read(stub)
-    assert frame.height == 0
-    assert report.engine == "python" and report.fallback
-    with pytest.raises(UnreadableFileError, match="fallback"):
+    with pytest.raises(UnreadableFileError, match=r"\.cut2000\.evtx: pyevtx-rs.*no complete chunk"):
+        read_evtx(stub, ReadSettings(), Provenance(str(stub), None, "-"))
+    with pytest.raises(UnreadableFileError, match="fallback to python-evtx is off"):
         read_evtx(stub, ReadSettings(fallback=False), Provenance(str(stub), None, "-"))
+
+
+def test_a_read_is_iterated_once(multi: Path) -> None:
+    result = read_evtx(multi, ReadSettings(), Provenance(str(multi), None, "-"))
+    assert sum(f.height for f in result) == 1160
+    with pytest.raises(RuntimeError, match="once"):
+        list(result)
 
 
 # --- filters --------------------------------------------------------------------
