@@ -40,6 +40,8 @@ class _Element(msgspec.Struct, gc=False):
 
 
 class System(msgspec.Struct, gc=False):
+    """The System fields a row needs, as pyevtx-rs writes them (missing ones: None)."""
+
     Provider: _Element | None = None
     EventID: int | _Element | None = None
     Version: int | None = None
@@ -119,7 +121,7 @@ def add_system(batch: Batch, s: System, header_id: int) -> None:
     user_sid(s.Security.attrs.UserID if s.Security is not None else None)
 
 
-# --- batches: raw tuples -> normalized, filtered frame ------------------------
+# --- batches: System columns -> normalized, filtered frame --------------------
 
 
 _RAW_SCHEMA = {
@@ -277,6 +279,7 @@ def _payload_or_issue(
 
 
 def rust_payload(raw: tuple[Any, Any, Any]) -> str:
+    """The ``data`` text of a pyevtx-rs record from its raw payload sections."""
     sections = [
         (name, decode_section(part))
         for name, part in zip(PAYLOAD_SECTIONS, raw, strict=True)
@@ -286,4 +289,5 @@ def rust_payload(raw: tuple[Any, Any, Any]) -> str:
 
 
 def python_payload(sections: list[tuple[str, Any]]) -> str:
+    """The ``data`` text of a python-evtx record (its sections are already decoded)."""
     return payload_json(sections)
