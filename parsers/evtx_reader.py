@@ -116,7 +116,9 @@ class _ProgressMap:
         """Everything before the chunk that holds ``header_id`` is done."""
         if self._progress is None:
             return
-        for i in range(self._next, len(self._chunks)):
+        # Engines read chunks in file order: look a little ahead, never rescan the file
+        # for ids that match no chunk (damaged headers).
+        for i in range(self._next, min(self._next + 64, len(self._chunks))):
             offset, first, last = self._chunks[i]
             if first <= header_id <= last:
                 self._advance(offset)
