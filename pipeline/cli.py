@@ -30,12 +30,22 @@ from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
 from pipeline.analyze import AnalyzeSettings, correlate_store
 from pipeline.analyze import analyze as run_analyze
+from pipeline.catalog import load_catalog
 from pipeline.correlate import CorrelateSettings, Correlation, integrity, write_outputs
 from pipeline.discover import Limits
 from pipeline.export import ExportFormat, export_store
 from pipeline.ingest import ingest as run_ingest
 from pipeline.matching import MatchSettings, parse_clock_offset, read_mapping
 from pipeline.store import EventFilter, open_store, parse_utc, scan_events, scan_files
+from pipeline.timeline import (
+    TimelineSettings,
+    display_zone,
+    parse_window,
+    safe_name,
+    timeline_figure,
+    write_static,
+    write_timeline,
+)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
 
@@ -127,6 +137,13 @@ Jobs = Annotated[
         min=1,
         help="Reading processes, one file each (default: the number of CPUs).",
         show_default=False,
+    ),
+]
+DisplayTz = Annotated[
+    str,
+    typer.Option(
+        help="Zone of the times the timeline shows: UTC, an IANA name (Europe/Berlin) or "
+        "+05:30; the axis names it. Data and reports stay in UTC."
     ),
 ]
 GuestTz = Annotated[
@@ -529,6 +546,7 @@ def analyze(
     clock_offset: ClockOffsets = None,
     tolerance: Tolerance = None,
     catalog: Catalogs = None,
+    tz: DisplayTz = "UTC",
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only the verdict table, no progress bar.")
     ] = False,
@@ -541,12 +559,14 @@ def analyze(
     report. Exit code 0: every file read; 1: something unreadable (named on stderr; the verdict
     stands on the rest); 2: fatal.
     """
+    display_zone(tz)  # option errors before the work
     settings = AnalyzeSettings(
         read=ReadSettings(engine=engine.value),
         firewall=PfirewallSettings(tz=guest_tz),
         correlate=_correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
         jobs=jobs or os.cpu_count() or 1,
+        timeline=TimelineSettings(tz=tz),
     )
     columns = [TextColumn("{task.description:>12}"), BarColumn(), DownloadColumn()]
     console = Console(stderr=True)
@@ -555,6 +575,9 @@ def analyze(
     for item in analysis.ingest.problems:
         typer.echo(f"lmtrace: {item.status}: {item.where}: {item.message}", err=True)
     _print_verdict(analysis.result, out)
+    for page in ("report.html", "report.md", "timeline.html"):
+        if (out / page).is_file():
+            typer.echo(f"{page}: {out / page}")
     raise typer.Exit(analysis.exit_code)
 
 
@@ -660,10 +683,7 @@ def timeline(
             show_default=False,
         ),
     ] = None,
-    tz: Annotated[
-        str,
-        typer.Option(help="Zone of the times shown: UTC, an IANA name (Europe/Berlin) or +05:30."),
-    ] = "UTC",
+    tz: DisplayTz = "UTC",
     around: Annotated[
         str | None,
         typer.Option(help="Zoom on a migration id (M001, as in findings.json) or an ISO time."),
@@ -687,17 +707,6 @@ def timeline(
     Re-correlates the stored events, so give the same --host/--guest/--map/--clock-offset
     as to analyze. Example: lmtrace timeline out/case --around M001 --window 30s --tz +01:00
     """
-    from pipeline.catalog import load_catalog
-    from pipeline.timeline import (
-        TimelineSettings,
-        display_zone,
-        parse_window,
-        safe_name,
-        timeline_figure,
-        write_static,
-        write_timeline,
-    )
-
     display_zone(tz)  # option errors before the work
     settings = TimelineSettings(tz=tz, around=around, window_s=parse_window(window))
     store = analysis / "store" if (analysis / "store").is_dir() else analysis
