@@ -49,7 +49,14 @@ from parsers.evtx_rows import (
     rust_payload,
     to_frame,
 )
-from parsers.model import Engine, Provenance, ReadIssue, ReadReport, UnreadableFileError
+from parsers.model import (
+    Engine,
+    Provenance,
+    ReadIssue,
+    ReadReport,
+    UnreadableFileError,
+    event_predicate,
+)
 
 Progress = Callable[[int], None]
 
@@ -76,22 +83,9 @@ _MAX_RECORDS_PER_CHUNK = (CHUNK_SIZE - CHUNK_HEADER_SIZE) // 28
 
 
 def _filter_expr(settings: ReadSettings) -> pl.Expr | None:
-    conds: list[pl.Expr] = []
-    if settings.event_ids is not None:
-        conds.append(pl.col("event_id").is_in(sorted(settings.event_ids)))
-    if settings.channels is not None:
-        wanted = sorted({c.lower() for c in settings.channels})
-        conds.append(pl.col("channel").str.to_lowercase().is_in(wanted))
-    if settings.providers is not None:
-        wanted = sorted({p.lower() for p in settings.providers})
-        conds.append(pl.col("provider").str.to_lowercase().is_in(wanted))
-    if settings.since is not None:
-        conds.append(pl.col("timestamp") >= settings.since)
-    if settings.until is not None:
-        conds.append(pl.col("timestamp") <= settings.until)
-    if not conds:
-        return None
-    return pl.all_horizontal(conds).fill_null(False)
+    return event_predicate(
+        settings.event_ids, settings.channels, settings.providers, settings.since, settings.until
+    )
 
 
 # --- progress: record id -> chunk -> bytes done -------------------------------

@@ -11,6 +11,7 @@ stays the text the event carried); words for them are made late, by the report.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -78,6 +79,38 @@ FILE_SCHEMA: dict[str, pl.DataType] = {
     "lmtrace_version": pl.String(),
 }
 FILE_COLUMNS: tuple[str, ...] = tuple(FILE_SCHEMA)
+
+
+def event_predicate(
+    event_ids: Iterable[int] | None = None,
+    channels: Iterable[str] | None = None,
+    providers: Iterable[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> pl.Expr | None:
+    """The one definition of which events a filter keeps, as a polars predicate over rows.
+
+    None means "all" for each part; channel and provider names compare
+    case-insensitively, as Windows treats them; times are inclusive, aware UTC.
+    Returns None when nothing is filtered. Readers apply it before storing, the
+    store pushes it into Parquet scans: both must agree.
+    """
+    parts: list[pl.Expr] = []
+    if event_ids is not None:
+        parts.append(pl.col("event_id").is_in(sorted(event_ids)))
+    if channels is not None:
+        parts.append(
+            pl.col("channel").str.to_lowercase().is_in(sorted({c.lower() for c in channels}))
+        )
+    if providers is not None:
+        parts.append(
+            pl.col("provider").str.to_lowercase().is_in(sorted({p.lower() for p in providers}))
+        )
+    if since is not None:
+        parts.append(pl.col("timestamp") >= since)
+    if until is not None:
+        parts.append(pl.col("timestamp") <= until)
+    return pl.all_horizontal(parts).fill_null(False) if parts else None
 
 
 def empty_events() -> pl.DataFrame:

@@ -131,6 +131,14 @@ Until = Annotated[
     ),
 ]
 StorePath = Annotated[Path, typer.Argument(help="A store folder written by lmtrace ingest --out.")]
+EngineOption = Annotated[
+    EngineName,
+    typer.Option(
+        "--engine",
+        help="EVTX decoder: rust (pyevtx-rs, fast) or python (python-evtx, slow; for "
+        "cross-checks).",
+    ),
+]
 Jobs = Annotated[
     int | None,
     typer.Option(
@@ -240,13 +248,7 @@ def ingest(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Store folder to create or add to.")],
-    engine: Annotated[
-        EngineName,
-        typer.Option(
-            help="EVTX decoder: rust (pyevtx-rs, fast) or python "
-            "(python-evtx, slow; for cross-checks)."
-        ),
-    ] = EngineName.rust,
+    engine: EngineOption = EngineName.rust,
     event_id: EventIds = None,
     channel: Channels = None,
     provider: Providers = None,
@@ -535,9 +537,7 @@ def analyze(
         ),
     ],
     out: OutFolder,
-    engine: Annotated[
-        EngineName, typer.Option(help="EVTX decoder: rust (fast, default) or python (slow).")
-    ] = EngineName.rust,
+    engine: EngineOption = EngineName.rust,
     jobs: Jobs = None,
     guest_tz: GuestTz = "UTC",
     host: Hosts = None,
@@ -807,9 +807,7 @@ def batch(
     force: Annotated[
         bool, typer.Option("--force", help="Analyse again even bundles already done.")
     ] = False,
-    engine: Annotated[
-        EngineName, typer.Option(help="EVTX decoder: rust (fast, default) or python (slow).")
-    ] = EngineName.rust,
+    engine: EngineOption = EngineName.rust,
     guest_tz: GuestTz = "UTC",
     catalog: Catalogs = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -36,7 +36,13 @@ from pathlib import Path
 
 import polars as pl
 
-from parsers.model import EVENT_SCHEMA, FILE_COLUMNS, FILE_SCHEMA, LmtraceError
+from parsers.model import (
+    EVENT_SCHEMA,
+    FILE_COLUMNS,
+    FILE_SCHEMA,
+    LmtraceError,
+    event_predicate,
+)
 
 STORE_FORMAT = "lmtrace-store"
 STORE_VERSION = 1
@@ -85,20 +91,10 @@ class EventFilter:
 
     def expr(self) -> pl.Expr:
         """The filter as one polars predicate (pushed down into the Parquet scan)."""
-        parts: list[pl.Expr] = [pl.lit(True)]
-        if self.event_ids is not None:
-            parts.append(pl.col("event_id").is_in(sorted(self.event_ids)))
-        if self.channels is not None:
-            wanted = sorted({c.lower() for c in self.channels})
-            parts.append(pl.col("channel").str.to_lowercase().is_in(wanted))
-        if self.providers is not None:
-            wanted = sorted({p.lower() for p in self.providers})
-            parts.append(pl.col("provider").str.to_lowercase().is_in(wanted))
-        if self.since is not None:
-            parts.append(pl.col("timestamp") >= self.since)
-        if self.until is not None:
-            parts.append(pl.col("timestamp") <= self.until)
-        return pl.all_horizontal(parts)
+        predicate = event_predicate(
+            self.event_ids, self.channels, self.providers, self.since, self.until
+        )
+        return pl.lit(True) if predicate is None else predicate
 
     def to_json(self) -> dict[str, object]:
         """A stable, comparable form for store.json."""
