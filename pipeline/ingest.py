@@ -430,7 +430,10 @@ def _run(
     context = multiprocessing.get_context("spawn")  # fork + polars threads can deadlock
     with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
         sink = manager.Queue()
-        futures: dict[Future[_Result], _Task] = {pool.submit(_worker, t, sink): t for t in tasks}
+        # Largest files first, so that one big log does not start last and run alone;
+        # results are still yielded (and stored) in input order.
+        by_size = sorted(tasks, key=lambda t: t.source.size, reverse=True)
+        futures: dict[Future[_Result], _Task] = {pool.submit(_worker, t, sink): t for t in by_size}
         done: dict[int, _Result] = {}
         reported = [0] * len(tasks)
         next_index = 0
