@@ -9,6 +9,7 @@ with nothing new (target < 5 % of the first run's time).
 
     /work/venv/bin/python tests/benchmarks/bench_batch.py               # 200 bundles
     /work/venv/bin/python tests/benchmarks/bench_batch.py --count 20    # a quick run
+    /work/venv/bin/python tests/benchmarks/bench_batch.py --count 20 --big 300MB  # + one big bundle
 
 Bundles are written once into --workdir (default: a temporary folder) and kept
 there with --keep, so a second benchmark run skips the simulation.
@@ -36,15 +37,18 @@ from pipeline.simulate_plan import load_presets
 
 
 def _make(spec: tuple[str, int, int, Path]) -> None:
+    """Simulate one bundle unless it is there; a size too small for the scenario grows."""
     scenario, seed, size, out = spec
     if (out / "ground_truth.json").is_file():
         return
-    shutil.rmtree(out, ignore_errors=True)
-    try:
-        simulate(SimulateOptions(scenario=scenario, seed=seed, size=size), out)
-    except SimulateError:  # this scenario's logs alone are larger: keep their natural size
+    for _ in range(6):
         shutil.rmtree(out, ignore_errors=True)
-        simulate(SimulateOptions(scenario=scenario, seed=seed), out)
+        try:
+            simulate(SimulateOptions(scenario=scenario, seed=seed, size=size), out)
+            return
+        except SimulateError:  # e.g. cluster-drain's many files need more than 8 MB
+            size = int(size * 1.25)
+    raise SystemExit(f"{scenario} seed {seed}: no size up to {size} bytes fits")
 
 
 def make_bundles(root: Path, count: int, low: int, high: int, seed: int, jobs: int) -> list[Path]:
@@ -90,6 +94,20 @@ def describe(label: str, result: BatchResult, seconds: float, total_mb: float) -
     )
 
 
+def big_memory(workdir: Path, size: int, seed: int) -> None:
+    """Peak RSS of one analysis of a much larger bundle: memory must not grow with size."""
+    bundle = workdir / "big" / "quarantine-bug"
+    _make(("quarantine-bug", seed, size, bundle))
+    shutil.rmtree(workdir / "big-out", ignore_errors=True)
+    result, seconds = timed([bundle], workdir / "big-out", 1)
+    row = result.summary.row(0, named=True)
+    truth = json.loads((bundle / "ground_truth.json").read_text(encoding="utf-8"))
+    print(
+        f"one {row['bytes'] / 2**20:.0f} MB bundle: {seconds:.1f} s, peak RSS "
+        f"{row['peak_rss_mb']:.0f} MB, verdict {row['verdict']} (truth {truth['verdict']})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
@@ -98,6 +116,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="keep bundles and results here")
     parser.add_argument("--keep", action="store_true", help="do not delete --workdir's results")
+    parser.add_argument(
+        "--big", default=None, help="also analyse one bundle of this size alone, e.g. 300MB"
+    )
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lmtrace-bench-batch-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +162,8 @@ def main() -> None:
             f"second run, nothing new: {again_s:.2f} s = {again_s / two_s * 100:.2f} % of the "
             f"first --jobs 2 run (target < 5 %); {again.reused}/{len(bundles)} reused"
         )
+        if args.big:
+            big_memory(workdir, parse_size(args.big), args.seed)
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
