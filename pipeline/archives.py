@@ -1,0 +1,382 @@
+"""A customer archive may be hostile: stream its members out without traversal, links or bombs.
+
+Problem: bundles arrive as .zip / .tar / .tar.gz archives, archives inside
+archives, and one of them may be damaged or built to hurt: member names that
+climb out of the extraction folder (``../``, absolute paths), links and device
+nodes, zip bombs (huge ratios, overlapping members), archives nested without
+end. Every log inside must still be found, the rest refused with a reason the
+user can act on, nothing written outside the scratch folder, no input modified.
+
+How: archives are opened read-only and their members streamed one at a time
+into a scratch folder the caller owns, under generated names, so a member name
+is never used as a file-system path; names with ``..`` or an absolute root are
+refused anyway, because they mark a hostile archive. Each member is hashed
+while it is copied. Bombs are stopped by a total-bytes budget (also bounded by
+the free disk space), a compression-ratio limit checked on declared sizes
+before anything is written and again while streaming, and a nesting-depth
+limit. What a copied member is, and whether it is read, walked again or
+dropped, is the caller's decision (:class:`Finds`): pipeline/discover.py
+classifies files, this module only opens archives.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import itertools
+import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+COPY_BLOCK = 1 << 20
+"""How many bytes are copied or hashed at a time."""
+
+_DISK_RESERVE = 1 << 30  # never fill the disk: keep this much free while extracting
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps that keep a hostile archive from filling the disk or recursing forever.
+
+    ``max_ratio`` is judged only for members larger than ``ratio_grace_bytes``:
+    a real, nearly empty 68 KiB .evtx deflates about 400:1 (measured on the
+    public corpus), so small members cannot be judged by ratio; large ones
+    with a ratio above 200:1 carry almost no data and are the shape of a bomb.
+    """
+
+    max_depth: int = 8
+    max_total_bytes: int = 32 << 30
+    max_ratio: float = 200.0
+    ratio_grace_bytes: int = 16 << 20
+
+
+def unsafe_member_name(name: str) -> str | None:
+    """Why an archive member name is refused, or None when it is harmless."""
+    if "\x00" in name:
+        return "member name contains a NUL byte"
+    normalized = name.replace("\\", "/")
+    if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":"):
+        return "absolute member path (would be written outside the extraction folder)"
+    if ".." in normalized.split("/"):
+        return "member path with '..' (would be written outside the extraction folder)"
+    return None
+
+
+class Finds(Protocol):
+    """What an archive walk hands back to the walk over the inputs."""
+
+    def skip(
+        self,
+        source_path: str,
+        member: str | None,
+        kind: str,
+        reason: str,
+        *,
+        problem: bool,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> None:
+        """A member (or the rest of an archive) that was not extracted, and why."""
+
+    def advance(self, nbytes: int, depth: int) -> None:
+        """``nbytes`` more of an archive at nesting ``depth`` were consumed."""
+
+    def extracted(
+        self, path: Path, source_path: str, member: str, size: int, sha256: str, depth: int
+    ) -> None:
+        """A member now copied to ``path`` in scratch: keep it, walk it, or drop it."""
+
+
+class _CountingReader:
+    """A read-only file wrapper that counts the compressed bytes consumed."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self.count += len(data)
+        return data
+
+
+class _Refused(Exception):
+    """Internal: a member was refused while streaming; carries the reason."""
+
+
+@dataclass
+class ArchiveWalker:
+    """Opens archives for one discover() call and keeps its extraction budget.
+
+    ``kind_of`` is the caller's classification of a file's first bytes; it
+    tells a tar inside a gzip stream from one compressed file.
+    """
+
+    scratch: Path
+    limits: Limits
+    finds: Finds
+    kind_of: Callable[[bytes], str]
+    extracted_bytes: int = 0
+    counter: int = 0
+
+    def open(self, path: Path, kind: str, source_path: str, member: str | None, depth: int) -> None:
+        """Walk the archive at ``path``; ``kind`` is ``zip``, ``tar`` or ``gzip``."""
+        if depth > self.limits.max_depth:
+            self.finds.skip(
+                source_path,
+                member,
+                kind,
+                f"archive nested deeper than {self.limits.max_depth} levels: not opened",
+                problem=True,
+            )
+            return
+        if kind == "zip":
+            self._zip(path, source_path, member, depth)
+        elif kind == "tar" or _gzip_holds_tar(path, self.kind_of):
+            self._tar(path, source_path, member, depth)
+        else:
+            self._gzip(path, source_path, member, depth)
+
+    def _zip(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            self.finds.skip(
+                source_path, parent, "zip", f"not a readable zip archive: {e}", problem=True
+            )
+            return
+        with archive:
+            infos = [i for i in archive.infolist() if not i.is_dir()]
+            overlapping = _overlapping_members(infos)
+            for index, info in enumerate(infos):
+                member = _join(parent, info.filename)
+                reason = (
+                    unsafe_member_name(info.filename)
+                    or _zip_entry_problem(info)
+                    or (
+                        "member overlaps another member's data (a zip bomb technique)"
+                        if index in overlapping
+                        else None
+                    )
+                    or self._declared_size_problem(info.file_size, info.compress_size)
+                )
+                if reason is not None:
+                    self.finds.skip(
+                        source_path, member, "unknown", reason, problem=True, size=info.file_size
+                    )
+                else:
+                    try:
+                        with archive.open(info) as stream:
+                            self._copy_member(
+                                stream, lambda i=info: i.compress_size, source_path, member, depth
+                            )
+                    except (
+                        zipfile.BadZipFile,
+                        zlib.error,
+                        EOFError,
+                        OSError,
+                        NotImplementedError,
+                        RuntimeError,
+                    ) as e:
+                        self.finds.skip(
+                            source_path,
+                            member,
+                            "unknown",
+                            f"damaged zip member: {e}",
+                            problem=True,
+                            size=info.file_size,
+                        )
+                self.finds.advance(info.compress_size, depth)
+
+    def _tar(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
+        with path.open("rb") as f:
+            raw = _CountingReader(f)
+            try:
+                with tarfile.open(fileobj=raw, mode="r|*") as archive:  # type: ignore[call-overload]
+                    before = raw.count
+                    for info in archive:
+                        if not self._tar_member(archive, info, raw, source_path, parent, depth):
+                            self.finds.skip(
+                                source_path,
+                                parent,
+                                "tar",
+                                f"members after {info.name!r} not read: a compressed tar "
+                                "stream cannot skip a refused member without inflating it",
+                                problem=True,
+                            )
+                            return
+                        self.finds.advance(raw.count - before, depth)
+                        before = raw.count
+            except (tarfile.TarError, zlib.error, EOFError, OSError) as e:
+                self.finds.skip(
+                    source_path,
+                    parent,
+                    "tar",
+                    f"damaged tar archive (members after this point not read): {e}",
+                    problem=True,
+                )
+
+    def _tar_member(
+        self,
+        archive: tarfile.TarFile,
+        info: tarfile.TarInfo,
+        raw: _CountingReader,
+        source_path: str,
+        parent: str | None,
+        depth: int,
+    ) -> bool:
+        """Handle one tar member; False when the rest of the archive must be abandoned."""
+        if info.isdir():
+            return True
+        member = _join(parent, info.name)
+        reason = unsafe_member_name(info.name)
+        if reason is None and (info.issym() or info.islnk()):
+            reason = f"link member (to {info.linkname!r}): never extracted"
+        elif reason is None and not info.isreg():
+            reason = "device or special file member: never extracted"
+        elif reason is None and (too_big := self._budget_problem(info.size)):
+            self.finds.skip(source_path, member, "unknown", too_big, problem=True, size=info.size)
+            return False
+        if reason is not None:
+            self.finds.skip(source_path, member, "unknown", reason, problem=True, size=info.size)
+            return True
+        stream = archive.extractfile(info)
+        start = raw.count
+        if stream is None:
+            return True
+        return self._copy_member(stream, lambda: raw.count - start, source_path, member, depth)
+
+    def _gzip(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
+        """A gzip stream that is not a tar: one compressed file (``System.evtx.gz``)."""
+        name = path.name if parent is None else parent.rsplit("/", 1)[-1]
+        inner = name[:-3] if name.lower().endswith(".gz") else name + ".out"
+        member = _join(parent, inner) if parent else inner
+        with path.open("rb") as f:
+            raw = _CountingReader(f)
+            try:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as stream:  # type: ignore[arg-type]
+                    self._copy_member(stream, lambda: raw.count, source_path, member, depth)
+                self.finds.advance(raw.count, depth)
+            except (OSError, EOFError, zlib.error) as e:
+                self.finds.skip(
+                    source_path, member, "gzip", f"damaged gzip stream: {e}", problem=True
+                )
+
+    # ----- limits and copying
+
+    def _budget_problem(self, declared: int) -> str | None:
+        if self.extracted_bytes + declared > self._budget():
+            return (
+                f"extracting it would pass the extraction cap of "
+                f"{self._budget() / (1 << 30):.1f} GiB (total size or free disk space; "
+                f"--max-extract-gib raises the cap)"
+            )
+        return None
+
+    def _declared_size_problem(self, size: int, compressed: int) -> str | None:
+        limits = self.limits
+        if size > limits.ratio_grace_bytes and size > limits.max_ratio * max(compressed, 1):
+            return (
+                f"compression ratio {size / max(compressed, 1):,.0f}:1 exceeds "
+                f"{limits.max_ratio:,.0f}:1 (a zip bomb?); not extracted "
+                f"(--max-ratio raises the limit)"
+            )
+        return self._budget_problem(size)
+
+    def _budget(self) -> int:
+        free = shutil.disk_usage(self.scratch).free - _DISK_RESERVE
+        return min(self.limits.max_total_bytes, self.extracted_bytes + max(free, 0))
+
+    def _copy_member(
+        self,
+        stream: BinaryIO,
+        consumed: Callable[[], int],
+        source_path: str,
+        member: str,
+        depth: int,
+    ) -> bool:
+        """Stream one member to scratch, hashing it and enforcing the limits as it grows.
+
+        Returns False when the member was refused part-way (the stream was left
+        in the middle of it).
+        """
+        self.counter += 1
+        out = self.scratch / f"member-{self.counter:06d}"
+        digest = hashlib.sha256()
+        size = 0
+        budget = self._budget()
+        limits = self.limits
+        try:
+            with out.open("xb") as f:
+                while block := stream.read(COPY_BLOCK):
+                    size += len(block)
+                    if self.extracted_bytes + size > budget:
+                        raise _Refused(self._budget_problem(size) or "extraction cap reached")
+                    if size > limits.ratio_grace_bytes and size > limits.max_ratio * max(
+                        consumed(), 1
+                    ):
+                        raise _Refused(
+                            f"inflates more than {limits.max_ratio:,.0f}:1 while streaming "
+                            f"(a zip bomb?); stopped after {size:,} bytes "
+                            f"(--max-ratio raises the limit)"
+                        )
+                    digest.update(block)
+                    f.write(block)
+        except _Refused as refused:
+            out.unlink()
+            self.finds.skip(source_path, member, "unknown", str(refused), problem=True)
+            return False
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        self.extracted_bytes += size
+        self.finds.extracted(out, source_path, member, size, digest.hexdigest(), depth)
+        return True
+
+
+def _gzip_holds_tar(path: Path, kind_of: Callable[[bytes], str]) -> bool:
+    """Whether a gzip stream decompresses to a tar archive (looks at its first block)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            return kind_of(f.read(512)) == "tar"
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def _zip_entry_problem(info: zipfile.ZipInfo) -> str | None:
+    mode = info.external_attr >> 16
+    if info.create_system == 3 and stat.S_IFMT(mode):  # made on Unix: high bits are st_mode
+        if stat.S_ISLNK(mode):
+            return "symbolic link member: never extracted"
+        if not stat.S_ISREG(mode):
+            return "device or special file member: never extracted"
+    if info.flag_bits & 0x1:
+        return "encrypted member: cannot be read"
+    return None
+
+
+def _overlapping_members(infos: list[zipfile.ZipInfo]) -> set[int]:
+    """Indexes of members whose data starts inside another member's data.
+
+    In an honest zip each member's local header lies past the previous
+    member's compressed bytes; overlapping members let a few kilobytes
+    inflate to petabytes.
+    """
+    ordered = sorted(range(len(infos)), key=lambda i: infos[i].header_offset)
+    overlapping: set[int] = set()
+    for before, after in itertools.pairwise(ordered):
+        start = infos[before].header_offset
+        if infos[after].header_offset < start + infos[before].compress_size:
+            overlapping.update((before, after))
+    return overlapping
+
+
+def _join(parent: str | None, name: str) -> str:
+    name = name.replace("\\", "/").lstrip("/")
+    return f"{parent}/{name}" if parent else name
