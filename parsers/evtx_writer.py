@@ -11,15 +11,14 @@ per distinct payload layout) is defined once per chunk, inline in the first
 record that uses it; later records in the chunk refer to it by offset.
 
 Records are shaped as in Windows' own Security logs (checked byte by byte
-against the public corpus): an Event template whose System values are
-optional substitutions in Windows' slot order (Level, Opcode, Task, EventID,
-Qualifiers, Keywords, TimeCreated, ActivityID, ProcessID, ThreadID,
-EventRecordID, Version, UserID, RelatedActivityID, Provider Name, Provider
-Guid, Channel), Computer as literal text, and slot 17 holding the payload as a
-nested binary XML value: its own template instance (EventData's Data elements,
-or UserData's wrapper) with its own typed values. A NULL optional value makes
-readers drop the attribute, which is how Windows leaves out Qualifiers, UserID
-and the provider GUID. Records are padded to 8 bytes, as Windows pads them.
+against the public corpus): the templates are defined in
+parsers/evtx_templates.py; this module fills the Event template's System
+values in Windows' slot order (Level, Opcode, Task, EventID, Qualifiers,
+Keywords, TimeCreated, ActivityID, ProcessID, ThreadID, EventRecordID,
+Version, UserID, RelatedActivityID, Provider Name, Provider Guid, Channel),
+NULL where Windows leaves a value out, and puts the payload in slot 17 as a
+nested binary XML value: its own template instance with its own typed values.
+Records are padded to 8 bytes, as Windows pads them.
 
 Writing is streaming: one chunk is built in memory at a time, so memory stays
 bounded whatever the file size. The same events always give the same bytes.
@@ -46,7 +45,6 @@ from parsers.binxml import (
     TEMPLATE_BUCKETS,
     Element,
     NameTable,
-    Sub,
     Token,
     Typed,
     ValueType,
@@ -56,8 +54,6 @@ from parsers.binxml import (
     encode_template,
     filetime,
     infer_type,
-    template_bucket,
-    template_guid,
     template_instance,
 )
 from parsers.evtx_layout import (
@@ -71,11 +67,29 @@ from parsers.evtx_layout import (
     crc32,
     pack_record_header,
 )
+from parsers.evtx_templates import (
+    EVENT_NAMESPACE,
+    PAYLOAD_SLOT,
+    Template,
+    event_root,
+    new_template,
+    payload_root,
+)
+
+__all__ = [
+    "EVENT_NAMESPACE",
+    "Damage",
+    "EventSpec",
+    "EvtxWriter",
+    "PayloadValue",
+    "UserDataSpec",
+    "WriteOptions",
+    "WriteStats",
+    "write_evtx",
+]
 
 PayloadValue = str | int | bool | bytes | uuid.UUID | datetime | Typed
 """A payload value; plain values get a default type (:func:`parsers.binxml.infer_type`)."""
-
-EVENT_NAMESPACE = "http://schemas.microsoft.com/win/2004/08/events/event"
 
 _U8, _U16, _U32, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<I", "<Q"))
 _BAD_CHUNK_MAGIC = b"ElfChnX\x00"
@@ -151,21 +165,6 @@ class WriteStats:
     bytes: int
 
 
-@dataclass(frozen=True)
-class _Template:
-    """A template as used in any chunk: its tree, the id and GUID, its table bucket."""
-
-    root: Element
-    guid: uuid.UUID
-    template_id: int
-    bucket: int
-
-
-def _template(key: object, root: Element) -> _Template:
-    guid = template_guid(key)
-    return _Template(root, guid, _U32.unpack(guid.bytes_le[:4])[0], template_bucket(guid))
-
-
 class _Chunk:
     """The chunk being filled: its records, names and templates so far."""
 
@@ -184,95 +183,11 @@ class _Chunk:
         return CHUNK_HEADER_SIZE + len(self.records)
 
 
-# The event template's substitution slots, in the order Windows numbers them.
-_LEVEL, _OPCODE, _TASK, _EVENT_ID, _QUALIFIERS, _KEYWORDS, _TIME, _ACTIVITY = range(8)
-_PID, _TID, _RECORD_ID, _VERSION, _USER, _RELATED, _PROVIDER, _PROVIDER_GUID = range(8, 16)
-_CHANNEL, _PAYLOAD = 16, 17
 _NULL = (ValueType.NULL, b"")
 _first, _second = operator.itemgetter(0), operator.itemgetter(1)
 _INSTANCE_SIZE = 10  # template instance token: token, 1, template id, definition offset
-_SUBS_HEAD = 4 + 4 * (_PAYLOAD + 1)  # value count and the 18 descriptors, with a payload
+_SUBS_HEAD = 4 + 4 * (PAYLOAD_SLOT + 1)  # value count and the 18 descriptors, with a payload
 _RECORD_ALIGN = 8  # Windows pads records to 8 bytes
-
-
-def _opt(index: int, vtype: ValueType) -> Sub:
-    return Sub(index, vtype, optional=True)
-
-
-def _event_root(computer: str, payload: bool) -> Element:
-    """The Event template Windows uses: every value optional, Computer literal, payload nested.
-
-    Read off Windows' own Security logs: System values are optional
-    substitutions (NULL ones drop their attribute or element), Provider name
-    and GUID and Channel are substitutions, Computer is literal text, and
-    EventData/UserData arrive as one binary XML value with its own template.
-    """
-    return Element(
-        "Event",
-        (("xmlns", EVENT_NAMESPACE),),
-        (
-            Element(
-                "System",
-                children=(
-                    Element(
-                        "Provider",
-                        (
-                            ("Name", _opt(_PROVIDER, ValueType.STRING)),
-                            ("Guid", _opt(_PROVIDER_GUID, ValueType.GUID)),
-                        ),
-                    ),
-                    Element(
-                        "EventID",
-                        (("Qualifiers", _opt(_QUALIFIERS, ValueType.UINT16)),),
-                        (_opt(_EVENT_ID, ValueType.UINT16),),
-                    ),
-                    Element("Version", children=(_opt(_VERSION, ValueType.UINT8),)),
-                    Element("Level", children=(_opt(_LEVEL, ValueType.UINT8),)),
-                    Element("Task", children=(_opt(_TASK, ValueType.UINT16),)),
-                    Element("Opcode", children=(_opt(_OPCODE, ValueType.UINT8),)),
-                    Element("Keywords", children=(_opt(_KEYWORDS, ValueType.HEXINT64),)),
-                    Element("TimeCreated", (("SystemTime", _opt(_TIME, ValueType.FILETIME)),)),
-                    Element("EventRecordID", children=(_opt(_RECORD_ID, ValueType.UINT64),)),
-                    Element(
-                        "Correlation",
-                        (
-                            ("ActivityID", _opt(_ACTIVITY, ValueType.GUID)),
-                            ("RelatedActivityID", _opt(_RELATED, ValueType.GUID)),
-                        ),
-                    ),
-                    Element(
-                        "Execution",
-                        (
-                            ("ProcessID", _opt(_PID, ValueType.UINT32)),
-                            ("ThreadID", _opt(_TID, ValueType.UINT32)),
-                        ),
-                    ),
-                    Element("Channel", children=(_opt(_CHANNEL, ValueType.STRING),)),
-                    Element("Computer", children=(computer,)),
-                    Element("Security", (("UserID", _opt(_USER, ValueType.SID)),)),
-                ),
-            ),
-            # libevtx cannot render a NULL payload, so payload-less events leave the slot out.
-            *((_opt(_PAYLOAD, ValueType.BINXML),) if payload else ()),
-        ),
-    )
-
-
-def _payload_root(event: EventSpec, types: tuple[ValueType, ...]) -> Element:
-    """The payload template: EventData's named Data elements, or UserData's wrapper."""
-    if event.event_data is not None:
-        data = tuple(
-            Element("Data", (("Name", name),), (Sub(i, types[i]),))
-            for i, (name, _) in enumerate(event.event_data)
-        )
-        return Element("EventData", children=data)
-    ud = event.user_data
-    assert ud is not None  # only called for events with a payload
-    fields = tuple(
-        Element(name, children=(Sub(i, types[i]),)) for i, (name, _) in enumerate(ud.fields)
-    )
-    attrs = (("xmlns", ud.namespace),) if ud.namespace is not None else ()
-    return Element("UserData", children=(Element(ud.element, attrs, fields),))
 
 
 def _payload_fields(event: EventSpec) -> tuple[tuple[str, PayloadValue], ...]:
@@ -288,7 +203,7 @@ class _Payload:
     """A payload ready to place: its template and its substitution array."""
 
     key: object
-    template: _Template
+    template: Template
     subs: bytes
 
 
@@ -305,7 +220,7 @@ class EvtxWriter:
         self._chunk = _Chunk()
         self._chunk_ends: list[int] = []  # last record id of each written chunk
         self._next_id = 1
-        self._templates: dict[object, _Template] = {}
+        self._templates: dict[object, Template] = {}
         self._strings: dict[str, bytes] = {}
         self._stats: WriteStats | None = None
 
@@ -330,7 +245,7 @@ class EvtxWriter:
         system = self._system_values(event, record_id)
         payload = self._payload(event)
         outer_key = ("Event", event.computer, payload is not None)
-        outer = self._template(outer_key, lambda: _event_root(event.computer, payload is not None))
+        outer = self._template(outer_key, lambda: event_root(event.computer, payload is not None))
         written = filetime(event.timestamp)
         cap = self._options.max_records_per_chunk
         if cap is not None and self._chunk.count >= cap:
@@ -370,13 +285,13 @@ class EvtxWriter:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _template(self, key: object, build: Callable[[], Element]) -> _Template:
+    def _template(self, key: object, build: Callable[[], Element]) -> Template:
         """The template for ``key``, built once per writer (bounded cache)."""
         template = self._templates.get(key)
         if template is None:
             if len(self._templates) >= _CACHE_LIMIT:
                 self._templates.clear()
-            template = _template(key, build())
+            template = new_template(key, build())
             self._templates[key] = template
         return template
 
@@ -443,7 +358,8 @@ class EvtxWriter:
         key = (
             (names, None, types) if ud is None else (None, (ud.element, ud.namespace, names), types)
         )
-        template = self._template(key, lambda: _payload_root(event, types))
+        wrapper = None if ud is None else (ud.element, ud.namespace)
+        template = self._template(key, lambda: payload_root(names, wrapper, types))
         if ValueType.SIZE_T in types:
             # Windows declares SizeT in the template and stores the value as HexInt64.
             values = [(ValueType.HEXINT64 if t == ValueType.SIZE_T else t, d) for t, d in values]
@@ -452,7 +368,7 @@ class EvtxWriter:
     def _define(
         self,
         key: object,
-        template: _Template,
+        template: Template,
         offset: int,
         names: NameTable,
         buckets: list[int],
@@ -472,7 +388,7 @@ class EvtxWriter:
     def _record(
         self,
         outer_key: object,
-        outer: _Template,
+        outer: Template,
         system: list[tuple[int, bytes]],
         payload: _Payload | None,
         record_id: int,
