@@ -200,7 +200,7 @@ def correlate(
     )
     assessed = findings.assess(table, facts, catalog).sort("migration_id")
     context = _context(tagged, roles, offsets, assessed, model.blocked_kinds, model.window_max_s)
-    summary = findings.summarize(assessed, roles, catalog)
+    summary = findings.summarize(assessed, roles, netvsc, catalog)
     return Correlation(
         machines=roles,
         coverage=cover,

@@ -187,6 +187,31 @@ def bundle_verdict(assessed: pl.DataFrame) -> str:
     return next((v for v in VERDICTS if v in present), "inconclusive")
 
 
+def _unexplained(triggers: pl.DataFrame) -> list[str]:
+    """One line per guest that logged network changes no migration explains."""
+    return (
+        triggers.group_by("machine")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("timestamp").min().alias("first"),
+            pl.col("timestamp").max().alias("last"),
+        )
+        .sort("machine")
+        .select(
+            pl.format(
+                "{} logged {} network-change event(s) (Netvsc 14) between {} and {} UTC that"
+                " no migration in the bundle explains",
+                "machine",
+                "n",
+                pl.col("first").dt.strftime("%Y-%m-%d %H:%M:%S"),
+                pl.col("last").dt.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+        )
+        .to_series()
+        .to_list()
+    )
+
+
 @dataclass(frozen=True)
 class Summary:
     """Everything the renderers need, computed once (habit 9: one source, many renderers)."""
@@ -197,8 +222,15 @@ class Summary:
     remediation: list[dict[str, object]]
 
 
-def summarize(assessed: pl.DataFrame, machines: pl.DataFrame, catalog: Catalog) -> Summary:
-    """Bundle verdict, the reasons behind it, what to collect, and what to do."""
+def summarize(
+    assessed: pl.DataFrame, machines: pl.DataFrame, triggers: pl.DataFrame, catalog: Catalog
+) -> Summary:
+    """Bundle verdict, the reasons behind it, what to collect, and what to do.
+
+    ``triggers`` holds the guests' network-change events (``machine``,
+    ``timestamp``): without any migration they are all a bundle can show, and
+    the engineer should see them rather than a bare "nothing found".
+    """
     verdict = bundle_verdict(assessed)
     reasons = assessed.filter(pl.col("verdict") == verdict)["reason"].to_list()
     hint_ids = set(assessed["collect"].explode().drop_nulls().to_list())
@@ -208,6 +240,7 @@ def summarize(assessed: pl.DataFrame, machines: pl.DataFrame, catalog: Catalog) 
             "no live migration was found in the bundle"
             + ("" if hosts else " (no Hyper-V host logged migration events)")
         ]
+        reasons += _unexplained(triggers)
         hint_ids.add("host-vmms")
     collect = [
         {"id": h.id, "when": h.when, "how": h.how} for h in catalog.collect if h.id in hint_ids

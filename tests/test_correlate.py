@@ -172,6 +172,8 @@ def test_missing_logs_are_inconclusive_with_what_to_collect(
     result = _analyse(tmp_path, bundle)
     assert result.summary.verdict == "inconclusive", result.summary.reasons
     assert hint in {c["id"] for c in result.summary.collect}
+    if hint == "host-vmms":  # the guest's own evidence is still shown
+        assert any("app-vm01 logged 1 network-change event" in r for r in result.summary.reasons)
 
 
 def test_missing_security_never_hides_the_bug(tmp_path: Path) -> None:
