@@ -301,6 +301,14 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
         if rows
         else "<p>No live migration was found in the bundle.</p>"
     )
+    if rows:
+        parts.append(
+            '<p class="meta">Guest clock offset: the guest clock minus the host clock. An'
+            " estimated offset is read from when the guest logged the network change after"
+            " each completion, so it includes the guest's notification delay (typically under"
+            " a second); quarantine durations are measured on the guest clock alone and do"
+            " not depend on it.</p>"
+        )
     # evidence
     parts.append('<h2 id="evidence">Evidence</h2>')
     for m in migs:
