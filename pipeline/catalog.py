@@ -383,16 +383,40 @@ def _entries_frame(catalog: Catalog) -> pl.DataFrame:
     )
 
 
+TAGGED_EVENT_COLUMNS = (
+    "timestamp",
+    "computer",
+    "channel",
+    "provider",
+    "event_id",
+    "record_id",
+    "header_record_id",
+    "source_path",
+    "member",
+    "file_sha256",
+)
+"""The event columns a tagged row keeps: when, where, what, and the evidence pointer.
+
+The payload text is dropped once its named values are extracted: on a busy
+server it is most of the bytes, and nothing after tagging reads it.
+"""
+
+
 def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
     """Keep the events the catalog knows, with their ``kind``, ``side`` and named columns.
 
-    Every column declared in the catalog is present (null where an entry does not
-    map it), plus ``inbound`` (bool, from the ``[directions]`` table) and
-    ``confidence`` of the entry. Rows are partitioned by field mapping so that
-    each row's payload is searched only for the names its own entry maps.
+    Rows keep ``TAGGED_EVENT_COLUMNS``; every column declared in the catalog is
+    present (null where an entry does not map it), plus ``inbound`` (bool, from the
+    ``[directions]`` table) and ``confidence`` of the entry. Rows are partitioned by
+    field mapping so that each row's payload is searched only for the names its own
+    entry maps.
     """
     joined = (
-        events.with_columns(pl.col("provider").str.to_lowercase().alias("_prov"))
+        events.select(*TAGGED_EVENT_COLUMNS, "data")
+        # Known event ids first: pushed into the scan, so payloads of the other events
+        # (most of a busy server's log) are never held in memory.
+        .filter(pl.col("event_id").is_in(sorted({e.event_id for e in catalog.events})))
+        .with_columns(pl.col("provider").str.to_lowercase().alias("_prov"))
         .join(_entries_frame(catalog).lazy(), on=["_prov", "event_id"], how="inner")
         .filter(
             pl.col("_entry_channel").is_null()
@@ -416,15 +440,18 @@ def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
     # Materialize the join once; each partition then searches only its own payload names.
     joined_rows = joined.with_columns(
         pl.col("_entry").replace_strict(group_of, return_dtype=pl.Int32).alias("_group")
-    ).collect()
-    partitions = joined_rows.partition_by("_group", as_dict=True)
+    ).collect(engine="streaming")
+    groups_present = joined_rows["_group"].unique().sort().to_list()
+    # One group at a time, dropping its payload text as soon as its values are out.
     parts = [
-        part.lazy().with_columns(
-            [_payload_value(key).alias(column) for column, key in mappings[group]]
-        )
-        for (group,), part in partitions.items()
-    ] or [joined_rows.lazy()]
-    present = {column for (group,) in partitions for column, _ in mappings[group]}
+        joined_rows.filter(pl.col("_group") == group)
+        .with_columns([_payload_value(key).alias(column) for column, key in mappings[group]])
+        .drop("data")
+        .lazy()
+        for group in groups_present
+    ] or [joined_rows.drop("data").lazy()]
+    del joined_rows
+    present = {column for group in groups_present for column, _ in mappings[group]}
     confidence = pl.DataFrame(
         {
             "_entry": list(range(len(catalog.events))),

@@ -39,6 +39,8 @@ def attribute_unnamed(events: pl.LazyFrame) -> pl.LazyFrame:
     else of its grandparent; ``lmtrace ingest --firewall-computer`` names it
     outright. Rows with no named neighbour keep a null computer and match nothing.
     """
+    if events.filter(pl.col("computer").is_null()).select(pl.len()).collect().item() == 0:
+        return events  # the usual case: one cheap scan of one column, nothing to attribute
     location = pl.coalesce(
         pl.concat_str("source_path", pl.lit("!"), "member"), pl.col("source_path")
     )
