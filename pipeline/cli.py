@@ -30,6 +30,7 @@ from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
 from pipeline.analyze import AnalyzeSettings, correlate_store
 from pipeline.analyze import analyze as run_analyze
+from pipeline.batch import BatchSettings, run_batch
 from pipeline.catalog import load_catalog
 from pipeline.correlate import CorrelateSettings, Correlation, integrity, write_outputs
 from pipeline.discover import Limits
@@ -824,7 +825,6 @@ def batch(
     are reused. Exit code 0: every bundle read in full; 1: a bundle failed or was partly
     unreadable (the others are done); 2: fatal.
     """
-    from pipeline.batch import BatchSettings, run_batch  # needs psutil, which only batch uses
 
     settings = BatchSettings(
         analyze=AnalyzeSettings(
