@@ -47,6 +47,22 @@ class GuestFacts:
 
 Rule = tuple[pl.Expr, str, pl.Expr, list[str]]
 
+_END_WORDS = {
+    "timeout-bracketed": "the safety timeout (between the last drop and the first allowed)",
+    "inferred-timeout": "nothing: no classification followed, so the safety timeout applies",
+    "allowed-inbound": "inbound traffic being allowed again",
+    "last-drop": "the last drop (nothing logged why)",
+}
+
+
+def _end_words() -> pl.Expr:
+    """What closed a window, in words; classification events by their catalog kind."""
+    return pl.col("end_evidence").replace_strict(
+        _END_WORDS,
+        default=pl.concat_str(pl.lit("network classification ("), "end_evidence", pl.lit(")")),
+        return_dtype=pl.String,
+    )
+
 
 def _rule_table(catalog: Catalog) -> tuple[list[Rule], pl.Expr]:
     """(condition, verdict, reason, hints to collect) in order; the first true one applies.
@@ -103,7 +119,7 @@ def _rule_table(catalog: Catalog) -> tuple[list[Rule], pl.Expr]:
                 pl.col("q_duration_s").round(1),
                 pl.col("blocked_inbound"),
                 pl.col("quarantine_class"),
-                pl.col("end_evidence"),
+                _end_words(),
             ),
             [],
         ),
@@ -115,7 +131,7 @@ def _rule_table(catalog: Catalog) -> tuple[list[Rule], pl.Expr]:
                 pl.col("machine"),
                 pl.col("quarantine_class"),
                 pl.col("q_duration_s").round(1),
-                pl.col("end_evidence"),
+                _end_words(),
                 pl.col("blocked_inbound"),
             ),
             [],
