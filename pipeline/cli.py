@@ -66,6 +66,10 @@ app = typer.Typer(
     name="lmtrace",
     cls=_Commands,
     help="Did a Hyper-V live migration cut this VM off the network? Evidence from .evtx bundles.",
+    epilog="Start with: lmtrace analyze BUNDLE --out OUT  (BUNDLE: the .evtx logs exported from "
+    "the Hyper-V hosts and the guest, as folders or archives). It prints a verdict per migration "
+    "and writes report.html, timeline.html and findings.json. Try: lmtrace analyze "
+    "examples/bundles/quarantine-bug --out out/qb",
     no_args_is_help=True,
 )
 
