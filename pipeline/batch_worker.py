@@ -76,6 +76,24 @@ class BundleTask:
     row: dict[str, Any]
 
 
+ALLOCATOR_CONF = "_RJEM_MALLOC_CONF"
+RETURN_FREED_MEMORY = "dirty_decay_ms:0,muzzy_decay_ms:0"
+
+
+def child_environment() -> dict[str, str]:
+    """The analysis child's environment: polars' allocator returns freed memory at once.
+
+    polars allocates through jemalloc, which by default keeps freed pages for a
+    while; between the ingest and the correlation steps those pages count in
+    the child's resident memory and against the memory cap. Measured on a 300 MB
+    bundle: peak 627 MB by default, 458 MB with freed pages returned at once, and
+    no slower. polars reads the setting when it loads (appending it to its own
+    defaults) and rewrites the variable in every process that imported it, so the
+    child gets ours outright.
+    """
+    return {**os.environ, ALLOCATOR_CONF: RETURN_FREED_MEMORY}
+
+
 def run_bundle(task: BundleTask) -> dict[str, Any]:
     """Analyse one bundle in a watched child process; return its summary row.
 
@@ -94,6 +112,7 @@ def run_bundle(task: BundleTask) -> dict[str, Any]:
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            env=child_environment(),
         )
         assert child.stdin is not None
         child.stdin.write(pickle.dumps(child_task))
