@@ -51,6 +51,7 @@ class ModelParams:
     netvsc_lag_max_s: float = 10.0
     max_clock_offset_s: float = 600.0
     tolerance_s: float = 3.0
+    clock_jump_max_s: float = 120.0
     window_max_s: float = 60.0
     migration_max_s: float = 3600.0
     terminal_merge_s: float = 120.0

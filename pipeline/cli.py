@@ -612,6 +612,13 @@ def simulate(
     guest_clock_drift: Annotated[
         float, typer.Option(help="Guest clock drift against the host, ppm.")
     ] = 0.0,
+    guest_clock_jump: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the guest clock steps when it resumes after each migration "
+            "(a time-sync correction on the new host)."
+        ),
+    ] = 0.0,
     name_mismatch: Annotated[
         bool,
         typer.Option(help="Guests log host names unlike their VM names (SQLPROD7.corp...; FQDNs)."),
@@ -656,6 +663,7 @@ def simulate(
     options = SimulateOptions(
         scenario=scenario, seed=seed, hosts=hosts, vms=vms, migrations=migrations,
         guest_clock_offset=guest_clock_offset, guest_clock_drift=guest_clock_drift,
+        guest_clock_jump=guest_clock_jump,
         name_mismatch=name_mismatch, load=load, noise=noise, guest_tz=guest_tz,
         pfirewall=pfirewall, size=size_bytes, start=parse_utc(start, "--start"),
         ws2022_guests=ws2022_guests,

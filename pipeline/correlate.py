@@ -38,6 +38,7 @@ WINDOW_COLUMNS = (
     "quarantine_default_drops",
     "trigger_ref",
     "end_ref",
+    "trigger_match",
 )
 
 
@@ -195,7 +196,10 @@ def correlate(
     )
     facts = _guest_facts(cover, tagged, catalog)
     windows, blocked = quarantine.measure(found, guest_events, facts.end_logged, model)
-    table = pairs.join(windows.select(WINDOW_COLUMNS), on="migration_id", how="left").with_columns(
+    window_columns = windows.select(
+        *WINDOW_COLUMNS, pl.col("clock_offset_s").alias("window_offset_s")
+    )
+    table = pairs.join(window_columns, on="migration_id", how="left").with_columns(
         pl.col("blocked_inbound", "blocked_tcp", "blocked_udp", "blocked_other").fill_null(0)
     )
     assessed = findings.assess(table, facts, catalog).sort("migration_id")

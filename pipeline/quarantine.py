@@ -19,6 +19,8 @@ Which kinds open, close and fill a window comes from the catalog's ``[model]``.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import polars as pl
 
 from pipeline.catalog import ModelParams
@@ -69,14 +71,22 @@ def find_windows(
 
     ``pairs`` holds ``migration_id``, ``machine``, ``end`` (host clock) and
     ``clock_offset_s``; ``guest_events`` are tagged events of guests with ``machine``.
+
+    The trigger is looked for where the guest's offset puts it (within the
+    tolerance, allowing the notification lag). A migration left without one then
+    takes the nearest unclaimed trigger within ``clock_jump_max_s``: the guest
+    clock can step when it resumes on the new host, and then that migration's own
+    offset (``clock_offset_s`` of the window, ``trigger_match`` = ``clock-jump``)
+    places its window on the host clock.
     """
     triggers = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds)).select(
         "machine", pl.col("timestamp").alias("q0"), pl.struct(*REF, "kind").alias("trigger_ref")
     )
+    candidates = pairs.filter(
+        pl.col("end").is_not_null() & pl.col("clock_offset_s").is_not_null()
+    ).with_columns(_shift("end", "clock_offset_s").alias("expected"))
     located = (
-        pairs.filter(pl.col("end").is_not_null() & pl.col("clock_offset_s").is_not_null())
-        .with_columns(_shift("end", "clock_offset_s").alias("expected"))
-        .with_columns(
+        candidates.with_columns(
             (pl.col("expected") - pl.duration(microseconds=tolerance_s * 1e6)).alias("_lo")
         )
         .sort("_lo")
@@ -90,9 +100,36 @@ def find_windows(
         )
     )
     reach = tolerance_s + model.netvsc_lag_max_s
-    return located.filter(
+    near = located.filter(
         pl.col("q0").is_not_null() & (_seconds(pl.col("q0") - pl.col("expected")) <= reach)
     ).drop("_lo")
+    unclaimed = triggers.join(near.select("machine", "q0"), on=["machine", "q0"], how="anti")
+    jumped = (
+        candidates.join(near.select("migration_id"), on="migration_id", how="anti")
+        .sort("expected")
+        .join_asof(
+            unclaimed.sort("q0"),
+            left_on="expected",
+            right_on="q0",
+            by="machine",
+            strategy="nearest",
+            tolerance=timedelta(seconds=model.clock_jump_max_s + reach),
+            check_sortedness=False,
+        )
+        .filter(pl.col("q0").is_not_null())
+        .with_columns(
+            (pl.col("clock_offset_s") + _seconds(pl.col("q0") - pl.col("expected"))).alias(
+                "clock_offset_s"
+            )
+        )
+    )
+    return pl.concat(
+        [
+            near.with_columns(pl.lit("offset").alias("trigger_match")),
+            jumped.with_columns(pl.lit("clock-jump").alias("trigger_match")),
+        ],
+        how="diagonal_relaxed",
+    )
 
 
 def _without_duplicate_sources(guest_events: pl.DataFrame, model: ModelParams) -> pl.DataFrame:

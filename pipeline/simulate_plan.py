@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
@@ -130,6 +130,7 @@ class SimulateOptions:
     migrations: int | None = None
     guest_clock_offset: float = 0.0  # seconds, guest clock minus host clock at --start
     guest_clock_drift: float = 0.0  # ppm
+    guest_clock_jump: float = 0.0  # seconds the guest clock steps at each migration's resume
     name_mismatch: bool = False
     load: float | None = None
     noise: float | None = None
@@ -160,6 +161,8 @@ class Machine:
     vmid: str | None = None  # lower case, no braces
     clock_offset_s: float = 0.0
     clock_drift_ppm: float = 0.0
+    clock_jump_s: float = 0.0  # the clock steps by this much at each instant of clock_jumps_us
+    clock_jumps_us: tuple[int, ...] = ()  # host times of the steps (migration resumes)
     time_zone: str = "UTC"
     os: str = "Windows Server 2016"
     ws2022: bool = False
@@ -172,7 +175,8 @@ class Machine:
     def guest_us(self, host_us: int) -> int:
         """What this machine's own clock shows at host time ``host_us``."""
         drift = self.clock_drift_ppm * (host_us - self.start_us) / US
-        return host_us + round(self.clock_offset_s * US + drift)
+        steps = sum(1 for at in self.clock_jumps_us if at <= host_us)
+        return host_us + round((self.clock_offset_s + steps * self.clock_jump_s) * US + drift)
 
 
 @dataclass(frozen=True)
@@ -504,11 +508,42 @@ def _attempts(
     return tuple(out)
 
 
+def _clock_jumps(
+    guests: tuple[Machine, ...], migrations: tuple[Migration, ...], jump_s: float
+) -> tuple[tuple[Machine, ...], tuple[Migration, ...]]:
+    """Guests whose clock steps by ``jump_s`` when they resume after each completed migration.
+
+    A time-sync correction on the new host moves the guest clock at once; events
+    logged after the resume (the network change first) carry the new time.
+    """
+    if not jump_s:
+        return guests, migrations
+    moved = {
+        g.name: replace(
+            g,
+            clock_jump_s=jump_s,
+            clock_jumps_us=tuple(
+                sorted(
+                    m.blackout_end_us
+                    for m in migrations
+                    if m.guest.name == g.name and m.status == "completed"
+                )
+            ),
+        )
+        for g in guests
+    }
+    return (
+        tuple(moved[g.name] for g in guests),
+        tuple(replace(m, guest=moved[m.guest.name]) for m in migrations),
+    )
+
+
 def plan_incident(preset: Preset, options: SimulateOptions, rng: random.Random) -> Plan:
     """Decide the whole incident from the resolved preset and the options."""
     hosts, guests = _machines(preset, options, rng)
     begin = to_us(options.start) + round(rng.uniform(600.0, 660.0) * US)
     migrations = _migrations(preset, hosts, guests, begin, rng)
+    guests, migrations = _clock_jumps(guests, migrations, options.guest_clock_jump)
     reactions = _reactions(preset, migrations, rng)
     attempts = _attempts(preset, migrations, reactions, rng)
     last = max([m.end_us for m in migrations] + [a.time_us for a in attempts] + [begin])

@@ -120,6 +120,7 @@ def machines(plan: Plan) -> list[dict[str, object]]:
         entry |= {
             "clock_offset_s": m.clock_offset_s,
             "clock_drift_ppm": m.clock_drift_ppm,
+            "clock_jump_s": m.clock_jump_s,
             "time_zone": m.time_zone,
         }
         out.append(entry)

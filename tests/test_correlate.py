@@ -112,6 +112,23 @@ def test_cluster_drain_with_mismatched_names_and_drift(tmp_path: Path, seed: int
     assert set(result.migrations["match_method"].drop_nulls()) <= {"name", "timing"}
 
 
+def test_guest_clock_that_steps_at_each_resume(tmp_path: Path) -> None:
+    """The guest clock jumps 25 s at every resume: later triggers are far from the offset."""
+    options = SimulateOptions(
+        scenario="quarantine-bug", seed=41, migrations=3, guest_clock_jump=25.0, noise=60.0
+    )
+    bundle, truth = _bundle(tmp_path, options)
+    assert len(truth["migrations"]) == 3
+    result = _analyse(tmp_path, bundle)
+    check_against_truth(result, truth)
+    assert "clock-jump" in set(result.migrations["trigger_match"].drop_nulls())
+    # Each window sits on the host clock right after its own completion.
+    gaps = result.migrations.select(
+        ((pl.col("q0_host") - pl.col("end")).dt.total_microseconds() / 1e6).alias("gap")
+    )["gap"]
+    assert gaps.is_between(0.0, 2.0).all(), gaps.to_list()
+
+
 def test_estimated_clock_offset_is_reported_and_close(tmp_path: Path) -> None:
     bundle, _ = _bundle(
         tmp_path, SimulateOptions(scenario="quarantine-bug", seed=4, guest_clock_offset=-90.0)
