@@ -8,6 +8,7 @@ inside ``OUT``; the inputs are only read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from parsers.evtx_reader import ReadSettings
+from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
 from pipeline.catalog import load_catalog
 from pipeline.correlate import (
@@ -26,11 +28,13 @@ from pipeline.correlate import (
 )
 from pipeline.discover import Limits
 from pipeline.ingest import IngestProgress, IngestSummary, ingest
+from pipeline.matching import MatchSettings
 from pipeline.report import write_report
 from pipeline.store import scan_events, scan_files
 from pipeline.timeline import TIMELINE_FILE, TimelineSettings, write_timeline
 
 STORE_FOLDER = "store"
+OPTIONS_FILE = "analysis.json"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,54 @@ class Analysis:
         return self.ingest.exit_code
 
 
+class OptionsFileError(LmtraceError):
+    """analysis.json exists but cannot be read back."""
+
+
+def save_correlation_options(settings: AnalyzeSettings, out: Path) -> Path:
+    """Write what the user told the correlation, so that later views of OUT agree with it.
+
+    ``lmtrace timeline OUT`` re-correlates the store; without this file the user
+    would have to repeat ``--map``, ``--clock-offset`` and the rest, and a
+    forgotten option would silently draw a different picture than the report.
+    """
+    match = settings.correlate.match
+    doc = {
+        "hosts": list(settings.correlate.hosts),
+        "guests": list(settings.correlate.guests),
+        "mapping": dict(match.mapping),
+        "clock_offsets": dict(match.clock_offsets),
+        "tolerance_s": match.tolerance_s,
+        "catalogs": [str(Path(c).resolve()) for c in settings.catalogs],
+    }
+    path = out / OPTIONS_FILE
+    path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return path
+
+
+def load_correlation_options(folder: Path) -> AnalyzeSettings | None:
+    """The options an earlier ``analyze`` saved in ``folder``, or None when there are none."""
+    path = folder / OPTIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return AnalyzeSettings(
+            correlate=CorrelateSettings(
+                hosts=tuple(doc["hosts"]),
+                guests=tuple(doc["guests"]),
+                match=MatchSettings(
+                    mapping=dict(doc["mapping"]),
+                    clock_offsets={k: float(v) for k, v in doc["clock_offsets"].items()},
+                    tolerance_s=doc["tolerance_s"],
+                ),
+            ),
+            catalogs=tuple(Path(c) for c in doc["catalogs"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise OptionsFileError(f"{path}: not a valid lmtrace options file ({exc})") from None
+
+
 def correlate_store(store: Path, settings: AnalyzeSettings) -> Correlation:
     """Correlate what a store holds, with the catalog and user knowledge in ``settings``."""
     catalog = load_catalog(settings.catalogs)
@@ -89,6 +141,7 @@ def analyze(
     result = correlate(scan_events(out / STORE_FOLDER), catalog, settings.correlate)
     files = scan_files(out / STORE_FOLDER).collect()
     written = write_outputs(result, out, files)
+    written.append(save_correlation_options(settings, out))
     timelines = write_timeline(result, catalog.model, out / TIMELINE_FILE, settings.timeline)
     written += timelines + write_report(findings_document(result, files), out, timelines)
     return Analysis(out, summary, files, result, tuple(written))

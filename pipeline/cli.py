@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 from parsers.evtx_reader import ReadSettings
 from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
-from pipeline.analyze import AnalyzeSettings, correlate_store
+from pipeline.analyze import AnalyzeSettings, correlate_store, load_correlation_options
 from pipeline.analyze import analyze as run_analyze
 from pipeline.batch import BatchSettings, run_batch
 from pipeline.catalog import load_catalog
@@ -717,13 +717,18 @@ def timeline(
 ) -> None:
     """Draw the offline timeline page: one lane per machine, guests on the host clock.
 
-    Re-correlates the stored events, so give the same --host/--guest/--map/--clock-offset
-    as to analyze. Example: lmtrace timeline out/case --around M001 --window 30s --tz +01:00
+    Re-correlates the stored events with the options lmtrace analyze saved in the folder
+    (analysis.json); correlation options given here replace them all.
+    Example: lmtrace timeline out/case --around M001 --window 30s --tz +01:00
     """
     display_zone(tz)  # option errors before the work
     settings = TimelineSettings(tz=tz, around=around, window_s=parse_window(window))
     store = analysis / "store" if (analysis / "store").is_dir() else analysis
-    analyze_settings = AnalyzeSettings(
+    given = any((host, guest, map_file, clock_offset, tolerance is not None, catalog))
+    saved = None if given else load_correlation_options(analysis)
+    if saved is not None:
+        typer.echo(f"lmtrace: using the correlation options saved in {analysis}", err=True)
+    analyze_settings = saved or AnalyzeSettings(
         correlate=_correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
     )

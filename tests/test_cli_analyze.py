@@ -113,3 +113,28 @@ def test_bad_mapping_line_names_file_and_line(tmp_path: Path) -> None:
     done = lmtrace("analyze", tmp_path, "--out", tmp_path / "o", "--map", mapping)
     assert done.returncode == 2
     assert f"{mapping}:2: expected 'vm name or VMID,guest host name'" in done.stderr
+
+
+def test_timeline_reuses_the_options_analyze_was_given(
+    tmp_path: Path, mismatched_bundle: tuple[Path, dict]
+) -> None:
+    bundle, truth = mismatched_bundle
+    guest = next(m for m in truth["machines"] if m["role"] == "guest")
+    mapping = tmp_path / "map.csv"
+    mapping.write_text(f"{guest['vm_name']},{guest['name']}\n")
+    out = tmp_path / "out"
+    done = lmtrace(
+        "analyze", bundle, "--out", out, "--map", mapping,
+        "--clock-offset", f"{guest['name']}=-12s", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (out / "timeline.html").unlink()
+    again = lmtrace("timeline", out)
+    assert again.returncode == 0, again.stderr
+    assert "using the correlation options saved" in again.stderr
+    assert "(given)" in (out / "timeline.html").read_text(encoding="utf-8")
+    # Options given on the command line replace the saved ones.
+    override = lmtrace("timeline", out, "--tolerance", "2", "--out", tmp_path / "t.html")
+    assert override.returncode == 0, override.stderr
+    assert "using the correlation options saved" not in override.stderr
+    assert "(given)" not in (tmp_path / "t.html").read_text(encoding="utf-8")
