@@ -113,11 +113,6 @@ def event_predicate(
     return pl.all_horizontal(parts).fill_null(False) if parts else None
 
 
-def empty_events() -> pl.DataFrame:
-    """An events frame with no rows and the full schema."""
-    return pl.DataFrame(schema=EVENT_SCHEMA)
-
-
 @dataclass(frozen=True)
 class Provenance:
     """Where a file's bytes came from; copied onto every row it yields."""

@@ -136,12 +136,6 @@ class Catalog:
     def entries_of(self, *kinds: str) -> tuple[EventEntry, ...]:
         return tuple(e for e in self.events if e.kind in kinds)
 
-    def collect_hint(self, hint_id: str) -> CollectHint:
-        for hint in self.collect:
-            if hint.id == hint_id:
-                return hint
-        raise KeyError(hint_id)
-
 
 _TOP_KEYS = {
     "schema_version",
