@@ -238,13 +238,12 @@ BLOCKED_COLUMNS = (
 
 
 def _flat(frame: pl.DataFrame) -> pl.DataFrame:
-    """Nested columns as JSON text, for CSV."""
+    """Nested columns as JSON text, for CSV: polars encodes ``{"c": value}``, the key goes."""
     nested = [c for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Struct))]
     return frame.with_columns(
-        pl.col(c).map_elements(
-            lambda v: json.dumps(v.to_list() if isinstance(v, pl.Series) else v, default=str),
-            return_dtype=pl.String,
-        )
+        pl.when(pl.col(c).is_not_null())
+        .then(pl.struct(c).struct.json_encode().str.strip_prefix(f'{{"{c}":').str.strip_suffix("}"))
+        .alias(c)
         for c in nested
     )
 
