@@ -39,6 +39,11 @@ def _shift(ts: str, seconds: str | float) -> pl.Expr:
     return pl.col(ts) + delta
 
 
+def _on_host_clock(ts: str) -> pl.Expr:
+    """A guest-clock time column on the host clock: minus the row's ``clock_offset_s``."""
+    return pl.col(ts) - pl.duration(microseconds=pl.col("clock_offset_s") * 1e6)
+
+
 def _first_after(
     windows: pl.DataFrame, events: pl.DataFrame, name: str, horizon_s: float
 ) -> pl.DataFrame:
@@ -183,11 +188,7 @@ def measure(
             check_sortedness=False,
         )
         .filter(pl.col("q0").is_not_null() & (pl.col("timestamp") <= pl.col("_horizon")))
-        .with_columns(
-            (pl.col("timestamp") - pl.duration(microseconds=pl.col("clock_offset_s") * 1e6)).alias(
-                "timestamp_host"
-            )
-        )
+        .with_columns(_on_host_clock("timestamp").alias("timestamp_host"))
         .drop("_horizon", "q0")
     )
     is_origin_proof = pl.col("filter_origin").str.to_lowercase() == "quarantine default"
@@ -274,11 +275,10 @@ def _close(w: pl.DataFrame, end_logged: pl.Series, model: ModelParams) -> pl.Dat
         .then(pl.lit("normal"))
         .otherwise(pl.lit("prolonged"))
     )
-    offset = pl.duration(microseconds=pl.col("clock_offset_s") * 1e6)
     return w.with_columns(
         quarantine_class.alias("quarantine_class"),
-        (pl.col("q0") - offset).alias("q0_host"),
-        (pl.col("q_end") - offset).alias("q_end_host"),
+        _on_host_clock("q0").alias("q0_host"),
+        _on_host_clock("q_end").alias("q_end_host"),
         pl.when(classified_first)
         .then(pl.col("classified_ref"))
         .when(pl.col("allowed_at").is_not_null())
