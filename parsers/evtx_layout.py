@@ -194,9 +194,7 @@ class FileLayout:
     @property
     def chunks_beyond_header(self) -> int:
         """Valid chunks past the header's chunk count (a dirty, unclosed log)."""
-        return sum(
-            1 for c in self.chunks if c.valid_magic and c.index >= self.header.chunk_count
-        )
+        return sum(1 for c in self.chunks if c.valid_magic and c.index >= self.header.chunk_count)
 
 
 def is_evtx(head: bytes) -> bool:

@@ -119,7 +119,8 @@ def test_duplicate_entry_in_one_file_names_both_lines(tmp_path: Path) -> None:
         'confidence = "seen"\nsource = "s"\n\n'
     )
     extra = _write(tmp_path, entry + entry)
-    with pytest.raises(CatalogError, match=r"extra.toml:7: duplicate event .*also at .*extra.toml:1\)"):
+    pattern = r"extra.toml:7: duplicate event .*also at .*extra.toml:1\)"
+    with pytest.raises(CatalogError, match=pattern):
         load_catalog([extra])
 
 
