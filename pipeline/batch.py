@@ -28,8 +28,9 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from pipeline.discover import InputError
 BUNDLES_FOLDER = "bundles"
 HASH_CACHE = ".hashes.json"
 LOCK_FILE = ".batch.lock"
+_WAKE_S = 0.2  # how often the main thread wakes to notice a Ctrl-C
 
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "bundle": pl.String(),  # the input's file or folder name, as the customer named it
@@ -294,14 +296,22 @@ def _read_result(folder: Path) -> dict[str, Any] | None:
 def _run_local(tasks: list[BundleTask], jobs: int) -> Iterator[dict[str, Any]]:
     """Each thread supervises one child process at a time: ``jobs`` analyses at once.
 
-    When the batch stops early (Ctrl-C), bundles not yet started are cancelled.
+    When the batch stops early (Ctrl-C), running analyses are killed and no
+    other bundle starts. The kernel may hand the terminal's SIGINT to any
+    thread; Python raises KeyboardInterrupt in the main thread only once that
+    thread runs again, so it waits in short slices rather than until the next
+    bundle is done (which let a Ctrl-C analyse one more bundle).
     """
+    stop = threading.Event()
     pool = ThreadPoolExecutor(max(jobs, 1), thread_name_prefix="lmtrace-batch")
     try:
-        futures = [pool.submit(run_bundle, task) for task in tasks]
-        for future in as_completed(futures):
-            yield future.result()
+        pending = {pool.submit(run_bundle, task, stop) for task in tasks}
+        while pending:
+            done, pending = wait(pending, timeout=_WAKE_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -51,8 +51,9 @@ WORK_FOLDER = ".work"
 
 _POLL_S = 0.2
 _INTERRUPTED = frozenset({-signal.SIGINT, -signal.SIGTERM})
-"""How a child ends when the user stops the batch (Ctrl-C reaches the whole process group):
-never recorded as the bundle's failure, so the next run analyses it."""
+"""How a child ends when it is stopped from outside (a service manager stopping every
+process): never recorded as the bundle's failure, so the next run analyses it."""
+_STOPPED = "stopped: the batch was interrupted"
 _ERROR_TAIL = 4000  # bytes of the child's stderr kept in error.txt
 
 
@@ -94,13 +95,18 @@ def child_environment() -> dict[str, str]:
     return {**os.environ, ALLOCATOR_CONF: RETURN_FREED_MEMORY}
 
 
-def run_bundle(task: BundleTask) -> dict[str, Any]:
+def run_bundle(task: BundleTask, stop: threading.Event | None = None) -> dict[str, Any]:
     """Analyse one bundle in a watched child process; return its summary row.
 
     Never raises for anything the bundle does: a timeout, the memory cap, a
     crash or an analysis error all become ``status = failed`` with the reason.
-    Raises BundleInterrupted when the child was stopped by SIGINT or SIGTERM.
+    Raises BundleInterrupted when the child was stopped by SIGINT or SIGTERM,
+    or when ``stop`` is set (the batch is ending): then the child is killed, or
+    not started at. An interrupted child sets ``stop`` so that no thread of the
+    batch starts another bundle after a Ctrl-C.
     """
+    if stop is not None and stop.is_set():
+        raise BundleInterrupted(f"{task.bundle}: not started, the batch was interrupted")
     started = time.perf_counter()
     work = task.folder.parent / WORK_FOLDER / f"{task.folder.name}-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
@@ -113,12 +119,18 @@ def run_bundle(task: BundleTask) -> dict[str, Any]:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env=child_environment(),
+            # Out of the terminal's process group: a Ctrl-C there would reach a child
+            # still importing Python's own modules, which then exits with code 1 like
+            # a crash. The supervisor kills its children itself when the batch stops.
+            start_new_session=True,
         )
         assert child.stdin is not None
         child.stdin.write(pickle.dumps(child_task))
         child.stdin.close()
-        problem, peak_rss = _watch(child, task.timeout_s, task.max_memory_mb << 20)
-    if problem is None and child.returncode in _INTERRUPTED:
+        problem, peak_rss = _watch(child, task.timeout_s, task.max_memory_mb << 20, stop)
+    if problem is _STOPPED or (problem is None and child.returncode in _INTERRUPTED):
+        if stop is not None:
+            stop.set()
         shutil.rmtree(work, ignore_errors=True)
         raise BundleInterrupted(f"{task.bundle}: the analysis was interrupted; run again to resume")
     row = dict(task.row)
@@ -137,11 +149,19 @@ def run_bundle(task: BundleTask) -> dict[str, Any]:
     return row
 
 
-def _watch(child: subprocess.Popen[bytes], timeout_s: float, cap: int) -> tuple[str | None, int]:
-    """Wait for ``child``; kill it at the timeout or the memory cap. Returns (reason, peak RSS)."""
+def _watch(
+    child: subprocess.Popen[bytes], timeout_s: float, cap: int, stop: threading.Event | None
+) -> tuple[str | None, int]:
+    """Wait for ``child``; kill it at the timeout, the memory cap or ``stop``.
+
+    Returns (reason, peak RSS); the reason is ``_STOPPED`` when ``stop`` ended it.
+    """
     deadline = time.monotonic() + timeout_s
     peak = 0
     while child.poll() is None:
+        if stop is not None and stop.is_set():
+            _kill_tree(child)
+            return _STOPPED, peak
         rss = _tree_rss(child.pid)
         peak = max(peak, rss)
         if rss > cap:

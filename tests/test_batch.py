@@ -111,9 +111,7 @@ def test_verdicts_equal_ground_truth_then_reuse_then_force(
 ) -> None:
     out = tmp_path / "out"
     inputs = list(bundles.values())
-    began = time.perf_counter()
     first = _batch(inputs, out)
-    first_s = time.perf_counter() - began
     check_against_truth(first.summary, truths)
     assert first.exit_code == 0 and first.reused == 0
     assert first.summary["bundle"].to_list() == list(bundles)  # input order
@@ -135,13 +133,11 @@ def test_verdicts_equal_ground_truth_then_reuse_then_force(
     for row in first.summary.iter_rows(named=True):
         assert f'href="{row["folder"]}/' in page
 
-    # Nothing new: every bundle is reused, from the hash cache, much faster.
+    # Nothing new: every bundle is reused and nothing is rewritten (the time this saves
+    # is measured by tests/benchmarks/bench_batch.py, not here).
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("bundles/*/result.json")}
-    began = time.perf_counter()
     second = _batch(inputs, out)
-    second_s = time.perf_counter() - began
     assert second.reused == len(inputs)
-    assert second_s < first_s * 0.2, (first_s, second_s)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     keep = ["bundle", "sha256", "folder", "status", "verdict", "blocked_inbound", "seconds"]
     assert second.summary.select(keep).equals(first.summary.select(keep))
