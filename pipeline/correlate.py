@@ -150,9 +150,8 @@ def _context(
         .join(roles.select("machine", "role"), on="machine", how="left")
         .join(offsets.select("machine", "clock_offset_s"), on="machine", how="left")
         .with_columns(
-            (
-                pl.col("timestamp")
-                - pl.duration(microseconds=pl.col("clock_offset_s").fill_null(0.0) * 1e6)
+            machines.to_host_clock(
+                pl.col("timestamp"), pl.col("clock_offset_s").fill_null(0.0)
             ).alias("timestamp_host")
         )
         .sort("timestamp_host")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipeline.catalog import Catalog
+from pipeline.machines import to_guest_clock
 
 VERDICTS = ("affected", "likely-affected", "inconclusive", "not-affected")
 
@@ -167,8 +168,7 @@ def assess(table: pl.DataFrame, facts: GuestFacts, catalog: Catalog) -> pl.DataF
         table.select("migration_id", "machine", "end", "clock_offset_s")
         .join(facts.trigger_logged, on="machine", how="left")
         .with_columns(
-            pl.col("end").alias("_at")
-            + pl.duration(microseconds=pl.col("clock_offset_s").fill_null(0.0) * 1e6)
+            to_guest_clock(pl.col("end"), pl.col("clock_offset_s").fill_null(0.0)).alias("_at")
         )
         .group_by("migration_id")
         .agg(

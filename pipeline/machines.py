@@ -25,6 +25,17 @@ def short_name(expr: pl.Expr) -> pl.Expr:
     return expr.str.to_lowercase().str.strip_chars().str.split(".").list.first()
 
 
+def to_host_clock(guest_time: pl.Expr, offset_s: pl.Expr) -> pl.Expr:
+    """A guest's time on the host clock. ``offset_s`` is the guest's clock minus the
+    hosts' (as matching estimates it), so the host saw the moment ``offset_s`` earlier."""
+    return guest_time - pl.duration(microseconds=offset_s * 1e6)
+
+
+def to_guest_clock(host_time: pl.Expr, offset_s: pl.Expr) -> pl.Expr:
+    """A host's time on a guest's clock: the inverse of :func:`to_host_clock`."""
+    return host_time + pl.duration(microseconds=offset_s * 1e6)
+
+
 def _folder(path: pl.Expr) -> pl.Expr:
     """The folder part of a path (``/`` or ``\\`` separated); empty at the top."""
     return path.str.replace(r"[/\\][^/\\]*$", "")

@@ -24,6 +24,7 @@ from datetime import timedelta
 import polars as pl
 
 from pipeline.catalog import ModelParams
+from pipeline.machines import to_guest_clock, to_host_clock
 
 REF = ("source_path", "member", "record_id", "event_id")
 
@@ -32,16 +33,14 @@ def _seconds(expr: pl.Expr) -> pl.Expr:
     return expr.dt.total_microseconds() / 1e6
 
 
-def _shift(ts: str, seconds: str | float) -> pl.Expr:
-    delta = pl.duration(
-        microseconds=(pl.col(seconds) if isinstance(seconds, str) else pl.lit(seconds)) * 1e6
-    )
-    return pl.col(ts) + delta
+def _after(ts: str, seconds: float) -> pl.Expr:
+    """The time ``seconds`` after the time column ``ts``."""
+    return pl.col(ts) + timedelta(seconds=seconds)
 
 
 def _on_host_clock(ts: str) -> pl.Expr:
-    """A guest-clock time column on the host clock: minus the row's ``clock_offset_s``."""
-    return pl.col(ts) - pl.duration(microseconds=pl.col("clock_offset_s") * 1e6)
+    """A guest-clock time column on the host clock, by the row's ``clock_offset_s``."""
+    return to_host_clock(pl.col(ts), pl.col("clock_offset_s"))
 
 
 def _first_after(
@@ -89,7 +88,7 @@ def find_windows(
     )
     candidates = pairs.filter(
         pl.col("end").is_not_null() & pl.col("clock_offset_s").is_not_null()
-    ).with_columns(_shift("end", "clock_offset_s").alias("expected"))
+    ).with_columns(to_guest_clock(pl.col("end"), pl.col("clock_offset_s")).alias("expected"))
     located = (
         candidates.with_columns(
             (pl.col("expected") - pl.duration(microseconds=tolerance_s * 1e6)).alias("_lo")
@@ -173,7 +172,7 @@ def measure(
         pl.min_horizontal(
             "classified_at",
             "allowed_at",
-            _shift("q0", model.window_max_s),
+            _after("q0", model.window_max_s),
         ).alias("_horizon")
     )
     blocked = (
@@ -220,7 +219,7 @@ def _close(w: pl.DataFrame, end_logged: pl.Series, model: ModelParams) -> pl.Dat
         pl.col("allowed_at").is_null() | (pl.col("classified_at") <= pl.col("allowed_at"))
     )
     silent = pl.col("machine").is_in(end_logged.implode()) & pl.col("classified_at").is_null()
-    timeout_at = _shift("q0", model.safety_timeout_s)
+    timeout_at = _after("q0", model.safety_timeout_s)
     # Traffic resumed without a classification, and the model's safety timeout lies between
     # the last drop and the first allowed connection: every piece of evidence agrees with it,
     # and it is exact, where either bracket alone is off by up to the gap between connections.
@@ -240,7 +239,7 @@ def _close(w: pl.DataFrame, end_logged: pl.Series, model: ModelParams) -> pl.Dat
         .when(pl.col("last_drop_at").is_not_null())
         .then(pl.col("last_drop_at"))
         .when(silent)
-        .then(_shift("q0", model.safety_timeout_s))
+        .then(_after("q0", model.safety_timeout_s))
     )
     evidence = (
         pl.when(classified_first)
