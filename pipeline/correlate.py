@@ -182,8 +182,9 @@ def correlate(
     migs = migrations.reconstruct(host_events, model)
     netvsc = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds))
     guest_vmids = guest_events.filter(pl.col("vmid").is_not_null()).select("machine", "vmid")
-    matches = matching.match_guests(migs, guest_names, netvsc, guest_vmids, settings.match, model)
-    offsets = matching.clock_offsets(migs, matches, netvsc, settings.match, model)
+    diffs = matching.clock_differences(migs, netvsc, model)
+    matches = matching.match_guests(migs, guest_names, diffs, guest_vmids, settings.match, model)
+    offsets = matching.clock_offsets(diffs, matches, settings.match, model)
     pairs = migs.join(matches, on="vm_key", how="left").join(offsets, on="machine", how="left")
 
     tolerance = settings.match.tolerance_s or model.tolerance_s

@@ -150,8 +150,12 @@ def _by_name(vms: pl.DataFrame, guests: pl.DataFrame) -> pl.DataFrame:
     return _labelled(pairs, "name", 0.9, "VM name equals the guest's host name")
 
 
-def _diffs(migrations: pl.DataFrame, netvsc: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
-    """Every (VM, guest, completion, Netvsc 14) pair within the offset search range."""
+def clock_differences(
+    migrations: pl.DataFrame, netvsc: pl.DataFrame, model: ModelParams
+) -> pl.DataFrame:
+    """Every (VM, guest, completion, Netvsc 14) pair within the offset search range, with
+    ``diff_s`` = Netvsc 14 time - completion time. Timing matches and clock offsets both
+    come from these, so they are computed once per bundle."""
     ends = migrations.filter(pl.col("end").is_not_null()).select("vm_key", "end")
     reach = model.max_clock_offset_s + model.netvsc_lag_max_s
     return (
@@ -214,14 +218,7 @@ def _typical_offset(diffs: pl.DataFrame, tolerance_s: float) -> float:
     return float(pooled["offset_s"][0]) if pooled.height else 0.0
 
 
-def _by_timing(
-    migrations: pl.DataFrame,
-    netvsc: pl.DataFrame,
-    matched: pl.DataFrame,
-    model: ModelParams,
-    tolerance_s: float,
-) -> pl.DataFrame:
-    all_diffs = _diffs(migrations, netvsc, model)
+def _by_timing(all_diffs: pl.DataFrame, matched: pl.DataFrame, tolerance_s: float) -> pl.DataFrame:
     known = all_diffs.join(matched.select("vm_key", "machine"), on=["vm_key", "machine"])
     prior = _typical_offset(known if known.height else all_diffs, tolerance_s)
     free = all_diffs.filter(
@@ -275,12 +272,15 @@ def _by_timing(
 def match_guests(
     migrations: pl.DataFrame,
     guests: pl.DataFrame,
-    netvsc: pl.DataFrame,
+    diffs: pl.DataFrame,
     guest_vmids: pl.DataFrame,
     settings: MatchSettings,
     model: ModelParams,
 ) -> pl.DataFrame:
-    """One row per matched VM (``MATCH_SCHEMA``); strongest method wins."""
+    """One row per matched VM (``MATCH_SCHEMA``); strongest method wins.
+
+    ``diffs`` are the bundle's :func:`clock_differences`.
+    """
     if migrations.is_empty():
         return pl.DataFrame(schema=MATCH_SCHEMA)
     vms = _vms(migrations)
@@ -296,7 +296,7 @@ def match_guests(
             & ~pl.col("machine").is_in(matches["machine"].implode())
         )
         matches = pl.concat([matches, fresh.select(MATCH_SCHEMA.keys()).cast(MATCH_SCHEMA)])
-    matches = pl.concat([matches, _by_timing(migrations, netvsc, matches, model, tolerance)])
+    matches = pl.concat([matches, _by_timing(diffs, matches, tolerance)])
     return pl.concat([matches, _sole_candidate(vms, guests, matches)])
 
 
@@ -319,19 +319,16 @@ def _sole_candidate(vms: pl.DataFrame, guests: pl.DataFrame, matched: pl.DataFra
 
 
 def clock_offsets(
-    migrations: pl.DataFrame,
-    matches: pl.DataFrame,
-    netvsc: pl.DataFrame,
-    settings: MatchSettings,
-    model: ModelParams,
+    diffs: pl.DataFrame, matches: pl.DataFrame, settings: MatchSettings, model: ModelParams
 ) -> pl.DataFrame:
-    """Per matched guest: offset (guest clock minus host clock) and how it was found."""
+    """Per matched guest: offset (guest clock minus host clock) and how it was found.
+
+    ``diffs`` are the bundle's :func:`clock_differences`.
+    """
     tolerance = settings.tolerance_s or model.tolerance_s
-    diffs = _diffs(migrations, netvsc, model).join(
-        matches.select("vm_key", "machine"), on=["vm_key", "machine"]
-    )
+    matched = diffs.join(matches.select("vm_key", "machine"), on=["vm_key", "machine"])
     estimated = (
-        best_alignment(diffs, tolerance)
+        best_alignment(matched, tolerance)
         .group_by("machine")
         .agg(
             pl.col("offset_s").median().alias("clock_offset_s"),
