@@ -5,24 +5,21 @@ the exit code: 0 everything read, 1 partial (something unreadable, the rest
 kept), 2 usage or fatal. Data goes to stdout, progress and warnings to stderr.
 Errors a user can fix (a bad path, a folder that is not a store, a bad time)
 are lmtrace errors: :class:`_Commands` turns them into one line on stderr,
-without a traceback, for every command at once.
+without a traceback, for every command at once. Options that several commands
+share live in cli_options.py; how tables, verdicts and progress bars look, in
+cli_output.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import polars as pl
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Column, Table
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from parsers.evtx_reader import ReadSettings
@@ -32,12 +29,46 @@ from pipeline.analyze import AnalyzeSettings, correlate_store, load_correlation_
 from pipeline.analyze import analyze as run_analyze
 from pipeline.batch import BatchSettings, run_batch
 from pipeline.catalog import load_catalog
-from pipeline.correlate import CorrelateSettings, Correlation, integrity, write_outputs
+from pipeline.cli_options import (
+    Catalogs,
+    Channels,
+    ClockOffsets,
+    DisplayTz,
+    EngineName,
+    EngineOption,
+    EventIds,
+    EventsFormat,
+    FilesFormat,
+    Guests,
+    GuestTz,
+    Hosts,
+    Jobs,
+    JsonSummary,
+    MapFile,
+    OutFolder,
+    Providers,
+    Since,
+    StorePath,
+    Tolerance,
+    Until,
+    correlate_settings,
+    event_filter,
+)
+from pipeline.cli_output import (
+    BatchBar,
+    IngestBar,
+    batch_summary_line,
+    echo_problems,
+    emit,
+    ingest_summary_line,
+    print_verdict,
+    stderr_progress,
+)
+from pipeline.correlate import integrity, write_outputs
 from pipeline.discover import Limits
 from pipeline.export import ExportFormat, export_store
 from pipeline.ingest import ingest as run_ingest
-from pipeline.matching import MatchSettings, parse_clock_offset, read_mapping
-from pipeline.store import EventFilter, open_store, parse_utc, scan_events, scan_files
+from pipeline.store import open_store, parse_utc, scan_events, scan_files
 from pipeline.timeline import (
     TimelineSettings,
     display_zone,
@@ -77,166 +108,6 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """Did a Hyper-V live migration cut this VM off the network, for how long, and why?"""
-
-
-# ----- options shared by the commands that select events
-
-
-class EngineName(str, Enum):
-    rust = "rust"
-    python = "python"
-
-
-class EventsFormat(str, Enum):
-    table = "table"
-    csv = "csv"
-    jsonl = "jsonl"
-
-
-class FilesFormat(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-EventIds = Annotated[
-    list[int] | None,
-    typer.Option(
-        "--event-id",
-        help="Keep only this event id; repeat for several (--event-id 14 --event-id 5152).",
-    ),
-]
-Channels = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--channel",
-        help="Keep only this channel, e.g. System or Security; case-insensitive; repeatable.",
-    ),
-]
-Providers = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--provider",
-        help="Keep only this provider, e.g. Microsoft-Windows-Hyper-V-Netvsc; "
-        "case-insensitive; repeatable.",
-    ),
-]
-Since = Annotated[
-    str | None,
-    typer.Option(
-        help="Keep events at or after this ISO 8601 time, e.g. 2024-05-01T10:00:00Z. "
-        "A time without an offset is UTC."
-    ),
-]
-Until = Annotated[
-    str | None,
-    typer.Option(
-        help="Keep events at or before this ISO 8601 time (inclusive). "
-        "A time without an offset is UTC."
-    ),
-]
-StorePath = Annotated[Path, typer.Argument(help="A store folder written by lmtrace ingest --out.")]
-EngineOption = Annotated[
-    EngineName,
-    typer.Option(
-        "--engine",
-        help="EVTX decoder: rust (pyevtx-rs, fast) or python (python-evtx, slow; for "
-        "cross-checks).",
-    ),
-]
-Jobs = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Reading processes, one file each (default: the number of CPUs).",
-        show_default=False,
-    ),
-]
-DisplayTz = Annotated[
-    str,
-    typer.Option(
-        help="Zone of the times the timeline shows: UTC, an IANA name (Europe/Berlin) or "
-        "+05:30; the axis names it. Data and reports stay in UTC."
-    ),
-]
-GuestTz = Annotated[
-    str,
-    typer.Option(
-        "--guest-tz",
-        "--firewall-tz",
-        help="Time zone of pfirewall.log times, which are local and carry no offset: "
-        "an IANA name (Europe/Berlin) or an offset (+02:00). Converted to UTC on read.",
-    ),
-]
-
-
-def _filter(
-    event_id: list[int] | None,
-    channel: list[str] | None,
-    provider: list[str] | None,
-    since: str | None,
-    until: str | None,
-) -> EventFilter:
-    return EventFilter(
-        frozenset(event_id) if event_id else None,
-        frozenset(channel) if channel else None,
-        frozenset(provider) if provider else None,
-        parse_utc(since, "--since") if since else None,
-        parse_utc(until, "--until") if until else None,
-    )
-
-
-# ----- output
-
-
-def _flat(frame: pl.DataFrame) -> pl.DataFrame:
-    """Lists joined with '; ' and times as ISO 8601 UTC text, for CSV and tables."""
-    return frame.with_columns(
-        [pl.col(n).list.join("; ") for n, t in frame.schema.items() if isinstance(t, pl.List)]
-        + [
-            pl.col(n).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-            for n, t in frame.schema.items()
-            if isinstance(t, pl.Datetime)
-        ]
-    )
-
-
-def _emit(frame: pl.DataFrame, fmt: str, table_columns: list[str]) -> None:
-    """Write a frame to stdout as a table, CSV, JSON lines or a JSON array."""
-    if fmt == "csv":
-        sys.stdout.write(_flat(frame).write_csv())
-    elif fmt == "jsonl":
-        sys.stdout.write(_flat(frame).write_ndjson())
-    elif fmt == "json":
-        sys.stdout.write(
-            frame.with_columns(
-                pl.col(pl.Datetime).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-            ).write_json()
-            + "\n"
-        )
-    else:
-        table = Table(*(Column(name, overflow="fold") for name in table_columns))
-        for row in _flat(frame.select(table_columns)).iter_rows():
-            table.add_row(*("" if v is None else str(v)[:200] for v in row))
-        Console(soft_wrap=False).print(table)
-
-
-class _Bar:
-    """Ingest progress as a rich bar on stderr, in bytes, one task per phase."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._task: Any = None
-        self._total = 0
-
-    def phase(self, name: str, total_bytes: int) -> None:
-        if self._task is not None:
-            self._progress.update(self._task, completed=self._total)
-        self._total = total_bytes
-        self._task = self._progress.add_task(name, total=total_bytes or None)
-
-    def advance(self, nbytes: int) -> None:
-        self._progress.advance(self._task, nbytes)
 
 
 # ----- commands
@@ -280,9 +151,7 @@ def ingest(
             help="No progress bar and no summary; problems are still reported on stderr.",
         ),
     ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
-    ] = False,
+    json_out: JsonSummary = False,
 ) -> None:
     """Read logs into a Parquet store: what could not be read is listed, the rest is kept.
 
@@ -291,7 +160,7 @@ def ingest(
     again, so ingesting more bundles into the same --out folder is safe.
     Exit code 0: everything read; 1: something unreadable (named on stderr); 2: fatal.
     """
-    filters = _filter(event_id, channel, provider, since, until)
+    filters = event_filter(event_id, channel, provider, since, until)
     settings = ReadSettings(
         engine=engine.value,
         event_ids=filters.event_ids,
@@ -302,30 +171,21 @@ def ingest(
     )
     limits = Limits(max_ratio=max_ratio, max_total_bytes=int(max_extract_gib * (1 << 30)))
     firewall = PfirewallSettings(tz=firewall_tz, computer=firewall_computer)
-    columns = [
+    columns = (
         TextColumn("{task.description:>12}"),
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
-    ]
-    console = Console(stderr=True)  # a bar only on a terminal: logs stay clean
-    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
+    )
+    with stderr_progress(*columns, quiet=quiet) as bar:
         summary = run_ingest(
-            inputs, out, settings, jobs or os.cpu_count() or 1, _Bar(bar), limits, firewall
+            inputs, out, settings, jobs or os.cpu_count() or 1, IngestBar(bar), limits, firewall
         )
-    for item in summary.problems:
-        typer.echo(f"lmtrace: {item.status}: {item.where}: {item.message}", err=True)
+    echo_problems(summary.problems)
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     elif not quiet:
-        files = ", ".join(
-            f"{summary.count(s)} {s}" for s in ("read", "partial", "failed", "skipped", "refused")
-        )
-        typer.echo(
-            f"{summary.store}: files {files}; records {summary.records:,} read, "
-            f"{summary.records_skipped:,} unreadable; events {summary.events_stored:,} stored, "
-            f"{summary.events_duplicate:,} already present; {summary.seconds:.1f} s"
-        )
+        typer.echo(ingest_summary_line(summary))
     raise typer.Exit(summary.exit_code)
 
 
@@ -352,7 +212,7 @@ def events(
     ] = None,
 ) -> None:
     """Print the stored events that match the filters, in time order, to stdout."""
-    selected = scan_events(store, _filter(event_id, channel, provider, since, until)).sort(
+    selected = scan_events(store, event_filter(event_id, channel, provider, since, until)).sort(
         "timestamp", "computer", "channel", "record_id", nulls_last=True
     )
     if limit is None and fmt is EventsFormat.table:
@@ -364,7 +224,7 @@ def events(
                 err=True,
             )
     frame = (selected.head(limit) if limit is not None else selected).collect(engine="streaming")
-    _emit(
+    emit(
         frame,
         fmt.value,
         ["timestamp", "computer", "channel", "provider", "event_id", "record_id", "data"],
@@ -381,7 +241,7 @@ def files(
 ) -> None:
     """Print the per-file integrity table: every file seen, its counts, and what went wrong."""
     frame = scan_files(store).sort("source_path", "member", nulls_last=False).collect()
-    _emit(
+    emit(
         frame,
         fmt.value,
         [
@@ -395,113 +255,6 @@ def files(
             "errors",
         ],
     )
-
-
-# ----- correlation: what the user knows that the logs do not say
-
-Hosts = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--host", help="Treat this computer as a Hyper-V host whatever it logged; repeatable."
-    ),
-]
-Guests = Annotated[
-    list[str] | None,
-    typer.Option("--guest", help="Treat this computer as a guest whatever it logged; repeatable."),
-]
-MapFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--map",
-        help="CSV file of 'VM name or VMID,guest host name' lines, for guests whose host name "
-        "differs from the VM name (otherwise matched by name, then by timing).",
-    ),
-]
-ClockOffsets = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--clock-offset",
-        help="GUEST=+3.2s: the guest clock minus the host clock, when known; replaces the "
-        "estimate from Netvsc 14 timing. Repeatable.",
-    ),
-]
-Tolerance = Annotated[
-    float | None,
-    typer.Option(
-        min=0.0,
-        help="Seconds of slack when lining up guest and host events after the clock offset "
-        "(default: the catalog's, 3 s).",
-        show_default=False,
-    ),
-]
-Catalogs = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--catalog",
-        help="A TOML file that adds or replaces event catalog entries (same form as the "
-        "shipped pipeline/catalog.toml), e.g. another field name on your build; repeatable.",
-    ),
-]
-OutFolder = Annotated[
-    Path, typer.Option("--out", "-o", help="Folder for the findings; created if needed.")
-]
-
-
-def _correlate_settings(
-    host: list[str] | None,
-    guest: list[str] | None,
-    map_file: Path | None,
-    clock_offset: list[str] | None,
-    tolerance: float | None,
-) -> CorrelateSettings:
-    return CorrelateSettings(
-        hosts=tuple(host or ()),
-        guests=tuple(guest or ()),
-        match=MatchSettings(
-            mapping=read_mapping(map_file) if map_file else {},
-            clock_offsets=dict(parse_clock_offset(o) for o in clock_offset or ()),
-            tolerance_s=tolerance,
-        ),
-    )
-
-
-def _print_verdict(result: Correlation, out: Path) -> None:
-    """The short verdict table on stdout: one row per migration, then the bundle verdict."""
-    table = Table(
-        "migration", "VM", "guest", "from -> to", "completed (UTC)", "blackout s",
-        "quarantine s", "class", "blocked in", "verdict",
-        title="Live migrations",
-    )  # fmt: skip
-    for row in result.migrations.iter_rows(named=True):
-        end = row["end"].strftime("%Y-%m-%d %H:%M:%S") if row["end"] else "-"
-        table.add_row(
-            *(
-                escape("-" if v is None else str(v))
-                for v in (
-                    row["migration_id"],
-                    row["vm_name"],
-                    row["machine"],
-                    f"{row['source'] or '?'} -> {row['destination'] or '?'}",
-                    end,
-                    row["blackout_s"],
-                    None if row["q_duration_s"] is None else round(row["q_duration_s"], 1),
-                    row["quarantine_class"],
-                    row["blocked_inbound"],
-                    row["verdict"],
-                )
-            )
-        )
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:  # a pipe or a file: no terminal width to respect
-        console = Console(soft_wrap=False, width=200)
-    if result.migrations.height:
-        console.print(table)
-    console.print(f"verdict: [bold]{escape(result.summary.verdict)}[/bold]")
-    for reason in result.summary.reasons:
-        console.print(f"  - {escape(reason)}")
-    for hint in result.summary.collect:
-        console.print(f"  collect: {escape(hint['how'])}")
-    console.print(f"findings: {escape(str(out))}")
 
 
 @app.command()
@@ -522,13 +275,13 @@ def correlate(
     verdict stands on the rest); 2: fatal.
     """
     settings = AnalyzeSettings(
-        correlate=_correlate_settings(host, guest, map_file, clock_offset, tolerance),
+        correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
     )
     result = correlate_store(open_store(store), settings)
     files = scan_files(store).collect()
     write_outputs(result, out, files)
-    _print_verdict(result, out)
+    print_verdict(result, out)
     raise typer.Exit(EXIT_PARTIAL if integrity(files)["files_with_problems"] else EXIT_OK)
 
 
@@ -568,18 +321,16 @@ def analyze(
     settings = AnalyzeSettings(
         read=ReadSettings(engine=engine.value),
         firewall=PfirewallSettings(tz=guest_tz),
-        correlate=_correlate_settings(host, guest, map_file, clock_offset, tolerance),
+        correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
         jobs=jobs or os.cpu_count() or 1,
         timeline=TimelineSettings(tz=tz),
     )
-    columns = [TextColumn("{task.description:>12}"), BarColumn(), DownloadColumn()]
-    console = Console(stderr=True)
-    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
-        analysis = run_analyze(bundles, out, settings, _Bar(bar))
-    for item in analysis.ingest.problems:
-        typer.echo(f"lmtrace: {item.status}: {item.where}: {item.message}", err=True)
-    _print_verdict(analysis.result, out)
+    columns = (TextColumn("{task.description:>12}"), BarColumn(), DownloadColumn())
+    with stderr_progress(*columns, quiet=quiet) as bar:
+        analysis = run_analyze(bundles, out, settings, IngestBar(bar))
+    echo_problems(analysis.ingest.problems)
+    print_verdict(analysis.result, out)
     for page in ("report.html", "report.md", "timeline.html"):
         if (out / page).is_file():
             typer.echo(f"{page}: {out / page}")
@@ -729,7 +480,7 @@ def timeline(
     if saved is not None:
         typer.echo(f"lmtrace: using the correlation options saved in {analysis}", err=True)
     analyze_settings = saved or AnalyzeSettings(
-        correlate=_correlate_settings(host, guest, map_file, clock_offset, tolerance),
+        correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
     )
     result = correlate_store(open_store(store), analyze_settings)
@@ -763,34 +514,12 @@ def export(
 
     Example: lmtrace export out/case/store --format timesketch --out case.jsonl
     """
-    summary = export_store(store, fmt, out, _filter(event_id, channel, provider, since, until))
+    summary = export_store(store, fmt, out, event_filter(event_id, channel, provider, since, until))
     typer.echo(
         f"{summary.path}: {summary.rows:,} events as {summary.fmt.value}"
         + (f"; {summary.without_time:,} without a time left out" if summary.without_time else ""),
         err=True,
     )
-
-
-class _BatchBar:
-    """Batch progress as one rich bar over the bytes of all bundles, with done / failed."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._task: Any = None
-        self._bundles = self._done = self._failed = 0
-
-    def start(self, total_bytes: int, bundles: int) -> None:
-        self._bundles = bundles
-        self._task = self._progress.add_task(f"0/{bundles} bundles", total=total_bytes or None)
-
-    def done(self, row: dict[str, Any]) -> None:
-        self._done += 1
-        self._failed += row.get("status") == "failed"
-        self._progress.update(
-            self._task,
-            advance=int(row.get("bytes") or 0),
-            description=f"{self._done}/{self._bundles} bundles, {self._failed} failed",
-        )
 
 
 @app.command()
@@ -829,9 +558,7 @@ def batch(
     guest_tz: GuestTz = "UTC",
     catalog: Catalogs = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
-    ] = False,
+    json_out: JsonSummary = False,
 ) -> None:
     """Analyse many bundles, each on its own: a summary table and an overview page.
 
@@ -855,18 +582,14 @@ def batch(
         max_memory_mb=max_memory,
         force=force,
     )
-    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
-    console = Console(stderr=True)
-    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
-        result = run_batch(bundles, out, settings, _BatchBar(bar))
+    with stderr_progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), quiet=quiet
+    ) as bar:
+        result = run_batch(bundles, out, settings, BatchBar(bar))
     for row in result.summary.filter(pl.col("status") != "ok").iter_rows(named=True):
         typer.echo(f"lmtrace: {row['status']}: {row['input']}: {row['error']}", err=True)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif not quiet:
-        typer.echo(
-            f"{result.summary.height} bundles: {result.count('ok')} ok, "
-            f"{result.count('partial')} partial, {result.count('failed')} failed "
-            f"({result.reused} reused); overview {out / 'index.html'}"
-        )
+        typer.echo(batch_summary_line(result, out))
     raise typer.Exit(result.exit_code)

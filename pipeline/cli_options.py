@@ -1,0 +1,203 @@
+"""The command-line options that several lmtrace commands share, and what they turn into.
+
+Most commands select events, read bundles or correlate a store. Declaring each option
+once here keeps its name, help text and default identical in every command that takes
+it, and keeps pipeline/cli.py to the commands themselves. The two builders turn the raw
+option values into the library's settings (EventFilter, CorrelateSettings), so that
+every command parses them the same way.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.correlate import CorrelateSettings
+from pipeline.matching import MatchSettings, parse_clock_offset, read_mapping
+from pipeline.store import EventFilter, parse_utc
+
+
+class EngineName(str, Enum):
+    rust = "rust"
+    python = "python"
+
+
+class EventsFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+class FilesFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+# ----- selecting events (ingest, events, export)
+
+EventIds = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--event-id",
+        help="Keep only this event id; repeat for several (--event-id 14 --event-id 5152).",
+    ),
+]
+Channels = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--channel",
+        help="Keep only this channel, e.g. System or Security; case-insensitive; repeatable.",
+    ),
+]
+Providers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--provider",
+        help="Keep only this provider, e.g. Microsoft-Windows-Hyper-V-Netvsc; "
+        "case-insensitive; repeatable.",
+    ),
+]
+Since = Annotated[
+    str | None,
+    typer.Option(
+        help="Keep events at or after this ISO 8601 time, e.g. 2024-05-01T10:00:00Z. "
+        "A time without an offset is UTC."
+    ),
+]
+Until = Annotated[
+    str | None,
+    typer.Option(
+        help="Keep events at or before this ISO 8601 time (inclusive). "
+        "A time without an offset is UTC."
+    ),
+]
+
+# ----- stores, decoding and time zones
+
+StorePath = Annotated[Path, typer.Argument(help="A store folder written by lmtrace ingest --out.")]
+EngineOption = Annotated[
+    EngineName,
+    typer.Option(
+        "--engine",
+        help="EVTX decoder: rust (pyevtx-rs, fast) or python (python-evtx, slow; for "
+        "cross-checks).",
+    ),
+]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Reading processes, one file each (default: the number of CPUs).",
+        show_default=False,
+    ),
+]
+DisplayTz = Annotated[
+    str,
+    typer.Option(
+        help="Zone of the times the timeline shows: UTC, an IANA name (Europe/Berlin) or "
+        "+05:30; the axis names it. Data and reports stay in UTC."
+    ),
+]
+GuestTz = Annotated[
+    str,
+    typer.Option(
+        "--guest-tz",
+        "--firewall-tz",
+        help="Time zone of pfirewall.log times, which are local and carry no offset: "
+        "an IANA name (Europe/Berlin) or an offset (+02:00). Converted to UTC on read.",
+    ),
+]
+
+# ----- correlation: what the user knows that the logs do not say
+
+Hosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host", help="Treat this computer as a Hyper-V host whatever it logged; repeatable."
+    ),
+]
+Guests = Annotated[
+    list[str] | None,
+    typer.Option("--guest", help="Treat this computer as a guest whatever it logged; repeatable."),
+]
+MapFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--map",
+        help="CSV file of 'VM name or VMID,guest host name' lines, for guests whose host name "
+        "differs from the VM name (otherwise matched by name, then by timing).",
+    ),
+]
+ClockOffsets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--clock-offset",
+        help="GUEST=+3.2s: the guest clock minus the host clock, when known; replaces the "
+        "estimate from Netvsc 14 timing. Repeatable.",
+    ),
+]
+Tolerance = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Seconds of slack when lining up guest and host events after the clock offset "
+        "(default: the catalog's, 3 s).",
+        show_default=False,
+    ),
+]
+Catalogs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--catalog",
+        help="A TOML file that adds or replaces event catalog entries (same form as the "
+        "shipped pipeline/catalog.toml), e.g. another field name on your build; repeatable.",
+    ),
+]
+OutFolder = Annotated[
+    Path, typer.Option("--out", "-o", help="Folder for the findings; created if needed.")
+]
+
+# ----- what a long run prints at the end (ingest, batch)
+
+JsonSummary = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+
+
+def event_filter(
+    event_id: list[int] | None,
+    channel: list[str] | None,
+    provider: list[str] | None,
+    since: str | None,
+    until: str | None,
+) -> EventFilter:
+    """The selection options as a store filter; an unset option selects everything."""
+    return EventFilter(
+        frozenset(event_id) if event_id else None,
+        frozenset(channel) if channel else None,
+        frozenset(provider) if provider else None,
+        parse_utc(since, "--since") if since else None,
+        parse_utc(until, "--until") if until else None,
+    )
+
+
+def correlate_settings(
+    host: list[str] | None,
+    guest: list[str] | None,
+    map_file: Path | None,
+    clock_offset: list[str] | None,
+    tolerance: float | None,
+) -> CorrelateSettings:
+    """The correlation options as settings; reads --map and parses --clock-offset now,
+    so that a bad file or offset fails before any work starts."""
+    return CorrelateSettings(
+        hosts=tuple(host or ()),
+        guests=tuple(guest or ()),
+        match=MatchSettings(
+            mapping=read_mapping(map_file) if map_file else {},
+            clock_offsets=dict(parse_clock_offset(o) for o in clock_offset or ()),
+            tolerance_s=tolerance,
+        ),
+    )
