@@ -142,6 +142,6 @@ def analyze(
     files = scan_files(out / STORE_FOLDER).collect()
     written = write_outputs(result, out, files)
     written.append(save_correlation_options(settings, out))
-    timelines = write_timeline(result, catalog.model, out / TIMELINE_FILE, settings.timeline)
+    timelines = write_timeline(result, out / TIMELINE_FILE, settings.timeline)
     written += timelines + write_report(findings_document(result, files), out, timelines)
     return Analysis(out, summary, files, result, tuple(written))

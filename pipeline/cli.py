@@ -28,7 +28,6 @@ from parsers.pfirewall import PfirewallSettings
 from pipeline.analyze import AnalyzeSettings, correlate_store, load_correlation_options
 from pipeline.analyze import analyze as run_analyze
 from pipeline.batch import BatchSettings, run_batch
-from pipeline.catalog import load_catalog
 from pipeline.cli_options import (
     Catalogs,
     Channels,
@@ -484,12 +483,11 @@ def timeline(
         catalogs=tuple(catalog or ()),
     )
     result = correlate_store(open_store(store), analyze_settings)
-    model = load_catalog(analyze_settings.catalogs).model
     page = out or analysis / (f"timeline-{safe_name(around)}.html" if around else "timeline.html")
-    for path in write_timeline(result, model, page, settings):
+    for path in write_timeline(result, page, settings):
         typer.echo(str(path))
     if image is not None:
-        typer.echo(str(write_static(timeline_figure(result, model, settings), image)))
+        typer.echo(str(write_static(timeline_figure(result, settings), image)))
 
 
 @app.command()

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import findings, machines, matching, migrations, quarantine
-from pipeline.catalog import Catalog, tag
+from pipeline.catalog import Catalog, ModelParams, tag
 from pipeline.matching import MatchSettings
 
 WINDOW_COLUMNS = (
@@ -62,6 +62,7 @@ class Correlation:
     context: pl.DataFrame  # catalog events near any migration, on both clocks, for timelines
     summary: findings.Summary
     catalog_files: tuple[str, ...]
+    model: ModelParams  # the catalog's parameters this was computed with (timelines use them)
     generated_at: datetime
 
 
@@ -213,6 +214,7 @@ def correlate(
         context=context,
         summary=summary,
         catalog_files=catalog.files,
+        model=model,
         generated_at=datetime.now(timezone.utc),
     )
 

@@ -36,7 +36,6 @@ from plotly.subplots import make_subplots
 
 from parsers.model import LmtraceError
 from pipeline import timeline_layers as layers
-from pipeline.catalog import ModelParams
 from pipeline.correlate import Correlation
 from pipeline.machines import short_name
 from pipeline.store import parse_utc
@@ -167,9 +166,7 @@ def view_range(result: Correlation, settings: TimelineSettings) -> tuple[datetim
     return first - pad, last + pad
 
 
-def timeline_figure(
-    result: Correlation, model: ModelParams, settings: TimelineSettings
-) -> go.Figure:
+def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figure:
     """The timeline as a plotly figure: lanes above, blocked-per-second bars below."""
     zone = display_zone(settings.tz)
     first, last = view_range(result, settings)
@@ -204,7 +201,7 @@ def timeline_figure(
         )  # fmt: skip
     layers.add_migrations(fig, layers.span_frame(migs, local, index))
     layers.add_quarantine(fig, migs, index, local)
-    layers.add_context(fig, context, index, local, model, settings.detail_max)
+    layers.add_context(fig, context, index, local, result.model, settings.detail_max)
     layers.add_blocked(fig, blocked, index, local, settings.detail_max)
     shown = blocked.join(index, on="machine", how="inner")
     width = layers.add_counts(fig, shown, local, first, last)
@@ -365,7 +362,6 @@ def _overview_table(result: Correlation, folder: str) -> str:
 
 def write_timeline(
     result: Correlation,
-    model: ModelParams,
     page: Path,
     settings: TimelineSettings = TimelineSettings(),
 ) -> list[Path]:
@@ -380,7 +376,7 @@ def write_timeline(
     page.parent.mkdir(parents=True, exist_ok=True)
     many = result.migrations.height > 1 and not settings.around
     table = _overview_table(result, PER_MIGRATION_FOLDER) if many else ""
-    figure = timeline_figure(result, model, settings)
+    figure = timeline_figure(result, settings)
     page.write_text(_html_page(figure, True, table), encoding="utf-8")
     written = [page]
     if many:
@@ -391,7 +387,7 @@ def write_timeline(
             zoom = TimelineSettings(settings.tz, mid, settings.window_s, settings.detail_max)
             zoomed = folder / f"{safe_name(mid)}.html"
             zoomed.write_text(
-                _html_page(timeline_figure(result, model, zoom), "directory", back),
+                _html_page(timeline_figure(result, zoom), "directory", back),
                 encoding="utf-8",
             )
             written.append(zoomed)

@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 
 from parsers.model import LmtraceError
 from pipeline.analyze import Analysis, AnalyzeSettings, analyze
-from pipeline.catalog import load_catalog
 from pipeline.cli import app
 from pipeline.simulate import SimulateOptions, simulate
 from pipeline.timeline import (
@@ -33,8 +32,6 @@ from pipeline.timeline import (
     write_static,
     write_timeline,
 )
-
-MODEL = load_catalog().model
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +69,7 @@ def _naive(iso: str) -> datetime:
 
 
 def test_one_lane_per_machine_hosts_above_guests(drain: Analysis, findings: dict) -> None:
-    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    fig = timeline_figure(drain.result, TimelineSettings())
     labels = fig.layout.yaxis.ticktext
     assert len(labels) == len(findings["machines"]) == 7
     roles = {m["computer"]: m["role"] for m in findings["machines"]}
@@ -82,7 +79,7 @@ def test_one_lane_per_machine_hosts_above_guests(drain: Analysis, findings: dict
 
 
 def test_each_migration_spans_its_hosts_from_start_to_end(drain: Analysis, findings: dict) -> None:
-    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    fig = timeline_figure(drain.result, TimelineSettings())
     spans = [s for t in _traces(fig, "migration") for s in _segments(t)]
     # Every migration is drawn on its source and its destination lane.
     assert len(spans) == 2 * len(findings["migrations"]) == 8
@@ -106,7 +103,7 @@ def test_each_migration_spans_its_hosts_from_start_to_end(drain: Analysis, findi
 
 
 def test_quarantine_windows_and_markers_on_the_host_clock(drain: Analysis, findings: dict) -> None:
-    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    fig = timeline_figure(drain.result, TimelineSettings())
     shapes = [s for t in _traces(fig, "quarantine") for s in _segments(t)]
     windows = [m for m in findings["migrations"] if m["q0_host"] and m["q_end_host"]]
     assert len(shapes) == len(windows) == 4
@@ -125,7 +122,7 @@ def test_quarantine_windows_and_markers_on_the_host_clock(drain: Analysis, findi
 
 
 def test_blocked_per_second_counts_every_blocked_event(drain: Analysis) -> None:
-    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    fig = timeline_figure(drain.result, TimelineSettings())
     bars = _traces(fig, "count")
     blocked = pl.read_parquet(drain.out / "blocked.parquet")
     assert sum(sum(t.y) for t in bars) == blocked.height
@@ -135,7 +132,7 @@ def test_blocked_per_second_counts_every_blocked_event(drain: Analysis) -> None:
 
 
 def test_legend_states_each_guest_offset(drain: Analysis, findings: dict) -> None:
-    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    fig = timeline_figure(drain.result, TimelineSettings())
     names = " ".join(t.name for t in _traces(fig, "offset"))
     for m in findings["migrations"]:
         assert f"moved by {-m['clock_offset_s']:+.3f} s ({m['offset_method']})" in names
@@ -148,7 +145,7 @@ def test_time_zone_moves_the_axis_and_names_itself(drain: Analysis, findings: di
         ("+05:30", timedelta(hours=5, minutes=30), "UTC+05:30"),
         ("UTC", timedelta(0), "Time (UTC)"),
     ):
-        fig = timeline_figure(drain.result, MODEL, TimelineSettings(tz=tz))
+        fig = timeline_figure(drain.result, TimelineSettings(tz=tz))
         assert label in fig.layout.xaxis2.title.text
         starts = [s[0] for t in _traces(fig, "migration") for s in _segments(t)]
         assert _naive(first["start"]) + shift in starts
@@ -167,7 +164,7 @@ def test_bad_options_are_one_clear_error(
     drain: Analysis, settings: TimelineSettings, message: str
 ) -> None:
     with pytest.raises(LmtraceError, match=message):
-        timeline_figure(drain.result, MODEL, settings)
+        timeline_figure(drain.result, settings)
 
 
 def test_window_and_zone_parsing() -> None:
@@ -182,16 +179,14 @@ def test_window_and_zone_parsing() -> None:
 
 def test_around_a_migration_zooms_on_it(drain: Analysis, findings: dict) -> None:
     m = findings["migrations"][1]
-    fig = timeline_figure(
-        drain.result, MODEL, TimelineSettings(around=m["migration_id"], window_s=10)
-    )
+    fig = timeline_figure(drain.result, TimelineSettings(around=m["migration_id"], window_s=10))
     lo, hi = fig.layout.xaxis.range
     assert lo == _naive(m["start"]) - timedelta(seconds=10)
     assert hi == max(_naive(m["end"]), _naive(m["q_end_host"])) + timedelta(seconds=10)
     lanes = " ".join(fig.layout.yaxis.ticktext)
     for name in (m["source"], m["destination"], m["vm_name"]):
         assert f"<b>{name}</b>" in lanes
-    by_time = timeline_figure(drain.result, MODEL, TimelineSettings(around=m["end"], window_s=5))
+    by_time = timeline_figure(drain.result, TimelineSettings(around=m["end"], window_s=5))
     assert by_time.layout.xaxis.range[0] == _naive(m["end"]) - timedelta(seconds=5)
 
 
@@ -228,14 +223,14 @@ def test_dense_markers_are_binned_and_the_legend_says_so(drain: Analysis, tmp_pa
     ).head(n)
     result = replace(drain.result, blocked=dense)
     settings = TimelineSettings(detail_max=2000)
-    fig = timeline_figure(result, MODEL, settings)
+    fig = timeline_figure(result, settings)
     markers = _traces(fig, "blocked")
     assert sum(t.meta["events"] for t in markers) == n
     for t in markers:
         assert len(t.x) <= 2000
         assert t.meta["binned_s"] and "1 marker per" in t.name
     assert sum(sum(t.y) for t in _traces(fig, "count")) == n
-    page = write_timeline(result, MODEL, tmp_path / "dense.html", settings)[0]
+    page = write_timeline(result, tmp_path / "dense.html", settings)[0]
     assert page.stat().st_size < 10_000_000
 
 
@@ -249,7 +244,7 @@ def test_log_text_is_escaped_in_every_label(drain: Analysis) -> None:
         .alias("computer")
     )
     result = replace(drain.result, migrations=migs, machines=machines)
-    fig = timeline_figure(result, MODEL, TimelineSettings())
+    fig = timeline_figure(result, TimelineSettings())
     text = json.dumps(fig.to_plotly_json(), default=str)
     assert "<img" not in text and "<script" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
@@ -257,7 +252,7 @@ def test_log_text_is_escaped_in_every_label(drain: Analysis) -> None:
 
 
 def test_static_export_rejects_other_formats(drain: Analysis, tmp_path: Path) -> None:
-    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    fig = timeline_figure(drain.result, TimelineSettings())
     with pytest.raises(TimelineError, match=r"\.png or \.svg"):
         write_static(fig, tmp_path / "t.gif")
     assert not (tmp_path / "t.gif").exists()
@@ -267,7 +262,7 @@ def test_static_png_and_svg_export(drain: Analysis, tmp_path: Path) -> None:
     pytest.importorskip("kaleido", reason="static export needs kaleido (in the test extras)")
     if not shutil.which("chromium") and not shutil.which("google-chrome"):
         pytest.skip("static export needs a Chrome for kaleido to drive (Debian's chromium)")
-    fig = timeline_figure(drain.result, MODEL, TimelineSettings())
+    fig = timeline_figure(drain.result, TimelineSettings())
     png = write_static(fig, tmp_path / "t.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000  # a drawn figure, not an empty canvas
@@ -299,7 +294,7 @@ def test_a_bundle_without_migrations_says_so(drain: Analysis, findings: dict) ->
         blocked=drain.result.blocked.head(0),
         context=drain.result.context.head(0),
     )
-    fig = timeline_figure(result, MODEL, TimelineSettings())
+    fig = timeline_figure(result, TimelineSettings())
     assert "No live migration was found" in fig.layout.annotations[-1].text
     assert len(fig.layout.yaxis.ticktext) == len(findings["machines"])
     lo, hi = fig.layout.xaxis.range
