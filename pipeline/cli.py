@@ -79,10 +79,12 @@ from pipeline.timeline import (
 )
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
+EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT, as shells report it
 
 
 class _Commands(TyperGroup):
-    """Runs a command and turns any LmtraceError into one line on stderr and exit 2."""
+    """Runs a command and turns any LmtraceError into one line on stderr and exit 2,
+    and a Ctrl-C into one line and the shell's usual 130."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -90,6 +92,10 @@ class _Commands(TyperGroup):
         except LmtraceError as e:
             typer.echo(f"lmtrace: error: {e}", err=True)
             raise typer.Exit(EXIT_FATAL) from None
+        except KeyboardInterrupt:
+            again = " (the same command resumes)" if ctx.invoked_subcommand == "batch" else ""
+            typer.echo(f"lmtrace: interrupted{again}", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(

@@ -21,6 +21,7 @@ import importlib.metadata
 import multiprocessing
 import queue
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -223,6 +224,12 @@ class _QueueProgress:
         if self._pending:
             self._sink.put((self._index, self._pending))
             self._pending = 0
+
+
+def _die_quietly_on_ctrl_c() -> None:
+    """Reading processes end at a Ctrl-C without a traceback of their own: the terminal
+    sends SIGINT to them too, and the parent reports the interruption once."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _worker(task: _Task, sink: Any) -> _Result:
@@ -428,7 +435,10 @@ def _run(
             yield task, result
         return
     context = multiprocessing.get_context("spawn")  # fork + polars threads can deadlock
-    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(jobs, mp_context=context, initializer=_die_quietly_on_ctrl_c) as pool,
+    ):
         sink = manager.Queue()
         # Largest files first, so that one big log does not start last and run alone;
         # results are still yielded (and stored) in input order.

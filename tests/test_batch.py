@@ -243,12 +243,18 @@ def test_interrupted_run_resumes_with_what_is_left(
     would) after the first bundle is done; the next run does the rest."""
     out = tmp_path / "out"
     command = [LMTRACE, "batch", *map(str, bundles.values()), "--out", str(out), "--jobs", "1"]
-    process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not list(out.glob("bundles/*/result.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, stop)
-    process.wait(60)
+    _, said = process.communicate(timeout=60)
+    if stop == signal.SIGINT:  # one line, the shell's code for Ctrl-C, no traceback
+        assert process.returncode == 130
+        assert said.decode().strip().splitlines()[-1] == (
+            "lmtrace: interrupted (the same command resumes)"
+        )
+        assert b"Traceback" not in said
     done = {p.parent.name for p in out.glob("bundles/*/result.json")}
     assert 1 <= len(done) < len(bundles), "the stop came too late to leave work undone"
     for folder in done:  # a bundle cut off is not recorded as failed: it has no result
