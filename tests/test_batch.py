@@ -223,13 +223,13 @@ def test_timeout_and_memory_cap_fail_with_reason_and_are_retried_with_new_limits
 ) -> None:
     inputs = [bundles["quarantine-bug"]]
     out = tmp_path / "out"
-    timed = _batch(inputs, out, timeout_s=0.5)
+    timed = _batch(inputs, out, timeout_s=0.1)  # no analysis starts Python that fast
     assert timed.summary["status"].to_list() == ["failed"]
-    assert "timed out after 0.5 s" in timed.summary["error"][0]
-    capped = _batch(inputs, out, max_memory_mb=64)  # new limits: tried again
+    assert "timed out after 0.1 s" in timed.summary["error"][0]
+    capped = _batch(inputs, out, max_memory_mb=32)  # new limits: tried again
     assert capped.reused == 0
     assert "memory cap reached" in capped.summary["error"][0]
-    again = _batch(inputs, out, max_memory_mb=64)  # same limits: the failure stands
+    again = _batch(inputs, out, max_memory_mb=32)  # same limits: the failure stands
     assert again.reused == 1 and again.summary["status"][0] == "failed"
     assert again.exit_code == 1
     assert not (out / "bundles" / ".work").exists() or not any((out / "bundles/.work").iterdir())
