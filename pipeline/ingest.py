@@ -37,6 +37,8 @@ from parsers.evtx_reader import Progress, Provenance, ReadSettings, read_evtx
 from parsers.model import FILE_SCHEMA, ReadReport, UnreadableFileError
 from parsers.pfirewall import PfirewallSettings, parse_tz, read_pfirewall
 from pipeline.discover import (
+    READABLE_KINDS,
+    Discovery,
     InputError,
     Limits,
     Skipped,
@@ -350,6 +352,22 @@ def ingest(
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _check_something_to_read(inputs: list[Path], found: Discovery) -> None:
+    """Inputs holding no log at all are a wrong path, not an empty case: say so (exit 2)
+    rather than report zero events, or a verdict built on nothing. Logs already in the
+    store count as logs: ingesting them again is a no-op, not a mistake."""
+    if found.sources or any(s.kind in READABLE_KINDS for s in found.skipped):
+        return
+    names = ", ".join(str(p) for p in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
+    if not found.skipped:
+        raise InputError(f"{names}: no readable .evtx or pfirewall.log: the input holds no files")
+    first = found.skipped[0]
+    raise InputError(
+        f"{names}: no readable .evtx or pfirewall.log among {len(found.skipped)} file(s)"
+        f" (first: {where(first.source_path, first.member)}: {first.reason})"
+    )
+
+
 def _ingest_locked(
     inputs: list[Path],
     store: Path,
@@ -372,6 +390,7 @@ def _ingest_locked(
         exclude=store,
         progress=progress.advance if progress else None,
     )
+    _check_something_to_read(inputs, found)
     tasks = [
         _Task(i, source, settings, firewall, work / "staged" / f"{i:06d}")
         for i, source in enumerate(found.sources)
@@ -400,8 +419,15 @@ def _ingest_locked(
         totals["stored"] += stored
         totals["duplicate"] += duplicate + result.repeats
 
-    for task, result in _run(tasks, jobs, progress):
-        commit(task, result)
+    try:
+        for task, result in _run(tasks, jobs, progress):
+            commit(task, result)
+    except KeyboardInterrupt:
+        # Files whose events are committed keep their rows, so that the store says
+        # what it holds and the same command later reads only the rest.
+        if rows:
+            append_files(store, pl.DataFrame(rows, schema=FILE_SCHEMA))
+        raise
     for item in found.skipped:
         status: Status = "refused" if item.problem else "skipped"
         outcomes.append(

@@ -85,6 +85,33 @@ def test_user_errors_are_one_line_and_exit_2(store, tmp_path, args, message):
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
 
 
+def test_inputs_holding_no_log_are_a_user_error(corpus_dir, tmp_path):
+    """A wrong folder says so (exit 2) instead of reporting zero events or a verdict built
+    on nothing; logs already in the store still count as logs (exit 0, nothing added)."""
+    empty, notes = tmp_path / "empty", tmp_path / "notes"
+    empty.mkdir()
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not a log\n")
+    for argv, message in (
+        (["ingest", str(empty), "--out", str(tmp_path / "s1")], ": the input holds no files"),
+        (
+            ["analyze", str(notes), "--out", str(tmp_path / "o1")],
+            "among 1 file(s) (first: " + str(notes / "readme.txt") + ": not a recognized log",
+        ),
+    ):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"lmtrace: error: {argv[1]}: no readable .evtx or")
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    shutil.copyfile(corpus_dir / SYSTEM, tmp_path / "System.evtx")
+    for _ in range(2):
+        again = runner.invoke(
+            app, ["ingest", str(tmp_path / "System.evtx"), "--out", str(tmp_path / "s2")]
+        )
+        assert again.exit_code == 0, again.output
+    assert "files 0 read" in again.stdout and "1 skipped" in again.stdout
+
+
 def test_usage_errors_exit_2(store):
     result = runner.invoke(app, ["events", str(store), "--format", "xml"])
     assert result.exit_code == 2 and "xml" in result.stderr

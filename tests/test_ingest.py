@@ -198,6 +198,39 @@ def test_archives_are_read_in_scratch_inside_the_store(corpus_dir, manifest, tmp
     assert readme["kind"].to_list() == ["unknown"] and readme["errors"][0].to_list() == []
 
 
+class CtrlCOnSecondFile(Recorder):
+    """Raises KeyboardInterrupt (what Ctrl-C raises) once the reading of a second file begins."""
+
+    def __init__(self, first_file_bytes: int) -> None:
+        super().__init__()
+        self.first_file_bytes = first_file_bytes
+
+    def advance(self, nbytes: int) -> None:
+        super().advance(nbytes)
+        name, _, done = self.phases[-1]
+        if name == "reading" and done > self.first_file_bytes:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_ingest_keeps_finished_files_with_their_rows(corpus_dir, tmp_path):
+    inputs = [tmp_path / "a-System.evtx", tmp_path / "b-Small.evtx"]
+    shutil.copyfile(corpus_dir / SYSTEM, inputs[0])
+    shutil.copyfile(corpus_dir / SMALL, inputs[1])
+    store = tmp_path / "store"
+    stop = CtrlCOnSecondFile(inputs[0].stat().st_size)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(inputs, store, jobs=1, progress=stop)
+    kept = scan_files(store).collect()
+    assert kept["source_path"].to_list() == [str(inputs[0])]
+    assert scan_events(store).select(pl.len()).collect().item() == kept["records"].sum() > 0
+    again = ingest(inputs, store, jobs=1)  # the same command: only the rest is read
+    assert [(Path(o.source_path).name, o.status) for o in again.outcomes] == [
+        ("b-Small.evtx", "read"),
+        ("a-System.evtx", "skipped"),
+    ]
+    assert again.events_duplicate == 0
+
+
 def test_a_store_inside_an_input_folder_is_not_read_back(corpus_dir, tmp_path):
     shutil.copyfile(corpus_dir / SMALL, tmp_path / "Small.evtx")
     ingest([tmp_path], tmp_path / "store")
