@@ -136,6 +136,17 @@ class Catalog:
     def entries_of(self, *kinds: str) -> tuple[EventEntry, ...]:
         return tuple(e for e in self.events if e.kind in kinds)
 
+    def split(self, kinds: Sequence[str]) -> tuple[Catalog, Catalog]:
+        """(a catalog of the events that can be one of ``kinds``, one of all the others).
+
+        Entries go by (provider, event id), so the candidate entries of one event stay
+        together and the channel-specific-wins rule of :func:`tag` still holds in each.
+        """
+        keys = {(e.provider.lower(), e.event_id) for e in self.entries_of(*kinds)}
+        inside = tuple(e for e in self.events if (e.provider.lower(), e.event_id) in keys)
+        outside = tuple(e for e in self.events if (e.provider.lower(), e.event_id) not in keys)
+        return replace(self, events=inside), replace(self, events=outside)
+
 
 _TOP_KEYS = {
     "schema_version",
@@ -397,15 +408,9 @@ server it is most of the bytes, and nothing after tagging reads it.
 """
 
 
-def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
-    """Keep the events the catalog knows, with their ``kind``, ``side`` and named columns.
-
-    Rows keep ``TAGGED_EVENT_COLUMNS``; every column declared in the catalog is
-    present (null where an entry does not map it), plus ``inbound`` (bool, from the
-    ``[directions]`` table) and ``confidence`` of the entry. Rows are partitioned by
-    field mapping so that each row's payload is searched only for the names its own
-    entry maps.
-    """
+def matched(events: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
+    """The events the catalog knows, each with its one entry (``_entry``, ``kind``,
+    ``side``): a lazy query, so a caller that needs no payload never reads one."""
     joined = (
         events.select(*TAGGED_EVENT_COLUMNS, "data")
         # Known event ids first: pushed into the scan, so payloads of the other events
@@ -419,7 +424,7 @@ def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
         )
     )
     # A channel-specific entry wins over a generic one for the same row.
-    joined = joined.filter(
+    return joined.filter(
         pl.col("_entry_channel").is_not_null().cast(pl.Int8)
         == pl.col("_entry_channel")
         .is_not_null()
@@ -427,6 +432,18 @@ def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
         .max()
         .over(["file_sha256", "header_record_id", "record_id", "_prov", "event_id"])
     )
+
+
+def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
+    """Keep the events the catalog knows, with their ``kind``, ``side`` and named columns.
+
+    Rows keep ``TAGGED_EVENT_COLUMNS``; every column declared in the catalog is
+    present (null where an entry does not map it), plus ``inbound`` (bool, from the
+    ``[directions]`` table) and ``confidence`` of the entry. Rows are partitioned by
+    field mapping so that each row's payload is searched only for the names its own
+    entry maps.
+    """
+    joined = matched(events, catalog)
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for i, entry in enumerate(catalog.events):
         groups.setdefault(tuple(sorted(entry.fields.items())), []).append(i)

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import findings, machines, matching, migrations, quarantine
-from pipeline.catalog import Catalog, ModelParams, tag
+from pipeline.catalog import Catalog, ModelParams, matched, tag
 from pipeline.matching import MatchSettings
 
 WINDOW_COLUMNS = (
@@ -66,8 +66,23 @@ class Correlation:
     generated_at: datetime
 
 
+def _with_machine(tagged: pl.DataFrame) -> pl.DataFrame:
+    return tagged.with_columns(machines.short_name(pl.col("computer")).alias("machine"))
+
+
+def _logging(events: pl.LazyFrame, catalog: Catalog) -> pl.Series:
+    """The machines that logged any event of ``catalog`` over the whole bundle (no payload
+    is read): whether a guest's drops are observable does not depend on when it dropped."""
+    return (
+        matched(events, catalog)
+        .select(machines.short_name(pl.col("computer")).alias("machine"))
+        .unique()
+        .collect(engine="streaming")["machine"]
+    )
+
+
 def _guest_facts(
-    cover: pl.DataFrame, tagged: pl.DataFrame, catalog: Catalog
+    cover: pl.DataFrame, tagged: pl.DataFrame, traffic_logged: pl.Series, catalog: Catalog
 ) -> findings.GuestFacts:
     model = catalog.model
 
@@ -78,9 +93,7 @@ def _guest_facts(
     trigger_logged = cover.filter(lower_channel.is_in(channels_of(model.trigger_kinds))).select(
         "machine", "first_ts", "last_ts"
     )
-    observable = tagged.filter(pl.col("kind").is_in(model.blocked_kinds + model.allowed_kinds))[
-        "machine"
-    ].unique()
+    observable = traffic_logged
     security = cover.filter(lower_channel.is_in(channels_of(model.blocked_kinds)))[
         "machine"
     ].unique()
@@ -112,6 +125,45 @@ CONTEXT_COLUMNS = (
 )
 
 
+def _merged_spans(frame: pl.DataFrame, begin: pl.Expr, end: pl.Expr) -> pl.DataFrame:
+    """Time spans ``_from`` - ``_to`` per row of ``frame``, overlapping ones merged, sorted:
+    an event then needs one as-of lookup, or one range test per span."""
+    spans = frame.select(begin.alias("_from"), end.alias("_to")).drop_nulls().sort("_from")
+    return (
+        spans.with_columns(
+            (pl.col("_from") > pl.col("_to").cum_max().shift(1))
+            .fill_null(True)
+            .cum_sum()
+            .alias("_g")
+        )
+        .group_by("_g")
+        .agg(pl.col("_from").min(), pl.col("_to").max())
+        .select("_from", "_to")
+        .sort("_from")
+    )
+
+
+def _near_migrations(migs: pl.DataFrame, model: ModelParams, match: MatchSettings) -> pl.Expr:
+    """Events whose time could place them in a quarantine window or a timeline of some
+    migration, whatever the logging guest's clock offset (estimated: up to
+    ``max_clock_offset_s`` plus a clock jump; given with --clock-offset: any size)."""
+    given = max((abs(s) for s in match.clock_offsets.values()), default=0.0)
+    reach_s = (
+        max(model.max_clock_offset_s, given)
+        + model.clock_jump_max_s
+        + model.netvsc_lag_max_s
+        + 2 * model.window_max_s
+    )
+    reach = pl.duration(microseconds=reach_s * 1e6)
+    spans = _merged_spans(
+        migs, pl.coalesce("start", "end") - reach, pl.coalesce("end", "start") + reach
+    )
+    return pl.any_horizontal(
+        pl.lit(False),
+        *(pl.col("timestamp").is_between(a, b) for a, b in spans.iter_rows()),
+    )
+
+
 def _context(
     tagged: pl.DataFrame,
     roles: pl.DataFrame,
@@ -126,25 +178,10 @@ def _context(
     needs no more than this, so it never has to go back to the store.
     """
     margin = pl.duration(microseconds=margin_s * 1e6)
-    spans = (
-        assessed.select(
-            (pl.coalesce("start", "end") - margin).alias("_from"),
-            (pl.max_horizontal("end", "q_end_host") + margin).alias("_to"),
-        )
-        .drop_nulls()
-        .sort("_from")
-    )
-    # Merge overlapping spans so that each event needs one as-of lookup.
-    spans = (
-        spans.with_columns(
-            (pl.col("_from") > pl.col("_to").cum_max().shift(1))
-            .fill_null(True)
-            .cum_sum()
-            .alias("_g")
-        )
-        .group_by("_g")
-        .agg(pl.col("_from").min(), pl.col("_to").max())
-        .sort("_from")
+    spans = _merged_spans(
+        assessed,
+        pl.coalesce("start", "end") - margin,
+        pl.max_horizontal("end", "q_end_host") + margin,
     )
     shifted = (
         tagged.filter(~(pl.col("kind").is_in(blocked_kinds) & pl.col("inbound")))
@@ -171,16 +208,18 @@ def correlate(
     model = catalog.model
     events = machines.attribute_unnamed(events)
     cover = machines.coverage(events)
-    tagged = tag(events, catalog).with_columns(
-        machines.short_name(pl.col("computer")).alias("machine")
-    )
+    traffic_catalog, other_catalog = catalog.split(model.blocked_kinds + model.allowed_kinds)
+    tagged = _with_machine(tag(events, other_catalog))
     roles = machines.classify(cover, tagged, settings.hosts, settings.guests)
     host_names = roles.filter(pl.col("role") == "host")["machine"].implode()
     guest_names = roles.filter(pl.col("role") == "guest")
-    host_events = tagged.filter(pl.col("machine").is_in(host_names))
-    guest_events = tagged.filter(pl.col("machine").is_in(guest_names["machine"].implode()))
+    migs = migrations.reconstruct(tagged.filter(pl.col("machine").is_in(host_names)), model)
 
-    migs = migrations.reconstruct(host_events, model)
+    # Firewall traffic is most of a busy guest's log (a connection per event); only what
+    # lies near a migration can matter, so only that is tagged and its payload read.
+    near = events.filter(_near_migrations(migs, model, settings.match))
+    tagged = pl.concat([tagged, _with_machine(tag(near, traffic_catalog))], how="diagonal")
+    guest_events = tagged.filter(pl.col("machine").is_in(guest_names["machine"].implode()))
     netvsc = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds))
     guest_vmids = guest_events.filter(pl.col("vmid").is_not_null()).select("machine", "vmid")
     diffs = matching.clock_differences(migs, netvsc, model)
@@ -195,7 +234,7 @@ def correlate(
         model,
         tolerance,
     )
-    facts = _guest_facts(cover, tagged, catalog)
+    facts = _guest_facts(cover, tagged, _logging(events, traffic_catalog), catalog)
     windows, blocked = quarantine.measure(found, guest_events, facts.end_logged, model)
     window_columns = windows.select(
         *WINDOW_COLUMNS, pl.col("clock_offset_s").alias("window_offset_s")

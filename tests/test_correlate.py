@@ -140,6 +140,45 @@ def test_estimated_clock_offset_is_reported_and_close(tmp_path: Path) -> None:
     assert -90.0 <= row["clock_offset_s"] <= -88.0
 
 
+def test_a_given_clock_offset_of_hours_still_finds_the_blocked_traffic(tmp_path: Path) -> None:
+    """Firewall traffic is tagged only near migrations; a guest clock 2 h off (a wrong time
+    zone), given by the user, must widen 'near' rather than lose the window's drops."""
+    bundle, truth = _bundle(
+        tmp_path, SimulateOptions(scenario="quarantine-bug", seed=8, guest_clock_offset=7200.0)
+    )
+    [guest] = {q["guest"] for q in truth["quarantines"]}
+    given = CorrelateSettings(match=MatchSettings(clock_offsets={guest: 7200.0}))
+    result = _analyse(tmp_path, bundle, given)
+    check_against_truth(result, truth)
+    assert result.blocked.height == sum(
+        q["blocked_inbound"]["tcp"] + q["blocked_inbound"]["udp"] for q in truth["quarantines"]
+    )
+
+
+def test_traffic_logged_far_from_any_migration_still_shows_drops_are_observable(
+    tmp_path: Path,
+) -> None:
+    """Whether a guest's drops can be seen is a fact of its whole log: with every firewall
+    event moved a day away from the migration (so none is tagged), a healthy bundle whose
+    guest classified its network at once stays not-affected instead of inconclusive."""
+    bundle, truth = _bundle(tmp_path, SimulateOptions(scenario="healthy", seed=6, noise=60.0))
+    assert truth["verdict"] == "not-affected"
+    store = tmp_path / "store"
+    ingest([bundle], store)
+    catalog = load_catalog()
+    traffic_ids = {e.event_id for e in catalog.entries_of(*catalog.model.allowed_kinds)}
+    traffic_ids |= {e.event_id for e in catalog.entries_of(*catalog.model.blocked_kinds)}
+    far = scan_events(store).with_columns(
+        pl.when(pl.col("event_id").is_in(sorted(traffic_ids)))
+        .then(pl.col("timestamp") + pl.duration(days=1))
+        .otherwise(pl.col("timestamp"))
+        .alias("timestamp")
+    )
+    result = correlate(far, catalog, CorrelateSettings())
+    assert result.blocked.is_empty()
+    assert result.summary.verdict == "not-affected", result.summary.reasons
+
+
 def test_given_clock_offset_and_mapping_file_override(tmp_path: Path) -> None:
     bundle, truth = _bundle(
         tmp_path,
