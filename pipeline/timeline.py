@@ -16,8 +16,11 @@ a log is HTML-escaped before it enters the figure, since plotly renders a
 subset of HTML in labels and hover text. Dense markers are aggregated into
 time bins once a trace would exceed ``detail_max`` points, and the legend says
 so; that keeps 100,000 events under 10 MB of HTML. The layers themselves are
-drawn by :mod:`pipeline.timeline_layers`; this module holds the options (zone,
-window, zoom), assembles the figure and writes the pages.
+drawn by :mod:`pipeline.timeline_lanes` (lanes, display clock, clock notes),
+:mod:`pipeline.timeline_spans` (migrations, blackouts, quarantine windows) and
+:mod:`pipeline.timeline_markers` (event and blocked markers, per-second counts),
+with every text escaped in :mod:`pipeline.timeline_text`; this module holds the
+options (zone, window, zoom), assembles the figure and writes the pages.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from parsers.model import LmtraceError
-from pipeline import timeline_layers as layers
 from pipeline.correlate import Correlation
 from pipeline.machines import short_name
 from pipeline.store import parse_utc
+from pipeline.timeline_lanes import lane_layout, legend_notes
+from pipeline.timeline_markers import add_blocked, add_context, add_counts
+from pipeline.timeline_spans import add_migrations, add_quarantine, span_frame
 
 TIMELINE_FILE = "timeline.html"
 PER_MIGRATION_FOLDER = "timelines"
@@ -180,7 +185,7 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
             migs.select(short_name(pl.col("source"))).to_series().drop_nulls().to_list()
             + migs.select(short_name(pl.col("destination"))).to_series().drop_nulls().to_list()
         )
-    lanes = layers.lane_layout(result, wanted)
+    lanes = lane_layout(result, wanted)
     index = lanes.index()
     in_view = pl.col("timestamp_host").is_between(first, last)
     blocked = result.blocked.filter(in_view)
@@ -199,13 +204,13 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
             ),
             row=row, col=1,
         )  # fmt: skip
-    layers.add_migrations(fig, layers.span_frame(migs, local, index))
-    layers.add_quarantine(fig, migs, index, local)
-    layers.add_context(fig, context, index, local, result.model, settings.detail_max)
-    layers.add_blocked(fig, blocked, index, local, settings.detail_max)
+    add_migrations(fig, span_frame(migs, local, index))
+    add_quarantine(fig, migs, index, local)
+    add_context(fig, context, index, local, result.model, settings.detail_max)
+    add_blocked(fig, blocked, index, local, settings.detail_max)
     shown = blocked.join(index, on="machine", how="inner")
-    width = layers.add_counts(fig, shown, local, first, last)
-    layers.legend_notes(fig, result, lanes)
+    width = add_counts(fig, shown, local, first, last)
+    legend_notes(fig, result, lanes)
     if result.migrations.is_empty():
         fig.add_annotation(
             text="No live migration was found in these logs: nothing to draw.<br>"
