@@ -239,7 +239,7 @@ def _close(w: pl.DataFrame, end_logged: pl.Series, model: ModelParams) -> pl.Dat
         .when(pl.col("last_drop_at").is_not_null())
         .then(pl.col("last_drop_at"))
         .when(silent)
-        .then(_after("q0", model.safety_timeout_s))
+        .then(timeout_at)
     )
     evidence = (
         pl.when(classified_first)
