@@ -66,19 +66,17 @@ class Correlation:
     generated_at: datetime
 
 
+_MACHINE = machines.short_name(pl.col("computer")).alias("machine")
+
+
 def _with_machine(tagged: pl.DataFrame) -> pl.DataFrame:
-    return tagged.with_columns(machines.short_name(pl.col("computer")).alias("machine"))
+    return tagged.with_columns(_MACHINE)
 
 
 def _logging(events: pl.LazyFrame, catalog: Catalog) -> pl.Series:
     """The machines that logged any event of ``catalog`` over the whole bundle (no payload
     is read): whether a guest's drops are observable does not depend on when it dropped."""
-    return (
-        matched(events, catalog)
-        .select(machines.short_name(pl.col("computer")).alias("machine"))
-        .unique()
-        .collect(engine="streaming")["machine"]
-    )
+    return matched(events, catalog).select(_MACHINE).unique().collect(engine="streaming")["machine"]
 
 
 def _guest_facts(
@@ -93,12 +91,11 @@ def _guest_facts(
     trigger_logged = cover.filter(lower_channel.is_in(channels_of(model.trigger_kinds))).select(
         "machine", "first_ts", "last_ts"
     )
-    observable = traffic_logged
     security = cover.filter(lower_channel.is_in(channels_of(model.blocked_kinds)))[
         "machine"
     ].unique()
     end_logged = tagged.filter(pl.col("kind").is_in(model.end_kinds))["machine"].unique()
-    return findings.GuestFacts(trigger_logged, observable, security, end_logged)
+    return findings.GuestFacts(trigger_logged, traffic_logged, security, end_logged)
 
 
 CONTEXT_COLUMNS = (
