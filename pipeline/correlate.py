@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import findings, machines, matching, migrations, quarantine
+from pipeline import findings, machine_facts, machines, matching, migrations, quarantine
 from pipeline.catalog import Catalog, ModelParams, matched, tag
 from pipeline.matching import MatchSettings
 
@@ -61,22 +61,25 @@ class Correlation:
     blocked: pl.DataFrame  # one row per blocked inbound event inside a window
     context: pl.DataFrame  # catalog events near any migration, on both clocks, for timelines
     summary: findings.Summary
+    clock_changes: pl.DataFrame  # Kernel-General 1 per machine: old/new time, delta, reason
     catalog_files: tuple[str, ...]
     model: ModelParams  # the catalog's parameters this was computed with (timelines use them)
     generated_at: datetime
 
 
-_MACHINE = machines.short_name(pl.col("computer")).alias("machine")
+def _machine(renamed: dict[str, str]) -> pl.Expr:
+    return machines.machine_of(pl.col("computer"), renamed).alias("machine")
 
 
-def _with_machine(tagged: pl.DataFrame) -> pl.DataFrame:
-    return tagged.with_columns(_MACHINE)
-
-
-def _logging(events: pl.LazyFrame, catalog: Catalog) -> pl.Series:
+def _logging(events: pl.LazyFrame, catalog: Catalog, renamed: dict[str, str]) -> pl.Series:
     """The machines that logged any event of ``catalog`` over the whole bundle (no payload
     is read): whether a guest's drops are observable does not depend on when it dropped."""
-    return matched(events, catalog).select(_MACHINE).unique().collect(engine="streaming")["machine"]
+    return (
+        matched(events, catalog)
+        .select(_machine(renamed))
+        .unique()
+        .collect(engine="streaming")["machine"]
+    )
 
 
 def _guest_facts(
@@ -204,10 +207,14 @@ def correlate(
     """Run every correlation step over one bundle's events."""
     model = catalog.model
     events = machines.attribute_unnamed(events)
-    cover = machines.coverage(events)
     traffic_catalog, other_catalog = catalog.split(model.blocked_kinds + model.allowed_kinds)
-    tagged = _with_machine(tag(events, other_catalog))
-    roles = machines.classify(cover, tagged, settings.hosts, settings.guests)
+    tagged = tag(events, other_catalog)
+    # A renamed computer is one machine: every step below names machines through this.
+    renamed = machines.aliases(tagged.filter(pl.col("kind") == machine_facts.RENAMED))
+    tagged = tagged.with_columns(_machine(renamed))
+    cover = machines.coverage(events).with_columns(_machine(renamed))
+    roles = machines.classify(cover, tagged, settings.hosts, settings.guests, renamed)
+    facts = machine_facts.extract(tagged)
     host_names = roles.filter(pl.col("role") == "host")["machine"].implode()
     guest_names = roles.filter(pl.col("role") == "guest")
     migs = migrations.reconstruct(tagged.filter(pl.col("machine").is_in(host_names)), model)
@@ -215,7 +222,9 @@ def correlate(
     # Firewall traffic is most of a busy guest's log (a connection per event); only what
     # lies near a migration can matter, so only that is tagged and its payload read.
     near = events.filter(_near_migrations(migs, model, settings.match))
-    tagged = pl.concat([tagged, _with_machine(tag(near, traffic_catalog))], how="diagonal")
+    tagged = pl.concat(
+        [tagged, tag(near, traffic_catalog).with_columns(_machine(renamed))], how="diagonal"
+    )
     guest_events = tagged.filter(pl.col("machine").is_in(guest_names["machine"].implode()))
     netvsc = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds))
     guest_vmids = guest_events.filter(pl.col("vmid").is_not_null()).select("machine", "vmid")
@@ -231,24 +240,27 @@ def correlate(
         model,
         tolerance,
     )
-    facts = _guest_facts(cover, tagged, _logging(events, traffic_catalog), catalog)
-    windows, blocked = quarantine.measure(found, guest_events, facts.end_logged, model)
+    guest_facts = _guest_facts(cover, tagged, _logging(events, traffic_catalog, renamed), catalog)
+    windows, blocked = quarantine.measure(found, guest_events, guest_facts.end_logged, model)
     window_columns = windows.select(
         *WINDOW_COLUMNS, pl.col("clock_offset_s").alias("window_offset_s")
     )
     table = pairs.join(window_columns, on="migration_id", how="left").with_columns(
         pl.col("blocked_inbound", "blocked_tcp", "blocked_udp", "blocked_other").fill_null(0)
     )
-    assessed = findings.assess(table, facts, catalog).sort("migration_id")
+    assessed = findings.assess(table, guest_facts, catalog).sort("migration_id")
     context = _context(tagged, roles, offsets, assessed, model.blocked_kinds, model.window_max_s)
     summary = findings.summarize(assessed, roles, netvsc, catalog)
     return Correlation(
-        machines=roles,
+        machines=roles.join(facts.facts, on="machine", how="left"),
         coverage=cover,
         migrations=assessed,
         blocked=blocked.sort("timestamp"),
         context=context,
         summary=summary,
+        clock_changes=facts.clock_changes.join(
+            roles.select("machine", "role"), on="machine", how="left"
+        ),
         catalog_files=catalog.files,
         model=model,
         generated_at=datetime.now(timezone.utc),

@@ -9,11 +9,15 @@ in the exported period and a guest may log nothing lmtrace knows.
 Coverage (which channels each computer exported, and the time span of each) decides
 later whether an absence of evidence means anything: no Netvsc 14 proves nothing
 if the guest's System log ends before the migration.
+
+One machine can log under several names: its short and DNS forms, and the names it
+had before a rename (EventLog 6011). Every step names a machine by
+:func:`machine_of`, so a renamed computer is one machine everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -23,6 +27,65 @@ HOST_KIND_PREFIXES = ("migration.", "cluster.")
 def short_name(expr: pl.Expr) -> pl.Expr:
     """Lower-case host name without its DNS domain: ``SQL7.corp.example`` -> ``sql7``."""
     return expr.str.to_lowercase().str.strip_chars().str.split(".").list.first()
+
+
+def machine_of(computer: pl.Expr, aliases: Mapping[str, str]) -> pl.Expr:
+    """The machine a ``computer`` value belongs to: its short name, or, for a name the
+    machine had before a rename, the name it has now (``aliases``, from :func:`aliases`)."""
+    name = short_name(computer)
+    return name.replace(aliases) if aliases else name
+
+
+def aliases(renamed: pl.DataFrame) -> dict[str, str]:
+    """Every earlier short name of a renamed computer -> the short name it has now.
+
+    ``renamed`` holds EventLog 6011 rows (``timestamp``, ``old_name``, ``new_name``).
+    Renames chain (A -> B, later B -> C: A and B are C now). An old name renamed to
+    two different names belongs to two machines (clones of one template), so it
+    joins neither: merging them would mix two guests' events. An empty old name
+    (first setup) is not a name. Renames back (A -> B -> A) end at the latest name.
+    """
+    rows = (
+        renamed.select(
+            "timestamp",
+            short_name(pl.col("old_name")).alias("old"),
+            short_name(pl.col("new_name")).alias("new"),
+        )
+        .filter((pl.col("old") != "") & (pl.col("new") != "") & (pl.col("old") != pl.col("new")))
+        .unique(["old", "new"], keep="last")
+        .sort("timestamp")
+    )
+    if rows.is_empty():
+        return {}
+    ambiguous = set(
+        rows.group_by("old")
+        .agg(pl.col("new").n_unique())
+        .filter(pl.col("new") > 1)["old"]
+        .to_list()
+    )
+    # Union-find over a handful of names: one 6011 per rename, so this never grows large.
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.get(name, name) != name:
+            name = parent[name]
+        return name
+
+    latest: dict[str, str] = {}  # root -> the newest name seen in its group
+    for old, new in rows.select("old", "new").iter_rows():
+        if old in ambiguous:
+            continue
+        a, b = root(old), root(new)
+        parent[a] = b
+        parent.setdefault(b, b)
+        if a != b:
+            latest.pop(a, None)
+        latest[b] = new  # rows are in time order: the last rename names the group
+    return {
+        name: latest.get(root(name), root(name))
+        for name in parent
+        if latest.get(root(name), root(name)) != name
+    }
 
 
 def to_host_clock(guest_time: pl.Expr, offset_s: pl.Expr) -> pl.Expr:
@@ -101,31 +164,37 @@ def classify(
     tagged: pl.DataFrame,
     hosts: Sequence[str] = (),
     guests: Sequence[str] = (),
+    renamed: Mapping[str, str] = {},
 ) -> pl.DataFrame:
     """One row per machine: ``machine`` (short name), ``computer``, ``role``, ``role_source``.
 
-    ``role_source`` is ``given`` for ``--host``/``--guest`` and ``logged`` otherwise.
+    ``role_source`` is ``given`` for ``--host``/``--guest`` and ``logged`` otherwise;
+    a name given from before a rename (``renamed``, from :func:`aliases`) means the machine.
     """
     given = pl.DataFrame(
         {
-            "machine": [h.lower().split(".")[0] for h in hosts]
-            + [g.lower().split(".")[0] for g in guests],
+            "machine": [h for h in hosts] + [g for g in guests],
             "_given": ["host"] * len(hosts) + ["guest"] * len(guests),
         },
         schema={"machine": pl.String, "_given": pl.String},
-    ).unique("machine", keep="last")
+    )
+    given = given.with_columns(machine_of(pl.col("machine"), renamed)).unique(
+        "machine", keep="last"
+    )
     host_like = (
         tagged.filter(
             pl.any_horizontal(pl.col("kind").str.starts_with(p) for p in HOST_KIND_PREFIXES)
         )
-        .select(short_name(pl.col("computer")).alias("machine"))
+        .select(machine_of(pl.col("computer"), renamed).alias("machine"))
         .unique()
         .with_columns(pl.lit(True).alias("_logged_host"))
     )
     return (
         cover.group_by("machine")
         .agg(
-            pl.col("computer").mode().first(),
+            # The name it logged last: after a rename, the name it has now.
+            pl.col("computer").sort_by("last_ts").last(),
+            pl.col("computer").unique().sort().alias("names"),
             pl.col("channel").unique().sort().alias("channels"),
             pl.col("first_ts").min(),
             pl.col("last_ts").max(),

@@ -1,0 +1,168 @@
+"""Machine facts from real System logs: OS and build, zone, boots, renames, updates, clocks.
+
+Every expected value below was read from the named public sample with pyevtx-rs
+(evtx.PyEvtxParser(path).records_json()), not from lmtrace's own simulator.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.catalog import load_catalog
+from pipeline.correlate import Correlation, correlate
+from pipeline.ingest import ingest
+from pipeline.machine_facts import windows_zones
+from pipeline.machines import aliases, machine_of
+from pipeline.store import scan_events
+
+SAMPLES = (
+    "parsers/velociraptor__RDPAuth_System.evtx",  # Windows Server 2016, one boot
+    "parsers/plaso__System.evtx",  # two renames, FQDN forms, Pacific then UTC
+    "network/tugix456__System.evtx",  # a rename, a Turkish zone name, updates
+    "parsers/ts-evtx__System.evtx",  # renames, Kernel-General 1 version 4
+    "parsers/python-evtx__system.evtx",  # Windows 7, Eastern time, version 0 updates
+)
+
+
+@pytest.fixture(scope="module")
+def real(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Correlation:
+    store = tmp_path_factory.mktemp("facts") / "store"
+    ingest([corpus_dir / s for s in SAMPLES], store)
+    return correlate(scan_events(store), load_catalog())
+
+
+def _row(result: Correlation, machine: str) -> dict:
+    rows = result.machines.filter(pl.col("machine") == machine)
+    assert rows.height == 1, result.machines["machine"].to_list()
+    return rows.row(0, named=True)
+
+
+def _utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=timezone.utc)
+
+
+@pytest.mark.corpus
+def test_server_2016_product_build_zone_and_boot(real: Correlation) -> None:
+    dc = _row(real, "dc")
+    assert dc["os_product"] == "Windows Server 2016 Standard Evaluation"
+    assert (dc["os_version"], dc["os_build"], dc["os_revision"]) == ("10.0.14393", 14393, 693)
+    assert dc["os_build_lab"] == "14393.rs1_release.161220-1747"
+    assert (dc["time_zone"], dc["zone_bias_min"], dc["zone_iana"]) == (
+        "Coordinated Universal Time",
+        0,
+        "Etc/UTC",
+    )
+    assert dc["last_boot"] == _utc(2021, 2, 12, 12, 33, 10, 574463)
+    assert dc["boots"] == 1
+
+
+@pytest.mark.corpus
+def test_renames_and_fqdn_forms_are_one_machine(real: Correlation) -> None:
+    # plaso: 37L4247F27-26 -> WIN-NBRJP24VCHB (joins a domain: FQDN form) -> DC1.
+    dc1 = _row(real, "dc1")
+    assert set(dc1["names"]) == {
+        "37L4247F27-26",
+        "WIN-NBRJP24VCHB",
+        "WIN-NBRJP24VCHB.internal.greendale.edu",
+        "DC1",
+        "DC1.internal.greendale.edu",
+    }
+    assert [(r["old"], r["new"]) for r in dc1["renames"]] == [
+        ("37L4247F27-26", "WIN-NBRJP24VCHB"),
+        ("WIN-NBRJP24VCHB", "DC1"),
+    ]
+    assert dc1["events"] == 5009  # every event of the file, under one machine
+    assert dc1["computer"] == "DC1.internal.greendale.edu"
+    tugix = _row(real, "desktop-hb59u74")
+    assert set(tugix["names"]) == {"WIN-U86O5IH36UE", "DESKTOP-HB59U74"}
+    # ts-evtx: the first 6011 has an empty old name (setup): not a rename.
+    ts = _row(real, "nikolaismetbd82")
+    assert [(r["old"], r["new"]) for r in ts["renames"]] == [("NIKOLAI-BSDBOH4", "NIKOLAISMETBD82")]
+    assert real.machines.height == 5
+
+
+@pytest.mark.corpus
+def test_zones_as_logged_with_their_bias(real: Correlation) -> None:
+    dc1 = _row(real, "dc1")
+    # The plaso machine ran on Pacific time, then was set to UTC (a 9 h clock step shows it).
+    assert dc1["zones_logged"][0] == "480 Pacific Standard Time"
+    assert "0 Coordinated Universal Time" in dc1["zones_logged"]
+    tugix = _row(real, "desktop-hb59u74")
+    assert (tugix["time_zone"], tugix["zone_bias_min"]) == ("Türkiye Standart Saati", -180)
+    assert tugix["zone_iana"] is None  # a localized name: placed by its bias alone
+    wks = _row(real, "wks-win764bitb")
+    assert (wks["time_zone"], wks["zone_bias_min"], wks["zone_iana"]) == (
+        "Eastern Standard Time",
+        300,
+        "America/New_York",
+    )
+    assert _row(real, "nikolaismetbd82")["zone_iana"] == "Europe/London"
+
+
+@pytest.mark.corpus
+def test_windows_updates_with_their_kb(real: Correlation) -> None:
+    ts = {u["kb"]: u for u in _row(real, "nikolaismetbd82")["updates"]}
+    assert ts["KB5050575"]["status"] == "installed"
+    assert ts["KB5050575"]["title"].startswith("2025-01 Update for Windows 11 Version 24H2")
+    assert "KB2267602" not in ts  # a Defender signature update that failed: not the OS
+    tugix = {u["kb"] for u in _row(real, "desktop-hb59u74")["updates"]}
+    assert tugix == {"KB5020683"}  # the Xbox app that failed has no KB
+    wks = {u["kb"] for u in _row(real, "wks-win764bitb")["updates"]}
+    assert {"KB2641653", "KB2667402", "KB2647518"} <= wks
+    assert "KB890830" not in wks  # the malicious software removal tool
+
+
+@pytest.mark.corpus
+def test_clock_changes_with_delta_reason_and_process(real: Correlation) -> None:
+    changes = real.clock_changes
+    ts = changes.filter(pl.col("machine") == "nikolaismetbd82").sort("timestamp")
+    step = ts.filter(pl.col("delta_ms_logged") == -28799616).row(0, named=True)
+    assert step["delta_s"] == pytest.approx(-28799.616892)
+    assert step["reason"] == 1
+    assert step["process"].endswith("prl_tools.exe")
+    assert step["old_time"] == _utc(2025, 6, 3, 0, 46, 20, 323892)
+    # Version 0 events (Windows 7) carry only the two times: the delta is measured.
+    plaso = changes.filter(pl.col("machine") == "dc1")
+    assert plaso["delta_s"].min() == pytest.approx(-32398.475127)
+    assert plaso["reason"].is_null().all()
+    tugix = changes.filter(pl.col("machine") == "desktop-hb59u74")
+    assert tugix.height == 3 and tugix["delta_ms_logged"].is_null().all()
+    assert set(tugix["reason"].to_list()) == {1, 3}
+    assert changes["role"].to_list() == ["guest"] * changes.height
+
+
+def test_rename_chains_merge_and_clones_do_not() -> None:
+    t = [datetime(2025, 1, d, tzinfo=timezone.utc) for d in range(1, 8)]
+    renamed = pl.DataFrame(
+        {
+            "timestamp": t[:6],
+            "old_name": ["WIN-A1", "TEMP", "", "B.corp.example", "TEMPLATE", "TEMPLATE"],
+            "new_name": ["TEMP", "SQL7", "FRESH", "C", "WEB1", "WEB2"],
+        }
+    )
+    got = aliases(renamed)
+    assert got == {"win-a1": "sql7", "temp": "sql7", "b": "c"}
+    # Clones of one template stay two machines; the template name merges with neither.
+    frame = pl.DataFrame({"computer": ["WIN-A1", "temp.corp", "SQL7", "TEMPLATE", "WEB1"]})
+    assert frame.select(machine_of(pl.col("computer"), got))["computer"].to_list() == [
+        "sql7",
+        "sql7",
+        "sql7",
+        "template",
+        "web1",
+    ]
+    back = pl.DataFrame({"timestamp": t[:2], "old_name": ["A", "B"], "new_name": ["B", "A"]})
+    assert aliases(back) == {"b": "a"}
+
+
+def test_every_windows_zone_maps_to_a_zone_polars_knows() -> None:
+    zones = windows_zones()
+    assert zones["Pacific Standard Time"] == "America/Los_Angeles"
+    assert zones["Coordinated Universal Time"] == "Etc/UTC"
+    probe = pl.Series([datetime(2025, 7, 1)]).cast(pl.Datetime("us"))
+    for name in set(zones.values()):
+        probe.dt.replace_time_zone(name)  # raises on an unknown zone
