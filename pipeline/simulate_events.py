@@ -47,6 +47,9 @@ MINIPORT = "Microsoft Hyper-V Network Adapter"
 INBOUND, LAYER_ACCEPT, LAYER_ACCEPT_RTID = "%%14592", "%%14610", 44
 OUTBOUND, LAYER_CONNECT, LAYER_CONNECT_RTID = "%%14593", "%%14611", 48
 QUARANTINE_ORIGIN = "Quarantine Default"
+QUARANTINE_FILTER_RTID = 67249
+"""The run-time id of the filter that drops inbound traffic in quarantine (one per boot in
+reality; this one is the pair's in Security_short_selected records 5 and 6)."""
 NULL_SID = "S-1-0-0"
 SYSTEM_SID, LOCAL_SERVICE_SID, NETWORK_SERVICE_SID = "S-1-5-18", "S-1-5-19", "S-1-5-20"
 PFIREWALL_HEADER = (
@@ -255,13 +258,20 @@ def wfp_values(
     filter_rtid: int,
     origin: str,
 ) -> tuple[object, ...]:
-    """Payload values of a 5152/5156/5157 in the guest's layout (2016 or 2022 style)."""
+    """Payload values of a 5152/5156/5157 in the guest's layout (2016 or 2022 style).
+
+    The sides are named as Windows names them, which differs by event: the
+    connection events (5156/5157, ``packet=False``) put the local side in
+    Source* in both directions; the packet drop (5152) puts the sender in
+    Source*, so an inbound one names the remote side Source (catalog.toml cites
+    the samples). A 5152 at the ALE receive/accept layer names the listening
+    process, as its 5157 twin does (Security_short_selected records 5 and 6).
+    """
     pid, app = _LISTENERS.get(local_port, (4, "System")) if inbound else _LISTENERS[3389]
-    if packet:
-        pid, app = 0, "-"
+    sender_first = packet and inbound
     src, sport, dst, dport = (
         (remote, remote_port, guest.address, local_port)
-        if inbound
+        if sender_first
         else (guest.address, local_port, remote, remote_port)
     )
     layer, layer_rtid = (
@@ -355,12 +365,14 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
             out.add(g, wfp_layout(g, 5156).event(from_us(t), g.name, values, tid=_tid(rng)), t)
             continue
         # A blocked SYN or datagram: the connection event, and often the packet drop too.
+        # Windows logs both of one packet with the same TimeCreated and FilterRTID
+        # (Security_short_selected records 5 and 6: 15:24:57.090800, FilterRTID 67249).
         main, other = (5157, 5152) if a.protocol == 6 else (5152, 5157)
         kinds = [main] + ([other] if rng.random() < 0.5 else [])
-        for k, event_id in enumerate(kinds):
-            when = t + 15 + k * rng.randint(20, 180)
+        when = t + 15
+        for event_id in kinds:
             values = wfp_values(
-                g, gid, packet=event_id == 5152, filter_rtid=67607 if event_id == 5152 else 67249,
+                g, gid, packet=event_id == 5152, filter_rtid=QUARANTINE_FILTER_RTID,
                 origin=QUARANTINE_ORIGIN, **common,
             )  # fmt: skip
             spec = wfp_layout(g, event_id).event(from_us(when), g.name, values, tid=_tid(rng))

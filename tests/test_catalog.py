@@ -168,8 +168,9 @@ def test_tag_extracts_named_columns_from_real_security_events(corpus_dir: Path) 
     row = blocked.row(0, named=True)
     payload = json.loads(events.filter(pl.col("record_id") == row["record_id"])["data"].item())
     assert row["protocol"] == int(payload["Protocol"])
-    assert row["local_port"] == int(payload["DestPort"])
-    assert row["remote_address"] == payload["SourceAddress"]
+    # 5157 names the local side Source (tests/test_wfp_sides.py checks every side).
+    assert row["local_port"] == int(payload["SourcePort"])
+    assert row["remote_address"] == payload["DestAddress"]
     assert row["inbound"] == (payload["Direction"] == "%%14592")
     # Events the catalog does not know are not tagged.
     assert (

@@ -135,8 +135,11 @@ def test_blocked_inbound_in_quarantine_windows_equals_truth(
             e = by_id[b["record_id"]]
             assert e["event_id"] == b["event_id"]
             assert e["time"] == when(b["time"])
-            assert e["data"]["DestPort"] == str(b["local_port"])
-            assert e["data"]["SourceAddress"] == b["remote_address"]
+            # Windows names the sides per event: 5152 Source = the sender, 5157 Source = local.
+            local, remote = ("Dest", "Source") if e["event_id"] == 5152 else ("Source", "Dest")
+            assert e["data"][f"{local}Port"] == str(b["local_port"])
+            assert e["data"][f"{remote}Address"] == b["remote_address"]
+            assert e["data"][f"{remote}Port"] == str(b["remote_port"])
             assert e["data"]["Protocol"] == {"tcp": 6, "udp": 17}[b["protocol"]]
 
 
