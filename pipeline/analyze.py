@@ -30,7 +30,7 @@ from pipeline.discover import Limits
 from pipeline.ingest import IngestProgress, IngestSummary, ingest
 from pipeline.matching import MatchSettings
 from pipeline.report import write_report
-from pipeline.store import scan_events, scan_files
+from pipeline.store import incomplete, scan_events, scan_files
 from pipeline.timeline import TIMELINE_FILE, TimelineSettings, write_timeline
 
 STORE_FOLDER = "store"
@@ -59,11 +59,13 @@ class Analysis:
     files: pl.DataFrame
     result: Correlation
     written: tuple[Path, ...]
+    incomplete: str | None = None  # why the store lacks inputs of an earlier, unfinished ingest
 
     @property
     def exit_code(self) -> int:
-        """1 when any file or record could not be read (the verdict stands on the rest)."""
-        return self.ingest.exit_code
+        """1 when any file or record could not be read, or the store is incomplete (the
+        verdict stands on the rest)."""
+        return 1 if self.incomplete else self.ingest.exit_code
 
 
 class OptionsFileError(LmtraceError):
@@ -140,8 +142,10 @@ def analyze(
     )
     result = correlate(scan_events(out / STORE_FOLDER), catalog, settings.correlate)
     files = scan_files(out / STORE_FOLDER).collect()
-    written = write_outputs(result, out, files)
+    mark = incomplete(out / STORE_FOLDER)
+    note = str(mark) if mark else None
+    written = write_outputs(result, out, files, note)
     written.append(save_correlation_options(settings, out))
     timelines = write_timeline(result, out / TIMELINE_FILE, settings.timeline)
-    written += timelines + write_report(findings_document(result, files), out, timelines)
-    return Analysis(out, summary, files, result, tuple(written))
+    written += timelines + write_report(findings_document(result, files, note), out, timelines)
+    return Analysis(out, summary, files, result, tuple(written), note)

@@ -40,6 +40,7 @@ from typing import Any
 import psutil
 
 from parsers.model import LmtraceError
+from pipeline.lifeline import exit_with_parent
 
 RESULT_FILE = "result.json"
 """Written last into a bundle's folder: its presence means the bundle is done."""
@@ -291,21 +292,9 @@ def _own_peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _exit_with_parent() -> None:
-    """Stop when the supervisor is gone (a killed batch must not leave analyses running)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(3)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main() -> None:
     """Child entry point: the task arrives pickled on stdin from :func:`run_bundle`."""
-    _exit_with_parent()
+    exit_with_parent()  # a killed batch must not leave analyses running
     task: BundleTask = pickle.loads(sys.stdin.buffer.read())
     try:
         row = _analyse(task)

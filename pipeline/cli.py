@@ -62,6 +62,7 @@ from pipeline.cli_output import (
     ingest_summary_line,
     print_verdict,
     stderr_progress,
+    warn_incomplete,
 )
 from pipeline.correlate import integrity, write_outputs
 from pipeline.discover import Limits
@@ -217,6 +218,7 @@ def events(
     ] = None,
 ) -> None:
     """Print the stored events that match the filters, in time order, to stdout."""
+    warn_incomplete(open_store(store))
     selected = scan_events(store, event_filter(event_id, channel, provider, since, until)).sort(
         "timestamp", "computer", "channel", "record_id", nulls_last=True
     )
@@ -245,6 +247,7 @@ def files(
     ] = FilesFormat.table,
 ) -> None:
     """Print the per-file integrity table: every file seen, its counts, and what went wrong."""
+    warn_incomplete(open_store(store))
     frame = scan_files(store).sort("source_path", "member", nulls_last=False).collect()
     emit(
         frame,
@@ -276,18 +279,21 @@ def correlate(
     """Find migrations, match guests, measure quarantine windows and give a verdict.
 
     Writes migrations, blocked and machines as Parquet and CSV, and findings.json, to --out.
-    Exit code 0: every stored file was read in full; 1: some records were unreadable (the
-    verdict stands on the rest); 2: fatal.
+    Exit code 0: every stored file was read in full; 1: some records were unreadable, or
+    the store is incomplete (an ingest into it did not finish; the verdict stands on the
+    rest); 2: fatal.
     """
     settings = AnalyzeSettings(
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
     )
-    result = correlate_store(open_store(store), settings)
+    note = warn_incomplete(open_store(store))
+    result = correlate_store(store, settings)
     files = scan_files(store).collect()
-    write_outputs(result, out, files)
+    write_outputs(result, out, files, note)
     print_verdict(result, out)
-    raise typer.Exit(EXIT_PARTIAL if integrity(files)["files_with_problems"] else EXIT_OK)
+    partial = note or integrity(files)["files_with_problems"]
+    raise typer.Exit(EXIT_PARTIAL if partial else EXIT_OK)
 
 
 @app.command()
@@ -335,6 +341,8 @@ def analyze(
     with stderr_progress(*columns, quiet=quiet) as bar:
         analysis = run_analyze(bundles, out, settings, IngestBar(bar))
     echo_problems(analysis.ingest.problems)
+    if analysis.incomplete:
+        typer.echo(f"lmtrace: warning: {out}: {analysis.incomplete}", err=True)
     print_verdict(analysis.result, out)
     for page in ("report.html", "report.md", "timeline.html"):
         if (out / page).is_file():
@@ -488,7 +496,8 @@ def timeline(
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
     )
-    result = correlate_store(open_store(store), analyze_settings)
+    warn_incomplete(open_store(store))
+    result = correlate_store(store, analyze_settings)
     page = out or analysis / (f"timeline-{safe_name(around)}.html" if around else "timeline.html")
     for path in write_timeline(result, page, settings):
         typer.echo(str(path))
@@ -518,6 +527,7 @@ def export(
 
     Example: lmtrace export out/case/store --format timesketch --out case.jsonl
     """
+    warn_incomplete(open_store(store))
     summary = export_store(store, fmt, out, event_filter(event_id, channel, provider, since, until))
     typer.echo(
         f"{summary.path}: {summary.rows:,} events as {summary.fmt.value}"

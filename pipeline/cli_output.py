@@ -22,6 +22,7 @@ from rich.table import Column, Table
 from pipeline.batch import BatchResult
 from pipeline.correlate import Correlation
 from pipeline.ingest import FileOutcome, IngestSummary
+from pipeline.store import incomplete
 
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.6fZ"
 
@@ -92,6 +93,16 @@ def print_verdict(result: Correlation, out: Path) -> None:
     for hint in result.summary.collect:
         console.print(f"  collect: {escape(hint['how'])}")
     console.print(f"findings: {escape(str(out))}")
+
+
+def warn_incomplete(store: Path) -> str | None:
+    """Say on stderr when a store lacks what an unfinished ingest was asked to read;
+    return the reason (for the findings), or None when the store is whole."""
+    mark = incomplete(store)
+    if mark is None:
+        return None
+    typer.echo(f"lmtrace: warning: {store}: {mark}", err=True)
+    return str(mark)
 
 
 def echo_problems(problems: Iterable[FileOutcome]) -> None:

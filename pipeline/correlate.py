@@ -298,8 +298,12 @@ def _flat(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def integrity(files: pl.DataFrame | None) -> dict[str, object]:
-    """What could not be read, from the store's files table: the verdict stands on the rest."""
+def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict[str, object]:
+    """What could not be read, from the store's files table: the verdict stands on the rest.
+
+    ``incomplete`` says why the store does not hold everything it was asked to (an
+    ingest into it failed or was killed; pipeline.store.incomplete), or is None.
+    """
     if files is None:
         return {}
     problems = files.filter(
@@ -308,6 +312,7 @@ def integrity(files: pl.DataFrame | None) -> dict[str, object]:
         | (pl.col("errors").list.len() > 0)
     )
     return {
+        "store_incomplete": incomplete,
         "files": files.height,
         "files_with_problems": problems.height,
         "records_read": int(files["records"].sum() or 0),
@@ -336,14 +341,16 @@ def impact(blocked: pl.DataFrame) -> dict[str, list[dict[str, object]]]:
     return {"by_port": by_port.to_dicts(), "by_remote": by_remote.to_dicts()}
 
 
-def findings_document(result: Correlation, files: pl.DataFrame | None = None) -> dict[str, object]:
+def findings_document(
+    result: Correlation, files: pl.DataFrame | None = None, incomplete: str | None = None
+) -> dict[str, object]:
     """The JSON findings: verdict first, then every fact with its evidence."""
     return {
         "verdict": result.summary.verdict,
         "reasons": result.summary.reasons,
         "collect": result.summary.collect,
         "remediation": result.summary.remediation,
-        "integrity": integrity(files),
+        "integrity": integrity(files, incomplete),
         "generated_at": result.generated_at.isoformat(),
         "catalog": list(result.catalog_files),
         "machines": result.machines.to_dicts(),
@@ -355,7 +362,12 @@ def findings_document(result: Correlation, files: pl.DataFrame | None = None) ->
     }
 
 
-def write_outputs(result: Correlation, out: Path, files: pl.DataFrame | None = None) -> list[Path]:
+def write_outputs(
+    result: Correlation,
+    out: Path,
+    files: pl.DataFrame | None = None,
+    incomplete: str | None = None,
+) -> list[Path]:
     """migrations, blocked and machines as Parquet + CSV, and findings.json. Returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -368,7 +380,7 @@ def write_outputs(result: Correlation, out: Path, files: pl.DataFrame | None = N
         frame.write_parquet(out / f"{name}.parquet")
         _flat(frame).write_csv(out / f"{name}.csv")
         written += [out / f"{name}.parquet", out / f"{name}.csv"]
-    doc = findings_document(result, files)
+    doc = findings_document(result, files, incomplete)
     (out / "findings.json").write_text(
         json.dumps(doc, indent=2, default=str, ensure_ascii=False), encoding="utf-8"
     )

@@ -19,22 +19,24 @@ from __future__ import annotations
 
 import importlib.metadata
 import multiprocessing
+import os
 import queue
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import polars as pl
 
 from parsers.evtx_reader import Progress, Provenance, ReadSettings, read_evtx
-from parsers.model import FILE_SCHEMA, ReadReport, UnreadableFileError
+from parsers.model import FILE_SCHEMA, LmtraceError, ReadReport, UnreadableFileError
 from parsers.pfirewall import PfirewallSettings, parse_tz, read_pfirewall
 from pipeline.discover import (
     READABLE_KINDS,
@@ -47,16 +49,22 @@ from pipeline.discover import (
     input_bytes,
     where,
 )
+from pipeline.lifeline import exit_with_parent, reading_process_setup
 from pipeline.store import (
+    SCRATCH_PREFIX,
     EventCommitter,
     EventFilter,
     StagedPart,
     append_files,
     init_store,
     locked,
+    mark_complete,
+    mark_incomplete,
     stage_events,
     stored_sha256,
+    sweep_scratch,
 )
+from pipeline.writes import WriteError, writing
 
 Status = Literal["read", "partial", "failed", "skipped", "refused"]
 
@@ -154,6 +162,7 @@ class _Result:
     channels: set[str] = field(default_factory=set)
     computers: set[str] = field(default_factory=set)
     seconds: float = 0.0
+    fatal: tuple[str, str, int | None] | None = None  # (path, cause, errno): the store's disk
 
 
 def _open_evtx(task: _Task, progress: Progress | None) -> tuple[Iterable[pl.DataFrame], ReadReport]:
@@ -193,7 +202,11 @@ def _read_task(task: _Task, progress: Progress | None) -> _Result:
     try:
         frames, report = _READERS[task.source.kind](task, progress)
         for frame in frames:
-            part, rejected, repeats = stage_events(frame, task.staging)
+            try:
+                part, rejected, repeats = stage_events(frame, task.staging)
+            except WriteError as e:  # the store's disk, not the file: the whole ingest stops
+                result.fatal = (e.path, e.cause, e.errno)
+                break
             result.rejected += rejected
             result.repeats += repeats
             if part is not None:
@@ -226,12 +239,6 @@ class _QueueProgress:
         if self._pending:
             self._sink.put((self._index, self._pending))
             self._pending = 0
-
-
-def _die_quietly_on_ctrl_c() -> None:
-    """Reading processes end at a Ctrl-C without a traceback of their own: the terminal
-    sends SIGINT to them too, and the parent reports the interruption once."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _worker(task: _Task, sink: Any) -> _Result:
@@ -341,15 +348,57 @@ def ingest(
     for path in inputs:  # fail on a typo before creating anything
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
-    store = init_store(Path(store), filters)
-    with locked(store):
-        work = Path(tempfile.mkdtemp(prefix=".ingest-", dir=store))
-        try:
-            return _ingest_locked(
-                inputs, store, work, settings, firewall, jobs, progress, limits, started
+    store = Path(store)
+    with writing(store):
+        store = init_store(store, filters)
+        with locked(store):
+            sweep_scratch(store)  # what a killed ingest left
+            work = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=store))
+            marks = _Marks(store, [str(p.absolute()) for p in inputs])
+            try:
+                summary = _ingest_locked(
+                    inputs, store, work, settings, firewall, jobs, progress, limits, started, marks
+                )
+            except KeyboardInterrupt:
+                marks.failed("an ingest was interrupted (Ctrl-C)")
+                raise
+            except BaseException as exc:
+                marks.failed(f"an ingest failed: {exc}")
+                raise
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            mark_complete(store, marks.inputs)
+            return summary
+
+
+@dataclass
+class _Marks:
+    """Marks the store incomplete before this ingest first changes it.
+
+    An ingest that fails before changing anything leaves the store as it was,
+    mark included; one that dies after its first change leaves the mark, which
+    names its inputs, until an ingest of the same inputs finishes.
+    """
+
+    store: Path
+    inputs: list[str]
+    marked: bool = False
+
+    def changing(self) -> None:
+        if not self.marked:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+            mark_incomplete(
+                self.store,
+                self.inputs,
+                f"an ingest started at {started} UTC did not finish (it was killed, "
+                "or the machine stopped)",
             )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            self.marked = True
+
+    def failed(self, reason: str) -> None:
+        if self.marked:
+            with suppress(LmtraceError, OSError):  # the first mark stands
+                mark_incomplete(self.store, self.inputs, reason)
 
 
 def _check_something_to_read(inputs: list[Path], found: Discovery) -> None:
@@ -378,6 +427,7 @@ def _ingest_locked(
     progress: IngestProgress | None,
     limits: Limits | None,
     started: float,
+    marks: _Marks,
 ) -> IngestSummary:
     version = importlib.metadata.version("lmtrace")
     if progress is not None:
@@ -403,7 +453,11 @@ def _ingest_locked(
     totals = {"records": 0, "kept": 0, "skipped": 0, "stored": 0, "duplicate": 0}
 
     def commit(task: _Task, result: _Result) -> None:
+        if result.fatal is not None:
+            raise WriteError(*result.fatal)
         stored = duplicate = 0
+        if result.parts:
+            marks.changing()
         for part in result.parts:
             added, repeated = committer.commit(part)
             stored += added
@@ -426,6 +480,7 @@ def _ingest_locked(
         # Files whose events are committed keep their rows, so that the store says
         # what it holds and the same command later reads only the rest.
         if rows:
+            marks.changing()
             append_files(store, pl.DataFrame(rows, schema=FILE_SCHEMA))
         raise
     for item in found.skipped:
@@ -436,6 +491,7 @@ def _ingest_locked(
         if item.problem or item.kind == "unknown":
             rows.append(_skipped_row(item, version))
     if rows:
+        marks.changing()
         append_files(store, pl.DataFrame(rows, schema=FILE_SCHEMA))
     return IngestSummary(
         store=store,
@@ -461,10 +517,12 @@ def _run(
             yield task, result
         return
     context = multiprocessing.get_context("spawn")  # fork + polars threads can deadlock
-    with (
-        context.Manager() as manager,
-        ProcessPoolExecutor(jobs, mp_context=context, initializer=_die_quietly_on_ctrl_c) as pool,
-    ):
+    manager = SyncManager(ctx=context)
+    manager.start(exit_with_parent, (os.getpid(),))  # a kill -9 here must not orphan it
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=reading_process_setup, initargs=(os.getpid(),)
+    )
+    with manager, pool:
         sink = manager.Queue()
         # Largest files first, so that one big log does not start last and run alone;
         # results are still yielded (and stored) in input order.
@@ -474,24 +532,27 @@ def _run(
         reported = [0] * len(tasks)
         next_index = 0
         pending = set(futures)
-        while next_index < len(tasks):
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(sink, reported, progress)
-            for future in finished:
-                task = futures[future]
-                try:
-                    done[task.index] = future.result()
-                except BrokenProcessPool:
-                    done[task.index] = _Result(
-                        task.index, failure="the reading process died while reading this file"
-                    )
-            while next_index in done:
+        try:
+            while next_index < len(tasks):
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 _drain(sink, reported, progress)
-                task = tasks[next_index]
-                if progress is not None:
-                    progress.advance(max(task.source.size - reported[next_index], 0))
-                yield task, done.pop(next_index)
-                next_index += 1
+                for future in finished:
+                    task = futures[future]
+                    try:
+                        done[task.index] = future.result()
+                    except BrokenProcessPool:
+                        done[task.index] = _Result(
+                            task.index, failure="the reading process died while reading this file"
+                        )
+                while next_index in done:
+                    _drain(sink, reported, progress)
+                    task = tasks[next_index]
+                    if progress is not None:
+                        progress.advance(max(task.source.size - reported[next_index], 0))
+                    yield task, done.pop(next_index)
+                    next_index += 1
+        finally:  # stopped early (a fatal error, Ctrl-C): queued files are not started
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _drain(sink: Any, reported: list[int], progress: IngestProgress | None) -> None:

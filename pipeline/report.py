@@ -96,7 +96,8 @@ def offset_text(m: Mapping[str, Any]) -> str:
 def integrity_text(integ: Mapping[str, Any]) -> str:
     if not integ:
         return "No file table was given: read problems are not known."
-    return (
+    incomplete = f"Warning: {integ['store_incomplete']}. " if integ.get("store_incomplete") else ""
+    return incomplete + (
         f"{integ.get('files', 0)} files read, {integ.get('files_with_problems', 0)} with problems; "
         f"{integ.get('records_read', 0):,} records read, "
         f"{integ.get('records_unreadable', 0):,} records and "
@@ -240,6 +241,9 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
         + "".join(f"<li>{h(r)}</li>" for r in doc.get("reasons", []))
         + "</ul></section>",
     ]
+    incomplete = (doc.get("integrity") or {}).get("store_incomplete")
+    if incomplete:
+        parts.append(f'<p class="workaround"><b>Warning:</b> {h(incomplete)}.</p>')
     nav = [
         f'<a href="#{a}">{t}</a>'
         for a, t in (
@@ -435,6 +439,9 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
         "",
     ]
     lines += [f"- {md(r)}" for r in doc.get("reasons", [])] + [""]
+    incomplete = (doc.get("integrity") or {}).get("store_incomplete")
+    if incomplete:
+        lines += [f"**Warning:** {md(incomplete)}.", ""]
     migs = list(doc.get("migrations", []))
     if migs:
         lines += [

@@ -11,7 +11,9 @@ Layout of a store folder::
     store.json                 format marker and the read filters the store was built with
     events/part-<id>.parquet   event rows, parsers.model.EVENT_SCHEMA, at most one batch each
     files/part-<id>.parquet    one row per file seen, parsers.model.FILE_SCHEMA, one part per ingest
-    .ingest-<id>/              scratch of a running ingest (removed when it ends)
+    incomplete.json            why the store lacks inputs of an ingest that did not finish
+    .lock                      the process id of the ingest writing the store
+    .ingest-<id>/              scratch of a running ingest (removed when it ends, or by the next)
 
 Rows are cast to the schemas on write; rows that do not fit are counted, not
 kept. Event parts are written by the reading processes into a staging folder
@@ -20,21 +22,26 @@ whose (computer, channel, record id) ranges overlap nothing already stored is
 moved into place untouched; otherwise only its new events (by computer,
 channel, record id, timestamp) are written. A crash between the two tables
 leaves events whose file is not yet listed; the next ingest re-reads that file
-and the dedupe drops its events again, so the store stays consistent.
+and the dedupe drops its events again, so the store stays consistent. An
+ingest marks the store incomplete before its first change and unmarks it when
+it finishes, so that a store a failed or killed ingest left half-filled says so
+to every reader until the same inputs are ingested again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
+import psutil
 
 from parsers.model import (
     EVENT_SCHEMA,
@@ -43,6 +50,7 @@ from parsers.model import (
     LmtraceError,
     event_predicate,
 )
+from pipeline.writes import parquet_bytes, write_atomic, writing
 
 STORE_FORMAT = "lmtrace-store"
 STORE_VERSION = 1
@@ -51,6 +59,9 @@ DEDUPE_KEY: tuple[str, ...] = ("computer", "channel", "record_id", "timestamp")
 
 _MANIFEST = "store.json"
 _LOCK = ".lock"
+_INCOMPLETE = "incomplete.json"
+SCRATCH_PREFIX = ".ingest-"
+"""Scratch folders of running ingests inside the store (``.ingest-<random>``)."""
 _RANGE_KEY = ["computer", "channel"]
 
 
@@ -157,23 +168,122 @@ def init_store(path: Path, filters: EventFilter) -> Path:
 def locked(path: Path) -> Iterator[Path]:
     """Hold the store's lock file for the duration of one ingest.
 
-    A plain exclusive-create file works on every platform a support engineer
-    uses; it is removed on exit, and after a hard kill the message says how to
-    clear it.
+    A plain exclusive-create file holding the process id works on every
+    platform a support engineer uses. A lock whose process is gone (a kill -9,
+    a power cut) is taken over, as lmtrace batch does with its own; a process
+    that started after the lock was written is not its holder, however its id
+    was reused. Two runs that find the same dead lock at the same instant both
+    try an exclusive create again, and one of them loses with the usual message.
     """
     lock = path / _LOCK
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        raise StoreError(
-            f"{path}: another ingest is writing to this store (if none is running, delete {lock})"
-        ) from None
+        holder = lock_holder(path)
+        if holder is not None:
+            raise StoreError(
+                f"{path}: another ingest (process {holder}) is writing to this store"
+            ) from None
+        lock.unlink(missing_ok=True)  # its process is gone: take it over
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            raise StoreError(f"{path}: another ingest is writing to this store") from None
     try:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         yield path
     finally:
         lock.unlink(missing_ok=True)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The process id of a live ingest holding the store's lock, or None."""
+    lock = path / _LOCK
+    try:
+        written = lock.stat().st_mtime
+        pid = int(lock.read_text(encoding="ascii") or "0")
+        started = psutil.Process(pid).create_time()
+    except (OSError, ValueError, psutil.Error):
+        return None  # no lock, a lock cut short by a kill, or its process is gone
+    return pid if started <= written + 1.0 else None
+
+
+def sweep_scratch(path: Path) -> None:
+    """Remove what dead ingests left in the store: scratch folders and half-written parts.
+
+    Called with the lock held, so nothing else is writing them.
+    """
+    for scratch in path.glob(f"{SCRATCH_PREFIX}*"):
+        shutil.rmtree(scratch, ignore_errors=True)
+    for table in ("events", "files"):
+        for temporary in (path / table).glob(".*.tmp"):
+            temporary.unlink(missing_ok=True)
+
+
+# ----- a store that an ingest did not finish
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    """Why a store does not hold everything it was asked to: the runs that did not finish.
+
+    ``inputs`` are the inputs of ingests that changed the store and then failed,
+    were interrupted or were killed; an ingest that finishes removes its own
+    inputs, and the mark goes when none is left.
+    """
+
+    reason: str
+    inputs: tuple[str, ...]
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.inputs[:3]) + (" ..." if len(self.inputs) > 3 else "")
+        return (
+            f"the store is incomplete: {self.reason}; run the same ingest or analyze of "
+            f"{shown} again to complete it"
+        )
+
+
+def incomplete(path: Path) -> Incomplete | None:
+    """The store's incomplete mark, or None when every ingest into it finished.
+
+    While an ingest is running the store is incomplete too, and the reason says so.
+    """
+    try:
+        doc = json.loads((path / _INCOMPLETE).read_text(encoding="utf-8"))
+        mark = Incomplete(str(doc["reason"]), tuple(str(i) for i in doc["inputs"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        mark = Incomplete(f"{_INCOMPLETE} is unreadable", ())
+    running = lock_holder(path)
+    if running is not None and running != os.getpid():
+        return Incomplete(f"an ingest (process {running}) is writing to it now", mark.inputs)
+    return mark
+
+
+def mark_incomplete(path: Path, inputs: Sequence[str], reason: str) -> None:
+    """Mark the store incomplete for ``inputs`` (added to any earlier unfinished ones)."""
+    earlier = incomplete(path)
+    pending = list(earlier.inputs if earlier else ())
+    _write_mark(path, pending + [i for i in inputs if i not in pending], reason)
+
+
+def mark_complete(path: Path, inputs: Sequence[str]) -> None:
+    """An ingest of ``inputs`` finished: they are no longer missing; unmark when none is."""
+    earlier = incomplete(path)
+    if earlier is None:
+        return
+    left = [i for i in earlier.inputs if i not in inputs]
+    if left:
+        _write_mark(path, left, earlier.reason)
+    else:
+        (path / _INCOMPLETE).unlink(missing_ok=True)
+
+
+def _write_mark(path: Path, inputs: list[str], reason: str) -> None:
+    text = json.dumps({"reason": reason, "inputs": inputs}, indent=2) + "\n"
+    write_atomic(path / _INCOMPLETE, text.encode("utf-8"))
 
 
 def _parts(folder: Path) -> list[Path]:
@@ -241,11 +351,8 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> tuple[pl.Dat
 
 def _write_atomic(frame: pl.DataFrame, folder: Path) -> Path:
     """Write one Parquet part; readers never see a half-written file."""
-    name = f"part-{uuid.uuid4().hex}.parquet"
-    temp = folder / f".{name}.tmp"
-    frame.write_parquet(temp, statistics=True)
-    final = folder / name
-    os.replace(temp, final)
+    final = folder / f"part-{uuid.uuid4().hex}.parquet"
+    write_atomic(final, parquet_bytes(frame))
     return final
 
 
@@ -269,7 +376,8 @@ def stage_events(frame: pl.DataFrame, folder: Path) -> tuple[StagedPart | None, 
     Returns the staged part (None when no row is left), the rows that did not
     fit the schema, and the repeated events dropped.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     conformed, rejected = conform(frame, EVENT_SCHEMA)
     unique = conformed.unique(list(DEDUPE_KEY), keep="first", maintain_order=True)
     repeats = conformed.height - unique.height
