@@ -33,6 +33,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 CONFIDENCES = ("stated", "seen", "inferred")
+CONDITION_OPS = ("in", "not_in", "matches", "not_matches")
 SIDES = ("source", "target")
 NUMERIC_COLUMNS = {"blackout_s": pl.Float64, "seconds": pl.Float64, "brownout_s": pl.Float64}
 INTEGER_COLUMNS = {"protocol": pl.Int32, "local_port": pl.Int32, "remote_port": pl.Int32}
@@ -61,6 +62,7 @@ class ModelParams:
     allowed_kinds: tuple[str, ...] = ()
     fallback_kinds: tuple[str, ...] = ()
     end_evidence_protocols: tuple[int, ...] = (6,)
+    packet_pair_s: float = 0.01
 
     def kinds_named(self) -> tuple[str, ...]:
         """Every kind the model refers to, for validation against ``[kinds]``."""
@@ -88,11 +90,29 @@ class EventEntry:
     optional: tuple[str, ...] = ()
     sample: str | None = None
     note: str | None = None
+    # Value conditions: the entry's kind holds only when every condition holds for the
+    # event's named columns (e.g. a firewall 2010 whose new profile is a real one);
+    # otherwise the event gets ``else_kind``. Real logs log the same event id for
+    # "classified" and "lost the network", and only the values tell them apart.
+    when: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    else_kind: str | None = None
     origin: str = ""  # "file:line", for error messages and for `lmtrace catalog`
 
     @property
     def key(self) -> tuple[str, int, str | None]:
         return (self.provider.lower(), self.event_id, (self.channel or "").lower() or None)
+
+
+@dataclass(frozen=True)
+class Scopes:
+    """Traffic the quarantine does not govern, recognised by the addresses on either side.
+
+    Each scope is a list of regular expressions over an address as logged. A drop
+    of such traffic is not a quarantine's impact, and such traffic allowed is no
+    sign that a quarantine ended (catalog ``[scopes]``).
+    """
+
+    patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,13 +148,15 @@ class Catalog:
     columns: dict[str, str]
     directions: dict[str, str]
     protocols: dict[str, int]
+    scopes: Scopes
     events: tuple[EventEntry, ...]
     remediation: tuple[Remediation, ...]
     collect: tuple[CollectHint, ...]
     files: tuple[str, ...]
 
     def entries_of(self, *kinds: str) -> tuple[EventEntry, ...]:
-        return tuple(e for e in self.events if e.kind in kinds)
+        """The entries that can give an event one of ``kinds`` (as kind or ``else_kind``)."""
+        return tuple(e for e in self.events if e.kind in kinds or e.else_kind in kinds)
 
     def split(self, kinds: Sequence[str]) -> tuple[Catalog, Catalog]:
         """(a catalog of the events that can be one of ``kinds``, one of all the others).
@@ -155,6 +177,7 @@ _TOP_KEYS = {
     "columns",
     "directions",
     "protocols",
+    "scopes",
     "event",
     "remediation",
     "collect",
@@ -210,8 +233,37 @@ def _events(path: str, text: str, raw: list[dict[str, Any]]) -> list[EventEntry]
         if not isinstance(table.get("fields", {}), dict):
             raise CatalogError(f"{where}: fields must be a table of column = payload name")
         table["optional"] = tuple(table.get("optional", ()))
+        table["when"] = _conditions(table.get("when", {}), where)
         entries.append(EventEntry(**table, origin=where))
     return entries
+
+
+def _conditions(raw: object, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``when = { column = { op = value or [values] } }``, values compared as text."""
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: when must be a table of column = {{ op = values }}")
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for column, ops in raw.items():
+        if not isinstance(ops, dict) or not ops:
+            raise CatalogError(f"{where}: when.{column} must be a table of op = values")
+        unknown = sorted(set(ops) - set(CONDITION_OPS))
+        if unknown:
+            raise CatalogError(
+                f"{where}: when.{column}: unknown op(s) {', '.join(unknown)};"
+                f" valid: {', '.join(CONDITION_OPS)}"
+            )
+        values = {op: v if isinstance(v, list) else [v] for op, v in ops.items()}
+        for op, vs in values.items():
+            if not vs or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in vs):
+                raise CatalogError(f"{where}: when.{column}.{op} must be text or numbers")
+            if op.endswith("matches"):
+                for v in vs:
+                    try:
+                        re.compile(str(v))
+                    except re.error as exc:
+                        raise CatalogError(f"{where}: when.{column}.{op}: {exc}") from None
+        out[column] = {op: tuple(str(v) for v in vs) for op, vs in values.items()}
+    return out
 
 
 def _remediations(path: str, text: str, raw: list[dict[str, Any]]) -> list[Remediation]:
@@ -256,8 +308,17 @@ def _validate(catalog: Catalog) -> None:
             f"{catalog.files[-1]}: [model] names unknown kind(s) {', '.join(unknown_model_kinds)}"
         )
     for entry in catalog.events:
-        if entry.kind not in catalog.kinds:
-            raise CatalogError(f"{entry.origin}: unknown kind {entry.kind!r}")
+        for kind in (entry.kind, entry.else_kind):
+            if kind is not None and kind not in catalog.kinds:
+                raise CatalogError(f"{entry.origin}: unknown kind {kind!r}")
+        if bool(entry.when) != (entry.else_kind is not None):
+            raise CatalogError(f"{entry.origin}: when and else_kind go together")
+        unmapped = sorted(set(entry.when) - set(entry.fields))
+        if unmapped:
+            raise CatalogError(
+                f"{entry.origin}: when names column(s) the entry does not map:"
+                f" {', '.join(unmapped)}"
+            )
         if entry.confidence not in CONFIDENCES:
             raise CatalogError(
                 f"{entry.origin}: confidence must be one of {', '.join(CONFIDENCES)}"
@@ -275,6 +336,7 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
     columns: dict[str, str] = {}
     directions: dict[str, str] = {}
     protocols: dict[str, int] = {}
+    scopes: dict[str, tuple[str, ...]] = {}
     events: list[EventEntry] = []
     remediation: list[Remediation] = []
     collect: list[CollectHint] = []
@@ -291,6 +353,7 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
         columns.update(data.get("columns", {}))
         directions.update(data.get("directions", {}))
         protocols.update(data.get("protocols", {}))
+        scopes.update(_scopes(path, data.get("scopes", {})))
         events = _merge_by(
             events, _events(path, text, data.get("event", [])), lambda e: e.key, path, "event"
         )
@@ -314,6 +377,7 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
         columns=columns,
         directions=directions,
         protocols=protocols,
+        scopes=Scopes(scopes),
         events=tuple(events),
         remediation=tuple(remediation),
         collect=tuple(collect),
@@ -321,6 +385,22 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
     )
     _validate(catalog)
     return catalog
+
+
+def _scopes(path: str, raw: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: [scopes] must map a scope name to a list of patterns")
+    out = {}
+    for name, patterns in raw.items():
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise CatalogError(f"{path}: [scopes] {name} must be a list of regular expressions")
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise CatalogError(f"{path}: [scopes] {name}: {pattern!r}: {exc}") from None
+        out[name] = tuple(patterns)
+    return out
 
 
 def load_catalog(extra: Sequence[Path] = ()) -> Catalog:
@@ -434,6 +514,34 @@ def matched(events: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
     )
 
 
+def _condition(column: str, ops: dict[str, tuple[str, ...]]) -> pl.Expr:
+    """One ``when`` condition over a payload column as logged (text, before any cast)."""
+    value = pl.col(column).cast(pl.String)
+    parts = []
+    for op, values in ops.items():
+        if op in ("in", "not_in"):
+            test = value.str.to_lowercase().is_in([v.lower() for v in values])
+        else:
+            test = pl.any_horizontal(value.str.contains(v) for v in values)
+        parts.append(~test if op.startswith("not_") else test)
+    # A value the event does not carry cannot satisfy a condition: the entry's kind is
+    # then not established, and the event takes ``else_kind``.
+    return pl.all_horizontal(parts).fill_null(False)
+
+
+def _conditional_kind(catalog: Catalog) -> pl.Expr:
+    """``kind``, with ``else_kind`` for events of an entry whose ``when`` does not hold."""
+    kind = pl.col("kind")
+    for i, entry in enumerate(catalog.events):
+        if entry.else_kind is None:
+            continue
+        holds = pl.all_horizontal(_condition(c, ops) for c, ops in entry.when.items())
+        kind = (
+            pl.when((pl.col("_entry") == i) & ~holds).then(pl.lit(entry.else_kind)).otherwise(kind)
+        )
+    return kind.alias("kind")
+
+
 def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
     """Keep the events the catalog knows, with their ``kind``, ``side`` and named columns.
 
@@ -477,6 +585,7 @@ def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
     tagged = (
         pl.concat(parts, how="diagonal_relaxed")
         .with_columns(all_columns)
+        .with_columns(_conditional_kind(catalog))
         .with_columns(pl.col("protocol").replace({k: str(v) for k, v in catalog.protocols.items()}))
         .with_columns(
             [
