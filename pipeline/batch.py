@@ -60,7 +60,7 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "migrations": pl.Int64(),
     "affected_vms": pl.Int64(),  # VMs with an affected or likely-affected migration
     "longest_quarantine_s": pl.Float64(),
-    "blocked_inbound": pl.Int64(),  # inbound drops logged inside quarantine windows
+    "blocked_inbound": pl.Int64(),  # inbound packets blocked inside quarantine windows
     "files_unreadable": pl.Int64(),  # files unreadable or refused
     "records_unreadable": pl.Int64(),
     "bytes": pl.Int64(),

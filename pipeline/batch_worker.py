@@ -272,7 +272,7 @@ def _analyse(task: BundleTask) -> dict[str, Any]:
         "migrations": migrations.height,
         "affected_vms": hit["vm_name"].n_unique(),
         "longest_quarantine_s": None if longest is None else float(longest),  # type: ignore[arg-type]
-        "blocked_inbound": analysis.result.blocked.height,
+        "blocked_inbound": int(migrations["blocked_inbound"].sum()),
         "files_unreadable": sum(1 for o in problems if o.status in ("failed", "refused")),
         "records_unreadable": analysis.ingest.records_skipped,
         "error": f"{problems[0].status}: {problems[0].where}: {problems[0].message}"

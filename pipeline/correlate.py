@@ -21,6 +21,7 @@ import polars as pl
 from pipeline import findings, machine_facts, machines, matching, migrations, quarantine
 from pipeline.catalog import Catalog, ModelParams, matched, tag
 from pipeline.matching import MatchSettings
+from pipeline.verdict_table import load_table
 
 WINDOW_COLUMNS = (
     "migration_id",
@@ -36,6 +37,11 @@ WINDOW_COLUMNS = (
     "blocked_udp",
     "blocked_other",
     "quarantine_default_drops",
+    "blocked_out_of_scope",
+    "blocked_events",
+    "blocked_until_s",
+    "network_changes",
+    "last_change_at",
     "trigger_ref",
     "end_ref",
     "trigger_match",
@@ -82,13 +88,23 @@ def _logging(events: pl.LazyFrame, catalog: Catalog, renamed: dict[str, str]) ->
     )
 
 
-def _guest_facts(
-    cover: pl.DataFrame, tagged: pl.DataFrame, traffic_logged: pl.Series, catalog: Catalog
-) -> findings.GuestFacts:
+def _bundle_facts(
+    cover: pl.DataFrame,
+    traffic_logged: pl.Series,
+    triggers: pl.DataFrame,
+    candidates: pl.DataFrame,
+    catalog: Catalog,
+) -> findings.BundleFacts:
     model = catalog.model
 
     def channels_of(kinds: Sequence[str]) -> list[str]:
         return sorted({(e.channel or "").lower() for e in catalog.entries_of(*kinds)} - {""})
+
+    host_channels = {
+        (e.channel or "").lower() or e.provider.lower()
+        for e in catalog.events
+        if e.kind.startswith("migration.")
+    }
 
     lower_channel = pl.col("channel").str.to_lowercase()
     trigger_logged = cover.filter(lower_channel.is_in(channels_of(model.trigger_kinds))).select(
@@ -97,8 +113,37 @@ def _guest_facts(
     security = cover.filter(lower_channel.is_in(channels_of(model.blocked_kinds)))[
         "machine"
     ].unique()
-    end_logged = tagged.filter(pl.col("kind").is_in(model.end_kinds))["machine"].unique()
-    return findings.GuestFacts(trigger_logged, traffic_logged, security, end_logged)
+    classification_logs = (
+        cover.group_by("machine")
+        .agg(
+            pl.col("first_ts")
+            .filter(lower_channel.is_in(channels_of(model.end_kinds)))
+            .min()
+            .alias("logged_from"),
+            pl.col("last_ts").max().alias("last_seen"),
+        )
+        .filter(pl.col("logged_from").is_not_null())
+    )
+    # Host migration events are matched by provider (their channels are not in the
+    # catalog): a host exported them if any channel it exported is named after one.
+    host_logs = (
+        cover.filter(
+            pl.any_horizontal(
+                pl.col("channel").str.to_lowercase().str.starts_with(c)
+                for c in sorted(host_channels)
+            )
+        ).height
+        > 0
+    )
+    return findings.BundleFacts(
+        trigger_logged=trigger_logged,
+        drops_observable=traffic_logged,
+        security_exported=security,
+        classification_logs=classification_logs,
+        triggers=triggers.select("machine", "timestamp"),
+        candidates=candidates,
+        host_logs=host_logs,
+    )
 
 
 CONTEXT_COLUMNS = (
@@ -232,6 +277,10 @@ def correlate(
     matches = matching.match_guests(migs, guest_names, diffs, guest_vmids, settings.match, model)
     offsets = matching.clock_offsets(diffs, matches, settings.match, model)
     pairs = migs.join(matches, on="vm_key", how="left").join(offsets, on="machine", how="left")
+    unmatched = guest_names.filter(~pl.col("machine").is_in(matches["machine"].implode()))
+    covers = matching.covering(migs, unmatched, model)
+    candidates = covers.filter(~pl.col("vm_key").is_in(matches["vm_key"].implode()))
+    roles = machines.unrelated(roles, matches, covers, migs.height > 0)
 
     tolerance = settings.match.tolerance_s or model.tolerance_s
     found = quarantine.find_windows(
@@ -240,17 +289,20 @@ def correlate(
         model,
         tolerance,
     )
-    guest_facts = _guest_facts(cover, tagged, _logging(events, traffic_catalog, renamed), catalog)
-    windows, blocked = quarantine.measure(found, guest_events, guest_facts.end_logged, model)
-    window_columns = windows.select(
-        *WINDOW_COLUMNS, pl.col("clock_offset_s").alias("window_offset_s")
+    evidence = _bundle_facts(
+        cover, _logging(events, traffic_catalog, renamed), netvsc, candidates, catalog
     )
+    windows, blocked = quarantine.measure(
+        found, guest_events, evidence.classification_logs, model, catalog.scopes
+    )
+    window_columns = windows.select(WINDOW_COLUMNS)
     table = pairs.join(window_columns, on="migration_id", how="left").with_columns(
         pl.col("blocked_inbound", "blocked_tcp", "blocked_udp", "blocked_other").fill_null(0)
     )
-    assessed = findings.assess(table, guest_facts, catalog).sort("migration_id")
+    verdicts = load_table()
+    assessed = findings.assess(table, evidence, catalog, verdicts).sort("migration_id")
     context = _context(tagged, roles, offsets, assessed, model.blocked_kinds, model.window_max_s)
-    summary = findings.summarize(assessed, roles, netvsc, catalog)
+    summary = findings.summarize(assessed, evidence, catalog, verdicts)
     return Correlation(
         machines=roles.join(facts.facts, on="machine", how="left"),
         coverage=cover,
@@ -280,6 +332,8 @@ BLOCKED_COLUMNS = (
     "local_port",
     "remote_address",
     "remote_port",
+    "scope",
+    "packet",
     "filter_origin",
     "source_path",
     "member",
@@ -325,17 +379,22 @@ def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict
 
 
 def impact(blocked: pl.DataFrame) -> dict[str, list[dict[str, object]]]:
-    """Blocked inbound traffic per migration by protocol and local port, and by remote address."""
+    """Blocked inbound packets of quarantine scope per migration, by protocol and local
+    port, and by remote address."""
+    blocked = blocked.filter(pl.col("scope") == quarantine.QUARANTINE_SCOPE)
     if blocked.is_empty():
         return {"by_port": [], "by_remote": []}
     by_port = (
         blocked.group_by("migration_id", "protocol", "local_port")
-        .agg(pl.len().alias("blocked"))
+        .agg(pl.col("packet").n_unique().alias("blocked"))
         .sort("migration_id", "blocked", "local_port", descending=[False, True, False])
     )
     by_remote = (
         blocked.group_by("migration_id", "remote_address")
-        .agg(pl.len().alias("blocked"), pl.col("local_port").unique().sort().alias("ports"))
+        .agg(
+            pl.col("packet").n_unique().alias("blocked"),
+            pl.col("local_port").unique().sort().alias("ports"),
+        )
         .sort("migration_id", "blocked", "remote_address", descending=[False, True, False])
     )
     return {"by_port": by_port.to_dicts(), "by_remote": by_remote.to_dicts()}

@@ -1,27 +1,12 @@
 """The verdict: per migration and per bundle, with reasons, gaps and remediation.
 
-A verdict is only as good as the logs behind it, so every rule below names what
-it rests on, and an absence of evidence never becomes "not affected" unless the
-log that would hold the evidence was exported and covers the moment:
-
-========================================================  ===============
-per migration (first rule that applies wins)              verdict
-========================================================  ===============
-no completion or failure event                            inconclusive
-no guest matched to the VM                                inconclusive
-guest's trigger log (System) absent or not covering it    inconclusive
-no Netvsc 14 near the completion                          not-affected
-safety-timeout or prolonged window with inbound drops     affected
-drops observable, window normal or none                   not-affected
-safety-timeout signature, drops not observable or none    likely-affected
-anything else                                             inconclusive
-========================================================  ===============
-
-"Drops observable" means the guest logged WFP audit events (5152/5156/5157) or
-pfirewall.log lines at all; a Security log without them means auditing was off.
-The bundle takes the gravest verdict of its migrations in the order affected,
-likely-affected, inconclusive, not-affected; a bundle without any migration is
-inconclusive.
+A verdict is only as good as the logs behind it. This module turns each migration's
+correlation into the named facts of ``verdicts.toml`` (was a completion logged,
+which guest, does its System log cover the moment, was the trigger found, what
+the clock offset rests on, how the window ended, could drops be seen, were any)
+and takes the verdict, the reason and what to collect from the first row of that
+table whose facts hold. The table is the one place the rules are written; the
+simulator's ground truth applies the same table to what it made happen.
 """
 
 from __future__ import annotations
@@ -32,175 +17,191 @@ import polars as pl
 
 from pipeline.catalog import Catalog
 from pipeline.machines import to_guest_clock
+from pipeline.matching import OFFSET_BASES
+from pipeline.quarantine import CLASS_WORDS, END_WORDS
+from pipeline.verdict_table import Row, VerdictTable
 
-VERDICTS = ("affected", "likely-affected", "inconclusive", "not-affected")
+CANDIDATE_TRIGGERS = 3
+"""How many Netvsc 14 a reason names when one of them may be the trigger."""
 
 
 @dataclass(frozen=True)
-class GuestFacts:
-    """What each guest exported, as polars Series of machine names."""
+class BundleFacts:
+    """What the bundle's logs can show at all, per machine, beside the correlation."""
 
     trigger_logged: pl.DataFrame  # machine, first_ts, last_ts of the trigger's channel(s)
     drops_observable: pl.Series  # machines with WFP audit events or pfirewall lines
     security_exported: pl.Series  # machines with a Security log at all
-    end_logged: pl.Series  # machines that logged classification events at all
+    classification_logs: pl.DataFrame  # machine, logged_from, last_seen (quarantine.measure)
+    triggers: pl.DataFrame  # machine, timestamp: every guest's Netvsc 14
+    candidates: pl.DataFrame  # vm_key, machine: unmatched guests whose logs cover the VM
+    host_logs: bool  # some machine exported Hyper-V migration channels
 
 
-Rule = tuple[pl.Expr, str, pl.Expr, list[str]]
-
-_END_WORDS = {
-    "timeout-bracketed": "the safety timeout (between the last drop and the first allowed)",
-    "inferred-timeout": "nothing: no classification followed, so the safety timeout applies",
-    "allowed-inbound": "inbound traffic being allowed again",
-    "last-drop": "the last drop (nothing logged why)",
-}
-
-
-def _end_words() -> pl.Expr:
-    """What closed a window, in words; classification events by their catalog kind."""
-    return pl.col("end_evidence").replace_strict(
-        _END_WORDS,
-        default=pl.concat_str(pl.lit("network classification ("), "end_evidence", pl.lit(")")),
-        return_dtype=pl.String,
+def _words(mapping: dict[str, str], column: str, **values: float) -> pl.Expr:
+    return pl.col(column).replace_strict(
+        {k: v.format(**values) for k, v in mapping.items()}, default=pl.col(column)
     )
 
 
-def _rule_table(catalog: Catalog) -> tuple[list[Rule], pl.Expr]:
-    """(condition, verdict, reason, hints to collect) in order; the first true one applies.
+def _candidate_triggers(table: pl.DataFrame, triggers: pl.DataFrame) -> pl.DataFrame:
+    """migration_id -> the guest's Netvsc 14 nearest the completion, each with the
+    ``--clock-offset`` that would make it the trigger (text)."""
+    return (
+        table.select("migration_id", "machine", "end")
+        .drop_nulls()
+        .join(triggers.select("machine", "timestamp"), on="machine")
+        .with_columns(
+            ((pl.col("timestamp") - pl.col("end")).dt.total_milliseconds() / 1000).alias("_d")
+        )
+        .sort(pl.col("_d").abs())
+        .group_by("migration_id", maintain_order=True)
+        .head(CANDIDATE_TRIGGERS)
+        .group_by("migration_id", maintain_order=True)
+        .agg(
+            pl.format(
+                "{} UTC (--clock-offset {}={}s)",
+                pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M:%S"),
+                pl.col("machine"),
+                pl.when(pl.col("_d") >= 0).then(pl.lit("+")).otherwise(pl.lit(""))
+                + pl.col("_d").round(1).cast(pl.String),
+            )
+            .str.join("; ")
+            .alias("trigger_candidates")
+        )
+    )
 
-    The hint id ``__drops`` stands for the second value: which log to collect so
-    that blocked traffic becomes visible (auditing, or the Security log itself).
-    """
+
+def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.DataFrame:
+    """The named facts of verdicts.toml as columns, and the words the reasons use."""
     model = catalog.model
-    drops_missing_hint = (
-        pl.when(pl.col("_security")).then(pl.lit("wfp-audit")).otherwise(pl.lit("guest-security"))
-    )
-    safety = pl.col("quarantine_class") == "safety-timeout"
-    return [
-        (
-            pl.col("end").is_null(),
-            "inconclusive",
-            pl.format("{}: the migration has no completion or failure event", pl.col("vm_name")),
-            ["host-vmms"],
-        ),
-        (
-            pl.col("machine").is_null(),
-            "inconclusive",
-            pl.format("{}: no guest in the bundle could be matched to this VM", pl.col("vm_name")),
-            ["guest-logs"],
-        ),
-        (
-            ~pl.col("_trigger_covered"),
-            "inconclusive",
-            pl.format(
-                "{}: the guest's System log is missing or does not cover the migration at {}",
-                pl.col("machine"),
-                pl.col("end").dt.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            ),
-            ["guest-system"],
-        ),
-        (
-            pl.col("q0").is_null(),
-            "not-affected",
-            pl.format(
-                "{}: no network-change event (Netvsc 14) in the guest after the migration:"
-                " the trigger did not fire",
-                pl.col("machine"),
-            ),
-            [],
-        ),
-        (
-            (safety | (pl.col("quarantine_class") == "prolonged"))
-            & (pl.col("blocked_inbound") > 0),
-            "affected",
-            pl.format(
-                "{}: inbound traffic blocked for {} s after the migration ({} blocked inbound;"
-                " window {}, ended by {})",
-                pl.col("machine"),
-                pl.col("q_duration_s").round(1),
-                pl.col("blocked_inbound"),
-                pl.col("quarantine_class"),
-                _end_words(),
-            ),
-            [],
-        ),
-        (
-            pl.col("_observable") & pl.col("quarantine_class").is_in(["normal", "none"]),
-            "not-affected",
-            pl.format(
-                "{}: quarantine {} ({} s, ended by {}), {} blocked inbound",
-                pl.col("machine"),
-                pl.col("quarantine_class"),
-                pl.col("q_duration_s").round(1),
-                _end_words(),
-                pl.col("blocked_inbound"),
-            ),
-            [],
-        ),
-        (
-            safety,
-            "likely-affected",
-            pl.format(
-                "{}: network change after the migration and no network classification for"
-                " {} s (the safety-timeout signature), but blocked traffic is not visible",
-                pl.col("machine"),
-                pl.lit(model.safety_timeout_s),
-            ),
-            ["__drops"],
-        ),
-        (
-            pl.lit(True),
-            "inconclusive",
-            pl.format(
-                "{}: network change after the migration, but the logs cannot show how long"
-                " inbound traffic was blocked",
-                pl.col("machine"),
-            ),
-            ["__drops", "guest-classification"],
-        ),
-    ], drops_missing_hint
-
-
-def assess(table: pl.DataFrame, facts: GuestFacts, catalog: Catalog) -> pl.DataFrame:
-    """Add ``verdict``, ``reason`` and ``collect`` (hint ids) to each migration row."""
-    rules, drops_hint = _rule_table(catalog)
+    offset_known = pl.col("clock_offset_s").is_not_null()
+    # Where the offset could not be measured (the guest logged no Netvsc 14 near any
+    # migration), equal clocks are assumed for coverage, and the reason says so. A log
+    # exported after the migration with a clock far ahead would end "before" it; a clock
+    # far behind still puts the moment inside a log that goes on after it.
+    at_guest = to_guest_clock(pl.col("end"), pl.col("clock_offset_s").fill_null(0.0))
+    covers = (pl.col("first_ts") <= at_guest) & (pl.col("last_ts") >= at_guest)
     covered = (
         table.select("migration_id", "machine", "end", "clock_offset_s")
         .join(facts.trigger_logged, on="machine", how="left")
-        .with_columns(
-            to_guest_clock(pl.col("end"), pl.col("clock_offset_s").fill_null(0.0)).alias("_at")
-        )
         .group_by("migration_id")
-        .agg(
-            ((pl.col("first_ts") <= pl.col("_at")) & (pl.col("last_ts") >= pl.col("_at")))
-            .any()
-            .alias("_trigger_covered")
-        )
+        .agg(covers.fill_null(False).any().alias("_covered"))
     )
-    frame = table.join(covered, on="migration_id", how="left").with_columns(
-        pl.col("_trigger_covered").fill_null(False),
-        pl.col("machine").is_in(facts.drops_observable.implode()).alias("_observable"),
-        pl.col("machine").is_in(facts.security_exported.implode()).alias("_security"),
+    candidates = facts.candidates.group_by("vm_key").agg(
+        pl.col("machine").sort().str.join(", ").alias("candidates")
     )
-    verdict = pl.when(rules[0][0]).then(pl.lit(rules[0][1]))
-    reason = pl.when(rules[0][0]).then(rules[0][2])
-    hints = pl.when(rules[0][0]).then(pl.lit(rules[0][3], dtype=pl.List(pl.String)))
-    for condition, name, text, ids in rules[1:]:
-        verdict = verdict.when(condition).then(pl.lit(name))
-        reason = reason.when(condition).then(text)
-        hint_exprs = [drops_hint if i == "__drops" else pl.lit(i) for i in ids]
-        hints = hints.when(condition).then(
-            pl.concat_list(hint_exprs) if hint_exprs else pl.lit([], dtype=pl.List(pl.String))
+    logging_triggers = facts.triggers["machine"].unique().implode()
+    blocked_seen = pl.col("machine").is_in(facts.drops_observable.implode())
+    drops_words = (
+        pl.when(~blocked_seen & pl.col("machine").is_in(facts.security_exported.implode()))
+        .then(pl.lit("blocked traffic cannot be seen: the Security log holds no WFP audit events"))
+        .when(~blocked_seen)
+        .then(pl.lit("blocked traffic cannot be seen: no Security log or pfirewall.log"))
+        .otherwise(pl.lit("no inbound connection was blocked in it while auditing was on"))
+    )
+    offset_text = pl.when(pl.col("clock_offset_s") >= 0).then(pl.lit("+")).otherwise(pl.lit(""))
+    return (
+        table.join(covered, on="migration_id", how="left")
+        .join(candidates, on="vm_key", how="left")
+        .join(_candidate_triggers(table, facts.triggers), on="migration_id", how="left")
+        .with_columns(
+            pl.col("end").is_not_null().alias("completion"),
+            pl.when(pl.col("machine").is_not_null())
+            .then(pl.lit("matched"))
+            .when(pl.col("candidates").is_not_null())
+            .then(pl.lit("candidates"))
+            .otherwise(pl.lit("none"))
+            .alias("guest"),
+            pl.when(pl.col("_covered").fill_null(False))
+            .then(pl.lit("covers"))
+            .otherwise(pl.lit("missing"))
+            .alias("trigger_log"),
+            pl.col("q0").is_not_null().alias("network_change"),
+            pl.when(offset_known | ~pl.col("machine").is_in(logging_triggers))
+            .then(pl.lit("complete"))
+            .otherwise(pl.lit("incomplete"))
+            .alias("trigger_search"),
+            # A lone far pair is a guess; a guest whose every migration meets a Netvsc 14
+            # right after it (clock steps between them allowed) is a pattern, not luck.
+            pl.when(
+                (pl.col("offset_basis") == "one-pair")
+                & (pl.col("q0").is_not_null().sum().over("machine") < 2)
+            )
+            .then(pl.lit("guess"))
+            .otherwise(pl.lit("known"))
+            .alias("clock"),
+            pl.col("quarantine_class").alias("window"),
+            blocked_seen.alias("drops_observable"),
+            (pl.col("blocked_inbound") > 0).alias("blocked"),
+            # The words the reasons are made of.
+            pl.col("end").dt.strftime("%Y-%m-%d %H:%M:%S UTC").alias("end_text"),
+            _words(CLASS_WORDS, "quarantine_class").alias("window_words"),
+            _words(END_WORDS, "end_evidence", timeout=model.safety_timeout_s).alias("end_words"),
+            drops_words.alias("drops_words"),
+            pl.format(
+                "the guest's clock offset {} s rests on {}",
+                pl.col("clock_offset_s").round(1),
+                _words(OFFSET_BASES, "offset_basis"),
+            ).alias("offset_words"),
+            (offset_text + pl.col("clock_offset_s").round(1).cast(pl.String) + pl.lit("s")).alias(
+                "clock_offset_text"
+            ),
+            pl.when(offset_known)
+            .then(pl.lit(""))
+            .otherwise(
+                pl.lit(" (the guest's clock offset could not be measured; equal clocks assumed)")
+            )
+            .alias("offset_note"),
         )
-    return frame.with_columns(
-        verdict.alias("verdict"), reason.alias("reason"), hints.alias("collect")
-    ).drop("_trigger_covered", "_observable", "_security")
+        .drop("_covered")
+    )
 
 
-def bundle_verdict(assessed: pl.DataFrame) -> str:
-    """The gravest per-migration verdict; ``inconclusive`` when there is no migration."""
-    present = set(assessed["verdict"].to_list())
-    return next((v for v in VERDICTS if v in present), "inconclusive")
+def _reason(row: Row) -> pl.Expr:
+    """The row's reason template as one expression over the frame's columns."""
+    pieces = []
+    rest = row.reason
+    for name in row.placeholders():
+        before, rest = rest.split("{" + name + "}", 1)
+        value = pl.col(name)
+        if name == "q_duration_s":
+            value = value.round(1)
+        pieces += [pl.lit(before), value.cast(pl.String).fill_null("?")]
+    return pl.concat_str([*pieces, pl.lit(rest)])
+
+
+def assess(
+    table: pl.DataFrame, facts: BundleFacts, catalog: Catalog, verdicts: VerdictTable
+) -> pl.DataFrame:
+    """Add the facts, ``rule`` (the verdicts.toml row that decided), ``verdict``,
+    ``reason`` and ``collect`` (hint ids) to each migration row."""
+    rows = verdicts.migration
+    framed = _facts(table, facts, catalog).with_columns(verdicts.rule_of(rows))
+    drops_hint = (
+        pl.when(pl.col("machine").is_in(facts.security_exported.implode()))
+        .then(pl.lit("wfp-audit"))
+        .otherwise(pl.lit("guest-security"))
+    )
+
+    def by_rule(values: dict[str, pl.Expr]) -> pl.Expr:
+        expr = pl.when(pl.lit(False)).then(None)
+        for rule_id, value in values.items():
+            expr = expr.when(pl.col("rule") == rule_id).then(value)
+        return expr
+
+    collect = {
+        r.id: pl.concat_list(
+            [drops_hint if c == "__drops" else pl.lit(c) for c in r.collect]
+            or [pl.lit(None, pl.String)]
+        ).list.drop_nulls()
+        for r in rows
+    }
+    return framed.with_columns(
+        by_rule({r.id: pl.lit(r.verdict) for r in rows}).alias("verdict"),
+        by_rule({r.id: _reason(r) for r in rows}).alias("reason"),
+        by_rule(collect).alias("collect"),
+    )
 
 
 def _unexplained(triggers: pl.DataFrame) -> list[str]:
@@ -236,28 +237,36 @@ class Summary:
     reasons: list[str]
     collect: list[dict[str, str]]
     remediation: list[dict[str, object]]
+    rule: str | None = None  # the bundle rule of verdicts.toml, when no migration decided
 
 
 def summarize(
-    assessed: pl.DataFrame, machines: pl.DataFrame, triggers: pl.DataFrame, catalog: Catalog
+    assessed: pl.DataFrame, facts: BundleFacts, catalog: Catalog, verdicts: VerdictTable
 ) -> Summary:
     """Bundle verdict, the reasons behind it, what to collect, and what to do.
 
-    ``triggers`` holds the guests' network-change events (``machine``,
-    ``timestamp``): without any migration they are all a bundle can show, and
-    the engineer should see them rather than a bare "nothing found".
+    With migrations, the bundle takes the gravest verdict of its migrations. Without
+    any, the table's bundle rows decide from what the hosts' logs cover, and the
+    guests' network-change events are listed: they are all such a bundle can show.
     """
-    verdict = bundle_verdict(assessed)
-    reasons = assessed.filter(pl.col("verdict") == verdict)["reason"].to_list()
+    rule = None
     hint_ids = set(assessed["collect"].explode().drop_nulls().to_list())
     if assessed.is_empty():
-        hosts = machines.filter(pl.col("role") == "host").height
+        bundle_facts = {
+            "host_logs": facts.host_logs,
+            "unexplained_changes": not facts.triggers.is_empty(),
+        }
+        decided = next(r for r in verdicts.bundle if r.holds(bundle_facts))
+        verdict, rule = decided.verdict, decided.id
         reasons = [
-            "no live migration was found in the bundle"
-            + ("" if hosts else " (no Hyper-V host logged migration events)")
+            decided.reason
+            + ("" if facts.host_logs else " (no Hyper-V host exported migration logs)")
         ]
-        reasons += _unexplained(triggers)
+        reasons += _unexplained(facts.triggers)
         hint_ids.add("host-vmms")
+    else:
+        verdict = verdicts.gravest(assessed["verdict"].to_list(), default="inconclusive")
+        reasons = assessed.filter(pl.col("verdict") == verdict)["reason"].to_list()
     collect = [
         {"id": h.id, "when": h.when, "how": h.how} for h in catalog.collect if h.id in hint_ids
     ]
@@ -276,4 +285,4 @@ def summarize(
             }
             for r in catalog.remediation
         ]
-    return Summary(verdict, reasons, collect, remediation)
+    return Summary(verdict, reasons, collect, remediation, rule)

@@ -215,3 +215,22 @@ def classify(
         .drop("_given", "_logged_host")
         .sort(pl.col("role") != "host", "machine")
     )
+
+
+def unrelated(
+    roles: pl.DataFrame, matches: pl.DataFrame, covers: pl.DataFrame, any_migration: bool
+) -> pl.DataFrame:
+    """Guests that are matched to no VM and whose logs cover no migration get the role
+    ``unrelated``: another case's logs in the same folder, not a guest of this one.
+    Roles the user gave stay as given; without any migration nothing can be told."""
+    if not any_migration:
+        return roles
+    related = pl.concat([matches.select("machine"), covers.select("machine")])["machine"]
+    is_unrelated = (
+        (pl.col("role") == "guest")
+        & (pl.col("role_source") != "given")
+        & ~pl.col("machine").is_in(related.implode())
+    )
+    return roles.with_columns(
+        pl.when(is_unrelated).then(pl.lit("unrelated")).otherwise("role").alias("role")
+    )

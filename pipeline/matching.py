@@ -10,8 +10,10 @@ confidence with every match:
 4. ``timing``: the guest's Netvsc 14 events line up with the VM's migration
    completions at one consistent clock offset (0.5-0.9 by how many line up;
    0.3 when another VM lines up just as well);
-5. ``sole-candidate``: one VM and one guest are left over (0.5): a bundle sent
-   for one VM whose guest logged no network change to time it by.
+5. ``sole-candidate``: one VM is left over, and one unmatched guest whose logs
+   cover its migration (0.5): a bundle sent for one VM whose guest logged no
+   network change to time it by. Machines whose logs cover no migration are not
+   candidates (another case's logs in the same folder).
 
 Clock offset: host and guest clocks disagree, and the guest clock can jump on a
 migration. For each matched guest the offset is the median of (Netvsc 14 time -
@@ -48,7 +50,18 @@ OFFSET_SCHEMA = {
     "clock_offset_s": pl.Float64,
     "offset_method": pl.String,
     "offset_pairs": pl.Int64,
+    "offset_basis": pl.String,
 }
+OFFSET_BASES = {
+    "given": "given with --clock-offset",
+    "pairs": "several migrations line up with the guest's Netvsc 14 at this offset",
+    "clocks-agree": "one migration and one Netvsc 14, within the tolerance of equal clocks",
+    "typical": "one migration and one Netvsc 14, at the offset another guest shares",
+    "one-pair": "one migration and one Netvsc 14 only, far from equal clocks: a guess",
+}
+"""What a clock offset rests on. Only ``one-pair`` is a guess: a single pair of events
+far from zero could be an unrelated network change, so no verdict may become graver on
+it alone (verdicts.toml, fact ``clock``)."""
 
 
 class MatchInputError(LmtraceError):
@@ -269,6 +282,27 @@ def _by_timing(all_diffs: pl.DataFrame, matched: pl.DataFrame, tolerance_s: floa
     return pl.DataFrame(chosen, schema=MATCH_SCHEMA)
 
 
+def covering(migrations: pl.DataFrame, spans: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
+    """(vm_key, machine): the machines of ``spans`` (``machine``, ``first_ts``,
+    ``last_ts``) whose logs cover one of the VM's migrations, at any clock offset
+    the correlation searches. A machine whose logs end before, or begin after, every
+    migration cannot be its guest by timing: it is at most a guest by name."""
+    reach = pl.duration(microseconds=model.max_clock_offset_s * 1e6)
+    at = pl.coalesce("end", "start")
+    return (
+        migrations.select("vm_key", at.alias("_at"))
+        .drop_nulls()
+        .join(spans.select("machine", "first_ts", "last_ts"), how="cross")
+        .filter(
+            (pl.col("first_ts") <= pl.col("_at") + reach)
+            & (pl.col("last_ts") >= pl.col("_at") - reach)
+        )
+        .select("vm_key", "machine")
+        .unique()
+        .sort("vm_key", "machine")
+    )
+
+
 def match_guests(
     migrations: pl.DataFrame,
     guests: pl.DataFrame,
@@ -279,7 +313,8 @@ def match_guests(
 ) -> pl.DataFrame:
     """One row per matched VM (``MATCH_SCHEMA``); strongest method wins.
 
-    ``diffs`` are the bundle's :func:`clock_differences`.
+    ``guests`` holds ``machine``, ``first_ts`` and ``last_ts`` of every candidate
+    guest; ``diffs`` are the bundle's :func:`clock_differences`.
     """
     if migrations.is_empty():
         return pl.DataFrame(schema=MATCH_SCHEMA)
@@ -297,22 +332,30 @@ def match_guests(
         )
         matches = pl.concat([matches, fresh.select(MATCH_SCHEMA.keys()).cast(MATCH_SCHEMA)])
     matches = pl.concat([matches, _by_timing(diffs, matches, tolerance)])
-    return pl.concat([matches, _sole_candidate(vms, guests, matches)])
+    return pl.concat([matches, _sole_candidate(vms, covering(migrations, guests, model), matches)])
 
 
-def _sole_candidate(vms: pl.DataFrame, guests: pl.DataFrame, matched: pl.DataFrame) -> pl.DataFrame:
-    """One VM and one guest left over: a bundle sent for one VM. Weak, and marked so."""
+def _sole_candidate(vms: pl.DataFrame, covers: pl.DataFrame, matched: pl.DataFrame) -> pl.DataFrame:
+    """One VM left over and one unmatched guest whose logs cover its migration: a bundle
+    sent for one VM. Machines whose logs cover no migration (another case's logs in the
+    same folder) do not count. Weak, and marked so."""
     free_vms = vms.filter(~pl.col("vm_key").is_in(matched["vm_key"].implode()))
-    free_guests = guests.filter(~pl.col("machine").is_in(matched["machine"].implode()))
-    if free_vms.height != 1 or free_guests.height != 1:
+    free = covers.filter(
+        pl.col("vm_key").is_in(free_vms["vm_key"].implode())
+        & ~pl.col("machine").is_in(matched["machine"].implode())
+    )
+    if free_vms.height != 1 or free.height != 1:
         return pl.DataFrame(schema=MATCH_SCHEMA)
     return pl.DataFrame(
         {
-            "vm_key": free_vms["vm_key"],
-            "machine": free_guests["machine"],
+            "vm_key": free["vm_key"],
+            "machine": free["machine"],
             "match_method": ["sole-candidate"],
             "match_confidence": [0.5],
-            "match_note": ["the only VM and the only guest left unmatched in the bundle"],
+            "match_note": [
+                "the only VM left unmatched and the only unmatched guest whose logs cover its"
+                " migration"
+            ],
         },
         schema=MATCH_SCHEMA,
     )
@@ -336,12 +379,37 @@ def clock_offsets(
         )
         .with_columns(pl.lit("estimated").alias("offset_method"))
     )
+    # Time-synced guests of one cluster share their offset to the hosts, so a lone pair
+    # that agrees with another guest's offset is corroborated, not a guess.
+    others = estimated.select(
+        pl.col("machine").alias("_other"), pl.col("clock_offset_s").alias("_o")
+    )
+    agreeing = (
+        estimated.join(others, how="cross")
+        .filter(
+            (pl.col("machine") != pl.col("_other"))
+            & ((pl.col("clock_offset_s") - pl.col("_o")).abs() <= tolerance)
+        )["machine"]
+        .unique()
+    )
+    near_zero = pl.col("clock_offset_s").abs() <= tolerance + model.netvsc_lag_max_s
+    basis = (
+        pl.when(pl.col("offset_pairs") >= 2)
+        .then(pl.lit("pairs"))
+        .when(near_zero)
+        .then(pl.lit("clocks-agree"))
+        .when(pl.col("machine").is_in(agreeing.implode()))
+        .then(pl.lit("typical"))
+        .otherwise(pl.lit("one-pair"))
+    )
+    estimated = estimated.with_columns(basis.alias("offset_basis"))
     given = pl.DataFrame(
         {
             "machine": [k.lower().split(".")[0] for k in settings.clock_offsets],
             "clock_offset_s": list(settings.clock_offsets.values()),
             "offset_method": ["given"] * len(settings.clock_offsets),
             "offset_pairs": [None] * len(settings.clock_offsets),
+            "offset_basis": ["given"] * len(settings.clock_offsets),
         },
         schema=OFFSET_SCHEMA,
     )

@@ -13,7 +13,10 @@ events in time order:
 * any two events further apart than ``migration_max_s`` are two migrations.
 
 The VM is keyed by VMID where any of its events carries one (names are mapped to
-VMIDs seen beside them), by lower-case name otherwise.
+VMIDs seen beside them), by lower-case name otherwise. ``source`` and
+``destination`` come only from events whose catalog entry states which node logs
+them (or from a payload naming the destination); ``logged_by`` lists every host
+that logged the migration, whatever its side.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.catalog import ModelParams
+from pipeline.machines import short_name
 
 START = "migration.started"
 TERMINAL = ("migration.completed", "migration.completed_slow", "migration.failed")
@@ -40,6 +44,7 @@ MIGRATION_SCHEMA: dict[str, pl.DataType] = {
     "status": pl.String(),
     "slow_blackout": pl.Boolean(),
     "clustered": pl.Boolean(),
+    "logged_by": pl.List(pl.String()),
     "host_evidence": pl.List(
         pl.Struct(
             {
@@ -102,6 +107,10 @@ def _sequence(events: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
     )
 
 
+def _same_node(a: str, b: str) -> pl.Expr:
+    return (short_name(pl.col(a)) == short_name(pl.col(b))).fill_null(False)
+
+
 def reconstruct(tagged_host: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
     """Migration records (``MIGRATION_SCHEMA``) from tagged ``migration.*`` host events."""
     events = tagged_host.filter(pl.col("kind").str.starts_with("migration."))
@@ -128,6 +137,7 @@ def reconstruct(tagged_host: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
             pl.col("blackout_s").drop_nulls().first(),
             pl.col("seconds").drop_nulls().first().alias("_seconds"),
             (pl.col("kind") == "migration.completed_slow").any().alias("slow_blackout"),
+            pl.col("computer").unique().sort().alias("logged_by"),
             pl.col("provider")
             .str.to_lowercase()
             .str.contains("high-availability")
@@ -148,7 +158,13 @@ def reconstruct(tagged_host: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
             pl.coalesce(
                 (pl.col("end") - pl.col("start")).dt.total_microseconds() / 1e6,
                 pl.col("_seconds"),
-            ).alias("duration_s")
+            ).alias("duration_s"),
+            # Both sides named the same node: one of the two guesses is wrong, and which
+            # one cannot be told, so neither is asserted (``logged_by`` still names it).
+            *(
+                pl.when(_same_node("source", "destination")).then(None).otherwise(c).alias(c)
+                for c in ("source", "destination")
+            ),
         )
         .sort(pl.coalesce("end", "start"), "vm_key")
         .with_row_index("_n", offset=1)

@@ -1,20 +1,42 @@
 """Quarantine windows in the guest after each migration, and the traffic they blocked.
 
-The window opens at the guest's Netvsc 14 ("network has changed", Q0) found near
-the migration's completion once the guest's clock offset is applied. It closes at
-the first of:
+Microsoft's quarantine.md: after a network change the guest firewall blocks every
+new non-loopback inbound connection until the network is categorized again and
+the interface's filters are re-plumbed; the seed adds that, when that never
+happens (the bug), all interfaces are un-quarantined 7 s after the *last* network
+event. So a window:
 
-* a network-classification event (NetworkProfile, NCSI, firewall 2010): the normal
-  end, about 2-3 s after Q0;
-* an allowed inbound connection of a protocol that quarantine blocks (TCP): traffic
-  flows again, so the window has ended even though nothing logged why;
-* failing both, the last inbound drop.
+* opens at the guest's Netvsc 14 (Q0) found near the migration's completion, and
+  runs at most ``safety_timeout_s`` after the last network change that follows
+  within the window (one per NIC, or a repeated indication);
+* closes at the first of: an event that means "the network was classified"
+  (catalog ``end_kinds``, whose entries' value conditions turn "no network",
+  "no connectivity" and "Identifying..." into other kinds); an allowed inbound
+  TCP connection from another machine (traffic flows again); the safety timeout.
 
-When nothing closes it but the guest did export its classification logs, the
-silence itself is the bug's signature: the window is taken to last the safety
-timeout (``end_evidence`` = ``inferred-timeout``). Times of the window are on the
-guest's clock; ``*_host`` columns are on the host's clock (guest time minus offset).
-Which kinds open, close and fill a window comes from the catalog's ``[model]``.
+What closed it is ``end_evidence``:
+
+==========================  ================================================  =================
+end_evidence                means                                             quarantine_class
+==========================  ================================================  =================
+classified                  a classification event (``end_ref``)              by its duration
+allowed-inbound             inbound TCP from another machine allowed again    by its duration
+timeout-no-classification   the guest's classification logs cover the         safety-timeout
+                            window and stay silent for the timeout
+timeout-bracketed           no classification log, drops until the timeout    safety-timeout
+                            and traffic allowed again right after it
+timeout-assumed             nothing in the logs closes it; the end is placed  prolonged when
+                            at the model's timeout, an inference              drops go on past
+                                                                              the normal span,
+                                                                              else undetermined
+==========================  ================================================  =================
+
+Traffic the quarantine does not govern (catalog ``[scopes]``: loopback, multicast,
+broadcast, and an address talking to itself) neither closes a window nor counts as
+its impact; it is counted apart. Windows logs one dropped packet as a 5152 and a
+5157 when both audit subcategories are on, so blocked figures count packets.
+Times of the window are on the guest's clock; ``*_host`` columns are on the host's
+clock (guest time minus offset).
 """
 
 from __future__ import annotations
@@ -23,10 +45,28 @@ from datetime import timedelta
 
 import polars as pl
 
-from pipeline.catalog import ModelParams
+from pipeline.catalog import ModelParams, Scopes
 from pipeline.machines import to_guest_clock, to_host_clock
 
 REF = ("source_path", "member", "record_id", "event_id")
+END_WORDS = {
+    "classified": "the network being classified again",
+    "allowed-inbound": "inbound traffic being allowed again",
+    "timeout-no-classification": "the {timeout:g} s safety timeout (no network classification)",
+    "timeout-bracketed": "the {timeout:g} s safety timeout (drops until it, traffic allowed after)",
+    "timeout-assumed": "nothing in the logs (the {timeout:g} s safety timeout is assumed)",
+}
+"""What closed a window (``end_evidence``), in the words every output uses."""
+CLASS_WORDS = {
+    "none": "no quarantine to speak of",
+    "normal": "normal",
+    "prolonged": "longer than normal",
+    "safety-timeout": "the safety timeout, the bug's signature",
+    "undetermined": "of unknown length",
+}
+"""A window's ``quarantine_class``, in the words every output uses."""
+QUARANTINE_SCOPE = "remote"
+"""The one traffic scope the quarantine governs: another machine's new inbound connection."""
 
 
 def _seconds(expr: pl.Expr) -> pl.Expr:
@@ -43,29 +83,30 @@ def _on_host_clock(ts: str) -> pl.Expr:
     return to_host_clock(pl.col(ts), pl.col("clock_offset_s"))
 
 
-def _first_after(
-    windows: pl.DataFrame, events: pl.DataFrame, name: str, horizon_s: float
-) -> pl.DataFrame:
-    """Join each window to the first of ``events`` strictly after Q0, within the horizon."""
-    right = events.select(
-        "machine",
-        pl.col("timestamp").alias(f"{name}_at"),
-        pl.struct(*REF, "kind").alias(f"{name}_ref"),
-    ).sort(f"{name}_at")
-    joined = windows.sort("q0").join_asof(
-        right,
-        left_on="q0",
-        right_on=f"{name}_at",
-        by="machine",
-        strategy="forward",
-        allow_exact_matches=False,
-        check_sortedness=False,
-    )
-    too_late = _seconds(pl.col(f"{name}_at") - pl.col("q0")) > horizon_s
-    return joined.with_columns(
-        pl.when(too_late).then(None).otherwise(pl.col(f"{name}_at")).alias(f"{name}_at"),
-        pl.when(too_late).then(None).otherwise(pl.col(f"{name}_ref")).alias(f"{name}_ref"),
-    )
+def traffic_scope(scopes: Scopes) -> pl.Expr:
+    """``scope`` of a traffic row: a name of the catalog's ``[scopes]``, ``self``, or
+    ``remote`` (the traffic the quarantine governs).
+
+    Both addresses are looked at, not only the remote one: the sides of a 5157 for
+    multicast appear the other way round in real logs (velociraptor RDPAuth_Security),
+    so the group address can sit in either column.
+    """
+    both = (pl.col("local_address"), pl.col("remote_address"))
+    scope = pl.when(
+        pl.col("local_address").is_not_null()
+        & (
+            pl.col("local_address").str.to_lowercase()
+            == pl.col("remote_address").str.to_lowercase()
+        )
+    ).then(pl.lit("self"))
+    for name, patterns in scopes.patterns.items():
+        hit = pl.any_horizontal(
+            address.str.contains(pattern).fill_null(False)
+            for address in both
+            for pattern in patterns
+        )
+        scope = scope.when(hit).then(pl.lit(name))
+    return scope.otherwise(pl.lit(QUARANTINE_SCOPE)).alias("scope")
 
 
 def find_windows(
@@ -147,140 +188,282 @@ def _without_duplicate_sources(guest_events: pl.DataFrame, model: ModelParams) -
     )
 
 
+def _last_network_event(
+    windows: pl.DataFrame, triggers: pl.DataFrame, timeout_s: float
+) -> pl.DataFrame:
+    """Add ``last_change_at`` and ``network_changes`` to each window.
+
+    Network changes of one guest less than the safety timeout apart form one chain
+    (a Netvsc 14 per NIC, or a repeated indication): the timeout counts from the
+    chain's last one at or after the window's Q0.
+    """
+    chained = (
+        triggers.select("machine", "timestamp")
+        .sort("machine", "timestamp")
+        .with_columns(
+            (_seconds(pl.col("timestamp").diff().over("machine")) > timeout_s)
+            .fill_null(True)
+            .cum_sum()
+            .over("machine")
+            .alias("_chain")
+        )
+    )
+    chain_of_q0 = chained.unique(["machine", "timestamp"]).rename({"timestamp": "q0"})
+    followers = (
+        windows.select("migration_id", "machine", "q0")
+        .join(chain_of_q0, on=["machine", "q0"])
+        .join(chained, on=["machine", "_chain"])
+        .filter(pl.col("timestamp") >= pl.col("q0"))
+        .group_by("migration_id")
+        .agg(
+            pl.col("timestamp").max().alias("last_change_at"),
+            pl.len().cast(pl.Int64).alias("network_changes"),
+        )
+    )
+    return windows.join(followers, on="migration_id", how="left").with_columns(
+        pl.coalesce("last_change_at", "q0").alias("last_change_at"),
+        pl.col("network_changes").fill_null(1),
+    )
+
+
+def _first_after(
+    windows: pl.DataFrame, events: pl.DataFrame, name: str, after: str, horizon_s: float
+) -> pl.DataFrame:
+    """Join each window to the first of ``events`` strictly after its ``after`` time, within
+    ``horizon_s`` of it: ``{name}_at`` and ``{name}_ref`` (null when there is none)."""
+    right = events.select(
+        "machine",
+        pl.col("timestamp").alias(f"{name}_at"),
+        pl.struct(*REF, "kind").alias(f"{name}_ref"),
+    ).sort(f"{name}_at")
+    joined = windows.sort(after).join_asof(
+        right,
+        left_on=after,
+        right_on=f"{name}_at",
+        by="machine",
+        strategy="forward",
+        allow_exact_matches=False,
+        check_sortedness=False,
+    )
+    too_late = _seconds(pl.col(f"{name}_at") - pl.col(after)) > horizon_s
+    return joined.with_columns(
+        pl.when(too_late).then(None).otherwise(pl.col(f"{name}_at")).alias(f"{name}_at"),
+        pl.when(too_late).then(None).otherwise(pl.col(f"{name}_ref")).alias(f"{name}_ref"),
+    )
+
+
+def _packet_ids(blocked: pl.DataFrame, pair_s: float) -> pl.DataFrame:
+    """Add ``packet``: one id per dropped packet, shared by the events that logged it.
+
+    Windows logs one dropped packet as a 5152 and a 5157 (same TimeCreated, same
+    filter) when both audit subcategories are on. Blocked events of one guest
+    between the same two endpoints (in either order: the sides of some events
+    appear swapped) within ``pair_s`` of each other form a burst; the n-th event of
+    each event id in a burst is the n-th packet.
+    """
+    a = pl.concat_str(pl.col("local_address"), pl.lit(":"), pl.col("local_port").cast(pl.String))
+    b = pl.concat_str(pl.col("remote_address"), pl.lit(":"), pl.col("remote_port").cast(pl.String))
+    keyed = blocked.with_columns(
+        pl.concat_str(
+            pl.col("machine"),
+            pl.col("protocol").cast(pl.String),
+            pl.min_horizontal(a, b),
+            pl.max_horizontal(a, b),
+            separator="|",
+            ignore_nulls=True,
+        ).alias("_key")
+    ).sort("_key", "timestamp")
+    new_burst = (pl.col("_key") != pl.col("_key").shift(1)) | (
+        pl.col("timestamp").diff() > timedelta(seconds=pair_s)
+    )
+    return (
+        keyed.with_columns(new_burst.fill_null(True).cum_sum().alias("_burst"))
+        .with_columns(pl.int_range(pl.len()).over("_burst", "event_id").alias("_nth"))
+        .with_columns(pl.struct("_burst", "_nth").rank("dense").cast(pl.Int64).alias("packet"))
+        .drop("_key", "_burst", "_nth")
+    )
+
+
 def measure(
     windows: pl.DataFrame,
     guest_events: pl.DataFrame,
-    end_logged: pl.Series,
+    classification_logs: pl.DataFrame,
     model: ModelParams,
+    scopes: Scopes,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Close each window and count the inbound traffic it blocked.
+    """Close each window and count the inbound packets it blocked.
 
-    ``end_logged`` lists the guests that exported classification logs at all.
-    Returns (windows with end, duration, class and counts; the blocked events,
-    one row each, tagged with their migration).
+    ``classification_logs`` has, per guest, ``logged_from`` (the earliest start of
+    its classification channels) and ``last_seen`` (its last event in any log): a
+    window those logs cover and leave silent ends at the safety timeout by
+    evidence, one they do not cover only by assumption. Returns (windows with end,
+    duration, class and counts; the blocked inbound events inside a window, one
+    row each, with ``scope`` and ``packet``).
     """
     guest_events = _without_duplicate_sources(guest_events, model)
+    is_traffic = pl.col("kind").is_in(model.blocked_kinds + model.allowed_kinds)
+    traffic = guest_events.filter(is_traffic & pl.col("inbound")).with_columns(
+        traffic_scope(scopes)
+    )
+    triggers = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds))
     ends = guest_events.filter(pl.col("kind").is_in(model.end_kinds))
-    allowed = guest_events.filter(
+    allowed = traffic.filter(
         pl.col("kind").is_in(model.allowed_kinds)
-        & pl.col("inbound")
         & pl.col("protocol").is_in(model.end_evidence_protocols)
+        & (pl.col("scope") == QUARANTINE_SCOPE)
     )
-    w = _first_after(windows, ends, "classified", model.window_max_s)
-    w = _first_after(w, allowed, "allowed", model.window_max_s)
-    w = w.with_columns(
-        pl.min_horizontal(
-            "classified_at",
-            "allowed_at",
-            _after("q0", model.window_max_s),
-        ).alias("_horizon")
+    w = _last_network_event(windows, triggers, model.safety_timeout_s).with_columns(
+        _after("last_change_at", model.safety_timeout_s).alias("timeout_at")
     )
-    blocked = (
-        guest_events.filter(pl.col("kind").is_in(model.blocked_kinds) & pl.col("inbound"))
+    w = _first_after(w, ends, "classified", "last_change_at", model.window_max_s)
+    w = _first_after(w, allowed, "allowed", "last_change_at", model.window_max_s)
+    inside = (
+        traffic.filter(pl.col("kind").is_in(model.blocked_kinds))
         .sort("timestamp")
         .join_asof(
-            w.select("machine", "q0", "_horizon", "migration_id", "clock_offset_s").sort("q0"),
+            w.select("machine", "q0", "timeout_at", "migration_id", "clock_offset_s").sort("q0"),
             left_on="timestamp",
             right_on="q0",
             by="machine",
             strategy="backward",
             check_sortedness=False,
         )
-        .filter(pl.col("q0").is_not_null() & (pl.col("timestamp") <= pl.col("_horizon")))
+        .filter(pl.col("q0").is_not_null() & (pl.col("timestamp") <= pl.col("timeout_at")))
+    )
+    last_drop = (
+        inside.filter(pl.col("scope") == QUARANTINE_SCOPE)
+        .group_by("migration_id")
+        .agg(pl.col("timestamp").max().alias("last_drop_at"))
+    )
+    w = _close(
+        w.join(last_drop, on="migration_id", how="left").join(
+            classification_logs, on="machine", how="left"
+        ),
+        model,
+    )
+    blocked = (
+        _packet_ids(
+            inside.join(w.select("migration_id", "q_end"), on="migration_id").filter(
+                pl.col("timestamp") <= pl.col("q_end")
+            ),
+            model.packet_pair_s,
+        )
         .with_columns(_on_host_clock("timestamp").alias("timestamp_host"))
-        .drop("_horizon", "q0")
+        .drop("q0", "timeout_at", "q_end")
+        .sort("timestamp")
     )
+    return _counted(w, blocked, model), blocked
+
+
+def _counted(w: pl.DataFrame, blocked: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
+    """Packet counts per window: of quarantine scope by protocol, and of other scopes.
+
+    A window that inbound traffic ended within the normal span without a single
+    drop had no quarantine to speak of (class ``none``: quarantine disabled, or
+    nobody knocked).
+    """
+    governed = pl.col("scope") == QUARANTINE_SCOPE
     is_origin_proof = pl.col("filter_origin").str.to_lowercase() == "quarantine default"
+
+    def packets_where(condition: pl.Expr) -> pl.Expr:
+        return pl.col("packet").filter(condition).n_unique().cast(pl.Int64)
+
     counts = blocked.group_by("migration_id").agg(
-        pl.len().cast(pl.Int64).alias("blocked_inbound"),
-        (pl.col("protocol") == 6).sum().cast(pl.Int64).alias("blocked_tcp"),
-        (pl.col("protocol") == 17).sum().cast(pl.Int64).alias("blocked_udp"),
-        (~pl.col("protocol").is_in([6, 17]) | pl.col("protocol").is_null())
-        .sum()
-        .cast(pl.Int64)
-        .alias("blocked_other"),
-        is_origin_proof.sum().cast(pl.Int64).alias("quarantine_default_drops"),
-        pl.col("timestamp").max().alias("last_drop_at"),
+        packets_where(governed).alias("blocked_inbound"),
+        packets_where(governed & (pl.col("protocol") == 6)).alias("blocked_tcp"),
+        packets_where(governed & (pl.col("protocol") == 17)).alias("blocked_udp"),
+        packets_where(governed & ~pl.col("protocol").fill_null(-1).is_in([6, 17])).alias(
+            "blocked_other"
+        ),
+        packets_where(governed & is_origin_proof).alias("quarantine_default_drops"),
+        packets_where(~governed).alias("blocked_out_of_scope"),
+        pl.len().cast(pl.Int64).alias("blocked_events"),
     )
-    w = w.join(counts, on="migration_id", how="left").with_columns(
-        pl.col(
-            "blocked_inbound",
-            "blocked_tcp",
-            "blocked_udp",
-            "blocked_other",
-            "quarantine_default_drops",
-        ).fill_null(0)
+    columns = (
+        "blocked_inbound",
+        "blocked_tcp",
+        "blocked_udp",
+        "blocked_other",
+        "quarantine_default_drops",
+        "blocked_out_of_scope",
+        "blocked_events",
     )
-    return _close(w, end_logged, model), blocked
+    none = (
+        (pl.col("end_evidence") == "allowed-inbound")
+        & (pl.col("blocked_inbound") == 0)
+        & (pl.col("q_duration_s") <= model.normal_quarantine_max_s)
+    )
+    return (
+        w.join(counts, on="migration_id", how="left")
+        .with_columns(pl.col(columns).fill_null(0))
+        .with_columns(
+            pl.when(none)
+            .then(pl.lit("none"))
+            .otherwise("quarantine_class")
+            .alias("quarantine_class")
+        )
+    )
 
 
-def _close(w: pl.DataFrame, end_logged: pl.Series, model: ModelParams) -> pl.DataFrame:
-    classified_first = pl.col("classified_at").is_not_null() & (
+def _close(w: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
+    """``q_end``, ``end_evidence``, ``q_duration_s``, ``blocked_until_s`` and
+    ``quarantine_class`` of each window (see the module's table)."""
+    before_timeout = lambda at: pl.col(at).is_not_null() & (pl.col(at) < pl.col("timeout_at"))  # noqa: E731
+    classified = before_timeout("classified_at") & (
         pl.col("allowed_at").is_null() | (pl.col("classified_at") <= pl.col("allowed_at"))
     )
-    silent = pl.col("machine").is_in(end_logged.implode()) & pl.col("classified_at").is_null()
-    timeout_at = _after("q0", model.safety_timeout_s)
-    # Traffic resumed without a classification, and the model's safety timeout lies between
-    # the last drop and the first allowed connection: every piece of evidence agrees with it,
-    # and it is exact, where either bracket alone is off by up to the gap between connections.
-    bracketed = (
-        ~classified_first
-        & pl.col("allowed_at").is_not_null()
-        & (timeout_at <= pl.col("allowed_at"))
-        & (timeout_at >= pl.coalesce("last_drop_at", "q0"))
+    allowed = ~classified & before_timeout("allowed_at")
+    # The guest's classification logs were being written before the window opened and
+    # it went on logging after the timeout: their silence in between is evidence.
+    covered = (pl.col("logged_from") <= pl.col("q0")) & (
+        pl.col("last_seen") >= pl.col("timeout_at")
+    )
+    blocked_until = _seconds(pl.col("last_drop_at") - pl.col("q0"))
+    bracketed = pl.col("allowed_at").is_not_null() & (blocked_until >= model.safety_timeout_s - 1.0)
+    evidence = (
+        pl.when(classified)
+        .then(pl.lit("classified"))
+        .when(allowed)
+        .then(pl.lit("allowed-inbound"))
+        .when(covered.fill_null(False))
+        .then(pl.lit("timeout-no-classification"))
+        .when(bracketed.fill_null(False))
+        .then(pl.lit("timeout-bracketed"))
+        .otherwise(pl.lit("timeout-assumed"))
     )
     end = (
-        pl.when(classified_first)
+        pl.when(classified)
         .then(pl.col("classified_at"))
-        .when(bracketed)
-        .then(timeout_at)
-        .when(pl.col("allowed_at").is_not_null())
+        .when(allowed)
         .then(pl.col("allowed_at"))
-        .when(pl.col("last_drop_at").is_not_null())
-        .then(pl.col("last_drop_at"))
-        .when(silent)
-        .then(timeout_at)
+        .otherwise(pl.col("timeout_at"))
     )
-    evidence = (
-        pl.when(classified_first)
-        .then(pl.col("classified_ref").struct.field("kind"))
-        .when(bracketed)
-        .then(pl.lit("timeout-bracketed"))
-        .when(pl.col("allowed_at").is_not_null())
-        .then(pl.lit("allowed-inbound"))
-        .when(pl.col("last_drop_at").is_not_null())
-        .then(pl.lit("last-drop"))
-        .when(silent)
-        .then(pl.lit("inferred-timeout"))
-    )
-    w = w.with_columns(end.alias("q_end"), evidence.alias("end_evidence")).with_columns(
-        _seconds(pl.col("q_end") - pl.col("q0")).alias("q_duration_s")
-    )
-    near_timeout = pl.col("q_duration_s") >= model.safety_timeout_s - 1.0
-    quarantine_class = (
-        pl.when(pl.col("q_end").is_null())
-        .then(pl.lit("unknown"))
-        .when(pl.col("end_evidence").is_in(["inferred-timeout", "timeout-bracketed"]))
-        .then(pl.lit("safety-timeout"))
-        .when(~classified_first & near_timeout)
-        .then(pl.lit("safety-timeout"))
-        .when(
-            (pl.col("blocked_inbound") == 0)
-            & (pl.col("end_evidence") == "allowed-inbound")
-            & (pl.col("q_duration_s") <= model.normal_quarantine_max_s)
-        )
-        .then(pl.lit("none"))
-        .when(pl.col("q_duration_s") <= model.normal_quarantine_max_s)
+    w = w.with_columns(
+        evidence.alias("end_evidence"),
+        end.alias("q_end"),
+        blocked_until.alias("blocked_until_s"),
+    ).with_columns(_seconds(pl.col("q_end") - pl.col("q0")).alias("q_duration_s"))
+    observed = pl.col("end_evidence").is_in(["classified", "allowed-inbound"])
+    by_duration = (
+        pl.when(pl.col("q_duration_s") <= model.normal_quarantine_max_s)
         .then(pl.lit("normal"))
         .otherwise(pl.lit("prolonged"))
     )
+    quarantine_class = (
+        pl.when(observed)
+        .then(by_duration)
+        .when(pl.col("end_evidence").is_in(["timeout-no-classification", "timeout-bracketed"]))
+        .then(pl.lit("safety-timeout"))
+        .when(pl.col("blocked_until_s") > model.normal_quarantine_max_s)
+        .then(pl.lit("prolonged"))
+        .otherwise(pl.lit("undetermined"))
+    )
+    end_ref = (
+        pl.when(classified).then(pl.col("classified_ref")).when(allowed).then(pl.col("allowed_ref"))
+    )
     return w.with_columns(
         quarantine_class.alias("quarantine_class"),
+        end_ref.alias("end_ref"),
         _on_host_clock("q0").alias("q0_host"),
         _on_host_clock("q_end").alias("q_end_host"),
-        pl.when(classified_first)
-        .then(pl.col("classified_ref"))
-        .when(pl.col("allowed_at").is_not_null())
-        .then(pl.col("allowed_ref"))
-        .alias("end_ref"),
-    ).drop("_horizon", "classified_ref", "allowed_ref")
+    ).drop("classified_ref", "allowed_ref", "logged_from", "last_seen")

@@ -70,8 +70,8 @@ def quarantine_text(m: Mapping[str, Any]) -> str:
     if m.get("q0") is None:
         return "no network change" if m.get("machine") else "—"
     return (
-        f"{m.get('quarantine_class') or '?'}, {seconds(m.get('q_duration_s'))}, "
-        f"ended by {m.get('end_evidence') or '?'}"
+        f"{m.get('window_words') or '?'}, {seconds(m.get('q_duration_s'))}, "
+        f"ended by {m.get('end_words') or '?'}"
     )
 
 

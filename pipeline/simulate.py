@@ -65,11 +65,13 @@ from pipeline.simulate_plan import (
 from pipeline.simulate_truth import (
     Observed,
     bundle_verdict,
+    failed_migration,
     machines,
     migration_verdict,
     migrations,
     quarantines,
 )
+from pipeline.verdict_table import load_table
 
 __all__ = ["SimulateError", "SimulateOptions", "SimulationResult", "parse_size", "simulate"]
 
@@ -279,7 +281,8 @@ def simulate(options: SimulateOptions, out: Path) -> SimulationResult:
 
 def _ground_truth(plan: Plan, bundle: _Bundle) -> dict[str, object]:
     blocked = bundle.rendered.blocked
-    verdicts = {}
+    table = load_table()
+    decided = {}
     for r in plan.reactions:
         g = r.migration.guest
         observed = Observed(
@@ -287,7 +290,14 @@ def _ground_truth(plan: Plan, bundle: _Bundle) -> dict[str, object]:
             pfirewall=plan.options.pfirewall,
             drop_lines=bundle.drop_lines.get(g.name, []),
         )
-        verdicts[r.migration.id] = migration_verdict(r, blocked, observed)
+        decided[r.migration.id] = migration_verdict(r, blocked, observed, table)
+    failed = failed_migration(table)
+    verdicts = [decided.get(m.id, failed).verdict for m in plan.migrations]
+    host_logs = any(
+        f["records"] and not str(f["path"]).endswith(("/System.evtx", "/Security.evtx"))
+        for f in bundle.files
+        if any(str(f["path"]).startswith(f"{h.folder}/") for h in plan.hosts)
+    )
     blocked_sorted = sorted(blocked, key=lambda b: (b.guest, b.time_us, b.event_id))
     return {
         "scenario": plan.preset.name,
@@ -295,9 +305,9 @@ def _ground_truth(plan: Plan, bundle: _Bundle) -> dict[str, object]:
         "seed": plan.options.seed,
         "lmtrace_version": _lmtrace_version(),
         "arguments": plan.options.arguments(),
-        "verdict": bundle_verdict([v for v, _ in verdicts.values()]),
+        "verdict": bundle_verdict(verdicts, table, host_logs),
         "machines": machines(plan),
-        "migrations": migrations(plan, verdicts),
+        "migrations": migrations(plan, decided, failed),
         "quarantines": quarantines(plan, blocked),
         "blocked_inbound": [b.as_json() for b in blocked_sorted],
         "pfirewall_drops": bundle.pfirewall_drops,

@@ -44,6 +44,9 @@ Classification = Literal["never", "normal", "mixed"]
 SAFETY_TIMEOUT_S = 7.0
 """The guest firewall's hard-coded wait when the classification signal never comes [C: wiki]."""
 
+NORMAL_QUARANTINE_MAX_S = 4.0
+"""The longest a normal quarantine lasts: "about 2-3 s" [C: wiki], with a margin."""
+
 LOG_DELAY_US = 1000
 """Upper bound of the delay between a blocked packet and its Security events."""
 

@@ -1,22 +1,13 @@
-"""The verdict rules and the ground truth, computed from what the simulator actually wrote.
+"""The ground truth: what the simulator made happen, and the verdict that follows from it.
 
-The problem: a ground truth that restates the scenario's intent would agree
-with a wrong simulator. So the verdict here is derived from the plan *and*
-from what landed in the files (which drops were logged, whether WFP auditing
-is visible, whether a pfirewall.log exists), by the same rules the correlator
-implements (docs/simulate.md, "Verdict rules"):
-
-- affected: some guest has a safety-timeout quarantine after a completed
-  migration (Netvsc 14, no classification within 7 s) with at least one
-  observed inbound drop in the window;
-- likely-affected: that timeout signature, but drops are not observable (no
-  WFP events in Security and no pfirewall.log);
-- not-affected: every migrated guest had no Netvsc 14, a quarantine ended by
-  classification, or no drops while drop logging was visibly on; failed
-  migrations leave the guest where it was;
-- inconclusive: the logs needed to decide are absent (a migrated guest
-  without its System log). The simulator always writes them, so it never
-  produces this verdict; the rule is here so the order of verdicts is complete.
+The problem: a ground truth that restates the scenario's intent would agree with
+a wrong simulator, and verdict rules written twice drift apart. So the facts here
+are derived from the plan *and* from what landed in the files (which drops were
+logged, whether WFP auditing is visible, whether a pfirewall.log exists), named as
+the decision table ``verdicts.toml`` names them, and the verdict is that table's
+(the correlator applies the same table to the facts it finds in the logs). A fact
+the simulator knows perfectly (which guest is which VM, the guest's clock) is
+stated as the analysis should find it; tests that make it unknowable say so.
 """
 
 from __future__ import annotations
@@ -24,9 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.simulate_events import BlockedTruth
-from pipeline.simulate_plan import SAFETY_TIMEOUT_S, US, GuestReaction, Plan, iso
-
-SEVERITY = ("not-affected", "inconclusive", "likely-affected", "affected")
+from pipeline.simulate_plan import (
+    NORMAL_QUARANTINE_MAX_S,
+    US,
+    GuestReaction,
+    Plan,
+    iso,
+)
+from pipeline.verdict_table import Row, VerdictTable, decide
 
 
 @dataclass(frozen=True)
@@ -38,34 +34,71 @@ class Observed:
     drop_lines: list[int]  # guest-clock times of its pfirewall.log DROP lines
 
 
-def migration_verdict(
+def _window(r: GuestReaction) -> str:
+    """The quarantine window's class, as verdicts.toml names them."""
+    if r.network_change_us is None or r.quarantine_end_us is None:
+        return "none"  # no quarantine: host fixed, or quarantine disabled in the guest
+    if r.ended_by == "safety-timeout":
+        return "safety-timeout"
+    seconds = (r.quarantine_end_us - r.network_change_us) / US
+    return "normal" if seconds <= NORMAL_QUARANTINE_MAX_S else "prolonged"
+
+
+def _facts(**observed: object) -> dict[str, object]:
+    """Facts of verdicts.toml for a simulated migration: what the simulator knows for sure
+    (its host logged the completion, its guest is in the bundle with a System log over the
+    moment and a clock the analysis can find), and what ``observed`` says happened."""
+    facts: dict[str, object] = {
+        "completion": True,
+        "guest": "matched",
+        "trigger_log": "covers",
+        "trigger_search": "complete",
+        "clock": "known",
+        "network_change": False,
+        "window": "none",
+        "drops_observable": True,
+        "blocked": False,
+    }
+    return facts | observed
+
+
+def migration_facts(
     r: GuestReaction, blocked: list[BlockedTruth], observed: Observed
-) -> tuple[str, str]:
-    """The verdict for one completed migration, and why."""
+) -> dict[str, object]:
+    """The facts of verdicts.toml for one completed migration."""
     g = r.migration.guest
-    if r.network_change_us is None:
-        return "not-affected", "no Netvsc 14: the guest saw no network change"
-    q0 = g.guest_us(r.network_change_us)
-    if (
-        r.classified_us is not None
-        and r.classified_us - r.network_change_us < SAFETY_TIMEOUT_S * US
-    ):
-        return "not-affected", "the network was classified again before the safety timeout"
-    q_end = q0 + round(SAFETY_TIMEOUT_S * US)
-    events = sum(1 for b in blocked if b.guest == g.name and q0 <= b.time_us < q_end)
-    lines = sum(1 for t in observed.drop_lines if q0 <= t < q_end)
-    if observed.wfp_events or observed.pfirewall:
-        if events or lines:
-            seen = [f"{events} inbound drops in Security"] if observed.wfp_events else []
-            seen += [f"{lines} DROP lines in pfirewall.log"] if observed.pfirewall else []
-            return "affected", "safety-timeout quarantine: " + ", ".join(seen)
-        return "not-affected", "no classification for 7 s, but no drops while logging was on"
-    return "likely-affected", "safety-timeout signature; drops not observable (no WFP auditing)"
+    dropped = False
+    if r.network_change_us is not None and r.quarantine_end_us is not None:
+        q0, q_end = g.guest_us(r.network_change_us), g.guest_us(r.quarantine_end_us)
+        events = sum(1 for b in blocked if b.guest == g.name and q0 <= b.time_us < q_end)
+        lines = sum(1 for t in observed.drop_lines if q0 <= t < q_end)
+        dropped = bool(events or lines)
+    return _facts(
+        network_change=r.network_change_us is not None,
+        window=_window(r),
+        drops_observable=bool(observed.wfp_events or observed.pfirewall),
+        blocked=dropped,
+    )
 
 
-def bundle_verdict(verdicts: list[str]) -> str:
-    """The most severe per-migration verdict; not-affected when nothing migrated."""
-    return max(verdicts, key=SEVERITY.index, default="not-affected")
+def migration_verdict(
+    r: GuestReaction, blocked: list[BlockedTruth], observed: Observed, table: VerdictTable
+) -> Row:
+    """The decision of verdicts.toml for one completed migration."""
+    return decide(table.migration, migration_facts(r, blocked, observed))
+
+
+def failed_migration(table: VerdictTable) -> Row:
+    """The decision for a migration whose VM never left its host: no network change."""
+    return decide(table.migration, _facts())
+
+
+def bundle_verdict(verdicts: list[str], table: VerdictTable, host_logs: bool) -> str:
+    """The gravest per-migration verdict; without any migration, the table's bundle rows
+    (the simulator's guests log no network change that a migration would not explain)."""
+    if verdicts:
+        return table.gravest(verdicts, default="inconclusive")
+    return decide(table.bundle, {"host_logs": host_logs, "unexplained_changes": False}).verdict
 
 
 def quarantines(plan: Plan, blocked: list[BlockedTruth]) -> list[dict[str, object]]:
@@ -127,13 +160,15 @@ def machines(plan: Plan) -> list[dict[str, object]]:
     return out
 
 
-def migrations(plan: Plan, verdicts: dict[str, tuple[str, str]]) -> list[dict[str, object]]:
+def migrations(plan: Plan, decided: dict[str, Row], failed: Row) -> list[dict[str, object]]:
+    """Every migration with its verdict; ``failed`` is the table's decision for a migration
+    whose VM never left its host (no network change)."""
     by_id = {r.migration.id: r for r in plan.reactions}
     out = []
     for m in plan.migrations:
         r = by_id.get(m.id)
         change = r.network_change_us if r is not None else None
-        verdict, reason = verdicts.get(m.id, ("not-affected", "the migration failed"))
+        row = decided.get(m.id, failed)
         out.append(
             {
                 "id": m.id,
@@ -152,8 +187,9 @@ def migrations(plan: Plan, verdicts: dict[str, tuple[str, str]]) -> list[dict[st
                 "clustered": m.clustered,
                 "network_change": iso(m.guest.guest_us(change)) if change is not None else None,
                 "network_change_host_clock": iso(change) if change is not None else None,
-                "verdict": verdict,
-                "reason": reason,
+                "verdict": row.verdict,
+                "reason": row.why,
+                "rule": row.id,
             }
         )
     return out

@@ -62,6 +62,11 @@ def check_against_truth(result: Correlation, truth: dict) -> None:
     ours = result.migrations
     assert ours.height == len(truth["migrations"])
     quarantines = {q["migration_id"]: q for q in truth["quarantines"]}
+    observable = {
+        m["name"]: m["wfp_auditing"] or truth["arguments"]["pfirewall"]
+        for m in truth["machines"]
+        if m["role"] == "guest"
+    }
     for expected in truth["migrations"]:
         end = _when(expected["end"])
         row = ours.filter(
@@ -77,8 +82,11 @@ def check_against_truth(result: Correlation, truth: dict) -> None:
             continue
         assert got["machine"] == _short(q["guest"]), got["match_note"]
         assert got["q_duration_s"] == pytest.approx(q["duration_s"], abs=0.2)
-        assert got["blocked_tcp"] == q["blocked_inbound"]["tcp"]
-        assert got["blocked_udp"] == q["blocked_inbound"]["udp"]
+        # Blocked figures count packets: the truth's blocked attempts (a 5152 and a 5157
+        # of one packet are one), where the guest's logs can show them at all.
+        seen = observable[q["guest"]]
+        assert got["blocked_tcp"] == (q["blocked_attempts"]["tcp"] if seen else 0)
+        assert got["blocked_udp"] == (q["blocked_attempts"]["udp"] if seen else 0)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -93,7 +101,22 @@ def test_scenarios_across_clock_offsets(tmp_path: Path, scenario: str, offset: f
         noise=60.0,
     )
     bundle, truth = _bundle(tmp_path, options)
-    check_against_truth(_analyse(tmp_path, bundle), truth)
+    result = _analyse(tmp_path, bundle)
+    guessed = result.migrations.filter(pl.col("rule") == "graver-on-a-guess")
+    if guessed.height:
+        # One migration and one Netvsc 14 far from equal clocks, and no other guest to agree
+        # with: the offset is a guess, and no verdict may become graver on it alone. The
+        # reason names the offset to confirm; given it, the analysis must equal the truth.
+        guests = {m["name"] for m in truth["machines"] if m["role"] == "guest"}
+        assert len(guests) == 1 and abs(offset) > 13.0, guessed["reason"].to_list()
+        assert result.summary.verdict == "inconclusive"
+        given = dict(guessed.select("machine", "clock_offset_s").iter_rows())
+        assert all(
+            f"--clock-offset {m}=" in r for m, r in zip(guessed["machine"], guessed["reason"])
+        )
+        settings = CorrelateSettings(match=MatchSettings(clock_offsets=given))
+        result = _analyse(tmp_path / "given", bundle, settings)
+    check_against_truth(result, truth)
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
@@ -150,8 +173,8 @@ def test_a_given_clock_offset_of_hours_still_finds_the_blocked_traffic(tmp_path:
     given = CorrelateSettings(match=MatchSettings(clock_offsets={guest: 7200.0}))
     result = _analyse(tmp_path, bundle, given)
     check_against_truth(result, truth)
-    assert result.blocked.height == sum(
-        q["blocked_inbound"]["tcp"] + q["blocked_inbound"]["udp"] for q in truth["quarantines"]
+    assert result.blocked["packet"].n_unique() == sum(
+        q["blocked_attempts"]["tcp"] + q["blocked_attempts"]["udp"] for q in truth["quarantines"]
     )
 
 
@@ -213,23 +236,34 @@ def _without(bundle: Path, pattern: str) -> int:
 @pytest.mark.parametrize(
     ("scenario", "remove", "hint"),
     [
-        ("healthy", "APP-VM01/Security.evtx", "guest-security"),
-        ("host-fixed", "APP-VM01/System.evtx", "guest-system"),
-        ("healthy", "APP-VM01", "guest-logs"),
-        ("quarantine-disabled", "HV-NODE*", "host-vmms"),
+        # Neither drops nor the end of the window can be seen.
+        ("healthy", ("APP-VM01/Security.evtx", "APP-VM01/Microsoft-Windows-*"), "guest-security"),
+        ("host-fixed", ("APP-VM01/System.evtx",), "guest-system"),
+        ("healthy", ("APP-VM01",), "guest-logs"),
+        ("quarantine-disabled", ("HV-NODE*",), "host-vmms"),
     ],
 )
 def test_missing_logs_are_inconclusive_with_what_to_collect(
-    tmp_path: Path, scenario: str, remove: str, hint: str
+    tmp_path: Path, scenario: str, remove: tuple[str, ...], hint: str
 ) -> None:
     bundle, truth = _bundle(tmp_path, SimulateOptions(scenario=scenario, seed=7))
     assert truth["verdict"] == "not-affected"
-    assert _without(bundle, remove) >= 1
+    assert all(_without(bundle, pattern) >= 1 for pattern in remove)
     result = _analyse(tmp_path, bundle)
     assert result.summary.verdict == "inconclusive", result.summary.reasons
     assert hint in {c["id"] for c in result.summary.collect}
     if hint == "host-vmms":  # the guest's own evidence is still shown
         assert any("app-vm01 logged 1 network-change event" in r for r in result.summary.reasons)
+
+
+def test_a_normal_window_needs_no_security_log(tmp_path: Path) -> None:
+    """The classification logs show the quarantine ended in the normal 2-3 s: that is
+    the design working, whatever it dropped meanwhile (verdicts.toml, normal-quarantine)."""
+    bundle, truth = _bundle(tmp_path, SimulateOptions(scenario="healthy", seed=7))
+    _without(bundle, "APP-VM01/Security.evtx")
+    result = _analyse(tmp_path, bundle)
+    assert result.summary.verdict == truth["verdict"] == "not-affected"
+    assert result.migrations["rule"].to_list() == ["normal-quarantine"]
 
 
 def test_missing_security_never_hides_the_bug(tmp_path: Path) -> None:
@@ -251,7 +285,7 @@ def test_evidence_points_at_files_and_records(tmp_path: Path) -> None:
     for ref in [row["trigger_ref"], *row["host_evidence"]]:
         assert Path(ref["source_path"]).is_file()
         assert ref["record_id"] > 0
-    assert result.blocked.height == row["blocked_inbound"]
+    assert result.blocked["packet"].n_unique() == row["blocked_inbound"]
     assert result.blocked["source_path"].str.ends_with("Security.evtx").all()
 
 
@@ -284,7 +318,7 @@ def test_pfirewall_log_shows_the_drops_when_auditing_is_missing(tmp_path: Path) 
     assert result.summary.verdict == "affected", result.summary.reasons
     row = result.migrations.row(0, named=True)
     assert set(result.blocked["kind"]) == {"pflog.drop"}
-    assert row["blocked_inbound"] == result.blocked.height > 0
+    assert row["blocked_inbound"] == result.blocked["packet"].n_unique() > 0
     # Read in the wrong zone, the log's drops fall an hour away from the window.
     wrong = _analyse_with_tz(tmp_path / "wrong", bundle, "UTC")
     assert wrong.blocked.is_empty()
