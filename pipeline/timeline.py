@@ -182,7 +182,10 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
     wanted = None
     if settings.around:
         wanted = set(migs["machine"].drop_nulls().to_list()) | set(
-            migs.select(short_name(pl.col("source"))).to_series().drop_nulls().to_list()
+            migs.select(short_name(pl.col("logged_by").explode()))
+            .to_series()
+            .drop_nulls()
+            .to_list()
             + migs.select(short_name(pl.col("destination"))).to_series().drop_nulls().to_list()
         )
     lanes = lane_layout(result, wanted)

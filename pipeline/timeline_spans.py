@@ -86,8 +86,12 @@ def span_frame(migs: pl.DataFrame, local: ToLocal, lanes: pl.DataFrame) -> pl.Da
         span_hover().alias("_hover"),
     )
     sides = [frame.with_columns(pl.col(side).alias("_host")) for side in ("_src", "_dst")]
+    # Every host that logged the migration gets its span, whether or not its side is known.
+    logged = frame.with_columns(
+        pl.col("logged_by").list.eval(short_name(pl.element())).alias("_host")
+    ).explode("_host")
     return (
-        pl.concat(sides)
+        pl.concat([*sides, logged])
         .unique(subset=["migration_id", "_host"], maintain_order=True)
         .join(lanes.rename({"machine": "_host"}), on="_host", how="inner")
         .pipe(_stack)

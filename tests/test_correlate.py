@@ -112,7 +112,8 @@ def test_scenarios_across_clock_offsets(tmp_path: Path, scenario: str, offset: f
         assert result.summary.verdict == "inconclusive"
         given = dict(guessed.select("machine", "clock_offset_s").iter_rows())
         assert all(
-            f"--clock-offset {m}=" in r for m, r in zip(guessed["machine"], guessed["reason"])
+            f"--clock-offset {m}=" in r
+            for m, r in zip(guessed["machine"], guessed["reason"], strict=True)
         )
         settings = CorrelateSettings(match=MatchSettings(clock_offsets=given))
         result = _analyse(tmp_path / "given", bundle, settings)
