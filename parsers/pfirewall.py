@@ -4,11 +4,15 @@ The log is W3C-style text: ``#Version``, ``#Software``, ``#Time Format`` and
 ``#Fields`` header lines, then one space-separated line per packet. Two things
 make it easy to get wrong, so this module owns them:
 
-* Times are **local** with no offset. The caller must say which zone the guest
-  was in (``tz``: an IANA name such as ``Europe/Berlin`` or a fixed offset such
-  as ``+02:00``); rows are converted to UTC here and never leave as local time.
-  A local time that does not exist (the spring DST gap) cannot be placed and is
-  counted as skipped; an ambiguous one (the autumn repeat) takes the earlier.
+* Times are **local** with no offset. When the caller knows the guest's zone
+  (``tz``: an IANA name such as ``Europe/Berlin`` or a fixed offset such as
+  ``+02:00``) rows are converted to UTC here. A local time that does not exist
+  (the spring DST gap) cannot be placed and is counted as skipped; an ambiguous
+  one (the autumn repeat) takes the earlier. When it does not (``tz`` None), the
+  local times are stored as if they were UTC and every row says so in its payload
+  (``"local_zone": "unknown"``), so that whoever learns the zone later (the
+  guest's own System log names it) can place them; with a zone, ``local_zone``
+  names it.
 * Columns vary by build (newer ones append ``pid``), so every line is read by
   the names of the latest ``#Fields`` line, never by position. ``-`` means empty.
 
@@ -33,6 +37,8 @@ from parsers.model import EVENT_SCHEMA, LmtraceError, ReadIssue, ReadReport
 
 PROVIDER = "pfirewall.log"
 ACTION_IDS = {"DROP": 1, "ALLOW": 2}
+LOCAL_ZONE = "local_zone"  # payload key: the zone the row's time was read in
+UNKNOWN_ZONE = "unknown"  # ... none given: the time is local, stored as if UTC
 _OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{1,2}):?(\d{2})?$")
 _MAX_LINE = 8192
 
@@ -71,7 +77,7 @@ def parse_tz(tz: str) -> str:
 class PfirewallSettings:
     """The two facts the log itself does not carry."""
 
-    tz: str = "UTC"
+    tz: str | None = None  # None: not known yet (rows marked local_zone "unknown")
     computer: str | None = None
 
 
@@ -113,9 +119,11 @@ def read_pfirewall(
     file_sha256: str,
 ) -> tuple[pl.DataFrame, ReadReport]:
     """All lines of one pfirewall.log as rows of ``EVENT_SCHEMA``, and what could not be read."""
-    zone = parse_tz(settings.tz)
+    zone = parse_tz(settings.tz) if settings.tz is not None else None
     report = ReadReport(engine="pfirewall")
     numbers, rows = _lines(path, report)
+    for row in rows:
+        row[LOCAL_ZONE] = zone or UNKNOWN_ZONE
     frame = pl.DataFrame(
         {
             "_line": [int(n) for n in numbers],
@@ -136,14 +144,14 @@ def read_pfirewall(
         "%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"
     )
     frame = frame.with_columns(
-        local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+        local.dt.replace_time_zone(zone or "UTC", ambiguous="earliest", non_existent="null")
         .dt.convert_time_zone("UTC")
         .alias("timestamp")
     )
     bad = frame.filter(pl.col("timestamp").is_null())
     report.records_skipped += bad.height
     report.issues.extend(
-        ReadIssue(f"line {n}: time missing, malformed or not a valid local time in {zone}")
+        ReadIssue(f"line {n}: time missing, malformed or not a valid local time in {zone or 'UTC'}")
         for n in bad["_line"].head(100)
     )
     frame = frame.filter(pl.col("timestamp").is_not_null())

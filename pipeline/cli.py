@@ -137,7 +137,7 @@ def ingest(
     since: Since = None,
     until: Until = None,
     jobs: Jobs = None,
-    firewall_tz: GuestTz = "UTC",
+    firewall_tz: GuestTz = None,
     firewall_computer: Annotated[
         str | None,
         typer.Option(help="Computer name for pfirewall.log rows (the log does not name it)."),
@@ -308,7 +308,7 @@ def analyze(
     out: OutFolder,
     engine: EngineOption = EngineName.rust,
     jobs: Jobs = None,
-    guest_tz: GuestTz = "UTC",
+    guest_tz: GuestTz = None,
     host: Hosts = None,
     guest: Guests = None,
     map_file: MapFile = None,
@@ -569,7 +569,7 @@ def batch(
         bool, typer.Option("--force", help="Analyse again even bundles already done.")
     ] = False,
     engine: EngineOption = EngineName.rust,
-    guest_tz: GuestTz = "UTC",
+    guest_tz: GuestTz = None,
     catalog: Catalogs = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: JsonSummary = False,

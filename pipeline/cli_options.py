@@ -103,12 +103,14 @@ DisplayTz = Annotated[
     ),
 ]
 GuestTz = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--guest-tz",
         "--firewall-tz",
         help="Time zone of pfirewall.log times, which are local and carry no offset: "
-        "an IANA name (Europe/Berlin) or an offset (+02:00). Converted to UTC on read.",
+        "an IANA name (Europe/Berlin) or an offset (+02:00). Default: the zone the guest's "
+        "own System log names (EventLog 6013), said on stderr; UTC when it names none.",
+        show_default=False,
     ),
 ]
 

@@ -57,7 +57,12 @@ def emit(frame: pl.DataFrame, fmt: str, table_columns: list[str]) -> None:
 
 
 def print_verdict(result: Correlation, out: Path) -> None:
-    """The short verdict table on stdout: one row per migration, then the bundle verdict."""
+    """The short verdict table on stdout: one row per migration, then the bundle verdict.
+
+    Notes (which zone placed a pfirewall.log, ...) go to stderr first: they qualify the data.
+    """
+    for note in result.notes:
+        typer.echo(f"lmtrace: note: {note}", err=True)
     table = Table(
         "migration", "VM", "guest", "from -> to", "completed (UTC)", "blackout s",
         "quarantine s", "class", "blocked in", "verdict",

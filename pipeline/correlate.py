@@ -18,7 +18,15 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import findings, machine_facts, machines, matching, migrations, quarantine
+from pipeline import (
+    findings,
+    firewall_zone,
+    machine_facts,
+    machines,
+    matching,
+    migrations,
+    quarantine,
+)
 from pipeline.catalog import Catalog, ModelParams, matched, tag
 from pipeline.matching import MatchSettings
 from pipeline.verdict_table import load_table
@@ -68,6 +76,7 @@ class Correlation:
     context: pl.DataFrame  # catalog events near any migration, on both clocks, for timelines
     summary: findings.Summary
     clock_changes: pl.DataFrame  # Kernel-General 1 per machine: old/new time, delta, reason
+    notes: tuple[str, ...]  # what the reader should know, e.g. which zone placed pfirewall.log
     catalog_files: tuple[str, ...]
     model: ModelParams  # the catalog's parameters this was computed with (timelines use them)
     generated_at: datetime
@@ -257,9 +266,10 @@ def correlate(
     # A renamed computer is one machine: every step below names machines through this.
     renamed = machines.aliases(tagged.filter(pl.col("kind") == machine_facts.RENAMED))
     tagged = tagged.with_columns(_machine(renamed))
+    facts = machine_facts.extract(tagged)
+    events, notes = firewall_zone.resolve(events, facts.facts, renamed)
     cover = machines.coverage(events).with_columns(_machine(renamed))
     roles = machines.classify(cover, tagged, settings.hosts, settings.guests, renamed)
-    facts = machine_facts.extract(tagged)
     host_names = roles.filter(pl.col("role") == "host")["machine"].implode()
     guest_names = roles.filter(pl.col("role") == "guest")
     migs = migrations.reconstruct(tagged.filter(pl.col("machine").is_in(host_names)), model)
@@ -313,6 +323,7 @@ def correlate(
         clock_changes=facts.clock_changes.join(
             roles.select("machine", "role"), on="machine", how="left"
         ),
+        notes=tuple(notes),
         catalog_files=catalog.files,
         model=model,
         generated_at=datetime.now(timezone.utc),
@@ -407,6 +418,7 @@ def findings_document(
     return {
         "verdict": result.summary.verdict,
         "reasons": result.summary.reasons,
+        "notes": list(result.notes),
         "collect": result.summary.collect,
         "remediation": result.summary.remediation,
         "integrity": integrity(files, incomplete),

@@ -342,7 +342,8 @@ def ingest(
     started = time.perf_counter()
     settings = settings or ReadSettings()
     firewall = firewall or PfirewallSettings()
-    parse_tz(firewall.tz)
+    if firewall.tz is not None:
+        parse_tz(firewall.tz)
     filters = filter_of(settings)
     inputs = [Path(p) for p in inputs]
     for path in inputs:  # fail on a typo before creating anything

@@ -244,6 +244,12 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
     incomplete = (doc.get("integrity") or {}).get("store_incomplete")
     if incomplete:
         parts.append(f'<p class="workaround"><b>Warning:</b> {h(incomplete)}.</p>')
+    if doc.get("notes"):
+        parts.append(
+            '<section id="notes"><b>Notes</b><ul>'
+            + "".join(f"<li>{h(n)}</li>" for n in doc["notes"])
+            + "</ul></section>"
+        )
     nav = [
         f'<a href="#{a}">{t}</a>'
         for a, t in (
@@ -442,6 +448,8 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
     incomplete = (doc.get("integrity") or {}).get("store_incomplete")
     if incomplete:
         lines += [f"**Warning:** {md(incomplete)}.", ""]
+    if doc.get("notes"):
+        lines += ["**Notes:**", ""] + [f"- {md(n)}" for n in doc["notes"]] + [""]
     migs = list(doc.get("migrations", []))
     if migs:
         lines += [

@@ -166,3 +166,37 @@ def test_every_windows_zone_maps_to_a_zone_polars_knows() -> None:
     probe = pl.Series([datetime(2025, 7, 1)]).cast(pl.Datetime("us"))
     for name in set(zones.values()):
         probe.dt.replace_time_zone(name)  # raises on an unknown zone
+
+
+@pytest.mark.corpus
+def test_pfirewall_local_times_take_the_zone_the_system_log_names(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """A real Windows 7 System log (6013: '300 Eastern Standard Time') beside a firewall log
+    read without --guest-tz: its 10:00 local on 2012-03-15 (EDT) is 14:00 UTC."""
+    from parsers.pfirewall import PfirewallSettings
+    from pipeline import firewall_zone
+
+    log = tmp_path / "pfirewall.log"
+    log.write_text(
+        "#Version: 1.5\n#Software: Microsoft Windows Firewall\n#Time Format: Local\n"
+        "#Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags"
+        " tcpsyn tcpack tcpwin icmptype icmpcode info path\n"
+        "2012-03-15 10:00:00 DROP TCP 10.0.0.9 10.0.0.5 50000 443 52 S 1 0 64240 - - - RECEIVE\n"
+    )
+    store = tmp_path / "store"
+    system = corpus_dir / "parsers/python-evtx__system.evtx"
+    firewall = PfirewallSettings(computer="WKS-WIN764BITB.shieldbase.local")
+    ingest([system, log], store, firewall=firewall)
+    result = correlate(scan_events(store), load_catalog())
+    assert result.notes == (
+        "pfirewall.log of wks-win764bitb: local times read in America/New_York, the zone its"
+        " System log names (EventLog 6013: '300 Eastern Standard Time'); --guest-tz overrides",
+    )
+    placed, _ = firewall_zone.resolve(scan_events(store), result.machines, {})
+    when = placed.filter(pl.col("provider") == "pfirewall.log").collect()["timestamp"]
+    assert when.to_list() == [_utc(2012, 3, 15, 14, 0, 0)]
+    # Given a zone, the reader places the times itself and nothing is said.
+    given = tmp_path / "given"
+    ingest([system, log], given, firewall=PfirewallSettings("+01:00", firewall.computer))
+    assert correlate(scan_events(given), load_catalog()).notes == ()

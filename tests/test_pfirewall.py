@@ -91,3 +91,19 @@ def test_unknown_time_zone_is_a_clear_error() -> None:
     with pytest.raises(TimeZoneError, match="out of range"):
         parse_tz("+19:00")
     assert parse_tz("UTC+05:30") == "+05:30"
+
+
+def test_without_a_zone_times_stay_local_and_say_so(tmp_path: Path) -> None:
+    """No zone given: the time is stored as written (as if UTC) and each row is marked, so
+    that correlation can place it in the zone the guest's own System log names."""
+    path = tmp_path / "pfirewall.log"
+    path.write_text(
+        HEADER
+        + "2024-03-05 14:00:01 DROP TCP 10.0.0.9 10.0.0.5 50000 443 52 S 1 0 64240 - - - RECEIVE\n"
+    )
+    frame, report = read_pfirewall(path, PfirewallSettings(), str(path), None, "ab" * 32)
+    assert frame["timestamp"][0] == datetime(2024, 3, 5, 14, 0, 1, tzinfo=timezone.utc)
+    assert json.loads(frame["data"][0])["local_zone"] == "unknown"
+    given, _ = _read(path, tz="Europe/Berlin")
+    assert json.loads(given["data"][0])["local_zone"] == "Europe/Berlin"
+    assert report.records_skipped == 0
