@@ -317,7 +317,7 @@ def correlate(
         machines=roles.join(facts.facts, on="machine", how="left"),
         coverage=cover,
         migrations=assessed,
-        blocked=blocked.sort("timestamp"),
+        blocked=blocked.sort("timestamp", "source_path", "record_id"),
         context=context,
         summary=summary,
         clock_changes=facts.clock_changes.join(
