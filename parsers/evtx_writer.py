@@ -34,6 +34,7 @@ import operator
 import struct
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -233,7 +234,11 @@ class EvtxWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+        elif self._stats is None:  # a failed write (a full disk): let go of the file as it is
+            with suppress(OSError):
+                self._file.close()
 
     def write(self, event: EventSpec) -> int:
         """Append one event; returns its record id (1, 2, ...). ValueError on a bad field."""
@@ -263,23 +268,23 @@ class EvtxWriter:
         """Write the last chunk and the final file header; idempotent."""
         if self._stats is not None:
             return self._stats
-        if self._chunk.count:
-            self._flush_chunk()
-        damage = self._damage
-        total = len(self._chunk_ends)
-        counted = max(total - damage.uncounted_chunks, 0)
-        flags = FLAG_DIRTY if damage.dirty or damage.uncounted_chunks else 0
-        next_id = self._chunk_ends[counted - 1] + 1 if counted else 1
-        header = FileHeader(0, max(counted - 1, 0), next_id, counted, flags=flags)
-        if damage.bad_file_header_crc:
-            header = replace(header, checksum=header.computed_checksum() ^ 1)
-        self._file.seek(0)
-        self._file.write(header.pack())
-        size = FILE_HEADER_SIZE + total * CHUNK_SIZE
-        if damage.truncate_bytes:
-            size = max(size - damage.truncate_bytes, FILE_HEADER_SIZE)
-            self._file.truncate(size)
-        self._file.close()
+        with self._file:  # closed also when a write fails (a full disk)
+            if self._chunk.count:
+                self._flush_chunk()
+            damage = self._damage
+            total = len(self._chunk_ends)
+            counted = max(total - damage.uncounted_chunks, 0)
+            flags = FLAG_DIRTY if damage.dirty or damage.uncounted_chunks else 0
+            next_id = self._chunk_ends[counted - 1] + 1 if counted else 1
+            header = FileHeader(0, max(counted - 1, 0), next_id, counted, flags=flags)
+            if damage.bad_file_header_crc:
+                header = replace(header, checksum=header.computed_checksum() ^ 1)
+            size = FILE_HEADER_SIZE + total * CHUNK_SIZE
+            self._file.seek(0)
+            self._file.write(header.pack())
+            if damage.truncate_bytes:
+                size = max(size - damage.truncate_bytes, FILE_HEADER_SIZE)
+                self._file.truncate(size)
         self._stats = WriteStats(self._next_id - 1, total, size)
         return self._stats
 

@@ -11,12 +11,14 @@ How: archives are opened read-only and their members streamed one at a time
 into a scratch folder the caller owns, under generated names, so a member name
 is never used as a file-system path; names with ``..`` or an absolute root are
 refused anyway, because they mark a hostile archive. Each member is hashed
-while it is copied. Bombs are stopped by a total-bytes budget (also bounded by
-the free disk space), a compression-ratio limit checked on declared sizes
-before anything is written and again while streaming, and a nesting-depth
-limit. What a copied member is, and whether it is read, walked again or
-dropped, is the caller's decision (:class:`Finds`): pipeline/discover.py
-classifies files, this module only opens archives.
+while it is copied. Bombs are stopped by a cap on the bytes extracted in all, a
+compression-ratio limit checked on declared sizes before anything is written and
+again while streaming, and a nesting-depth limit; separately, a member that would
+leave less than a set amount of free space on the scratch disk is refused, with
+its own message (the two have different remedies). What a copied member is,
+and whether it is read, walked again or dropped, is the caller's decision
+(:class:`Finds`): pipeline/discover.py classifies files, this module only opens
+archives.
 """
 
 from __future__ import annotations
@@ -29,20 +31,25 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from pipeline.writes import WriteError, os_cause
+
 COPY_BLOCK = 1 << 20
 """How many bytes are copied or hashed at a time."""
-
-_DISK_RESERVE = 1 << 30  # never fill the disk: keep this much free while extracting
 
 
 @dataclass(frozen=True)
 class Limits:
     """Caps that keep a hostile archive from filling the disk or recursing forever.
+
+    Two separate limits bound extraction: ``max_total_bytes`` for all archives of one
+    ingest together (a bomb), and ``min_free_bytes`` left free on the scratch disk
+    (the store's events, and everything else on that disk, need room too).
 
     ``max_ratio`` is judged only for members larger than ``ratio_grace_bytes``:
     a real, nearly empty 68 KiB .evtx deflates about 400:1 (measured on the
@@ -54,6 +61,7 @@ class Limits:
     max_total_bytes: int = 32 << 30
     max_ratio: float = 200.0
     ratio_grace_bytes: int = 16 << 20
+    min_free_bytes: int = 1 << 30
 
 
 def unsafe_member_name(name: str) -> str | None:
@@ -270,14 +278,33 @@ class ArchiveWalker:
 
     # ----- limits and copying
 
-    def _budget_problem(self, declared: int) -> str | None:
-        if self.extracted_bytes + declared > self._budget():
-            return (
-                f"extracting it would pass the extraction cap of "
-                f"{self._budget() / (1 << 30):.1f} GiB (total size or free disk space; "
-                f"--max-extract-gib raises the cap)"
-            )
-        return None
+    def _budget_problem(self, size: int) -> str | None:
+        """Why ``size`` more bytes cannot be extracted: the cap, or the disk; None if they can."""
+        return self._cap_problem(size) or self._space_problem(size, self._room())
+
+    def _cap_problem(self, size: int) -> str | None:
+        cap = self.limits.max_total_bytes
+        if self.extracted_bytes + size <= cap:
+            return None
+        return (
+            f"extracting it would pass the extraction cap of {_amount(cap)} for all "
+            f"archives together ({_amount(self.extracted_bytes)} extracted before it; "
+            "--max-extract-gib raises the cap)"
+        )
+
+    def _room(self) -> int:
+        """Bytes that may still be written to the scratch disk, keeping ``min_free_bytes``."""
+        return shutil.disk_usage(self.scratch).free - self.limits.min_free_bytes
+
+    def _space_problem(self, size: int, room: int) -> str | None:
+        if size <= room:
+            return None
+        keep = self.limits.min_free_bytes
+        return (
+            f"not enough free disk space to extract it: {_amount(room + keep)} free on "
+            f"{_mount_point(self.scratch)}, and lmtrace keeps {_amount(keep)} "
+            "free (free some space, write --out to another disk, or lower --min-free-gib)"
+        )
 
     def _declared_size_problem(self, size: int, compressed: int) -> str | None:
         limits = self.limits
@@ -288,10 +315,6 @@ class ArchiveWalker:
                 f"(--max-ratio raises the limit)"
             )
         return self._budget_problem(size)
-
-    def _budget(self) -> int:
-        free = shutil.disk_usage(self.scratch).free - _DISK_RESERVE
-        return min(self.limits.max_total_bytes, self.extracted_bytes + max(free, 0))
 
     def _copy_member(
         self,
@@ -310,14 +333,15 @@ class ArchiveWalker:
         out = self.scratch / f"member-{self.counter:06d}"
         digest = hashlib.sha256()
         size = 0
-        budget = self._budget()
+        room = self._room()
         limits = self.limits
         try:
-            with out.open("xb") as f:
+            with _scratch_file(out, f"{source_path}!{member}") as write:
                 while block := stream.read(COPY_BLOCK):
                     size += len(block)
-                    if self.extracted_bytes + size > budget:
-                        raise _Refused(self._budget_problem(size) or "extraction cap reached")
+                    too_big = self._cap_problem(size) or self._space_problem(size, room)
+                    if too_big:
+                        raise _Refused(too_big)
                     if size > limits.ratio_grace_bytes and size > limits.max_ratio * max(
                         consumed(), 1
                     ):
@@ -327,7 +351,7 @@ class ArchiveWalker:
                             f"(--max-ratio raises the limit)"
                         )
                     digest.update(block)
-                    f.write(block)
+                    write(block)
         except _Refused as refused:
             out.unlink()
             self.finds.skip(source_path, member, "unknown", str(refused), problem=True)
@@ -338,6 +362,48 @@ class ArchiveWalker:
         self.extracted_bytes += size
         self.finds.extracted(out, source_path, member, size, digest.hexdigest(), depth)
         return True
+
+
+@contextmanager
+def _scratch_file(path: Path, what: str) -> Iterator[Callable[[bytes], object]]:
+    """A new scratch file to copy a member into, as its write function. A failure of
+    the scratch disk (full, read-only) is a WriteError that ends the ingest; the
+    callers' handlers for damaged archives (which catch OSError) must not take it
+    for a damaged member."""
+
+    def failed(exc: OSError) -> WriteError:
+        code, words = os_cause(exc) or (None, str(exc))
+        return WriteError(path, f"{words}, extracting {what}", code)
+
+    try:
+        f = path.open("xb", buffering=0)
+    except OSError as exc:
+        raise failed(exc) from None
+
+    def write(block: bytes) -> object:
+        try:
+            return f.write(block)
+        except OSError as exc:
+            raise failed(exc) from None
+
+    with f:
+        yield write
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system holding ``path``: the disk a user can free."""
+    path = path.absolute()
+    while not path.is_mount() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _amount(nbytes: int) -> str:
+    """Bytes in the unit a user reads best: GiB, MiB or KiB, one decimal."""
+    for unit, shift in (("GiB", 30), ("MiB", 20)):
+        if abs(nbytes) >= 1 << shift:
+            return f"{nbytes / (1 << shift):.1f} {unit}"
+    return f"{nbytes / 1024:.1f} KiB"
 
 
 def _gzip_holds_tar(path: Path, kind_of: Callable[[bytes], str]) -> bool:

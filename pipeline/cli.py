@@ -29,6 +29,8 @@ from pipeline.analyze import AnalyzeSettings, correlate_store, load_correlation_
 from pipeline.analyze import analyze as run_analyze
 from pipeline.batch import BatchSettings, run_batch
 from pipeline.cli_options import (
+    SOURCE,
+    TARGET,
     Catalogs,
     Channels,
     ClockOffsets,
@@ -44,14 +46,20 @@ from pipeline.cli_options import (
     Jobs,
     JsonSummary,
     MapFile,
+    MaxExtractGib,
+    MaxRatio,
+    MinFreeGib,
     OutFolder,
     Providers,
     Since,
     StorePath,
     Tolerance,
     Until,
+    archive_limits,
     correlate_settings,
     event_filter,
+    remember_source,
+    remember_target,
 )
 from pipeline.cli_output import (
     BatchBar,
@@ -78,20 +86,30 @@ from pipeline.timeline import (
     write_static,
     write_timeline,
 )
+from pipeline.writes import as_write_error
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
 EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT, as shells report it
 
 
 class _Commands(TyperGroup):
-    """Runs a command and turns any LmtraceError into one line on stderr and exit 2,
-    and a Ctrl-C into one line and the shell's usual 130."""
+    """Runs a command and turns any LmtraceError, and any operating-system error (disk
+    full, read-only, no permission), into one line on stderr and exit 2, and a Ctrl-C
+    into one line and the shell's usual 130."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LmtraceError as e:
             typer.echo(f"lmtrace: error: {e}", err=True)
+            raise typer.Exit(EXIT_FATAL) from None
+        except (OSError, pl.exceptions.PolarsError) as e:
+            # A full disk, a read-only or forbidden folder: the path and the system's words.
+            path = ctx.meta.get(TARGET) or ctx.meta.get(SOURCE) or "<stdout>"
+            error = as_write_error(e, path)
+            if error is None:
+                raise
+            typer.echo(f"lmtrace: error: {error}", err=True)
             raise typer.Exit(EXIT_FATAL) from None
         except KeyboardInterrupt:
             again = " (the same command resumes)" if ctx.invoked_subcommand == "batch" else ""
@@ -129,7 +147,12 @@ def ingest(
             show_default=False,
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Store folder to create or add to.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Store folder to create or add to.", callback=remember_target
+        ),
+    ],
     engine: EngineOption = EngineName.rust,
     event_id: EventIds = None,
     channel: Channels = None,
@@ -142,13 +165,9 @@ def ingest(
         str | None,
         typer.Option(help="Computer name for pfirewall.log rows (the log does not name it)."),
     ] = None,
-    max_ratio: Annotated[
-        float, typer.Option(help="Refuse archive members that inflate more than this (zip bombs).")
-    ] = Limits.max_ratio,
-    max_extract_gib: Annotated[
-        float,
-        typer.Option(help="Refuse to extract more than this many GiB from archives in total."),
-    ] = Limits.max_total_bytes / (1 << 30),
+    max_ratio: MaxRatio = Limits.max_ratio,
+    max_extract_gib: MaxExtractGib = Limits.max_total_bytes / (1 << 30),
+    min_free_gib: MinFreeGib = Limits.min_free_bytes / (1 << 30),
     quiet: Annotated[
         bool,
         typer.Option(
@@ -175,7 +194,7 @@ def ingest(
         since=filters.since,
         until=filters.until,
     )
-    limits = Limits(max_ratio=max_ratio, max_total_bytes=int(max_extract_gib * (1 << 30)))
+    limits = archive_limits(max_ratio, max_extract_gib, min_free_gib)
     firewall = PfirewallSettings(tz=firewall_tz, computer=firewall_computer)
     columns = (
         TextColumn("{task.description:>12}"),
@@ -316,6 +335,9 @@ def analyze(
     tolerance: Tolerance = None,
     catalog: Catalogs = None,
     tz: DisplayTz = "UTC",
+    max_ratio: MaxRatio = Limits.max_ratio,
+    max_extract_gib: MaxExtractGib = Limits.max_total_bytes / (1 << 30),
+    min_free_gib: MinFreeGib = Limits.min_free_bytes / (1 << 30),
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only the verdict table, no progress bar.")
     ] = False,
@@ -334,6 +356,7 @@ def analyze(
         firewall=PfirewallSettings(tz=guest_tz),
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
+        limits=archive_limits(max_ratio, max_extract_gib, min_free_gib),
         jobs=jobs or os.cpu_count() or 1,
         timeline=TimelineSettings(tz=tz),
     )
@@ -359,7 +382,12 @@ def simulate(
             "quarantine-bug or healthy; a wrong name lists the valid ones."
         ),
     ],
-    out: Annotated[Path, typer.Option(help="Bundle folder to write (one folder per machine).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Bundle folder to write (one folder per machine).", callback=remember_target
+        ),
+    ],
     seed: Annotated[int, typer.Option(help="Random seed: same arguments + seed, same bytes.")] = 0,
     hosts: Annotated[
         int | None, typer.Option(help="Hyper-V hosts (>= 2). [default: the scenario's]")
@@ -448,7 +476,10 @@ def simulate(
 def timeline(
     analysis: Annotated[
         Path,
-        typer.Argument(help="An analysis folder (lmtrace analyze --out) or a store folder."),
+        typer.Argument(
+            help="An analysis folder (lmtrace analyze --out) or a store folder.",
+            callback=remember_source,
+        ),
     ],
     out: Annotated[
         Path | None,
@@ -458,6 +489,7 @@ def timeline(
             help="HTML page to write (default: ANALYSIS/timeline.html, or "
             "ANALYSIS/timeline-<around>.html with --around).",
             show_default=False,
+            callback=remember_target,
         ),
     ] = None,
     tz: DisplayTz = "UTC",
@@ -508,7 +540,10 @@ def timeline(
 @app.command()
 def export(
     store: StorePath,
-    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (replaced).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="File to write (replaced).", callback=remember_target),
+    ],
     fmt: Annotated[
         ExportFormat,
         typer.Option(
@@ -546,7 +581,13 @@ def batch(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for all results; re-run to resume.")
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for all results; re-run to resume.",
+            callback=remember_target,
+        ),
     ],
     jobs: Annotated[
         int | None,

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from pipeline.correlate import CorrelateSettings
+from pipeline.discover import Limits
 from pipeline.matching import MatchSettings, parse_clock_offset, read_mapping
 from pipeline.store import EventFilter, parse_utc
 
@@ -35,6 +36,59 @@ class FilesFormat(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
+
+
+# ----- where a command writes (for error messages)
+
+TARGET = "lmtrace.target"
+"""Key in click's shared context ``meta``: the path a command writes to."""
+SOURCE = "lmtrace.source"
+"""Key in click's shared context ``meta``: the store (or analysis folder) a command reads."""
+
+
+def remember_target(ctx: typer.Context, value: Path | None) -> Path | None:
+    """Option callback: remember the path a command writes to, so that an
+    operating-system error the system did not attach a file name to (a full disk hit
+    by a polars write, Python's ``write``) is still reported with its path."""
+    if value is not None:
+        ctx.meta[TARGET] = value
+    return value
+
+
+def remember_source(ctx: typer.Context, value: Path | None) -> Path | None:
+    """Argument callback: remember the store a command reads (named in an OS error when
+    the command writes nothing else, or its target is not known)."""
+    if value is not None:
+        ctx.meta[SOURCE] = value
+    return value
+
+
+# ----- hostile archives (ingest, analyze)
+
+MaxRatio = Annotated[
+    float,
+    typer.Option(help="Refuse archive members that inflate more than this (zip bombs)."),
+]
+MaxExtractGib = Annotated[
+    float,
+    typer.Option(help="Refuse to extract more than this many GiB from archives in total."),
+]
+MinFreeGib = Annotated[
+    float,
+    typer.Option(
+        help="Refuse to extract an archive member that would leave less than this many GiB "
+        "free on the disk of --out."
+    ),
+]
+
+
+def archive_limits(max_ratio: float, max_extract_gib: float, min_free_gib: float) -> Limits:
+    """The archive options as the Limits discover enforces."""
+    return Limits(
+        max_ratio=max_ratio,
+        max_total_bytes=int(max_extract_gib * (1 << 30)),
+        min_free_bytes=int(min_free_gib * (1 << 30)),
+    )
 
 
 # ----- selecting events (ingest, events, export)
@@ -78,7 +132,12 @@ Until = Annotated[
 
 # ----- stores, decoding and time zones
 
-StorePath = Annotated[Path, typer.Argument(help="A store folder written by lmtrace ingest --out.")]
+StorePath = Annotated[
+    Path,
+    typer.Argument(
+        help="A store folder written by lmtrace ingest --out.", callback=remember_source
+    ),
+]
 EngineOption = Annotated[
     EngineName,
     typer.Option(
@@ -160,7 +219,10 @@ Catalogs = Annotated[
     ),
 ]
 OutFolder = Annotated[
-    Path, typer.Option("--out", "-o", help="Folder for the findings; created if needed.")
+    Path,
+    typer.Option(
+        "--out", "-o", help="Folder for the findings; created if needed.", callback=remember_target
+    ),
 ]
 
 # ----- what a long run prints at the end (ingest, batch)

@@ -23,6 +23,7 @@ from pipeline.batch import BatchResult
 from pipeline.correlate import Correlation
 from pipeline.ingest import FileOutcome, IngestSummary
 from pipeline.store import incomplete
+from pipeline.writes import writing
 
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.6fZ"
 
@@ -40,20 +41,25 @@ def flat_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def emit(frame: pl.DataFrame, fmt: str, table_columns: list[str]) -> None:
-    """Write a frame to stdout as a table, CSV, JSON lines or a JSON array."""
-    if fmt == "csv":
-        sys.stdout.write(flat_text(frame).write_csv())
-    elif fmt == "jsonl":
-        sys.stdout.write(flat_text(frame).write_ndjson())
-    elif fmt == "json":
-        sys.stdout.write(
-            frame.with_columns(pl.col(pl.Datetime).dt.strftime(_ISO_UTC)).write_json() + "\n"
-        )
-    else:
-        table = Table(*(Column(name, overflow="fold") for name in table_columns))
-        for row in flat_text(frame.select(table_columns)).iter_rows():
-            table.add_row(*("" if v is None else str(v)[:200] for v in row))
-        Console(soft_wrap=False).print(table)
+    """Write a frame to stdout as a table, CSV, JSON lines or a JSON array.
+
+    Flushed here, so that a full disk behind a redirection is reported as ``<stdout>``.
+    """
+    with writing("<stdout>"):
+        if fmt == "csv":
+            sys.stdout.write(flat_text(frame).write_csv())
+        elif fmt == "jsonl":
+            sys.stdout.write(flat_text(frame).write_ndjson())
+        elif fmt == "json":
+            sys.stdout.write(
+                frame.with_columns(pl.col(pl.Datetime).dt.strftime(_ISO_UTC)).write_json() + "\n"
+            )
+        else:
+            table = Table(*(Column(name, overflow="fold") for name in table_columns))
+            for row in flat_text(frame.select(table_columns)).iter_rows():
+                table.add_row(*("" if v is None else str(v)[:200] for v in row))
+            Console(soft_wrap=False).print(table)
+        sys.stdout.flush()
 
 
 def print_verdict(result: Correlation, out: Path) -> None:

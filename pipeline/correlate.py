@@ -30,6 +30,7 @@ from pipeline import (
 from pipeline.catalog import Catalog, ModelParams, matched, tag
 from pipeline.matching import MatchSettings
 from pipeline.verdict_table import load_table
+from pipeline.writes import parquet_bytes, write_atomic
 
 WINDOW_COLUMNS = (
     "migration_id",
@@ -439,7 +440,11 @@ def write_outputs(
     files: pl.DataFrame | None = None,
     incomplete: str | None = None,
 ) -> list[Path]:
-    """migrations, blocked and machines as Parquet + CSV, and findings.json. Returns the paths."""
+    """migrations, blocked and machines as Parquet + CSV, and findings.json. Returns the paths.
+
+    Written through pipeline.writes, so a full or read-only disk is one error naming the
+    file (polars' own Parquet writer reports a full disk as a damaged Thrift stream).
+    """
     out.mkdir(parents=True, exist_ok=True)
     written = []
     blocked = result.blocked.select([c for c in BLOCKED_COLUMNS if c in result.blocked.columns])
@@ -448,12 +453,11 @@ def write_outputs(
         ("blocked", blocked),
         ("machines", result.machines),
     ):
-        frame.write_parquet(out / f"{name}.parquet")
-        _flat(frame).write_csv(out / f"{name}.csv")
+        write_atomic(out / f"{name}.parquet", parquet_bytes(frame))
+        write_atomic(out / f"{name}.csv", _flat(frame).write_csv().encode("utf-8"))
         written += [out / f"{name}.parquet", out / f"{name}.csv"]
     doc = findings_document(result, files, incomplete)
-    (out / "findings.json").write_text(
-        json.dumps(doc, indent=2, default=str, ensure_ascii=False), encoding="utf-8"
-    )
+    text = json.dumps(doc, indent=2, default=str, ensure_ascii=False)
+    write_atomic(out / "findings.json", text.encode("utf-8"))
     written.append(out / "findings.json")
     return written

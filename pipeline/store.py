@@ -152,15 +152,18 @@ def init_store(path: Path, filters: EventFilter) -> Path:
                 f"{path}: this store was built with filters {meta.get('filters')}, "
                 f"not {filters.to_json()}; ingest into a new --out folder"
             )
-        return path
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise StoreError(
-            f"{path}: exists and is not an lmtrace store; choose a new or empty --out folder"
-        )
-    for folder in (path, path / "events", path / "files"):
-        folder.mkdir(parents=True, exist_ok=True)
-    meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "filters": filters.to_json()}
-    (path / _MANIFEST).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    else:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise StoreError(
+                f"{path}: exists and is not an lmtrace store; choose a new or empty --out folder"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "filters": filters.to_json()}
+        write_atomic(path / _MANIFEST, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    # After the manifest, and again on every open: a run stopped (a full disk, kill -9)
+    # between the two must not leave a folder that is neither empty nor a store.
+    for table in ("events", "files"):
+        (path / table).mkdir(exist_ok=True)
     return path
 
 

@@ -11,20 +11,24 @@ mount one (tests/disks.py says how it is simulated elsewhere).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
 import psutil
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from pipeline.cli import app
 from pipeline.ingest import ingest
-from pipeline.store import StoreError, scan_events, scan_files
+from pipeline.store import StoreError, incomplete, scan_events, scan_files
+from pipeline.writes import WriteError
+from tests.disks import clear, leave_free, read_only, tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bundles" / "quarantine-bug"
@@ -180,3 +184,162 @@ def test_a_store_left_incomplete_is_reported_by_the_next_analysis(
     again = CliRunner().invoke(app, ["analyze", str(bundle_zip), "--out", str(out), "-q"])
     assert again.exit_code == 0, again.output
     assert "incomplete" not in again.stderr + (out / "report.md").read_text(encoding="utf-8")
+
+
+# ----- a full disk, a read-only disk
+
+
+@pytest.fixture(scope="module")
+def disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real 12 MiB tmpfs (skips where the machine cannot mount one)."""
+    with tmpfs(tmp_path_factory.mktemp("disk") / "mnt", 12 << 20) as mounted:
+        yield mounted
+
+
+@pytest.fixture(scope="module")
+def clean_folder_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("clean-folder") / "store"
+    ingest([EXAMPLE], store, jobs=1)
+    return store
+
+
+def used_by(disk: Path, run: Callable[[], object]) -> int:
+    """Bytes ``run`` leaves on ``disk`` (page-rounded, as the file system counts them)."""
+    before = shutil.disk_usage(disk).used
+    run()
+    return shutil.disk_usage(disk).used - before
+
+
+def test_a_full_disk_anywhere_in_an_ingest_is_one_error_and_a_store_that_says_so(
+    disk: Path, clean_folder_store: Path
+) -> None:
+    """Fill the store's disk at many points of an ingest: each stop is one WriteError that
+    names a file of the store and says "No space left on device"; the store is then as it
+    was (nothing written) or marked incomplete; with space again, the same ingest completes
+    it to a store equal to a clean one."""
+    clear(disk)
+    store = disk / "store"
+    need = used_by(disk, lambda: ingest([EXAMPLE], store, jobs=1))
+    failed_at: set[str] = set()
+    for free in range(0, need, max(need // 12, 4096)):
+        clear(disk)
+        filler = leave_free(disk, free)
+        try:
+            ingest([EXAMPLE], store, jobs=1)
+        except WriteError as e:
+            assert str(e).startswith(f"{disk}/") and "No space left on device" in str(e)
+            assert Path(e.path).is_relative_to(store)
+            failed_at.add(Path(e.path).relative_to(store).as_posix().split("-")[0])
+            changed = any(any((store / t).glob("part-*")) for t in ("events", "files"))
+            assert not changed or incomplete(store) is not None, f"unmarked at {e.path}"
+            filler.unlink()
+            assert ingest([EXAMPLE], store, jobs=1).exit_code == 0
+        assert incomplete(store) is None
+        events, files = store_content(store)
+        clean_events, clean_files = store_content(clean_folder_store)
+        assert events.equals(clean_events) and files.equals(clean_files)
+    assert len(failed_at) >= 3, failed_at  # e.g. store.json, events/part, files/part
+
+
+def one_error_line(result: Result, cause: str) -> str:
+    """The command failed with exit 2 and said so in exactly one line naming the cause."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lmtrace: error: "), result.stderr
+    assert cause in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_full_disk_is_one_line_in_every_command_that_writes(
+    disk: Path, clean_folder_store: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    clear(disk)
+    store = disk / "store"
+    need = used_by(disk, lambda: ingest([EXAMPLE], store, jobs=1))
+    clear(disk)
+    leave_free(disk, need - 8192)  # room for all but the files table
+    line = one_error_line(
+        runner.invoke(app, ["ingest", str(EXAMPLE), "--out", str(store), "--jobs", "1"]),
+        "No space left on device",
+    )
+    assert line.startswith(f"lmtrace: error: {store}/")
+    said = runner.invoke(app, ["correlate", str(store), "--out", str(tmp_path / "c")])
+    assert said.exit_code == 1 and "the store is incomplete: an ingest failed: " in said.stderr
+
+    # analyze: the store fits; the outputs do not, first the tables, then the timeline page
+    for room, output in ((16 << 10, "migrations.parquet"), (1 << 20, "timeline.html")):
+        clear(disk)
+        leave_free(disk, need + room)
+        out = disk / "analysis"
+        line = one_error_line(
+            runner.invoke(app, ["analyze", str(EXAMPLE), "--out", str(out), "--jobs", "1"]),
+            "No space left on device",
+        )
+        assert line.startswith(f"lmtrace: error: {out}"), line
+        assert output in line or line.startswith(f"lmtrace: error: {out}: "), line
+
+    clear(disk)
+    leave_free(disk, 0)
+    for args in (
+        ["correlate", str(clean_folder_store), "--out", str(disk / "c")],
+        ["timeline", str(clean_folder_store), "--out", str(disk / "t.html")],
+        ["export", str(clean_folder_store), "--out", str(disk / "x.jsonl")],
+        ["simulate", "--scenario", "healthy", "--out", str(disk / "sim")],
+    ):
+        line = one_error_line(runner.invoke(app, args), "No space left on device")
+        assert line.startswith(f"lmtrace: error: {disk}/"), (args[0], line)
+
+
+def test_a_read_only_out_is_one_line_in_every_command_that_writes(
+    disk: Path, clean_folder_store: Path
+) -> None:
+    runner = CliRunner()
+    clear(disk)
+    shutil.copytree(clean_folder_store, disk / "store")
+    read_only(disk)
+    try:
+        for args in (
+            ["ingest", str(EXAMPLE), "--out", str(disk / "store"), "--jobs", "1"],
+            ["ingest", str(EXAMPLE), "--out", str(disk / "new"), "--jobs", "1"],
+            ["analyze", str(EXAMPLE), "--out", str(disk / "a"), "--jobs", "1"],
+            ["correlate", str(disk / "store"), "--out", str(disk / "c")],
+            ["timeline", str(disk / "store")],
+            ["export", str(disk / "store"), "--out", str(disk / "x.csv"), "--format", "csv"],
+            ["simulate", "--scenario", "healthy", "--out", str(disk / "sim")],
+            ["batch", str(EXAMPLE), "--out", str(disk / "sweep"), "--jobs", "1"],
+        ):
+            line = one_error_line(runner.invoke(app, args), "Read-only file system")
+            assert line.startswith(f"lmtrace: error: {disk}/"), line
+    finally:
+        read_only(disk, on=False)
+
+
+def test_the_extraction_cap_has_its_own_message_and_max_extract_gib_raises_it(
+    bundle_zip: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    args = ["ingest", str(bundle_zip), "--jobs", "1", "--quiet"]
+    capped = runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--max-extract-gib", "1e-4"])
+    assert capped.exit_code == 1, capped.output
+    assert "extraction cap of 104.9 KiB for all archives together" in capped.stderr
+    assert "--max-extract-gib raises the cap" in capped.stderr
+    assert "free" not in capped.stderr  # not the disk: nothing about free space
+    raised = runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--max-extract-gib", "1"])
+    assert raised.exit_code == 0, raised.output
+
+
+def test_too_little_free_space_has_its_own_message_and_min_free_gib_lowers_it(
+    disk: Path, bundle_zip: Path
+) -> None:
+    """A 12 MiB disk holds less than the 1 GiB lmtrace keeps free by default: members are
+    refused for space (not for the cap, which --max-extract-gib would not change)."""
+    clear(disk)
+    runner = CliRunner()
+    args = ["ingest", str(bundle_zip), "--jobs", "1", "--max-extract-gib", "100"]
+    low = runner.invoke(app, [*args, "--out", str(disk / "a")])
+    line = one_error_line(low, "not enough free disk space to extract it: ")
+    assert f"MiB free on {disk}, and lmtrace keeps 1.0 GiB free" in line
+    assert "lower --min-free-gib" in line and "extraction cap" not in line
+    lowered = runner.invoke(app, [*args, "--out", str(disk / "b"), "--min-free-gib", "0.001"])
+    assert lowered.exit_code == 0, lowered.output
