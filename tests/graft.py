@@ -24,10 +24,16 @@ from parsers.evtx_writer import EventSpec, EvtxWriter
 
 def real_event(corpus: Path, file: str, record_id: int) -> dict[str, object]:
     """The decoded ``Event`` of one record of a corpus file, as pyevtx-rs reads it."""
-    for record in evtx.PyEvtxParser(str(corpus / file)).records_json():
+    records = evtx.PyEvtxParser(str(corpus / file)).records_json()
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            raise LookupError(f"{file}: no record {record_id}") from None
+        except RuntimeError:  # a damaged record of a dirty sample: not the one wanted
+            continue
         if record["event_record_id"] == record_id:
             return json.loads(record["data"])["Event"]
-    raise LookupError(f"{file}: no record {record_id}")
 
 
 def time_created(event: dict[str, object]) -> datetime:
