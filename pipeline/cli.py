@@ -390,16 +390,17 @@ def simulate(
     ],
     seed: Annotated[int, typer.Option(help="Random seed: same arguments + seed, same bytes.")] = 0,
     hosts: Annotated[
-        int | None, typer.Option(help="Hyper-V hosts (>= 2). [default: the scenario's]")
+        int | None, typer.Option(help="Hyper-V hosts (>= 2). (default: the scenario's)")
     ] = None,
     vms: Annotated[
-        int | None, typer.Option(help="VMs, each with one guest. [default: the scenario's]")
+        int | None, typer.Option(help="VMs, each with one guest. (default: the scenario's)")
     ] = None,
     migrations: Annotated[
-        int | None, typer.Option(help="Live migrations. [default: the scenario's]")
+        int | None, typer.Option(help="Live migrations. (default: the scenario's)")
     ] = None,
     guest_clock_offset: Annotated[
-        float, typer.Option(help="Guest clock minus host clock, seconds (e.g. -90).")
+        float,
+        typer.Option(help="Guest clock minus host clock, seconds (e.g. -90; -18000: 5 h behind)."),
     ] = 0.0,
     guest_clock_drift: Annotated[
         float, typer.Option(help="Guest clock drift against the host, ppm.")
@@ -419,12 +420,12 @@ def simulate(
         float | None,
         typer.Option(
             help="Inbound connection attempts per second per guest around a migration. "
-            "[default: the scenario's]"
+            "(default: the scenario's)"
         ),
     ] = None,
     noise: Annotated[
         float | None,
-        typer.Option(help="Background events per machine per hour. [default: the scenario's]"),
+        typer.Option(help="Background events per machine per hour. (default: the scenario's)"),
     ] = None,
     guest_tz: Annotated[
         str, typer.Option(help="Guests' IANA time zone, for pfirewall.log local times.")
@@ -443,6 +444,84 @@ def simulate(
     ws2022_guests: Annotated[
         int, typer.Option(help="How many guests log Windows Server 2022 WFP events (FilterOrigin).")
     ] = 0,
+    multicast_drops: Annotated[
+        bool | None,
+        typer.Option(
+            "--multicast-drops/--no-multicast-drops",
+            help="Neighbours' LLMNR, mDNS, SSDP and NetBIOS packets dropped at any time, inside "
+            "quarantine windows too (not quarantine impact). (default: the scenario's)",
+            show_default=False,
+        ),
+    ] = None,
+    loopback_connections: Annotated[
+        bool | None,
+        typer.Option(
+            "--loopback-connections/--no-loopback-connections",
+            help="Allowed inbound loopback connections (5156 127.0.0.2:3389 <- 127.0.0.1), "
+            "inside quarantine windows too. (default: the scenario's)",
+            show_default=False,
+        ),
+    ] = None,
+    nla_chatter: Annotated[
+        bool | None,
+        typer.Option(
+            "--nla-chatter/--no-nla-chatter",
+            help="The non-classifying NetworkProfile/NCSI/Firewall events around each network "
+            "change ('Identifying...' network, 4004, 2010 to no profile, 4042 Capability 0). "
+            "(default: the scenario's)",
+            show_default=False,
+        ),
+    ] = None,
+    host_fqdn: Annotated[
+        bool | None,
+        typer.Option(
+            "--host-fqdn/--no-host-fqdn",
+            help="Hosts log their FQDN (HV-NODE1.corp.contoso.com) as Computer. "
+            "(default: the scenario's)",
+            show_default=False,
+        ),
+    ] = None,
+    upper_case_vmids: Annotated[
+        bool | None,
+        typer.Option(
+            "--upper-case-vmids/--no-upper-case-vmids",
+            help="Host events write VMIDs in upper case, as VMMS does. (default: the scenario's)",
+            show_default=False,
+        ),
+    ] = None,
+    wfp_audit: Annotated[
+        str | None,
+        typer.Option(
+            help="Guests' WFP auditing: full (5152, 5156, 5157), failure-only (no 5156) or off. "
+            "(default: the scenario's)",
+            show_default=False,
+        ),
+    ] = None,
+    classification_logs: Annotated[
+        bool,
+        typer.Option(
+            "--classification-logs/--no-classification-logs",
+            help="Export the guests' NetworkProfile, NCSI and Firewall logs (without: only "
+            "System and Security).",
+        ),
+    ] = True,
+    guest_nics: Annotated[
+        int, typer.Option(help="Network adapters per guest; each logs its own Netvsc 14.")
+    ] = 1,
+    extra_network_changes: Annotated[
+        int,
+        typer.Option(
+            help="Further network-change indications per migration, 1.5-4 s apart; the bug's "
+            "quarantine ends 7 s after the last."
+        ),
+    ] = 0,
+    unrelated_machines: Annotated[
+        int,
+        typer.Option(
+            help="Extra machine folders that are no migrated guest: another case's guest days "
+            "away, a local server that logged nothing of the incident, in turn (up to 4)."
+        ),
+    ] = 0,
 ) -> None:
     """Write a realistic host + guest bundle and its ground_truth.json (for tests and demos)."""
     from pipeline.simulate import SimulateError, SimulateOptions, parse_size
@@ -458,7 +537,11 @@ def simulate(
         guest_clock_jump=guest_clock_jump,
         name_mismatch=name_mismatch, load=load, noise=noise, guest_tz=guest_tz,
         pfirewall=pfirewall, size=size_bytes, start=parse_utc(start, "--start"),
-        ws2022_guests=ws2022_guests,
+        ws2022_guests=ws2022_guests, multicast_drops=multicast_drops,
+        loopback_connections=loopback_connections, nla_chatter=nla_chatter, host_fqdn=host_fqdn,
+        upper_case_vmids=upper_case_vmids, wfp_audit=wfp_audit,  # type: ignore[arg-type]
+        classification_logs=classification_logs, guest_nics=guest_nics,
+        extra_network_changes=extra_network_changes, unrelated_machines=unrelated_machines,
     )  # fmt: skip
     result = run_simulate(options, out)
     truth = result.ground_truth

@@ -27,11 +27,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from parsers.evtx_layout import CHUNK_SIZE
 from parsers.evtx_writer import EvtxWriter
 from pipeline.simulate_events import (
     GUEST_CHANNELS,
+    GUEST_CORE_CHANNELS,
     HOST_CHANNELS,
     PFIREWALL_HEADER,
     GuestIds,
@@ -43,6 +45,7 @@ from pipeline.simulate_events import (
     render,
 )
 from pipeline.simulate_layouts import file_name
+from pipeline.simulate_nla import add_nla_chatter
 from pipeline.simulate_noise import (
     GUEST_SHARE,
     HOST_SHARE,
@@ -52,6 +55,7 @@ from pipeline.simulate_noise import (
     variants,
 )
 from pipeline.simulate_plan import (
+    HISTORY_US,
     US,
     Machine,
     Plan,
@@ -62,11 +66,13 @@ from pipeline.simulate_plan import (
     resolve_preset,
     to_us,
 )
+from pipeline.simulate_routine import RoutineTruth, add_routine_traffic
 from pipeline.simulate_truth import (
     Observed,
     bundle_verdict,
     failed_migration,
     machines,
+    migration_facts,
     migration_verdict,
     migrations,
     quarantines,
@@ -74,9 +80,6 @@ from pipeline.simulate_truth import (
 from pipeline.verdict_table import load_table
 
 __all__ = ["SimulateError", "SimulateOptions", "SimulationResult", "parse_size", "simulate"]
-
-HISTORY_US = 2 * 3600 * US
-"""How much log history precedes the scenario's --start (the guests boot then)."""
 
 PADDING_PER_HOUR = 1800.0
 """Event rate of the --size padding: a busy server's log, so 1 GB spans weeks, not years."""
@@ -123,11 +126,16 @@ class _FileJob:
 
 
 def _jobs(plan: Plan) -> list[_FileJob]:
+    """The files of the bundle: each host's, each guest's, each unrelated machine's.
+
+    Without ``--classification-logs`` a guest exported only System and Security.
+    """
+    exported = GUEST_CHANNELS if plan.options.classification_logs else GUEST_CORE_CHANNELS
     jobs = []
     for h in plan.hosts:
         jobs += [_FileJob(h, c, HOST_SHARE.get(c, 0.0)) for c in HOST_CHANNELS]
-    for g in plan.guests:
-        jobs += [_FileJob(g, c, GUEST_SHARE.get(c, 0.0)) for c in GUEST_CHANNELS]
+    for g in (*plan.guests, *plan.unrelated):
+        jobs += [_FileJob(g, c, GUEST_SHARE.get(c, 0.0)) for c in exported]
     return jobs
 
 
@@ -145,7 +153,7 @@ class _Bundle:
         self.pfirewall_drops: list[dict[str, object]] = []
 
     def _clock(self, m: Machine, host_us: int) -> int:
-        return m.guest_us(host_us) if m.role == "guest" else host_us
+        return m.guest_us(host_us) if m.role != "host" else host_us
 
     def _events(
         self, job: _FileJob, rng: random.Random, budget: int | None, path: Path
@@ -156,7 +164,7 @@ class _Bundle:
         history = self._clock(m, to_us(plan.options.start) - HISTORY_US)
         end = self._clock(m, plan.end_us)
         boot: list[Item] = []
-        if m.role == "guest":
+        if m.role != "host":
             events = history_events(m, self.ids[m.name], history + 5 * US, rng)
             for i, (t, spec) in enumerate(events):
                 if spec.channel == job.channel:
@@ -186,13 +194,12 @@ class _Bundle:
         rel = f"{m.folder}/{file_name(job.channel)}"
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        blocked = self.rendered.blocked
         wfp = 0
         with EvtxWriter(path) as writer:
             for _, _, spec, tag in self._events(job, rng, budget, path):
                 record_id = writer.write(spec)
                 if tag is not None:
-                    blocked[tag].record_id = record_id
+                    tag.record_id = record_id
                 if spec.event_id in (5152, 5156, 5157) and spec.channel == "Security":
                     wfp += 1
         stats = writer.close()
@@ -206,17 +213,22 @@ class _Bundle:
         path = self.out / rel
         plan = self.plan
         history = guest.guest_us(to_us(plan.options.start) - HISTORY_US)
-        incident = [(t, 0, line) for t, line in self.rendered.pfirewall.get(guest.name, [])]
+        incident = [(t, 0, line, None) for t, line in self.rendered.pfirewall.get(guest.name, [])]
         background = (
-            (t, 1, line)
+            (t, 1, line, None)
             for t, line in pfirewall_noise(
                 guest, plan.preset.noise * 0.5, history, guest.guest_us(plan.end_us), rng
             )
         )
+        routine = [
+            (t, 2, x, tag) for t, x, tag in self.rendered.routine_pfirewall.get(guest.name, [])
+        ]
         lines = list(PFIREWALL_HEADER)
         drops = self.drop_lines.setdefault(guest.name, [])
-        for t, kind, line in merge_lines(incident, background):
+        for t, kind, line, tag in merge_lines(incident, background, routine):
             lines.append(line)
+            if tag is not None:
+                tag.line = len(lines)
             if kind == 0 and " DROP " in line:
                 drops.append(t)
                 fields = line.split(" ")
@@ -239,10 +251,14 @@ class _Bundle:
         return len(data)
 
 
+Line = tuple[int, int, str, Any]  # guest-clock time, kind (0 incident, 1 noise, 2 routine), tag
+
+
 def merge_lines(
-    incident: list[tuple[int, int, str]], background: Iterator[tuple[int, int, str]]
-) -> Iterator[tuple[int, int, str]]:
-    return heapq.merge(incident, background, key=lambda x: (x[0], x[1]))
+    incident: list[Line], background: Iterator[Line], routine: list[Line]
+) -> Iterator[Line]:
+    """pfirewall.log lines of the three sources in time order (incident first on ties)."""
+    return heapq.merge(incident, background, routine, key=lambda x: (x[0], x[1]))
 
 
 def simulate(options: SimulateOptions, out: Path) -> SimulationResult:
@@ -251,6 +267,10 @@ def simulate(options: SimulateOptions, out: Path) -> SimulationResult:
     rng = random.Random(options.seed)
     plan = plan_incident(preset, options, rng)
     rendered, ids = render(plan, rng)
+    if preset.nla_chatter:
+        add_nla_chatter(plan, rendered, ids)
+    routine = add_routine_traffic(plan, rendered, ids)
+    rendered.sort()
     out.mkdir(parents=True, exist_ok=True)
     bundle = _Bundle(plan, rendered, ids, out)
     jobs = _jobs(plan)
@@ -274,15 +294,16 @@ def simulate(options: SimulateOptions, out: Path) -> SimulationResult:
         raise SimulateError(
             f"--size {options.size} bytes is too small: this scenario needs {total} bytes of .evtx"
         )
-    truth = _ground_truth(plan, bundle)
+    truth = _ground_truth(plan, bundle, routine)
     (out / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return SimulationResult(out, truth, total)
 
 
-def _ground_truth(plan: Plan, bundle: _Bundle) -> dict[str, object]:
+def _ground_truth(plan: Plan, bundle: _Bundle, routine: list[RoutineTruth]) -> dict[str, object]:
     blocked = bundle.rendered.blocked
     table = load_table()
     decided = {}
+    table_facts = {}
     for r in plan.reactions:
         g = r.migration.guest
         observed = Observed(
@@ -291,6 +312,7 @@ def _ground_truth(plan: Plan, bundle: _Bundle) -> dict[str, object]:
             drop_lines=bundle.drop_lines.get(g.name, []),
         )
         decided[r.migration.id] = migration_verdict(r, blocked, observed, table)
+        table_facts[r.migration.id] = migration_facts(r, blocked, observed)
     failed = failed_migration(table)
     verdicts = [decided.get(m.id, failed).verdict for m in plan.migrations]
     host_logs = any(
@@ -307,9 +329,12 @@ def _ground_truth(plan: Plan, bundle: _Bundle) -> dict[str, object]:
         "arguments": plan.options.arguments(),
         "verdict": bundle_verdict(verdicts, table, host_logs),
         "machines": machines(plan),
-        "migrations": migrations(plan, decided, failed),
-        "quarantines": quarantines(plan, blocked),
+        "migrations": migrations(plan, decided, failed, blocked, routine, table_facts),
+        "quarantines": quarantines(plan, blocked, routine, bundle.rendered.end_events),
         "blocked_inbound": [b.as_json() for b in blocked_sorted],
         "pfirewall_drops": bundle.pfirewall_drops,
+        "other_inbound": [
+            e.as_json() for e in sorted(routine, key=lambda e: (e.guest, e.time_us, e.packet))
+        ],
         "files": sorted(bundle.files, key=lambda f: str(f["path"])),
     }

@@ -7,7 +7,7 @@ log would have them. Incident events are built eagerly (there are few);
 background noise is a lazy stream so that a 1 GB bundle never sits in memory.
 
 Each stream yields ``(time_us, seq, EventSpec, tag)`` in time order; ``tag`` is
-the index of a blocked-inbound truth entry (to learn its record id) or None.
+the ground-truth entry of that event (it learns its record id) or None.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from parsers.evtx_writer import EventSpec
@@ -32,18 +33,29 @@ from pipeline.simulate_layouts import (
     layout,
 )
 from pipeline.simulate_plan import (
+    MINIPORT,
     US,
     Machine,
     Plan,
+    feature_rng,
     from_us,
     iso,
+    to_us,
 )
 
-Item = tuple[int, int, EventSpec, int | None]
+
+class Logged(Protocol):
+    """A ground-truth entry that learns the record id of the event it describes."""
+
+    record_id: int | None
+
+
+Item = tuple[int, int, EventSpec, Logged | None]
 
 HOST_CHANNELS = ("System", VMMS_ADMIN, HA_ADMIN, WORKER_ADMIN)
 GUEST_CHANNELS = ("System", "Security", PROFILE_OPERATIONAL, NCSI_OPERATIONAL, FIREWALL_CHANNEL)
-MINIPORT = "Microsoft Hyper-V Network Adapter"
+GUEST_CORE_CHANNELS = ("System", "Security")
+"""What a guest exported when it sent no classification logs (``--no-classification-logs``)."""
 INBOUND, LAYER_ACCEPT, LAYER_ACCEPT_RTID = "%%14592", "%%14610", 44
 OUTBOUND, LAYER_CONNECT, LAYER_CONNECT_RTID = "%%14593", "%%14611", 48
 QUARANTINE_ORIGIN = "Quarantine Default"
@@ -98,6 +110,7 @@ class BlockedTruth:
     remote_port: int
     migration_id: str | None
     path: str
+    packet: int  # the blocked packet this event logs: a 5152 and a 5157 of one packet share it
     record_id: int | None = None
 
     def as_json(self) -> dict[str, object]:
@@ -105,6 +118,7 @@ class BlockedTruth:
             "guest": self.guest,
             "time": iso(self.time_us),
             "event_id": self.event_id,
+            "packet": self.packet,
             "protocol": self.protocol,
             "local_port": self.local_port,
             "remote_address": self.remote_address,
@@ -122,12 +136,26 @@ class Rendered:
     events: dict[str, list[Item]] = field(default_factory=dict)
     blocked: list[BlockedTruth] = field(default_factory=list)
     pfirewall: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # guest clock
+    end_events: dict[str, str] = field(default_factory=dict)  # migration id -> what ended it
+    # pfirewall.log lines of traffic the quarantine does not govern, with their truth entry
+    routine_pfirewall: dict[str, list[tuple[int, str, Logged]]] = field(default_factory=dict)
     seq: int = 0
 
-    def add(self, machine: Machine, spec: EventSpec, time_us: int, tag: int | None = None) -> None:
+    def add(
+        self, machine: Machine, spec: EventSpec, time_us: int, tag: Logged | None = None
+    ) -> None:
         path = f"{machine.folder}/{file_name(spec.channel)}"
         self.seq += 1
         self.events.setdefault(path, []).append((time_us, self.seq, spec, tag))
+
+    def sort(self) -> None:
+        """Each file's events and each guest's pfirewall lines in time order."""
+        for items in self.events.values():
+            items.sort(key=lambda i: (i[0], i[1]))
+        for lines in self.pfirewall.values():
+            lines.sort(key=lambda x: x[0])
+        for routine in self.routine_pfirewall.values():
+            routine.sort(key=lambda x: x[0])
 
 
 def _secs(value: float) -> str:
@@ -155,12 +183,14 @@ def _host_events(plan: Plan, out: Rendered, rng: random.Random) -> None:
     for m in plan.migrations:
         vm, vmid, src, dst = m.guest.vm_name, m.guest.vmid, m.source, m.destination
         assert vm is not None and vmid is not None
+        if plan.preset.upper_case_vmids:  # as the published 20415 writes Parameter1
+            vmid = vmid.upper()
         worker_pid = _pid(rng)
         ms = US // 1000
         if m.clustered:
-            emit(
-                src, "cluster.role_moving", m.start_us - 400 * ms, (vm, src, dst), cluster_pid[src]
-            )
+            # Cluster node names are short names, whatever Computer the host logs.
+            nodes = (vm, src.split(".")[0], dst.split(".")[0])
+            emit(src, "cluster.role_moving", m.start_us - 400 * ms, nodes, cluster_pid[src])
             emit(src, "ha.source_started", m.start_us - 200 * ms, (vmid, vm), cluster_pid[src])
             emit(dst, "ha.target_started", m.start_us + 300 * ms, (vmid, vm), cluster_pid[dst])
         emit(src, "vmms.migration_started", m.start_us, (vm, vmid, dst), vmms_pid[src])
@@ -220,14 +250,28 @@ def guest_ids(guest: Machine, rng: random.Random) -> GuestIds:
     )
 
 
+def network_name(guest: Machine) -> str:
+    """The domain network's name as NetworkProfile logs it (the guest's DNS domain)."""
+    return guest.name.split(".", 1)[1] if "." in guest.name else "contoso.local"
+
+
 def classification_events(
-    guest: Machine, ids: GuestIds, t: int, rng: random.Random
+    guest: Machine,
+    ids: GuestIds,
+    t: int,
+    rng: random.Random,
+    extra_rng: random.Random | None = None,
 ) -> list[tuple[int, EventSpec]]:
-    """The events that end a quarantine normally (and that a boot logs), guest clock ``t``."""
-    name = guest.name.split(".", 1)[1] if "." in guest.name else "contoso.local"
+    """The events that end a quarantine normally (and that a boot logs), guest clock ``t``.
+
+    The firewall and NCSI log one event per interface: adapters after the first
+    get theirs a millisecond apart, drawn from ``extra_rng`` so that a guest's
+    second NIC leaves every other draw as it was.
+    """
+    name = network_name(guest)
     ms = US // 1000
     flags = (False, False, True, True, False, False, False, False)
-    return [
+    main = [
         (t, layout("profile.connected").event(
             from_us(t), guest.name, (name, name, ids.network_guid, 0, 1, 2),
             pid=ids.nla_pid, tid=_tid(rng), sid=LOCAL_SERVICE_SID)),
@@ -243,6 +287,20 @@ def classification_events(
             from_us(t + 140 * ms), guest.name, (guest.interface_guid, ids.luid, 0, 2, 4, 0),
             pid=ids.ncsi_pid, tid=_tid(rng), sid=NETWORK_SERVICE_SID)),
     ]  # fmt: skip
+    per_nic: list[tuple[int, EventSpec]] = []
+    for k, nic in enumerate(guest.extra_nics, start=1):
+        assert extra_rng is not None, "a guest with several NICs needs extra_rng"
+        per_nic += [
+            (t + (9 + k) * ms, layout("firewall.profile_changed").event(
+                from_us(t + (9 + k) * ms), guest.name,
+                (nic.interface_guid, nic.interface_name, 0, 1),
+                pid=ids.mpssvc_pid, tid=_tid(extra_rng), sid=LOCAL_SERVICE_SID)),
+            (t + (140 + k) * ms, layout("ncsi.capability_change").event(
+                from_us(t + (140 + k) * ms), guest.name,
+                (nic.interface_guid, ids.luid + (k << 24), 0, 2, 4, 0),
+                pid=ids.ncsi_pid, tid=_tid(extra_rng), sid=NETWORK_SERVICE_SID)),
+        ]  # fmt: skip
+    return [*main, *per_nic]
 
 
 def wfp_values(
@@ -257,6 +315,9 @@ def wfp_values(
     protocol: int,
     filter_rtid: int,
     origin: str,
+    local_address: str | None = None,
+    sender_source: bool = False,
+    process: tuple[int, str] | None = None,
 ) -> tuple[object, ...]:
     """Payload values of a 5152/5156/5157 in the guest's layout (2016 or 2022 style).
 
@@ -266,13 +327,21 @@ def wfp_values(
     Source*, so an inbound one names the remote side Source (catalog.toml cites
     the samples). A 5152 at the ALE receive/accept layer names the listening
     process, as its 5157 twin does (Security_short_selected records 5 and 6).
+
+    ``local_address`` is the guest's address the traffic is for (a multicast group, a
+    broadcast or loopback address; default: its first NIC's); ``sender_source``
+    names an inbound connection event's sender Source anyway, as velociraptor's
+    mDNS 5157 does; ``process`` is the (pid, image) the event names.
     """
     pid, app = _LISTENERS.get(local_port, (4, "System")) if inbound else _LISTENERS[3389]
-    sender_first = packet and inbound
+    if process is not None:
+        pid, app = process
+    here = guest.address if local_address is None else local_address
+    sender_first = inbound and (packet or sender_source)
     src, sport, dst, dport = (
-        (remote, remote_port, guest.address, local_port)
+        (remote, remote_port, here, local_port)
         if sender_first
-        else (guest.address, local_port, remote, remote_port)
+        else (here, local_port, remote, remote_port)
     )
     layer, layer_rtid = (
         (LAYER_ACCEPT, LAYER_ACCEPT_RTID) if inbound else (LAYER_CONNECT, LAYER_CONNECT_RTID)
@@ -301,6 +370,7 @@ def pfirewall_line(
     remote_port: int,
     local_port: int,
     inbound: bool,
+    local_address: str | None = None,
 ) -> str:
     """One pfirewall.log line in the guest's local time (second precision, no offset)."""
     local = from_us(when_us).astimezone(ZoneInfo(guest.time_zone))
@@ -311,10 +381,11 @@ def pfirewall_line(
         size, flags = "52", f"S {(remote_port * 7919) % 4294967295} 0 64240"
     else:
         size, flags = "78", "- - - -"
+    here = guest.address if local_address is None else local_address
     src, sport, dst, dport = (
-        (remote, remote_port, guest.address, local_port)
+        (remote, remote_port, here, local_port)
         if inbound
-        else (guest.address, local_port, remote, remote_port)
+        else (here, local_port, remote, remote_port)
     )
     path = "RECEIVE" if inbound else "SEND"
     fields = (f"{local:%Y-%m-%d %H:%M:%S}", action, proto, src, dst, sport, dport, size, flags)
@@ -324,18 +395,25 @@ def pfirewall_line(
 def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: random.Random) -> None:
     guests = {g.name: g for g in plan.guests}
     sec_path = {g.name: f"{g.folder}/Security.evtx" for g in plan.guests}
+    extra_rng = feature_rng(plan.options.seed, "nic-events")
     for r in plan.reactions:
         g = r.migration.guest
-        if r.network_change_us is not None:
-            t = g.guest_us(r.network_change_us)
+        for n, (nic, at) in enumerate(r.network_events):
+            t = g.guest_us(at)
+            miniport = g.nics[nic].miniport
             spec = layout("netvsc.network_changed").event(
-                from_us(t), g.name, (len(MINIPORT), MINIPORT), tid=_tid(rng)
+                from_us(t),
+                g.name,
+                (len(miniport), miniport),
+                tid=_tid(rng if n == 0 else extra_rng),
             )
             out.add(g, spec, t)
-        if r.classified_us is not None:
-            for t, spec in classification_events(g, ids[g.name], g.guest_us(r.classified_us), rng):
+        if r.classified_us is not None and not plan.preset.nla_chatter:
+            when = g.guest_us(r.classified_us)
+            for t, spec in classification_events(g, ids[g.name], when, rng, extra_rng):
                 out.add(g, spec, t)
-    for a in plan.attempts:
+            out.end_events[r.migration.id] = "NetworkProfile 10000 for the domain network"
+    for packet, a in enumerate(plan.attempts):
         g = guests[a.guest.name]
         t = g.guest_us(a.time_us)
         gid = ids[g.name]
@@ -358,6 +436,8 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
             protocol=a.protocol,
         )
         if a.outcome == "allowed":
+            if g.wfp_audit != "full":  # 5156 is a success audit: not logged failure-only
+                continue
             values = wfp_values(
                 g, gid, packet=False, filter_rtid=72000 + a.local_port % 997,
                 origin=_ALLOW_RULES.get(a.local_port, "Allow-In"), **common,
@@ -376,13 +456,12 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
                 origin=QUARANTINE_ORIGIN, **common,
             )  # fmt: skip
             spec = wfp_layout(g, event_id).event(from_us(when), g.name, values, tid=_tid(rng))
-            out.blocked.append(
-                BlockedTruth(
-                    g.name, when, event_id, "tcp" if a.protocol == 6 else "udp", a.local_port,
-                    a.remote_address, a.remote_port, a.migration_id, sec_path[g.name],
-                )
+            truth = BlockedTruth(
+                g.name, when, event_id, "tcp" if a.protocol == 6 else "udp", a.local_port,
+                a.remote_address, a.remote_port, a.migration_id, sec_path[g.name], packet,
             )  # fmt: skip
-            out.add(g, spec, when, len(out.blocked) - 1)
+            out.blocked.append(truth)
+            out.add(g, spec, when, truth)
 
 
 def history_events(
@@ -394,44 +473,69 @@ def history_events(
     (Netvsc 10/11, as a checkpoint causes) 20 minutes later, and a disconnect
     and reconnect (Netvsc 13/12, NetworkProfile 10001 then a classification)
     50 minutes later: real guest logs have these, and a correlator must not
-    take them for a migration's network change.
+    take them for a migration's network change. Each adapter logs its own
+    Netvsc events; those of a second adapter draw from a stream of their own.
     """
     minute = 60 * US
+    extra_rng = feature_rng(t, f"history:{guest.name}")
 
-    def netvsc(kind: str, when: int) -> tuple[int, EventSpec]:
-        spec = layout(f"netvsc.{kind}").event(
-            from_us(when), guest.name, (len(MINIPORT), MINIPORT), tid=_tid(rng)
-        )
-        return when, spec
+    def netvsc(kind: str, when: int) -> list[tuple[int, EventSpec]]:
+        out = []
+        for k, nic in enumerate(guest.nics):
+            at = when + k * 1000
+            spec = layout(f"netvsc.{kind}").event(
+                from_us(at), guest.name, (len(nic.miniport), nic.miniport),
+                tid=_tid(rng if k == 0 else extra_rng),
+            )  # fmt: skip
+            out.append((at, spec))
+        return out
 
-    name = guest.name.split(".", 1)[1] if "." in guest.name else "contoso.local"
+    name = network_name(guest)
     flap = t + 50 * minute
     disconnected = layout("profile.disconnected").event(
         from_us(flap + 200_000), guest.name, (name, name, ids.network_guid, 0, 2, 2),
         pid=ids.nla_pid, tid=_tid(rng), sid=LOCAL_SERVICE_SID,
     )  # fmt: skip
     return [
-        netvsc("connected", t),
-        *classification_events(guest, ids, t + 35 * US, rng),
-        netvsc("paused", t + 20 * minute),
-        netvsc("restarted", t + 20 * minute + 1_400_000),
-        netvsc("disconnected", flap),
+        *netvsc("connected", t),
+        *classification_events(guest, ids, t + 35 * US, rng, extra_rng),
+        *netvsc("paused", t + 20 * minute),
+        *netvsc("restarted", t + 20 * minute + 1_400_000),
+        *netvsc("disconnected", flap),
         (flap + 200_000, disconnected),
-        netvsc("connected", flap + 3 * US),
-        *classification_events(guest, ids, flap + 5 * US, rng),
+        *netvsc("connected", flap + 3 * US),
+        *classification_events(guest, ids, flap + 5 * US, rng, extra_rng),
     ]
+
+
+def _unrelated_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds]) -> None:
+    """Another case's guest had a network change of its own, 30 minutes before its "start"."""
+    for u in plan.unrelated:
+        if not u.period_shift_s:
+            continue
+        rng = feature_rng(plan.options.seed, f"unrelated-events:{u.name}")
+        t = u.guest_us(to_us(plan.options.start) - 30 * 60 * US)
+        spec = layout("netvsc.network_changed").event(
+            from_us(t), u.name, (len(MINIPORT), MINIPORT), tid=_tid(rng)
+        )
+        out.add(u, spec, t)
+        for when, event in classification_events(u, ids[u.name], t + 2_400_000, rng):
+            out.add(u, event, when)
 
 
 def render(plan: Plan, rng: random.Random) -> tuple[Rendered, dict[str, GuestIds]]:
     """The incident events of every file (sorted), the blocked truth, pfirewall lines."""
     out = Rendered()
     ids = {g.name: guest_ids(g, rng) for g in plan.guests}
+    # Unrelated machines draw from streams of their own: adding one moves nothing else.
+    ids |= {
+        u.name: guest_ids(u, feature_rng(plan.options.seed, f"unrelated-ids:{u.name}"))
+        for u in plan.unrelated
+    }
     _host_events(plan, out, rng)
     _guest_events(plan, out, ids, rng)
-    for items in out.events.values():
-        items.sort(key=lambda i: (i[0], i[1]))
-    for lines in out.pfirewall.values():
-        lines.sort(key=lambda x: x[0])
+    _unrelated_events(plan, out, ids)
+    out.sort()
     return out, ids
 
 

@@ -80,6 +80,7 @@ class Layout:
     source: Source
     level: int = 4
     task: int = 0
+    opcode: int = 0
     keywords: int = 0x8000000000000000
     version: int = 0
     qualifiers: int | None = None
@@ -118,6 +119,7 @@ class Layout:
             computer=computer,
             level=self.level,
             task=self.task,
+            opcode=self.opcode,
             keywords=self.keywords,
             version=self.version,
             qualifiers=self.qualifiers,
@@ -394,6 +396,28 @@ LAYOUTS: dict[str, Layout] = {
     ),
     "profile.disconnected": Layout(
         _PROFILE, 10001, PROFILE_OPERATIONAL, _PROFILE_FIELDS, "seen", keywords=0x4000200000000020
+    ),
+    # 4001/4002 precede a 10000 by a fraction of a millisecond: CurrentOrNextState 0 before
+    # the placeholder network ("Identifying..."), 1 before the identified one (tugix456).
+    "profile.identifying": Layout(
+        _PROFILE,
+        4001,
+        PROFILE_OPERATIONAL,
+        (("InterfaceGuid", GUID), ("CurrentOrNextState", ValueType.UINT8)),
+        "seen",
+        task=1,
+        opcode=1,
+        keywords=0x4000200000000000,
+    ),
+    "profile.identified": Layout(
+        _PROFILE,
+        4002,
+        PROFILE_OPERATIONAL,
+        (("InterfaceGuid", GUID), ("CurrentOrNextState", ValueType.UINT8)),
+        "seen",
+        task=1,
+        opcode=2,
+        keywords=0x4001200000000000,
     ),
     "profile.state_change": Layout(
         _PROFILE,

@@ -142,17 +142,17 @@ def _security_variants(guest: Machine, ids: GuestIds, rng: random.Random) -> lis
             remote_port=remote_port, local_port=rng.randint(49152, 65535),
             protocol=17 if remote_port == 53 else 6, filter_rtid=71950, origin="Default Outbound",
         )  # fmt: skip
-        out.append(Variant(allowed, allowed.payload(values), 4, None))
-        out.append(Variant(allowed, allowed.payload(values), 4, None))
+        if guest.wfp_audit == "full":  # 5156 is a success audit: not logged failure-only
+            out.append(Variant(allowed, allowed.payload(values), 4, None))
+            out.append(Variant(allowed, allowed.payload(values), 4, None))
         group, port = rng.choice(_MULTICAST)
         dropped = wfp_layout(guest, 5152)
         values = wfp_values(
             guest, ids, packet=True, inbound=True,
             remote=f"10.20.{rng.randint(1, 3)}.{rng.randint(2, 250)}",
             remote_port=port, local_port=port, protocol=17, filter_rtid=66990,
-            origin="WSH Default",
+            origin="WSH Default", local_address=group,
         )  # fmt: skip
-        values = (*values[:5], group, *values[6:])  # to the multicast group
         out.append(Variant(dropped, dropped.payload(values), 4, None, avoid_windows=True))
     return out
 

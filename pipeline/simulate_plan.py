@@ -40,6 +40,20 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DEFAULT_START = datetime(2025, 3, 4, 9, 0, 0, tzinfo=timezone.utc)
 
 Classification = Literal["never", "normal", "mixed"]
+AuditMode = Literal["full", "failure-only", "off"]
+AUDIT_MODES: tuple[AuditMode, ...] = ("full", "failure-only", "off")
+REALISM = (
+    "multicast_drops",
+    "loopback_connections",
+    "nla_chatter",
+    "host_fqdn",
+    "upper_case_vmids",
+)
+"""What real logs always hold and each scenario may turn on (scenarios.toml, or the knob of
+the same name). Off by default until the correlator handles each (docs/simulate.md)."""
+
+HISTORY_US = 2 * 3600 * US
+"""How much log history precedes the scenario's --start (the guests boot then)."""
 
 SAFETY_TIMEOUT_S = 7.0
 """The guest firewall's hard-coded wait when the classification signal never comes [C: wiki]."""
@@ -99,6 +113,12 @@ class Preset:
     wfp_auditing: bool
     load: float
     noise: float
+    # Realism (REALISM): optional in scenarios.toml, off unless a scenario turns it on.
+    multicast_drops: bool = False
+    loopback_connections: bool = False
+    nla_chatter: bool = False
+    host_fqdn: bool = False
+    upper_case_vmids: bool = False
 
 
 def load_presets(path: Path | None = None) -> dict[str, Preset]:
@@ -110,9 +130,10 @@ def load_presets(path: Path | None = None) -> dict[str, Preset]:
     data = tomllib.loads(text)
     presets: dict[str, Preset] = {}
     known = set(Preset.__dataclass_fields__) - {"name"}
+    required = known - set(REALISM)
     for name, table in data.items():
         unknown = set(table) - known
-        missing = known - set(table)
+        missing = required - set(table)
         if unknown or missing:
             raise SimulateError(
                 f"scenarios.toml [{name}]: unknown keys {sorted(unknown)}, "
@@ -142,6 +163,17 @@ class SimulateOptions:
     size: int | None = None  # bytes of .evtx in the whole bundle
     start: datetime = DEFAULT_START
     ws2022_guests: int = 0
+    # What real logs hold (docs/simulate.md, "Realism"); None: the scenario's default.
+    multicast_drops: bool | None = None
+    loopback_connections: bool | None = None
+    nla_chatter: bool | None = None
+    host_fqdn: bool | None = None
+    upper_case_vmids: bool | None = None
+    wfp_audit: AuditMode | None = None  # None: "full" if the scenario audits, else "off"
+    classification_logs: bool = True  # the guests' NetworkProfile/NCSI/Firewall logs exported
+    guest_nics: int = 1
+    extra_network_changes: int = 0  # Netvsc 14 indications after the first, per migration
+    unrelated_machines: int = 0
 
     def arguments(self) -> dict[str, object]:
         """The options as JSON values, for ground_truth.json."""
@@ -152,13 +184,27 @@ class SimulateOptions:
         return out
 
 
+MINIPORT = "Microsoft Hyper-V Network Adapter"
+"""The synthetic NIC's miniport name as Netvsc logs it; the k-th adapter adds " #k"."""
+
+
+@dataclass(frozen=True)
+class Nic:
+    """One guest network adapter: its miniport name, interface GUID, address, WFP name."""
+
+    miniport: str
+    interface_guid: uuid.UUID
+    address: str
+    interface_name: str  # as Firewall 2010 logs it
+
+
 @dataclass(frozen=True)
 class Machine:
     """A host or a guest; guests know their VM and their clock."""
 
     name: str  # Computer as logged
     folder: str  # the bundle folder it is exported to
-    role: Literal["host", "guest"]
+    role: Literal["host", "guest", "unrelated"]
     start_us: int = 0  # the instant the clock offset is measured at
     vm_name: str | None = None
     vmid: str | None = None  # lower case, no braces
@@ -169,17 +215,34 @@ class Machine:
     time_zone: str = "UTC"
     os: str = "Windows Server 2016"
     ws2022: bool = False
-    wfp_auditing: bool = True
+    wfp_audit: AuditMode = "full"
     address: str = ""
     services: tuple[tuple[int, int], ...] = ()
     memory_gb: int = 8
     interface_guid: uuid.UUID = field(default_factory=lambda: uuid.UUID(int=0))
+    extra_nics: tuple[Nic, ...] = ()  # the guest's second and later network adapters
+    # An unrelated machine: why it is not a migrated guest, and how far its logs lie from the
+    # incident (another case's logs, days earlier; not a clock error: its clock is right).
+    unrelated_because: str | None = None
+    period_shift_s: float = 0.0
+
+    @property
+    def wfp_auditing(self) -> bool:
+        """Some WFP audit events are logged (full or failure-only auditing)."""
+        return self.wfp_audit != "off"
+
+    @property
+    def nics(self) -> tuple[Nic, ...]:
+        """Every network adapter, the first one (``interface_guid``, ``address``) first."""
+        first = Nic(MINIPORT, self.interface_guid, self.address, "ethernet_32769")
+        return (first, *self.extra_nics)
 
     def guest_us(self, host_us: int) -> int:
         """What this machine's own clock shows at host time ``host_us``."""
         drift = self.clock_drift_ppm * (host_us - self.start_us) / US
         steps = sum(1 for at in self.clock_jumps_us if at <= host_us)
-        return host_us + round((self.clock_offset_s + steps * self.clock_jump_s) * US + drift)
+        offset = self.clock_offset_s + steps * self.clock_jump_s + self.period_shift_s
+        return host_us + round(offset * US + drift)
 
 
 @dataclass(frozen=True)
@@ -206,10 +269,18 @@ class GuestReaction:
     """What the guest logs after a completed migration (host clock)."""
 
     migration: Migration
-    network_change_us: int | None  # Netvsc 14 (Q0); None when the host is fixed
+    network_change_us: int | None  # the first Netvsc 14 (Q0); None when the host is fixed
     quarantine_end_us: int | None  # None: no quarantine (host fixed or quarantine disabled)
     ended_by: Literal["classification", "safety-timeout"] | None
     classified_us: int | None  # NetworkProfile/NCSI/FW events, when they come
+    # Every Netvsc 14 of this migration as (NIC index into Machine.nics, host time), in time
+    # order; the first is network_change_us. Empty when the host is fixed.
+    network_events: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def last_network_change_us(self) -> int | None:
+        """The last network event: the safety timeout counts from it (domain.md, the seed)."""
+        return self.network_events[-1][1] if self.network_events else self.network_change_us
 
 
 @dataclass(frozen=True)
@@ -239,6 +310,7 @@ class Plan:
     attempts: tuple[Attempt, ...]
     begin_us: int  # first incident-related time (history starts earlier)
     end_us: int  # last event time of the incident window
+    unrelated: tuple[Machine, ...] = ()  # machines in the bundle that are no migrated guest
 
     def quarantine_windows(self, guest: Machine) -> list[tuple[int, int]]:
         """Host-clock intervals in which this guest's inbound traffic was quarantined."""
@@ -279,11 +351,21 @@ def resolve_preset(options: SimulateOptions, presets: dict[str, Preset]) -> Pres
             **preset.__dict__,
             **{
                 k: getattr(options, k)
-                for k in ("hosts", "vms", "migrations", "load", "noise")
+                for k in ("hosts", "vms", "migrations", "load", "noise", *REALISM)
                 if getattr(options, k) is not None
             },
         }
     )
+    if options.wfp_audit is not None and options.wfp_audit not in AUDIT_MODES:
+        raise SimulateError(
+            f"--wfp-audit {options.wfp_audit!r}: use one of {', '.join(AUDIT_MODES)}"
+        )
+    if not 1 <= options.guest_nics <= 8:
+        raise SimulateError("--guest-nics must be between 1 and 8")
+    if not 0 <= options.extra_network_changes <= 5:
+        raise SimulateError("--extra-network-changes must be between 0 and 5")
+    if not 0 <= options.unrelated_machines <= 4:
+        raise SimulateError("--unrelated-machines must be between 0 and 4")
     if merged.hosts < 2:
         raise SimulateError("--hosts must be at least 2 (a live migration needs two hosts)")
     if merged.vms < 1:
@@ -305,13 +387,47 @@ def _uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
+def feature_rng(seed: int, feature: str) -> random.Random:
+    """A random stream of its own for one optional feature.
+
+    Turning a realism knob on must not move anything else: with its own stream,
+    the same seed gives the same migrations, windows and drops with the knob on
+    or off, so a test can compare the two bundles event by event.
+    """
+    return random.Random(f"lmtrace:{feature}:{seed}")
+
+
+def audit_mode(preset: Preset, options: SimulateOptions) -> AuditMode:
+    """The guests' WFP auditing: the knob, else the scenario's (full or off)."""
+    if options.wfp_audit is not None:
+        return options.wfp_audit
+    return "full" if preset.wfp_auditing else "off"
+
+
+def _extra_nics(count: int, index: int, rng: random.Random) -> tuple[Nic, ...]:
+    """Adapters 2..count of guest ``index``: a backup or storage network each."""
+    return tuple(
+        Nic(
+            f"{MINIPORT} #{k}",
+            _uuid(rng),
+            f"10.{20 + k}.{1 + index // 200}.{11 + index % 200}",
+            f"ethernet_{32768 + k}",
+        )
+        for k in range(2, count + 1)
+    )
+
+
 def _machines(
     preset: Preset, options: SimulateOptions, rng: random.Random
 ) -> tuple[tuple[Machine, ...], tuple[Machine, ...]]:
     start_us = to_us(options.start)
+    # Real hosts log their Computer as the FQDN (the published 20415: 773330-hyp1.MPC1495823.local).
+    suffix = f".{_DOMAIN}" if preset.host_fqdn else ""
     hosts = tuple(
-        Machine(f"HV-NODE{i + 1}", f"HV-NODE{i + 1}", "host", start_us) for i in range(preset.hosts)
+        Machine(f"HV-NODE{i + 1}{suffix}", f"HV-NODE{i + 1}", "host", start_us)
+        for i in range(preset.hosts)
     )
+    nic_rng = feature_rng(options.seed, "nics")
     guests = []
     first_2022 = preset.vms - options.ws2022_guests
     for i in range(preset.vms):
@@ -342,11 +458,12 @@ def _machines(
                 time_zone=options.guest_tz,
                 os="Windows Server 2022" if ws2022 else "Windows Server 2016",
                 ws2022=ws2022,
-                wfp_auditing=preset.wfp_auditing,
+                wfp_audit=audit_mode(preset, options),
                 address=f"10.20.{1 + i // 200}.{11 + i % 200}",
                 services=_SERVICES[i % len(_SERVICES)],
                 memory_gb=rng.choice((4, 8, 8, 16, 16, 32, 64)),
                 interface_guid=_uuid(rng),
+                extra_nics=_extra_nics(options.guest_nics, i, nic_rng),
             )
         )
     return hosts, tuple(guests)
@@ -416,9 +533,73 @@ def _migrations(
     return tuple(out)
 
 
+_UNRELATED = (
+    ("FS-LEGACY01", "fabrikam.local", -3),
+    ("PRINTSRV02", _DOMAIN, 0),
+    ("SQLOLD03", "fabrikam.local", -9),
+    ("JUMPHOST01", _DOMAIN, 0),
+)
+"""Unrelated machines in turn: another case's guest whose logs are days away (days < 0), or
+a server of this site, not migrated, whose logs cover the incident and show nothing of it."""
+
+
+def _unrelated_machines(options: SimulateOptions, start_us: int) -> tuple[Machine, ...]:
+    rng = feature_rng(options.seed, "unrelated")
+    out = []
+    for i in range(options.unrelated_machines):
+        short, domain, days = _UNRELATED[i]
+        if days:
+            shift = days * 86400.0 - round(rng.uniform(1.0, 20.0) * 3600.0)
+            why = f"another case's guest: its logs lie {-days} days and more before the migrations"
+        else:
+            shift = 0.0
+            why = "not a migrated VM: its logs cover the migrations and show none of them"
+        out.append(
+            Machine(
+                name=f"{short}.{domain}",
+                folder=short,
+                role="unrelated",
+                start_us=start_us,
+                time_zone=options.guest_tz,
+                address=f"10.20.9.{20 + i}",
+                services=_SERVICES[i % len(_SERVICES)],
+                interface_guid=_uuid(rng),
+                unrelated_because=why,
+                period_shift_s=shift,
+            )
+        )
+    return tuple(out)
+
+
+def _network_events(
+    q0: int, nics: int, extra: int, rng: random.Random
+) -> tuple[tuple[int, int], ...]:
+    """Every Netvsc 14 of one migration: one per NIC, then ``extra`` more rounds.
+
+    Each synthetic NIC gets its own indication (one event per miniport) a few
+    milliseconds to a tenth of a second after the first; a repeated indication
+    (a second network change while the first is being handled) comes 1.5-4 s
+    after the previous round. The times are [I]: no public guest log shows a
+    multi-NIC live migration.
+    """
+    out: list[tuple[int, int]] = []
+    round_at = q0
+    for n in range(1 + extra):
+        if n:
+            round_at += round(rng.uniform(1.5, 4.0) * US)
+        out.append((0, round_at))
+        for k in range(1, nics):
+            out.append((k, round_at + round(rng.uniform(0.001, 0.12) * US)))
+    return tuple(sorted(out, key=lambda e: (e[1], e[0])))
+
+
 def _reactions(
-    preset: Preset, migrations: tuple[Migration, ...], rng: random.Random
+    preset: Preset,
+    options: SimulateOptions,
+    migrations: tuple[Migration, ...],
+    rng: random.Random,
 ) -> tuple[GuestReaction, ...]:
+    nic_rng = feature_rng(options.seed, "network-events")
     buggy: dict[str, bool] = {}
     guests = sorted({m.guest.name for m in migrations if m.status == "completed"})
     if preset.classification == "mixed":
@@ -436,15 +617,18 @@ def _reactions(
             out.append(GuestReaction(m, None, None, None, None))
             continue
         q0 = m.blackout_end_us + round(rng.uniform(0.1, 1.0) * US)
+        events = _network_events(q0, len(m.guest.nics), options.extra_network_changes, nic_rng)
+        last = events[-1][1]
         bug = buggy.get(m.guest.name, preset.classification == "never")
-        classified = None if bug else q0 + round(rng.uniform(2.0, 3.0) * US)
+        classified = None if bug else last + round(rng.uniform(2.0, 3.0) * US)
         if not preset.guest_quarantine:
-            out.append(GuestReaction(m, q0, None, None, classified))
+            out.append(GuestReaction(m, q0, None, None, classified, events))
         elif bug:
-            end = q0 + round(SAFETY_TIMEOUT_S * US)
-            out.append(GuestReaction(m, q0, end, "safety-timeout", None))
+            # Every interface leaves quarantine 7 s after the *last* network event (seed).
+            end = last + round(SAFETY_TIMEOUT_S * US)
+            out.append(GuestReaction(m, q0, end, "safety-timeout", None, events))
         else:
-            out.append(GuestReaction(m, q0, classified, "classification", classified))
+            out.append(GuestReaction(m, q0, classified, "classification", classified, events))
     return tuple(out)
 
 
@@ -547,9 +731,11 @@ def plan_incident(preset: Preset, options: SimulateOptions, rng: random.Random) 
     begin = to_us(options.start) + round(rng.uniform(600.0, 660.0) * US)
     migrations = _migrations(preset, hosts, guests, begin, rng)
     guests, migrations = _clock_jumps(guests, migrations, options.guest_clock_jump)
-    reactions = _reactions(preset, migrations, rng)
+    reactions = _reactions(preset, options, migrations, rng)
     attempts = _attempts(preset, migrations, reactions, rng)
     last = max([m.end_us for m in migrations] + [a.time_us for a in attempts] + [begin])
+    unrelated = _unrelated_machines(options, to_us(options.start))
     return Plan(
-        preset, options, hosts, guests, migrations, reactions, attempts, begin, last + 600 * US
-    )
+        preset, options, hosts, guests, migrations, reactions, attempts, begin, last + 600 * US,
+        unrelated,
+    )  # fmt: skip

@@ -12,17 +12,26 @@ stated as the analysis should find it; tests that make it unknowable say so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.simulate_events import BlockedTruth
 from pipeline.simulate_plan import (
+    HISTORY_US,
     NORMAL_QUARANTINE_MAX_S,
+    SAFETY_TIMEOUT_S,
     US,
     GuestReaction,
+    Machine,
     Plan,
     iso,
+    to_us,
 )
 from pipeline.verdict_table import Row, VerdictTable, decide
+
+if TYPE_CHECKING:
+    from pipeline.simulate_routine import RoutineTruth
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,19 @@ def bundle_verdict(verdicts: list[str], table: VerdictTable, host_logs: bool) ->
     return decide(table.bundle, {"host_logs": host_logs, "unexplained_changes": False}).verdict
 
 
-def quarantines(plan: Plan, blocked: list[BlockedTruth]) -> list[dict[str, object]]:
-    """One entry per real quarantine (there is none when the host is fixed or it is disabled)."""
+def quarantines(
+    plan: Plan,
+    blocked: list[BlockedTruth],
+    routine: Sequence[RoutineTruth] = (),
+    end_events: Mapping[str, str] | None = None,
+) -> list[dict[str, object]]:
+    """One entry per real quarantine (there is none when the host is fixed or it is disabled).
+
+    ``blocked_inbound`` counts the Security events in the window, ``blocked_packets`` the
+    packets they log (a 5152 and a 5157 of one packet are one), ``blocked_attempts`` every
+    packet the quarantine blocked, logged or not. Multicast, broadcast and loopback traffic
+    in the window is not the quarantine's doing: ``other_inbound`` counts its packets apart.
+    """
     out = []
     for r in plan.reactions:
         if r.network_change_us is None or r.quarantine_end_us is None:
@@ -110,6 +130,8 @@ def quarantines(plan: Plan, blocked: list[BlockedTruth]) -> list[dict[str, objec
         g = r.migration.guest
         start, end = g.guest_us(r.network_change_us), g.guest_us(r.quarantine_end_us)
         inside = [b for b in blocked if b.guest == g.name and start <= b.time_us < end]
+        packets = {(b.protocol, b.packet) for b in inside}
+        others = {(e.traffic, e.packet) for e in routine if e.migration_id == r.migration.id}
         attempts = [
             a
             for a in plan.attempts
@@ -122,12 +144,23 @@ def quarantines(plan: Plan, blocked: list[BlockedTruth]) -> list[dict[str, objec
                 "guest": g.name,
                 "start": iso(start),
                 "start_host_clock": iso(r.network_change_us),
+                "last_network_change": iso(g.guest_us(r.last_network_change_us or start)),
                 "end": iso(end),
                 "end_host_clock": iso(r.quarantine_end_us),
                 "duration_s": round((end - start) / US, 6),
                 "ended_by": r.ended_by,
+                "end_event": (end_events or {}).get(r.migration.id)
+                if r.ended_by == "classification"
+                else None,
                 "blocked_inbound": {
                     p: sum(1 for b in inside if b.protocol == p) for p in ("tcp", "udp")
+                },
+                "blocked_packets": {
+                    p: sum(1 for proto, _ in packets if proto == p) for p in ("tcp", "udp")
+                },
+                "other_inbound": {
+                    kind: sum(1 for k, _ in others if k == kind)
+                    for kind in ("multicast", "broadcast", "loopback", "self")
                 },
                 "blocked_attempts": {
                     p: sum(1 for a in attempts if a.protocol == n)
@@ -138,17 +171,106 @@ def quarantines(plan: Plan, blocked: list[BlockedTruth]) -> list[dict[str, objec
     return out
 
 
+def network_changes(r: GuestReaction) -> list[dict[str, object]]:
+    """Every Netvsc 14 of one migration, per adapter, in time order."""
+    g = r.migration.guest
+    return [
+        {
+            "nic": g.nics[nic].miniport,
+            "interface_guid": str(g.nics[nic].interface_guid),
+            "time": iso(g.guest_us(at)),
+            "time_host_clock": iso(at),
+        }
+        for nic, at in r.network_events
+    ]
+
+
+def observability(plan: Plan, guest: Machine) -> dict[str, object]:
+    """How this guest's logs can show drops and classification, as the bundle holds them.
+
+    ``wfp_audit``: "full" (5152, 5156, 5157), "failure-only" (5152 and 5157, no 5156:
+    allowed traffic is invisible) or "off"; ``pfirewall_log``: a pfirewall.log with every
+    drop; ``classification_logs``: NetworkProfile, NCSI and Firewall logs were exported.
+    """
+    return {
+        "wfp_audit": guest.wfp_audit,
+        "pfirewall_log": plan.options.pfirewall,
+        "classification_logs": plan.options.classification_logs,
+    }
+
+
+def facts(
+    plan: Plan,
+    r: GuestReaction,
+    blocked: list[BlockedTruth],
+    routine: Sequence[RoutineTruth],
+) -> dict[str, object]:
+    """What happened after one completed migration, in the terms a verdict table reads.
+
+    Packets, not events: a 5152 and a 5157 of one packet count once. ``blocked_packets``
+    counts what the quarantine blocked, logged or not; ``blocked_packets_logged`` those a
+    Security event or a pfirewall.log line shows. Multicast, broadcast and loopback
+    traffic in the window is not quarantine impact: ``other_inbound_packets`` counts it.
+    """
+    g, mid = r.migration.guest, r.migration.id
+    start, end, last = r.network_change_us, r.quarantine_end_us, r.last_network_change_us
+    quarantined = start is not None and end is not None
+    attempts = [
+        a
+        for a in plan.attempts
+        if start is not None
+        and end is not None
+        and a.guest == g
+        and a.outcome == "blocked"
+        and start <= a.time_us < end
+    ]
+    # Blocked packets happen only inside the window: each logged one is the window's.
+    logged = {b.packet for b in blocked if b.migration_id == mid}
+    return {
+        "network_change": r.network_change_us is not None,
+        "network_events": len(r.network_events),
+        "nics": len(g.nics),
+        "quarantine": quarantined,
+        "ended_by": r.ended_by,
+        "classified_within_safety_timeout": r.classified_us is not None
+        and last is not None
+        and r.classified_us - last < SAFETY_TIMEOUT_S * US,
+        **observability(plan, g),
+        "blocked_packets": len(attempts),
+        "blocked_packets_logged": len(attempts) if plan.options.pfirewall else len(logged),
+        "other_inbound_packets": len(
+            {(e.traffic, e.packet) for e in routine if e.migration_id == mid}
+        ),
+    }
+
+
 def machines(plan: Plan) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
-    for m in (*plan.hosts, *plan.guests):
+    for m in (*plan.hosts, *plan.guests, *plan.unrelated):
         entry: dict[str, object] = {"name": m.name, "folder": m.folder, "role": m.role}
+        if m.role == "unrelated":
+            begin = to_us(plan.options.start) - HISTORY_US
+            entry |= {
+                "unrelated_because": m.unrelated_because,
+                "logs_from": iso(m.guest_us(begin)),
+                "logs_to": iso(m.guest_us(plan.end_us)),
+            }
         if m.role == "guest":
             entry |= {
                 "vm_name": m.vm_name,
                 "vmid": m.vmid,
                 "os": m.os,
                 "address": m.address,
+                "nics": [
+                    {
+                        "miniport": n.miniport,
+                        "interface_guid": str(n.interface_guid),
+                        "address": n.address,
+                    }
+                    for n in m.nics
+                ],
                 "wfp_auditing": m.wfp_auditing,
+                "observability": observability(plan, m),
             }
         entry |= {
             "clock_offset_s": m.clock_offset_s,
@@ -160,9 +282,18 @@ def machines(plan: Plan) -> list[dict[str, object]]:
     return out
 
 
-def migrations(plan: Plan, decided: dict[str, Row], failed: Row) -> list[dict[str, object]]:
+def migrations(
+    plan: Plan,
+    decided: dict[str, Row],
+    failed: Row,
+    blocked: list[BlockedTruth],
+    routine: Sequence[RoutineTruth] = (),
+    table_facts: Mapping[str, dict[str, object]] | None = None,
+) -> list[dict[str, object]]:
     """Every migration with its verdict; ``failed`` is the table's decision for a migration
-    whose VM never left its host (no network change)."""
+    whose VM never left its host (no network change). ``facts`` holds what happened: the
+    verdict table's facts as the simulator states them (``table_facts``), and the details
+    behind them (:func:`facts`)."""
     by_id = {r.migration.id: r for r in plan.reactions}
     out = []
     for m in plan.migrations:
@@ -187,6 +318,12 @@ def migrations(plan: Plan, decided: dict[str, Row], failed: Row) -> list[dict[st
                 "clustered": m.clustered,
                 "network_change": iso(m.guest.guest_us(change)) if change is not None else None,
                 "network_change_host_clock": iso(change) if change is not None else None,
+                "network_changes": network_changes(r) if r is not None else [],
+                "facts": (
+                    {**(table_facts or {}).get(m.id, {}), **facts(plan, r, blocked, routine)}
+                    if r is not None
+                    else None
+                ),
                 "verdict": row.verdict,
                 "reason": row.why,
                 "rule": row.id,
