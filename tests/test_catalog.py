@@ -19,12 +19,12 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_catalog_loads_and_every_entry_has_provenance() -> None:
+    """What the loader does not enforce: a source that says something, the kinds the
+    correlation needs, a trade-off for every workaround. (Known kinds and confidence
+    words are the loader's own checks, tested below with bad files.)"""
     catalog = load_catalog()
     assert len(catalog.events) >= 40
-    for entry in catalog.events:
-        assert entry.kind in catalog.kinds
-        assert entry.confidence in ("stated", "seen", "inferred")
-        assert entry.source.strip()
+    assert all(entry.source.strip() for entry in catalog.events)
     kinds = {e.kind for e in catalog.events}
     for needed in ("migration.completed", "guest.network_changed", "wfp.blocked_connection"):
         assert needed in kinds
