@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -35,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import polars as pl
 import psutil
@@ -324,6 +325,7 @@ def _run_dask(tasks: list[BundleTask], address: str) -> Iterator[dict[str, Any]]
         raise BatchError(
             "--scheduler needs dask.distributed: pip install 'dask[distributed]'"
         ) from None
+    _check_reachable(address)
     try:
         client = Client(address, timeout="10s")
     except (OSError, TimeoutError) as e:
@@ -332,6 +334,18 @@ def _run_dask(tasks: list[BundleTask], address: str) -> Iterator[dict[str, Any]]
         futures = [client.submit(run_bundle, task, key=_task_key(task)) for task in tasks]
         for future in dask_completed(futures):
             yield future.result()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once on a tcp:// scheduler that refuses connections (a typo in the port, a
+    scheduler not started): dask's client would retry for its whole 10 s timeout."""
+    parsed = urlsplit(address)
+    if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
+        return
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=5).close()
+    except OSError as e:
+        raise BatchError(f"{address}: cannot reach the Dask scheduler ({e})") from None
 
 
 def _task_key(task: BundleTask) -> str:
