@@ -339,6 +339,7 @@ def ingest(
     TimeZoneError (one line each) before reading anything when an input is
     missing, ``store`` is unusable or the zone is unknown.
     """
+    _not_while_a_reader_starts()
     started = time.perf_counter()
     settings = settings or ReadSettings()
     firewall = firewall or PfirewallSettings()
@@ -400,6 +401,24 @@ class _Marks:
         if self.marked:
             with suppress(LmtraceError, OSError):  # the first mark stands
                 mark_incomplete(self.store, self.inputs, reason)
+
+
+class ScriptGuardError(LmtraceError):
+    """ingest() was called by a script that its own reading processes import again."""
+
+
+def _not_while_a_reader_starts() -> None:
+    """Reading processes are spawned, so each imports the calling script as
+    ``__mp_main__``; a script that calls ingest() at its top level without an
+    ``if __name__ == "__main__":`` guard would start an ingest in every reader,
+    which then fails on the store's lock with a message about the wrong thing.
+    ``_inheriting`` (true only while a spawned process starts) is the flag
+    multiprocessing itself checks for this mistake."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise ScriptGuardError(
+            "ingest() ran again inside a reading process that was starting: call it under "
+            '`if __name__ == "__main__":` in your script (reading processes import it)'
+        )
 
 
 def _check_something_to_read(inputs: list[Path], found: Discovery) -> None:

@@ -262,10 +262,15 @@ def test_static_png_and_svg_export(drain: Analysis, tmp_path: Path) -> None:
     pytest.importorskip("kaleido", reason="static export needs kaleido (in the test extras)")
     if not shutil.which("chromium") and not shutil.which("google-chrome"):
         pytest.skip("static export needs a Chrome for kaleido to drive (Debian's chromium)")
-    fig = timeline_figure(drain.result, TimelineSettings())
-    png = write_static(fig, tmp_path / "t.png")
+    # PNG as the docs show it (lmtrace timeline OUT --image timeline.png), SVG from Python.
+    png = tmp_path / "timeline.png"
+    run = CliRunner().invoke(
+        app, ["timeline", str(drain.out), "--image", str(png), "--out", str(tmp_path / "t.html")]
+    )
+    assert run.exit_code == 0, run.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000  # a drawn figure, not an empty canvas
+    fig = timeline_figure(drain.result, TimelineSettings())
     svg = write_static(fig, tmp_path / "t.svg").read_text(encoding="utf-8")
     assert "<svg" in svg[:500]
     assert "APP-VM01" in svg or "app-vm01" in svg.lower()

@@ -2,7 +2,7 @@
 
 Not collected by pytest (named bench_*). Run:
 
-    /work/venv/bin/python tests/benchmarks/bench_read.py [EXTRA.evtx ...] [--repeats N]
+    python tests/benchmarks/bench_read.py [EXTRA.evtx ...] [--repeats N] [--no-corpus]
 
 Inputs: every .evtx under the corpus's attack/ and parsers/ folders, plus any
 paths given (reported again as their own group). Per group, interleaved so
@@ -49,10 +49,10 @@ INVESTIGATION_IDS = frozenset(
 )
 
 
-def _inputs(extra: list[Path]) -> list[Path]:
+def _inputs(extra: list[Path], corpus: bool) -> list[Path]:
     root = corpus_root()
     files = sorted(p for d in ("attack", "parsers") for p in (root / d).glob("*.evtx"))
-    files += extra
+    files = (files if corpus else []) + extra
     return [p for p in files if p.stat().st_size and is_evtx(p.read_bytes()[:8])]
 
 
@@ -97,8 +97,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("extra", nargs="*", type=Path, help="more .evtx files to include")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--no-corpus",
+        action="store_true",
+        help="only the given files (a quick check that the script runs; the figures need "
+        "the corpus)",
+    )
     args = parser.parse_args()
-    files = _inputs(args.extra)
+    files = _inputs(args.extra, corpus=not args.no_corpus)
     groups = [
         ("all inputs", files),
         (f"inputs >= {LARGE >> 20} MiB", [p for p in files if p.stat().st_size >= LARGE]),
@@ -108,6 +114,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for label, group in groups:
+            if not group:
+                print(f"{label}: none")
+                continue
             size = sum(p.stat().st_size for p in group)
             (raw_w, raw_c, raw_n), (rd_w, rd_c, rd_n), (f_w, f_c, f_n) = _medians(
                 [

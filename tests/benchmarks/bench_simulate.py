@@ -5,7 +5,7 @@ quarantine-bug scenario padded to ``--size`` into a temporary folder, checks
 the size landed within 5 %, and prints wall seconds, MB/s and records/s, and the
 CPU seconds of this process (the fair figure when other jobs share the cores).
 
-    /work/venv/bin/python tests/benchmarks/bench_simulate.py --size 1GB
+    python tests/benchmarks/bench_simulate.py --size 1GB
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ as many events as a busy cluster would log around its migrations. Each repeat
 writes timeline.html plus one zoomed page per migration; the script prints the
 median wall and CPU seconds and the size of timeline.html.
 
-    /work/venv/bin/python tests/benchmarks/bench_timeline.py --events 100000 --repeats 5
+    python tests/benchmarks/bench_timeline.py --events 100000 --repeats 5
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.analyze import AnalyzeSettings, analyze
-from pipeline.catalog import load_catalog
 from pipeline.simulate import SimulateOptions, simulate
 from pipeline.timeline import TIMELINE_FILE, TimelineSettings, write_timeline
 
@@ -52,12 +51,11 @@ def main() -> None:
         blocked = _repeat(result.blocked, int(args.events * 0.6))
         context = _repeat(result.context, args.events - blocked.height)
         dense = replace(result, blocked=blocked, context=context)
-        model = load_catalog().model
         walls, cpus = [], []
         for i in range(args.repeats):
             page = root / f"run{i}" / TIMELINE_FILE
             began, cpu_began = time.perf_counter(), time.process_time()
-            written = write_timeline(dense, model, page, TimelineSettings())
+            written = write_timeline(dense, page, TimelineSettings())
             walls.append(time.perf_counter() - began)
             cpus.append(time.process_time() - cpu_began)
         size = page.stat().st_size / 1e6

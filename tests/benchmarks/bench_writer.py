@@ -6,7 +6,7 @@ Windows Filtering Platform events shaped like Security 5156 (connection
 permitted) and 5152 (packet dropped), with rotating addresses, ports and
 processes, and prints the median MB/s and records/s over several runs.
 
-    /work/venv/bin/python tests/benchmarks/bench_writer.py --mb 200 --repeat 3
+    python tests/benchmarks/bench_writer.py --mb 200 --repeat 3
 """
 
 from __future__ import annotations
