@@ -60,6 +60,9 @@ EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA)
 FILE_SCHEMA: dict[str, pl.DataType] = {
     "source_path": pl.String(),
     "member": pl.String(),
+    # source_path and member held bytes that are not UTF-8: both are written with those
+    # bytes as \xHH and backslashes doubled (pipeline/names.py reads them back)
+    "name_escaped": pl.Boolean(),
     "size": pl.Int64(),
     "sha256": pl.String(),
     "kind": pl.String(),  # "evtx", "pfirewall", ...

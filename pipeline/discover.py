@@ -31,6 +31,7 @@ from parsers.evtx_layout import is_evtx
 from parsers.model import LmtraceError
 from parsers.pfirewall import is_pfirewall
 from pipeline.archives import COPY_BLOCK, ArchiveWalker, Limits, unsafe_member_name
+from pipeline.names import as_text
 
 __all__ = [
     "HEAD_SIZE",
@@ -84,6 +85,7 @@ class Source:
     sha256: str
     kind: str
     extracted: bool
+    name_escaped: bool = False  # source_path and member written by pipeline.names
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Skipped:
     problem: bool
     size: int | None = None
     sha256: str | None = None
+    name_escaped: bool = False  # source_path and member written by pipeline.names
 
 
 @dataclass
@@ -160,7 +163,10 @@ class _Walk:
         size: int | None = None,
         sha256: str | None = None,
     ) -> None:
-        self.found.skipped.append(Skipped(source_path, member, kind, reason, problem, size, sha256))
+        source_path, member, escaped = as_text(source_path, member)
+        self.found.skipped.append(
+            Skipped(source_path, member, kind, reason, problem, size, sha256, escaped)
+        )
 
     def advance(self, nbytes: int, depth: int) -> None:
         if self.progress is not None and depth <= 1 and nbytes > 0:
@@ -238,6 +244,7 @@ class _Walk:
         extracted: bool,
     ) -> None:
         earlier = self.known.get(sha256) or self.seen.get(sha256)
+        text_path, text_member, escaped = as_text(source_path, member)
         if earlier is not None:
             if extracted:
                 path.unlink()
@@ -249,8 +256,10 @@ class _Walk:
             )
             self.skip(source_path, member, kind, reason, problem=False, size=size, sha256=sha256)
             return
-        self.seen[sha256] = where(source_path, member)
-        self.found.sources.append(Source(path, source_path, member, size, sha256, kind, extracted))
+        self.seen[sha256] = where(text_path, text_member)
+        self.found.sources.append(
+            Source(path, text_path, text_member, size, sha256, kind, extracted, escaped)
+        )
 
     def extracted(
         self, path: Path, source_path: str, member: str, size: int, sha256: str, depth: int

@@ -266,6 +266,7 @@ def _file_row(source: Source, result: _Result, version: str) -> dict[str, Any]:
     return {
         "source_path": source.source_path,
         "member": source.member,
+        "name_escaped": source.name_escaped,
         "size": source.size,
         "sha256": source.sha256,
         "kind": source.kind,
@@ -290,6 +291,7 @@ def _skipped_row(item: Skipped, version: str) -> dict[str, Any]:
     return {
         "source_path": item.source_path,
         "member": item.member,
+        "name_escaped": item.name_escaped,
         "size": item.size,
         "sha256": item.sha256,
         "kind": item.kind,

@@ -307,7 +307,8 @@ def scan_files(store: Path) -> pl.LazyFrame:
     parts = _parts(open_store(store) / "files")
     if not parts:
         return pl.LazyFrame(schema=FILE_SCHEMA)
-    return pl.scan_parquet(parts, schema=FILE_SCHEMA)
+    # Stores written before a column was added lack it: it reads as null.
+    return pl.scan_parquet(parts, schema=FILE_SCHEMA, missing_columns="insert")
 
 
 def stored_sha256(store: Path) -> dict[str, str]:

@@ -11,9 +11,11 @@ mount one (tests/disks.py says how it is simulated elsewhere).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ from typer.testing import CliRunner, Result
 
 from pipeline.cli import app
 from pipeline.ingest import ingest
+from pipeline.names import name_bytes
 from pipeline.store import StoreError, incomplete, scan_events, scan_files
 from pipeline.writes import WriteError
 from tests.disks import clear, leave_free, read_only, tmpfs
@@ -343,3 +346,50 @@ def test_too_little_free_space_has_its_own_message_and_min_free_gib_lowers_it(
     assert "lower --min-free-gib" in line and "extraction cap" not in line
     lowered = runner.invoke(app, [*args, "--out", str(disk / "b"), "--min-free-gib", "0.001"])
     assert lowered.exit_code == 0, lowered.output
+
+
+# ----- names that are not UTF-8
+
+
+def test_names_that_are_not_utf8_are_kept_escaped_and_shown_readably(tmp_path: Path) -> None:
+    """A loose file, a file in a folder and a tar member whose names hold bytes that are not
+    UTF-8: no crash, the files table is written, each name is kept losslessly (escaped,
+    flagged, turned back into its bytes) and shown readably."""
+    root = bytes(tmp_path)
+    folder = root + b"/bundle"
+    os.makedirs(folder + b"/guest\xff")
+    shutil.copyfile(EXAMPLE / "APP-VM01" / "System.evtx", folder + b"/guest\xff/bad\xfe.evtx")
+    loose = root + b"/loose\xfe\xff.evtx"
+    shutil.copyfile(EXAMPLE / "APP-VM01" / "Security.evtx", loose)
+    archive = tmp_path / "case.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(EXAMPLE / "HV-NODE1" / "System.evtx", arcname="guest/bad\udcff\udcfe.evtx")
+    store = root + b"/store"
+    command = [LMTRACE.encode(), b"ingest", folder, loose, bytes(archive), b"--out", store]
+    done = subprocess.run([*command, b"--jobs", b"1"], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    files = scan_files(Path(os.fsdecode(store))).collect().filter(pl.col("kind") == "evtx")
+    names = {
+        (row["source_path"], row["member"]): row["name_escaped"]
+        for row in files.iter_rows(named=True)
+    }
+    folder_text = f"{tmp_path}/bundle/guest\\xff/bad\\xfe.evtx"
+    loose_text = f"{tmp_path}/loose\\xfe\\xff.evtx"
+    assert names == {
+        (folder_text, None): True,
+        (loose_text, None): True,
+        (str(archive), "guest/bad\\xff\\xfe.evtx"): True,
+    }
+    assert name_bytes(folder_text) == folder + b"/guest\xff/bad\xfe.evtx"
+    assert name_bytes(loose_text) == loose
+    assert name_bytes("guest/bad\\xff\\xfe.evtx") == b"guest/bad\xff\xfe.evtx"
+    stored = scan_events(Path(os.fsdecode(store))).collect()
+    assert set(stored["source_path"]) == {folder_text, loose_text, str(archive)}
+
+    listed = subprocess.run(
+        [LMTRACE.encode(), b"files", store, b"--format", b"csv"], capture_output=True
+    )
+    assert listed.returncode == 0 and b"bad\\xff\\xfe.evtx" in listed.stdout
+    again = subprocess.run([*command, b"--jobs", b"1", b"--json"], capture_output=True)
+    assert again.returncode == 0, again.stderr.decode()
+    assert json.loads(again.stdout)["files"]["read"] == 0
