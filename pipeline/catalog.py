@@ -547,7 +547,8 @@ def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
 
     Rows keep ``TAGGED_EVENT_COLUMNS``; every column declared in the catalog is
     present (null where an entry does not map it), plus ``inbound`` (bool, from the
-    ``[directions]`` table) and ``confidence`` of the entry. Rows are partitioned by
+    ``[directions]`` table), ``confidence`` and ``entry`` (``file:line`` of the catalog entry
+    that tagged it, for :mod:`pipeline.catalog_check`). Rows are partitioned by
     field mapping so that each row's payload is searched only for the names its own
     entry maps.
     """
@@ -610,6 +611,13 @@ def tag(events: pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
             .alias("inbound")
         )
         .join(confidence.lazy(), on="_entry", how="left")
+        .with_columns(
+            pl.col("_entry")
+            .replace_strict(
+                dict(enumerate(e.origin for e in catalog.events)), return_dtype=pl.String
+            )
+            .alias("entry")
+        )
         .drop("_prov", "_entry_channel", "_entry", "_group")
         .collect()
     )

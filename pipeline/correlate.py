@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import (
+    catalog_check,
     findings,
     firewall_zone,
     machine_facts,
@@ -28,6 +29,7 @@ from pipeline import (
     quarantine,
 )
 from pipeline.catalog import Catalog, ModelParams, matched, tag
+from pipeline.catalog_check import CatalogCheck
 from pipeline.matching import MatchSettings
 from pipeline.verdict_table import load_table
 from pipeline.writes import parquet_bytes, write_atomic
@@ -78,6 +80,7 @@ class Correlation:
     summary: findings.Summary
     clock_changes: pl.DataFrame  # Kernel-General 1 per machine: old/new time, delta, reason
     notes: tuple[str, ...]  # what the reader should know, e.g. which zone placed pfirewall.log
+    catalog_check: CatalogCheck  # how the catalog fit these logs (a wrong guess shows here)
     catalog_files: tuple[str, ...]
     model: ModelParams  # the catalog's parameters this was computed with (timelines use them)
     generated_at: datetime
@@ -325,6 +328,7 @@ def correlate(
             roles.select("machine", "role"), on="machine", how="left"
         ),
         notes=tuple(notes),
+        catalog_check=catalog_check.check(tagged, events, catalog),
         catalog_files=catalog.files,
         model=model,
         generated_at=datetime.now(timezone.utc),
@@ -425,6 +429,12 @@ def findings_document(
         "integrity": integrity(files, incomplete),
         "generated_at": result.generated_at.isoformat(),
         "catalog": list(result.catalog_files),
+        "catalog_check": {
+            "problems": result.catalog_check.problems(),
+            "fields": result.catalog_check.fields.to_dicts(),
+            "unknown_events": result.catalog_check.unknown.to_dicts(),
+            "sides": result.catalog_check.sides.to_dicts(),
+        },
         "machines": result.machines.to_dicts(),
         "migrations": result.migrations.drop("vm_key").to_dicts(),
         "impact": impact(result.blocked),

@@ -105,6 +105,24 @@ def integrity_text(integ: Mapping[str, Any]) -> str:
     )
 
 
+def catalog_fit_text(doc: Doc) -> str:
+    """One sentence on how the event catalog fit the bundle (pipeline/catalog_check.py)."""
+    check = doc.get("catalog_check") or {}
+    entries = {(f.get("provider"), f.get("event_id")) for f in check.get("fields", [])}
+    problems = check.get("problems") or []
+    if not problems:
+        return (
+            f"Every one of the {len(entries)} catalog entries that matched events here found"
+            " the payload fields it expects, and no Hyper-V event went unrecognised."
+        )
+    return (
+        f"{len(problems)} sign(s) that the catalog's guesses may not fit these logs (events"
+        " whose expected fields came out empty, or Hyper-V events no entry knows); findings"
+        " that rest on them are less sure. Correct the catalog with --catalog extra.toml"
+        " (lmtrace catalog check STORE shows the same for a store)."
+    )
+
+
 def _blocked_of(doc: Doc, migration_id: str) -> list[Mapping[str, Any]]:
     return [b for b in doc.get("blocked_inbound", []) if b.get("migration_id") == migration_id]
 
@@ -385,6 +403,11 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
                 ],
             )
         )
+    parts.append('<h2 id="catalog">Does the catalog fit these logs?</h2>')
+    parts.append(f"<p>{h(catalog_fit_text(doc))}</p>")
+    misfits = (doc.get("catalog_check") or {}).get("problems") or []
+    if misfits:
+        parts.append("<ul>" + "".join(f"<li>{h(line)}</li>" for line in misfits) + "</ul>")
     # timelines
     parts.append('<h2 id="timelines">Timelines</h2>')
     parts.append(
@@ -509,6 +532,9 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
             lines.append(line)
         lines.append("")
     lines += [f"**Integrity:** {md(integrity_text(doc.get('integrity') or {}))}", ""]
+    lines += [f"**Catalog:** {md(catalog_fit_text(doc))}", ""]
+    misfits = (doc.get("catalog_check") or {}).get("problems") or []
+    lines += [f"- {md(line)}" for line in misfits] + ([""] if misfits else [])
     if timelines:
         lines += ["**Timelines:** " + ", ".join(md(t) for t in timelines), ""]
     return "\n".join(lines)
