@@ -199,6 +199,40 @@ def observability(plan: Plan, guest: Machine) -> dict[str, object]:
     }
 
 
+def end_evidence(plan: Plan, r: GuestReaction) -> dict[str, object] | None:
+    """The first thing the bundle's logs hold that shows the quarantine over, or None.
+
+    A classification event (when the guest exported its classification logs), else the
+    first inbound TCP connection allowed after the window: a 5156 (full auditing only,
+    5156 being a success audit) or a pfirewall.log ALLOW line. Loopback connections never
+    show it (the quarantine lets them through). A fact about what was written, so that
+    the window class the verdict table reads can be stated as the logs can show it.
+    """
+    g = r.migration.guest
+    start, end = r.network_change_us, r.quarantine_end_us
+    if start is None or end is None:
+        return None
+    found: tuple[int, str] | None = None
+    if r.ended_by == "classification" and plan.options.classification_logs:
+        found = (end, "classification")
+    elif g.wfp_audit == "full" or plan.options.pfirewall:
+        allowed = [
+            a.time_us
+            for a in plan.attempts
+            if a.guest == g and a.outcome == "allowed" and a.protocol == 6 and a.time_us >= end
+        ]
+        if allowed:
+            found = (min(allowed), "5156" if g.wfp_audit == "full" else "pfirewall.log ALLOW")
+    if found is None:
+        return None
+    at, kind = found
+    return {
+        "by": kind,
+        "time": iso(g.guest_us(at)),
+        "seconds_after_change": round((at - start) / US, 6),
+    }
+
+
 def facts(
     plan: Plan,
     r: GuestReaction,
@@ -211,6 +245,7 @@ def facts(
     counts what the quarantine blocked, logged or not; ``blocked_packets_logged`` those a
     Security event or a pfirewall.log line shows. Multicast, broadcast and loopback
     traffic in the window is not quarantine impact: ``other_inbound_packets`` counts it.
+    ``end_evidence``: what in the logs shows the window over (:func:`end_evidence`).
     """
     g, mid = r.migration.guest, r.migration.id
     start, end, last = r.network_change_us, r.quarantine_end_us, r.last_network_change_us
@@ -241,6 +276,7 @@ def facts(
         "other_inbound_packets": len(
             {(e.traffic, e.packet) for e in routine if e.migration_id == mid}
         ),
+        "end_evidence": end_evidence(plan, r),
     }
 
 

@@ -378,7 +378,33 @@ def test_failure_only_auditing_and_no_classification_logs(bundles: dict) -> None
     assert q["ended_by"] == "classification"
     other = sum(1 for o in gt["other_inbound"] if o["event_id"])
     assert other > len(gt["blocked_inbound"])
-    assert gt["verdict"] == "not-affected"
+    # Nothing in these logs can show the window over: no classification logs, no 5156.
+    assert gt["migrations"][0]["facts"]["end_evidence"] is None
+
+
+def test_end_evidence_is_the_first_logged_sign_the_window_is_over(bundles: dict) -> None:
+    """Classification where exported; else the first non-loopback inbound TCP 5156 after it."""
+    bundle, gt = bundles["healthy"]
+    (q,) = gt["quarantines"]
+    evidence = gt["migrations"][0]["facts"]["end_evidence"]
+    assert evidence == {
+        "by": "classification",
+        "time": q["end"],
+        "seconds_after_change": pytest.approx(q["duration_s"], abs=1e-6),
+    }
+    bundle, gt = bundles["bug"]
+    (q,) = gt["quarantines"]
+    evidence = gt["migrations"][0]["facts"]["end_evidence"]
+    assert evidence["by"] == "5156"
+    security = read(bundle / guest_of(gt)["folder"] / "Security.evtx")
+    allowed = [
+        e for e in security
+        if e.event_id == 5156 and e.data["Direction"] == INBOUND and e.data["Protocol"] == 6
+        and not e.data["SourceAddress"].startswith("127.")
+        and e.data["SourceAddress"] != e.data["DestAddress"]
+        and e.time >= when(q["end"])
+    ]  # fmt: skip
+    assert min(e.time for e in allowed) == when(evidence["time"])
 
 
 def test_hosts_write_fqdn_and_upper_case_vmids_and_unrelated_machines_are_listed(
