@@ -45,6 +45,7 @@ from parsers.model import LmtraceError
 from pipeline.analyze import AnalyzeSettings
 from pipeline.batch_worker import RESULT_FILE, WORK_FOLDER, BundleTask, run_bundle
 from pipeline.discover import InputError
+from pipeline.printable import printable, printable_frame
 
 BUNDLES_FOLDER = "bundles"
 HASH_CACHE = ".hashes.json"
@@ -431,7 +432,7 @@ def write_summary(summary: pl.DataFrame, out: Path) -> list[Path]:
     written = []
     for name, write in (
         ("summary.parquet", summary.write_parquet),
-        ("summary.csv", summary.write_csv),
+        ("summary.csv", printable_frame(summary).write_csv),  # control characters escaped
     ):
         temporary = out / f".{name}.tmp"
         write(temporary)
@@ -468,13 +469,13 @@ def overview_html(summary: pl.DataFrame, out: Path) -> str:
         if value is None:
             return "<td></td>"
         text = f"{value:.1f}" if isinstance(value, float) else str(value)
-        return f"<td>{html.escape(text)}</td>"
+        return f"<td>{html.escape(printable(text))}</td>"
 
     body = []
     for row in summary.iter_rows(named=True):
         folder = out / row["folder"]
         target = next((n for n in _REPORT_FILES if (folder / n).is_file()), None)
-        name = html.escape(row["bundle"])
+        name = html.escape(printable(row["bundle"]))
         link = f'<a href="{quote(row["folder"] + "/" + target)}">{name}</a>' if target else name
         sha = html.escape(row["sha256"][:12])
         cells = "".join(cell(row[key]) for key, _ in _COLUMNS)

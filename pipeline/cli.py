@@ -78,6 +78,7 @@ from pipeline.correlate import integrity, write_outputs
 from pipeline.discover import Limits
 from pipeline.export import ExportFormat, export_store
 from pipeline.ingest import ingest as run_ingest
+from pipeline.printable import printable, printable_json
 from pipeline.store import open_store, parse_utc, scan_events, scan_files
 from pipeline.timeline import (
     TimelineSettings,
@@ -103,7 +104,7 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except LmtraceError as e:
-            typer.echo(f"lmtrace: error: {e}", err=True)
+            typer.echo(f"lmtrace: error: {printable(e)}", err=True)
             raise typer.Exit(EXIT_FATAL) from None
         except (OSError, pl.exceptions.PolarsError) as e:
             # A full disk, a read-only or forbidden folder: the path and the system's words.
@@ -111,7 +112,7 @@ class _Commands(TyperGroup):
             error = as_write_error(e, path)
             if error is None:
                 raise
-            typer.echo(f"lmtrace: error: {error}", err=True)
+            typer.echo(f"lmtrace: error: {printable(error)}", err=True)
             raise typer.Exit(EXIT_FATAL) from None
         except KeyboardInterrupt:
             again = " (the same command resumes)" if ctx.invoked_subcommand == "batch" else ""
@@ -218,7 +219,7 @@ def ingest(
         )
     echo_problems(summary.problems)
     if json_out:
-        typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+        typer.echo(printable_json(json.dumps(summary.to_dict(), indent=2, default=str)))
     elif not quiet:
         typer.echo(ingest_summary_line(summary))
     raise typer.Exit(summary.exit_code)
@@ -408,7 +409,9 @@ def analyze(
         analysis = run_analyze(bundles, out, settings, IngestBar(bar))
     echo_problems(analysis.ingest.problems)
     if analysis.incomplete:
-        typer.echo(f"lmtrace: warning: {out}: {analysis.incomplete}", err=True)
+        typer.echo(
+            f"lmtrace: warning: {printable(out)}: {printable(analysis.incomplete)}", err=True
+        )
     print_verdict(analysis.result, out)
     for page in ("report.html", "report.md", "timeline.html"):
         if (out / page).is_file():
@@ -768,9 +771,12 @@ def batch(
     ) as bar:
         result = run_batch(bundles, out, settings, BatchBar(bar))
     for row in result.summary.filter(pl.col("status") != "ok").iter_rows(named=True):
-        typer.echo(f"lmtrace: {row['status']}: {row['input']}: {row['error']}", err=True)
+        typer.echo(
+            f"lmtrace: {row['status']}: {printable(row['input'])}: {printable(row['error'])}",
+            err=True,
+        )
     if json_out:
-        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        typer.echo(printable_json(json.dumps(result.to_dict(), indent=2, default=str)))
     elif not quiet:
         typer.echo(batch_summary_line(result, out))
     raise typer.Exit(result.exit_code)

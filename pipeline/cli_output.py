@@ -3,6 +3,11 @@
 The commands in pipeline/cli.py decide what to show; this module decides how it looks,
 so that every command renders frames, verdicts and progress the same way, and the
 command layer stays one short function per command. Nothing here picks an exit code.
+
+Text from the logs reaches a terminal only through pipeline/shown.py (control
+characters escaped: no ESC sequence, newline or bidi override acts on the screen)
+and, in rich tables, with rich's markup escaped too (a name such as ``[/x]`` is text,
+not a tag rich would fail on).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from rich.table import Column, Table
 from pipeline.batch import BatchResult
 from pipeline.correlate import Correlation
 from pipeline.ingest import FileOutcome, IngestSummary
+from pipeline.printable import printable, printable_frame, printable_json
 from pipeline.store import incomplete
 from pipeline.writes import writing
 
@@ -43,23 +49,29 @@ def flat_text(frame: pl.DataFrame) -> pl.DataFrame:
 def emit(frame: pl.DataFrame, fmt: str, table_columns: list[str]) -> None:
     """Write a frame to stdout as a table, CSV, JSON lines or a JSON array.
 
-    Flushed here, so that a full disk behind a redirection is reported as ``<stdout>``.
+    Tables and CSV show control characters escaped; JSON keeps every value exactly,
+    with JSON's own escapes for the controls it would leave raw. Flushed here, so that
+    a full disk behind a redirection is reported as ``<stdout>``.
     """
     with writing("<stdout>"):
         if fmt == "csv":
-            sys.stdout.write(flat_text(frame).write_csv())
+            sys.stdout.write(printable_frame(flat_text(frame)).write_csv())
         elif fmt == "jsonl":
-            sys.stdout.write(flat_text(frame).write_ndjson())
+            sys.stdout.write(printable_json(flat_text(frame).write_ndjson()))
         elif fmt == "json":
-            sys.stdout.write(
-                frame.with_columns(pl.col(pl.Datetime).dt.strftime(_ISO_UTC)).write_json() + "\n"
-            )
+            text = frame.with_columns(pl.col(pl.Datetime).dt.strftime(_ISO_UTC)).write_json()
+            sys.stdout.write(printable_json(text) + "\n")
         else:
             table = Table(*(Column(name, overflow="fold") for name in table_columns))
-            for row in flat_text(frame.select(table_columns)).iter_rows():
-                table.add_row(*("" if v is None else str(v)[:200] for v in row))
+            for row in printable_frame(flat_text(frame.select(table_columns))).iter_rows():
+                table.add_row(*("" if v is None else escape(str(v)[:200]) for v in row))
             Console(soft_wrap=False).print(table)
         sys.stdout.flush()
+
+
+def said(value: object) -> str:
+    """A value for rich's console: control characters and rich markup escaped."""
+    return escape(printable(value))
 
 
 def print_verdict(result: Correlation, out: Path) -> None:
@@ -68,7 +80,7 @@ def print_verdict(result: Correlation, out: Path) -> None:
     Notes (which zone placed a pfirewall.log, ...) go to stderr first: they qualify the data.
     """
     for note in result.notes:
-        typer.echo(f"lmtrace: note: {note}", err=True)
+        typer.echo(f"lmtrace: note: {printable(note)}", err=True)
     table = Table(
         "migration", "VM", "guest", "from -> to", "completed (UTC)", "blackout s",
         "quarantine s", "class", "blocked in", "verdict",
@@ -78,7 +90,7 @@ def print_verdict(result: Correlation, out: Path) -> None:
         end = row["end"].strftime("%Y-%m-%d %H:%M:%S") if row["end"] else "-"
         table.add_row(
             *(
-                escape("-" if v is None else str(v))
+                said("-" if v is None else v)
                 for v in (
                     row["migration_id"],
                     row["vm_name"],
@@ -98,12 +110,12 @@ def print_verdict(result: Correlation, out: Path) -> None:
         console = Console(soft_wrap=False, width=200)
     if result.migrations.height:
         console.print(table)
-    console.print(f"verdict: [bold]{escape(result.summary.verdict)}[/bold]")
+    console.print(f"verdict: [bold]{said(result.summary.verdict)}[/bold]")
     for reason in result.summary.reasons:
-        console.print(f"  - {escape(reason)}")
+        console.print(f"  - {said(reason)}")
     for hint in result.summary.collect:
-        console.print(f"  collect: {escape(hint['how'])}")
-    console.print(f"findings: {escape(str(out))}")
+        console.print(f"  collect: {said(hint['how'])}")
+    console.print(f"findings: {said(out)}")
 
 
 def warn_incomplete(store: Path) -> str | None:
@@ -112,14 +124,16 @@ def warn_incomplete(store: Path) -> str | None:
     mark = incomplete(store)
     if mark is None:
         return None
-    typer.echo(f"lmtrace: warning: {store}: {mark}", err=True)
+    typer.echo(f"lmtrace: warning: {printable(store)}: {printable(mark)}", err=True)
     return str(mark)
 
 
 def echo_problems(problems: Iterable[FileOutcome]) -> None:
     """One stderr line per file that was partly read, unreadable or refused."""
     for item in problems:
-        typer.echo(f"lmtrace: {item.status}: {item.where}: {item.message}", err=True)
+        typer.echo(
+            f"lmtrace: {item.status}: {printable(item.where)}: {printable(item.message)}", err=True
+        )
 
 
 def ingest_summary_line(summary: IngestSummary) -> str:
@@ -128,7 +142,7 @@ def ingest_summary_line(summary: IngestSummary) -> str:
         f"{summary.count(s)} {s}" for s in ("read", "partial", "failed", "skipped", "refused")
     )
     return (
-        f"{summary.store}: files {files}; records {summary.records:,} read, "
+        f"{printable(summary.store)}: files {files}; records {summary.records:,} read, "
         f"{summary.records_skipped:,} unreadable; events {summary.events_stored:,} stored, "
         f"{summary.events_duplicate:,} already present; {summary.seconds:.1f} s"
     )

@@ -31,6 +31,7 @@ from pipeline import (
 from pipeline.catalog import Catalog, ModelParams, matched, tag
 from pipeline.catalog_check import CatalogCheck
 from pipeline.matching import MatchSettings
+from pipeline.printable import printable_frame, printable_json
 from pipeline.verdict_table import load_table
 from pipeline.writes import parquet_bytes, write_atomic
 
@@ -464,10 +465,11 @@ def write_outputs(
         ("machines", result.machines),
     ):
         write_atomic(out / f"{name}.parquet", parquet_bytes(frame))
-        write_atomic(out / f"{name}.csv", _flat(frame).write_csv().encode("utf-8"))
+        csv = printable_frame(_flat(frame)).write_csv()  # control characters shown escaped
+        write_atomic(out / f"{name}.csv", csv.encode("utf-8"))
         written += [out / f"{name}.parquet", out / f"{name}.csv"]
     doc = findings_document(result, files, incomplete)
     text = json.dumps(doc, indent=2, default=str, ensure_ascii=False)
-    write_atomic(out / "findings.json", text.encode("utf-8"))
+    write_atomic(out / "findings.json", printable_json(text).encode("utf-8"))
     written.append(out / "findings.json")
     return written

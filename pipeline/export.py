@@ -12,7 +12,9 @@ Timesketch's JSONL import needs ``message``, ``datetime`` (ISO 8601) and
 ``timestamp_desc`` on every line; ``timestamp`` (microseconds since the epoch)
 lets it skip parsing. Every other column is a searchable field. CSV carries the
 same columns; a text cell that a spreadsheet would run as a formula (starting
-with ``=``, ``+``, ``@``, a tab or a carriage return) gets a leading ``'``.
+with ``=``, ``+``, ``@``, a tab or a carriage return) gets a leading ``'``, and
+control characters show escaped (pipeline/printable.py); the JSON lines keep
+every value exact, with JSON escapes for the controls JSON would leave raw.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from parsers.model import EVENT_SCHEMA, LmtraceError
+from pipeline.printable import printable_frame, printable_json
 from pipeline.store import EventFilter, open_store
 
 
@@ -123,7 +126,8 @@ def export_store(
             without_time += frame.height - timed.height
             rows += timed.height
             if fmt is ExportFormat.csv:
-                _formula_safe(timed).write_csv(sink, include_header=False)
+                text = printable_frame(_formula_safe(timed)).write_csv(include_header=False)
             else:
-                timed.write_ndjson(sink)
+                text = printable_json(timed.write_ndjson())
+            sink.write(text.encode("utf-8"))
     return ExportSummary(out, rows, fmt, without_time)

@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.printable import printable
+
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 EVIDENCE_BLOCKED_MAX = 10  # blocked events listed per migration; the rest are in blocked.csv
@@ -131,8 +133,9 @@ def _blocked_of(doc: Doc, migration_id: str) -> list[Mapping[str, Any]]:
 
 
 def h(value: object) -> str:
-    """Escape anything for HTML text or a quoted attribute; None shows as a dash."""
-    return "—" if value is None else html.escape(str(value), quote=True)
+    """Escape anything for HTML text or a quoted attribute; None shows as a dash.
+    Control characters show escaped (a bidi override would reorder the page's text)."""
+    return "—" if value is None else html.escape(printable(value), quote=True)
 
 
 CSS = """
@@ -449,11 +452,12 @@ _MD_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~]|$)")  # one that would escape 
 
 
 def md(value: object) -> str:
-    """Escape log text for Markdown: punctuation that could start markup gets a backslash,
-    newlines become spaces (a table row stays one line)."""
+    """Escape log text for Markdown: control characters show escaped (a newline as
+    ``\\n``: a table row stays one line), punctuation that could start markup gets a
+    backslash."""
     if value is None:
         return "—"
-    text = _MD_BACKSLASH.sub(r"\\\\", " ".join(str(value).split()))
+    text = _MD_BACKSLASH.sub(r"\\\\", " ".join(printable(value).split()))
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 

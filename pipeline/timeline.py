@@ -40,10 +40,12 @@ from plotly.subplots import make_subplots
 from parsers.model import LmtraceError
 from pipeline.correlate import Correlation
 from pipeline.machines import short_name
+from pipeline.printable import printable
 from pipeline.store import parse_utc
 from pipeline.timeline_lanes import lane_layout, legend_notes
 from pipeline.timeline_markers import add_blocked, add_context, add_counts
 from pipeline.timeline_spans import add_migrations, add_quarantine, span_frame
+from pipeline.timeline_text import escaped_text
 
 TIMELINE_FILE = "timeline.html"
 PER_MIGRATION_FOLDER = "timelines"
@@ -226,15 +228,15 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
     n = len(lanes.keys)
     title = "Live migrations and guest network quarantine"
     if settings.around:
-        title += f" around {html.escape(settings.around)} (±{settings.window_s:g} s)"
+        title += f" around {escaped_text(settings.around)} (±{settings.window_s:g} s)"
     focus = migs.filter(pl.col("migration_id") == (settings.around or ""))
     if focus.height:
         focused = focus.row(0, named=True)
-        title += f" · {html.escape(str(focused['vm_name']))}"
+        title += f" · {escaped_text(focused['vm_name'])}"
     fig.update_layout(
         title={
-            "text": f"<b>{title}</b><br><sup>verdict: {html.escape(result.summary.verdict)} · "
-            f"times in {html.escape(zone_label)} · guest events on the host clock</sup>",
+            "text": f"<b>{title}</b><br><sup>verdict: {escaped_text(result.summary.verdict)} · "
+            f"times in {escaped_text(zone_label)} · guest events on the host clock</sup>",
             "x": 0.01,
         },
         template="plotly_white",
@@ -291,7 +293,7 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
     fig.update_xaxes(
         range=[zone.to_local(first), zone.to_local(last)], showgrid=True, gridcolor="#e0e0e0"
     )
-    fig.update_xaxes(row=2, col=1, title_text=f"Time ({html.escape(zone_label)})")
+    fig.update_xaxes(row=2, col=1, title_text=f"Time ({escaped_text(zone_label)})")
     return fig
 
 
@@ -341,8 +343,8 @@ def _overview_table(result: Correlation, folder: str) -> str:
         )
         cells = [
             f'<a href="{html.escape(link)}">{html.escape(m["migration_id"])}</a>',
-            html.escape(str(m["vm_name"])),
-            f"{html.escape(str(m['source']))} → {html.escape(str(m['destination']))}",
+            html.escape(printable(m["vm_name"])),
+            f"{html.escape(printable(m['source']))} → {html.escape(printable(m['destination']))}",
             start,
             html.escape(q),
             str(m["blocked_inbound"]),

@@ -10,7 +10,6 @@ fact a reader needs to trust that guest marks line up with host marks.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from pipeline.correlate import Correlation
-from pipeline.timeline_text import lane_label
+from pipeline.timeline_text import escaped_text, lane_label
 
 ToLocal = Callable[[pl.Expr], pl.Expr]
 """UTC time column -> naive wall-clock time in the display zone."""
@@ -72,9 +71,9 @@ def legend_notes(fig: go.Figure, result: Correlation, lanes: Lanes) -> None:
     offsets = guest_offsets(result).filter(pl.col("machine").is_in(list(lanes.keys)))
     computers = dict(result.machines.select("machine", "computer").iter_rows())
     for machine, offset, method in offsets.iter_rows():
-        name = html.escape(str(computers.get(machine, machine)))
+        name = escaped_text(computers.get(machine, machine))
         text = (
-            f"{name}: moved by {-offset:+.3f} s ({html.escape(str(method))})"
+            f"{name}: moved by {-offset:+.3f} s ({escaped_text(method)})"
             if offset is not None
             else f"{name}: no offset known, own clock"
         )

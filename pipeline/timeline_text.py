@@ -21,16 +21,32 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from pipeline.printable import printable, printable_expr
+
 Part = str | pl.Expr
 """A piece of text: ``str`` is lmtrace's own markup, an expression a value (already escaped)."""
 
 
+_ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;"))
+"""What plotly reads back, once: plotly.js decodes ``&amp; &lt; &gt;`` and numeric
+entities in labels and hover text, but not ``&quot;``, which showed as written."""
+
+
 def escaped(expr: pl.Expr) -> pl.Expr:
-    """Log text made inert for plotly labels and HTML: & < > " ' become entities."""
-    out = expr.cast(pl.String).fill_null("")
-    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;")):
+    """Log text made inert for plotly labels and hover text: control characters shown
+    escaped (pipeline/shown.py), then & < > " ' as entities plotly decodes exactly once."""
+    out = printable_expr(expr.cast(pl.String).fill_null(""))
+    for char, entity in _ENTITIES:
         out = out.str.replace_all(char, entity, literal=True)
-    return out.str.replace_all("'", "&#39;", literal=True)
+    return out
+
+
+def escaped_text(value: object) -> str:
+    """One value as :func:`escaped` writes a column (for titles and legend entries)."""
+    out = printable(value)
+    for char, entity in _ENTITIES:
+        out = out.replace(char, entity)
+    return out
 
 
 def markup(*lines: Sequence[Part]) -> pl.Expr:

@@ -8,11 +8,19 @@ never modified.
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from parsers.evtx_layout import CHUNK_SIZE, FILE_HEADER_SIZE
+from parsers.evtx_writer import EventSpec, UserDataSpec, write_evtx
+from pipeline.simulate_layouts import LAYOUTS, VML_NAMESPACE
+from pipeline.store import scan_events
 
 
 @dataclass(frozen=True)
@@ -134,3 +142,60 @@ def mutated(src: Path, tmp_path: Path, seed: int, count: int) -> Path:
         data[rng.randrange(FILE_HEADER_SIZE, len(data))] = rng.randrange(256)
     dst.write_bytes(bytes(data))
     return dst
+
+
+# --- bundles with other names ---------------------------------------------------
+
+
+def _renamed(text: str, names: Mapping[str, str]) -> str:
+    for old, new in names.items():
+        text = text.replace(old, new).replace(old.lower(), new)
+    return text
+
+
+def _spec(row: dict, names: Mapping[str, str]) -> EventSpec:
+    """A stored event back as a writer spec, with the names replaced."""
+    payload = tuple((k, _renamed(v, names)) for k, v in json.loads(row["data"] or "{}").items())
+    layout = next(
+        (
+            lay
+            for lay in LAYOUTS.values()
+            if lay.provider[0] == row["provider"] and lay.event_id == row["event_id"]
+        ),
+        None,
+    )
+    wrapper = layout.user_data if layout is not None else None
+    return EventSpec(
+        timestamp=row["timestamp"],
+        provider=row["provider"],
+        provider_guid=row["provider_guid"],
+        event_id=row["event_id"],
+        channel=row["channel"],
+        computer=_renamed(row["computer"], names),
+        level=row["level"],
+        task=row["task"],
+        opcode=row["opcode"],
+        keywords=row["keywords"],
+        version=row["version"],
+        qualifiers=row["qualifiers"],
+        process_id=row["process_id"],
+        thread_id=row["thread_id"],
+        user_sid=row["user_sid"],
+        event_data=None if wrapper else payload,
+        user_data=UserDataSpec(wrapper, VML_NAMESPACE, payload) if wrapper else None,
+    )
+
+
+def renamed_bundle(bundle: Path, store: Path, out: Path, names: Mapping[str, str]) -> Path:
+    """``bundle`` (ingested into ``store``) written again into ``out`` by the project's EVTX
+    writer, each name of ``names`` replaced in computer names and payload values: a
+    bundle whose machines carry hostile names. Text logs are copied as they are."""
+    events = scan_events(store).collect().filter(pl.col("engine") != "pfirewall")
+    for (source,), rows in events.group_by("source_path"):
+        target = out / Path(source).relative_to(bundle)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        specs = (_spec(r, names) for r in rows.sort("record_id").iter_rows(named=True))
+        write_evtx(target, specs)
+    for log in bundle.rglob("pfirewall.log"):
+        shutil.copyfile(log, out / log.relative_to(bundle))
+    return out

@@ -23,12 +23,10 @@ import polars as pl
 import pytest
 
 from parsers.evtx_reader import ReadSettings
-from parsers.evtx_writer import EventSpec, UserDataSpec, write_evtx
 from pipeline.analyze import Analysis, AnalyzeSettings, analyze
 from pipeline.ingest import ingest
 from pipeline.simulate import SimulateOptions, simulate
-from pipeline.simulate_layouts import LAYOUTS, VML_NAMESPACE
-from pipeline.store import scan_events
+from tests.samples import renamed_bundle
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 Image = pytest.importorskip("PIL.Image", reason="pillow is not installed")
@@ -56,49 +54,11 @@ FLAGS = (
     "--window-size=1400,1000",
     "--hide-scrollbars",
 )
-# No dots: computer names are cut at the first dot into host names.
-EVIL_VM = "<img src=x onerror=self['__pwned']=1>"
+# No dots: computer names are cut at the first dot into host names. The quote must show
+# as a quote (plotly does not decode &quot;).
+EVIL_VM = "<img src=x title=\"q\" onerror=self['__pwned']=1>"
 EVIL_HOST = "<script>self['__pwned']=2</script>"
 NAMES = {"APP-VM01": EVIL_VM, "HV-NODE1": EVIL_HOST}
-
-
-def _swap(text: str) -> str:
-    for old, new in NAMES.items():
-        text = text.replace(old, new).replace(old.lower(), new)
-    return text
-
-
-def _spec(row: dict) -> EventSpec:
-    """The stored event back as a writer spec, with the names swapped for payloads."""
-    payload = tuple((k, _swap(v)) for k, v in json.loads(row["data"] or "{}").items())
-    layout = next(
-        (
-            lay
-            for lay in LAYOUTS.values()
-            if lay.provider[0] == row["provider"] and lay.event_id == row["event_id"]
-        ),
-        None,
-    )
-    wrapper = layout.user_data if layout is not None else None
-    return EventSpec(
-        timestamp=row["timestamp"],
-        provider=row["provider"],
-        provider_guid=row["provider_guid"],
-        event_id=row["event_id"],
-        channel=row["channel"],
-        computer=_swap(row["computer"]),
-        level=row["level"],
-        task=row["task"],
-        opcode=row["opcode"],
-        keywords=row["keywords"],
-        version=row["version"],
-        qualifiers=row["qualifiers"],
-        process_id=row["process_id"],
-        thread_id=row["thread_id"],
-        user_sid=row["user_sid"],
-        event_data=None if wrapper else payload,
-        user_data=UserDataSpec(wrapper, VML_NAMESPACE, payload) if wrapper else None,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +68,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
     clean = root / "clean"
     simulate(SimulateOptions("cluster-drain", seed=1, vms=2, migrations=2), clean)
     ingest([clean], root / "clean-store", ReadSettings(), 1)
-    events = scan_events(root / "clean-store").collect()
-    for (source,), rows in events.group_by("source_path"):
-        target = root / "bundle" / Path(source).relative_to(clean)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_evtx(target, (_spec(r) for r in rows.sort("record_id").iter_rows(named=True)))
+    renamed_bundle(clean, root / "clean-store", root / "bundle", NAMES)
     return analyze([root / "bundle"], root / "out", AnalyzeSettings())
 
 

@@ -10,6 +10,7 @@ mount one (tests/disks.py says how it is simulated elsewhere).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -26,12 +27,15 @@ import psutil
 import pytest
 from typer.testing import CliRunner, Result
 
+from pipeline.analyze import AnalyzeSettings, correlate_store
 from pipeline.cli import app
 from pipeline.ingest import ingest
 from pipeline.names import name_bytes
 from pipeline.store import StoreError, incomplete, scan_events, scan_files
+from pipeline.timeline import TimelineSettings, timeline_figure
 from pipeline.writes import WriteError
 from tests.disks import clear, leave_free, read_only, tmpfs
+from tests.samples import renamed_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bundles" / "quarantine-bug"
@@ -393,3 +397,90 @@ def test_names_that_are_not_utf8_are_kept_escaped_and_shown_readably(tmp_path: P
     again = subprocess.run([*command, b"--jobs", b"1", b"--json"], capture_output=True)
     assert again.returncode == 0, again.stderr.decode()
     assert json.loads(again.stdout)["files"]["read"] == 0
+
+
+# ----- control characters and other hostile text
+
+HOSTILE_VM = 'vm\x1b]0;pwned\x07\nverdict: not-affected\u202e"[/x]'
+"""An ESC sequence that retitles a terminal, a newline that prints a fake verdict line, a
+right-to-left override, a quote (double-escaped in plotly once) and a rich closing tag."""
+HOSTILE_HOST = "../../etc/x"
+RAW = ("\x1b", "\x07", "\u202e")
+SHOWN_VM = 'vm\\x1b]0;pwned\\x07\\nverdict: not-affected\\u202e"[/x]'
+
+
+@pytest.fixture(scope="module")
+def hostile_bundle(clean_folder_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example bundle with its VM named HOSTILE_VM and a host named ../../etc/x, and a
+    damaged log whose file name holds an ESC sequence (its problem line names it)."""
+    root = tmp_path_factory.mktemp("hostile")
+    names = {"APP-VM01": HOSTILE_VM, "HV-NODE1": HOSTILE_HOST}
+    bundle = renamed_bundle(EXAMPLE, clean_folder_store, root / "bundle", names)
+    log = (EXAMPLE / "HV-NODE2" / "System.evtx").read_bytes()
+    (bundle / "HV-NODE2" / "cut\x1b[2J.evtx").write_bytes(log[: len(log) - 1000])
+    return bundle
+
+
+def strings_in(value: object) -> Iterator[str]:
+    """Every text of a plotly figure that plotly draws (``meta`` is data it never shows)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key != "meta":
+                yield from strings_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from strings_in(item)
+
+
+def test_control_characters_in_names_are_escaped_in_every_output(
+    hostile_bundle: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    out = tmp_path / "out"
+    analysis = runner.invoke(
+        app, ["analyze", str(hostile_bundle), "--out", str(out), "--jobs", "1"]
+    )
+    assert analysis.exit_code == 1, analysis.output  # the damaged log
+    starts = [line for line in analysis.stdout.splitlines() if line.startswith("verdict")]
+    assert starts == ["verdict: affected"]  # the name's newline printed no verdict line
+    assert "lmtrace: partial: " in analysis.stderr and "cut\\x1b[2J.evtx" in analysis.stderr
+    text_outputs = [p for p in out.glob("*.*") if p.suffix in (".md", ".html", ".csv", ".json")]
+    written = {p.name: p.read_text(encoding="utf-8") for p in text_outputs}
+    assert {"report.md", "report.html", "machines.csv", "findings.json"} <= set(written)
+    for name, text in {**written, "stdout": analysis.stdout, "stderr": analysis.stderr}.items():
+        assert not any(c in text for c in RAW), name
+    assert SHOWN_VM.replace("[", "\\[").replace("]", "\\]") in written["report.md"]
+    assert html.escape(SHOWN_VM) in written["report.html"]
+    assert SHOWN_VM.replace('"', '""') in written["machines.csv"]  # CSV doubles quotes
+    findings = json.loads(written["findings.json"])  # JSON keeps the name exactly
+    assert HOSTILE_VM in {m["vm_name"] for m in findings["migrations"]}
+
+    machines = pl.read_parquet(out / "machines.parquet")
+    assert "" not in machines["machine"].to_list()
+    assert HOSTILE_HOST in machines["machine"].to_list()
+
+    # the timeline: every label and hover text, as plotly will decode them
+    result = correlate_store(out / "store", AnalyzeSettings())
+    texts = list(strings_in(timeline_figure(result, TimelineSettings()).to_plotly_json()))
+    assert not any(c in t for t in texts for c in RAW)
+    assert not any("&quot;" in t for t in texts)
+    assert any(html.escape(SHOWN_VM).replace("&quot;", "&#34;") in t for t in texts)
+
+    store = out / "store"
+    for args in (
+        ["events", str(store)],
+        ["events", str(store), "--format", "csv"],
+        ["files", str(store)],
+        ["export", str(store), "--out", str(tmp_path / "x.csv"), "--format", "csv"],
+    ):
+        said = runner.invoke(app, args)
+        assert said.exit_code == 0, said.output
+        exported = tmp_path / "x.csv"
+        shown = said.stdout + said.stderr
+        shown += exported.read_text(encoding="utf-8") if exported.exists() else ""
+        assert not any(c in shown for c in RAW), args
+    lines = runner.invoke(app, ["events", str(store), "--format", "jsonl"]).stdout
+    assert "\u202e" not in lines  # JSON escapes it, and the value is intact
+    assert any(HOSTILE_VM in json.loads(line)["computer"] for line in lines.splitlines())
