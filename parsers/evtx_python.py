@@ -226,9 +226,10 @@ class PyRecord:
     header_id: int
     system: dict[str, Any]
     sections: list[tuple[str, Any]]
+    chunk: int  # index of the chunk slot it was read from
 
 
-def _record(record: Any) -> PyRecord:
+def _record(record: Any, chunk: int) -> PyRecord:
     elems = _root_elements(record.root())
     event = next((e for e in elems if e.tag == "Event"), None)
     if event is None:
@@ -242,11 +243,14 @@ def _record(record: Any) -> PyRecord:
             sections.append((part.tag, _event_data_json(part)))
         elif part.tag in PAYLOAD_SECTIONS:
             sections.append((part.tag, _json(part)))
-    return PyRecord(record.record_num(), system, sections)
+    return PyRecord(record.record_num(), system, sections, chunk)
 
 
-def iter_records(path: Path, layout: FileLayout) -> Iterator[PyRecord | ReadIssue]:
-    """Every record of every readable chunk slot, in file order; a ReadIssue per failure.
+def iter_records(
+    path: Path, layout: FileLayout, only: set[int] | None = None
+) -> Iterator[PyRecord | ReadIssue]:
+    """Every record of every readable chunk slot (of the chunks ``only`` names, if given),
+    in file order; a ReadIssue per failure.
 
     A chunk slot is tried when its magic is valid and it is complete; the caller
     counts the other slots from the layout. A record that fails is reported and
@@ -255,7 +259,11 @@ def iter_records(path: Path, layout: FileLayout) -> Iterator[PyRecord | ReadIssu
     """
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         for info in layout.chunks:
-            if not info.valid_magic or info.truncated:
+            if (
+                not info.valid_magic
+                or info.truncated
+                or (only is not None and info.index not in only)
+            ):
                 continue
             chunk = ChunkHeader(buf, info.offset)
             records = chunk.records()
@@ -268,7 +276,7 @@ def iter_records(path: Path, layout: FileLayout) -> Iterator[PyRecord | ReadIssu
                     yield ReadIssue(f"record walk stopped: {exc!r}", chunk=info.index)
                     break
                 try:
-                    yield _record(record)
+                    yield _record(record, info.index)
                 except Exception as exc:
                     yield ReadIssue(
                         f"record could not be decoded: {exc!r}",

@@ -24,7 +24,6 @@ Problem: support bundles carry damaged, dirty and truncated .evtx files, and a
 
 from __future__ import annotations
 
-import bisect
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,14 +36,18 @@ import evtx
 import msgspec
 import polars as pl
 
-from parsers.evtx_layout import CHUNK_HEADER_SIZE, CHUNK_SIZE, FileLayout, is_evtx, scan_layout
+from parsers.evtx_layout import CHUNK_SIZE, FileLayout, is_evtx, scan_layout
+from parsers.evtx_losses import SeenIds, duplicate_issue, duplicated, gaps, short, spans, unread
 from parsers.evtx_prefilter import Prefilter, parse_time, system_time
 from parsers.evtx_python import PyRecord, iter_records
+from parsers.evtx_recover import RECOVER_CHUNKS, recover
 from parsers.evtx_rows import (
     DOC_DECODER,
     Batch,
     System,
     add_system,
+    fit_system,
+    lenient_event,
     python_payload,
     rust_payload,
     to_frame,
@@ -75,8 +78,11 @@ class ReadSettings:
     fallback: bool = True  # rust cannot open the file -> python engine, and say so
 
 
-# A record needs at least its 24-byte header and a 4-byte size copy.
-_MAX_RECORDS_PER_CHUNK = (CHUNK_SIZE - CHUNK_HEADER_SIZE) // 28
+def _in_ranges(expr: pl.Expr, ranges: list[tuple[int, int]]) -> pl.Expr:
+    """Whether ``expr`` lies in any of the inclusive ``ranges``."""
+    if not ranges:
+        return pl.lit(False)
+    return pl.any_horizontal([expr.is_between(lo, hi) for lo, hi in ranges])
 
 
 # --- filters ----------------------------------------------------------------
@@ -204,6 +210,10 @@ class EvtxRead:
         self._skipped_chunks = {i.chunk for i in self._chunk_issues}
         self._parser: Any = None
         self._seen: list[int] = []  # header ids of every record decoded (before filters)
+        self._failed: Counter[int | None] = Counter()  # records counted unread, by chunk
+        self._recovered: Counter[int] = Counter()  # records python-evtx read again, by chunk
+        self._copies = duplicated(spans(layout, self._skipped_chunks))
+        self._copy_seen: set[int] = set()  # ids read so far inside duplicated ranges
         self._started = False
         if settings.engine == "rust":
             try:
@@ -232,9 +242,12 @@ class EvtxRead:
         report = self.report
         report.issues.extend(self._chunk_issues)
         report.chunks_skipped += len(self._chunk_issues)
+        report.issues.extend(duplicate_issue(copy, earlier) for copy, earlier in self._copies)
+        report.chunks_duplicated = len(self._copies)
         tracker = _ProgressMap(self.layout, self.layout.size, self._progress)
-        yield from self._frames(tracker)
-        self._count_unread_records()
+        for frame in self._frames(tracker):
+            yield self._read_once(frame) if self._copies else frame
+        self._account()
         tracker.finish()
 
     def _frames(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
@@ -251,51 +264,75 @@ class EvtxRead:
                 if first is not None:
                     yield first
                     yield from rust
+                yield from self._recover()
                 return
         yield from self._iter_python(tracker)
 
-    def _count_unread_records(self) -> None:
-        """Records a chunk header declares but no engine produced nor reported: count them.
+    def _fail(self, issue: ReadIssue) -> None:
+        """Count one record that could not be read, by chunk (for :meth:`_account`)."""
+        self.report.issues.append(issue)
+        self.report.records_skipped += 1
+        chunk = issue.chunk
+        if chunk is None and issue.record_id is not None:
+            chunk = self._chunk_of(issue.record_id)
+        self._failed[chunk] += 1
 
-        Engines can stop inside a chunk without a word (python-evtx ends a chunk at
-        the first record with an implausible size). Each readable chunk's declared
-        id range is compared with the header ids seen; what is missing beyond the
-        record errors already reported is added to ``records_skipped``.
-        """
+    def _account(self) -> None:
+        """Count what the engines lost without a word (parsers/evtx_losses.py): records
+        chunks declare that none produced, record ids no chunk holds, copies read twice."""
         report = self.report
-        ids = sorted(set(self._seen))
-        attributed = Counter(
-            i.chunk
-            for i in report.issues
-            if i.chunk is not None and i.chunk not in self._skipped_chunks
-        )
-        unattributed = sum(1 for i in report.issues if i.chunk is None)
-        extra: list[tuple[int, int, int, int]] = []
-        for c in self.layout.chunks:
-            if not c.valid_magic or c.truncated or c.index in self._skipped_chunks:
-                continue
-            if c.header is None or c.header.free_space_offset <= CHUNK_HEADER_SIZE:
-                continue  # an empty chunk: its id fields are placeholders
-            first, last = c.record_ids.start, c.record_ids.stop - 1
-            declared = last - first + 1
-            if declared <= 0 or declared > _MAX_RECORDS_PER_CHUNK:
-                continue
-            read = bisect.bisect_right(ids, last) - bisect.bisect_left(ids, first)
-            missing = declared - read - attributed[c.index]
-            if missing > 0:
-                extra.append((c.index, c.offset, declared, missing))
-        unexplained = sum(m for *_, m in extra) - unattributed
-        if unexplained <= 0:
+        readable = spans(self.layout, self._skipped_chunks)
+        seen = SeenIds(self._seen)
+        change, issues = unread(readable, seen, self._failed, self._recovered)
+        report.records_skipped += change
+        report.issues += issues
+        report.records_missing, holes = gaps(readable, seen)
+        report.issues += holes
+        if self._copies:  # each record of a copied range counts once
+            ids = pl.DataFrame({"id": self._seen}, schema={"id": pl.Int64})
+            copied = ids.filter(_in_ranges(pl.col("id"), self._copies_ranges()))["id"]
+            report.records -= copied.len() - copied.n_unique()
+
+    def _copies_ranges(self) -> list[tuple[int, int]]:
+        return [(copy.first, copy.last) for copy, _ in self._copies]
+
+    def _read_once(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Drop rows of a duplicated chunk's ids already read (the copy reads identically)."""
+        ids = frame["header_record_id"]
+        inside = frame.select(_in_ranges(pl.col("header_record_id"), self._copies_ranges()))
+        inside_ids = inside.to_series()
+        again = inside_ids & (~ids.is_first_distinct() | ids.is_in(sorted(self._copy_seen)))
+        self._copy_seen.update(ids.filter(inside_ids).to_list())
+        dropped = int(again.sum())
+        self.report.records_kept -= dropped
+        return frame.filter(~again) if dropped else frame
+
+    def _recover(self) -> Iterator[pl.DataFrame]:
+        """Chunks pyevtx-rs read short, read again by python-evtx (parsers/evtx_recover.py)."""
+        layout_skipped = {i.chunk for i in self._chunk_issues}
+        wanting = short(spans(self.layout, layout_skipped), SeenIds(self._seen))
+        if not wanting:
             return
-        report.records_skipped += unexplained
-        for index, offset, declared, missing in extra:
-            report.issues.append(
-                ReadIssue(
-                    f"chunk header declares {declared} records; {missing} were not read",
-                    chunk=index,
-                    offset=offset,
-                )
+        ranges = [(span.first, span.last) for span, _ in wanting[:RECOVER_CHUNKS]]
+        found = recover(self.path, self.layout, wanting, self._ids_in(ranges))
+        self._recovered = found.by_chunk
+        if len(found.batch):
+            keep = _filter_expr(self.settings)
+            report = self.report
+            yield to_frame(
+                found.batch, self._seen, python_payload, keep, self.provenance, "python", report
             )
+        for chunk in +found.by_chunk:
+            if chunk in self._skipped_chunks:  # pyevtx-rs had skipped all of it
+                self._skipped_chunks.discard(chunk)
+                self.report.chunks_skipped -= 1
+        self.report.issues += found.issues
+        self.report.records_recovered += found.by_chunk.total()
+
+    def _ids_in(self, ranges: list[tuple[int, int]]) -> set[int]:
+        """The header ids read so far inside ``ranges`` (a few chunks: a small set)."""
+        ids = pl.DataFrame({"id": self._seen}, schema={"id": pl.Int64})
+        return set(ids.filter(_in_ranges(pl.col("id"), ranges))["id"].to_list())
 
     # pyevtx-rs ---------------------------------------------------------------
 
@@ -338,11 +375,15 @@ class EvtxRead:
                 try:
                     event = decode(data).Event
                 except msgspec.DecodeError as exc:
-                    report.records_skipped += 1
+                    loose = lenient_event(data)
+                    if loose is None:
+                        self._fail(ReadIssue(f"record not understood: {exc}", record_id=header_id))
+                        continue
+                    event, notes = loose
+                    said = "; ".join(notes) or "raw control characters escaped"
                     report.issues.append(
-                        ReadIssue(f"record System not understood: {exc}", record_id=header_id)
+                        ReadIssue(f"record kept as decoded ({exc}): {said}", record_id=header_id)
                     )
-                    continue
                 add_system(batch, event.System, header_id)
                 batch.payloads.append((event.EventData, event.UserData, event.ProcessingErrorData))
                 if len(batch) >= settings.batch_size:
@@ -364,10 +405,7 @@ class EvtxRead:
             chunk = _number_after(text, "chunk number ")
             record_id = _number_after(text, "record number ")
             if record_id is not None:
-                self.report.records_skipped += 1
-                self.report.issues.append(
-                    ReadIssue(text, chunk=self._chunk_of(record_id), record_id=record_id)
-                )
+                self._fail(ReadIssue(text, chunk=self._chunk_of(record_id), record_id=record_id))
             elif chunk is not None and chunk in self._skipped_chunks:
                 continue
             elif chunk is not None:
@@ -375,8 +413,7 @@ class EvtxRead:
                 self.report.issues.append(ReadIssue(text, chunk=chunk))
                 self._skipped_chunks.add(chunk)
             else:  # e.g. a bad record header magic: a record lost without its id
-                self.report.records_skipped += 1
-                self.report.issues.append(ReadIssue(text))
+                self._fail(ReadIssue(text))
         caught.clear()
 
     def _chunk_of(self, record_id: int) -> int | None:
@@ -394,8 +431,7 @@ class EvtxRead:
         seen_any = False
         for item in iter_records(self.path, self.layout):
             if isinstance(item, ReadIssue):
-                report.issues.append(item)
-                report.records_skipped += 1
+                self._fail(item)
                 continue
             system = self._python_system(item)
             if system is None:
@@ -415,14 +451,19 @@ class EvtxRead:
             )
 
     def _python_system(self, item: PyRecord) -> System | None:
-        try:
-            system = msgspec.convert(item.system, System, strict=False)
-        except msgspec.ValidationError as exc:
-            self.report.records_skipped += 1
-            self.report.issues.append(
-                ReadIssue(f"record System not understood: {exc}", record_id=item.header_id)
+        fitted = fit_system(item.system)
+        if fitted is None:
+            self._fail(
+                ReadIssue(
+                    "record System not understood", chunk=item.chunk, record_id=item.header_id
+                )
             )
             return None
+        system, notes = fitted
+        if notes:
+            self.report.issues.append(
+                ReadIssue(f"record kept as decoded: {'; '.join(notes)}", record_id=item.header_id)
+            )
         return system
 
 

@@ -10,6 +10,7 @@ payload is flattened (parsers/evtx_payload.py) only for the rows that pass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,109 @@ class _Doc(msgspec.Struct, gc=False):
 
 DOC_DECODER = msgspec.json.Decoder(_Doc, strict=False)
 _NO_ATTRS = _Attrs()
+
+
+# --- records the typed decode refuses, kept with their odd fields as they were -------
+
+
+class _LooseEvent(msgspec.Struct, gc=False):
+    System: Any = None
+    EventData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    UserData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    ProcessingErrorData: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+class _LooseDoc(msgspec.Struct, gc=False):
+    Event: _LooseEvent
+
+
+_LOOSE_DECODER = msgspec.json.Decoder(_LooseDoc, strict=False)
+_RAW_CONTROL = re.compile(r"[\x00-\x1f]")
+_MISFIT = re.compile(
+    r"Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)` - at `\$(?P<path>[^`]*)`"
+)
+_PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_MAX_MISFITS = 8  # a record with more odd fields than this is damage, not a quirk
+
+
+def lenient_event(text: str) -> tuple[_Event, list[str]] | None:
+    """A record's JSON that the typed decode refused, decoded as far as it goes.
+
+    pyevtx-rs writes element names and values with raw control characters into
+    its JSON (invalid JSON: "JSON is malformed"), and damaged records carry a
+    System field of another type (an integer UserID, a text ProcessID). The
+    record was decoded by the engine and must be kept: control characters are
+    escaped (pyevtx-rs writes compact JSON, so a raw control character can only be
+    inside a string), and each misfit field is kept as text when its column is
+    text, else left null, with a note saying what it was. None when it still
+    cannot be decoded.
+    """
+    try:
+        loose = _LOOSE_DECODER.decode(_RAW_CONTROL.sub(_escaped_control, text))
+    except msgspec.DecodeError:
+        return None
+    fitted = fit_system(loose.Event.System or {})
+    if fitted is None:
+        return None
+    system, notes = fitted
+    event = _Event(
+        system, loose.Event.EventData, loose.Event.UserData, loose.Event.ProcessingErrorData
+    )
+    return event, notes
+
+
+def _escaped_control(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def fit_system(system: Any) -> tuple[System, list[str]] | None:
+    """``system`` (a record's System as plain JSON values) as a :class:`System`, each field
+    of the wrong type kept as text where the column is text, else null; with one note
+    per such field. None when it is no System at all."""
+    notes: list[str] = []
+    for _ in range(_MAX_MISFITS):
+        try:
+            return msgspec.convert(system, System, strict=False), notes
+        except msgspec.ValidationError as exc:
+            note = _refit(system, str(exc))
+            if note is None:
+                return None
+            notes.append(note)
+    return None
+
+
+def _refit(system: Any, error: str) -> str | None:
+    """Replace the misfit value the error names; say what it was and what it became."""
+    found = _MISFIT.search(error)
+    if found is None:
+        return None
+    steps = [
+        name if index == "" else int(index) for name, index in _PATH_STEP.findall(found["path"])
+    ]
+    if not steps:
+        return None
+    holder = system
+    try:
+        for step in steps[:-1]:
+            holder = holder[step]
+        old = holder[steps[-1]]
+    except (KeyError, IndexError, TypeError):
+        return None
+    expected = found["expected"]
+    new = _as_text(old) if "str" in expected.split(" | ") else None
+    holder[steps[-1]] = new
+    where = ".".join(str(s) for s in steps if s != "#attributes")
+    kept = f"kept as {new!r}" if new is not None else "left null"
+    return f"System {where} was {old!r}, not {expected}: {kept}"
+
+
+def _as_text(value: Any) -> str:
+    """A JSON value as the text it would have in the event's XML."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return msgspec.json.encode(value).decode()
+    return str(value)
 
 
 def add_system(batch: Batch, s: System, header_id: int) -> None:

@@ -72,6 +72,9 @@ FILE_SCHEMA: dict[str, pl.DataType] = {
     "records_kept": pl.Int64(),  # rows that passed the filters
     "records_skipped": pl.Int64(),  # records that could not be decoded
     "chunks_skipped": pl.Int64(),  # chunks that could not be read at all
+    "records_missing": pl.Int64(),  # record ids absent between the file's first and last
+    "chunks_duplicated": pl.Int64(),  # chunks holding the same record ids as another chunk
+    "records_recovered": pl.Int64(),  # records python-evtx read that pyevtx-rs skipped
     "errors": pl.List(pl.String()),  # one line per problem, naming chunk/record/offset
     "first_ts": TIMESTAMP,
     "last_ts": TIMESTAMP,
@@ -162,6 +165,9 @@ class ReadReport:
     records_kept: int = 0
     records_skipped: int = 0
     chunks_skipped: int = 0
+    records_missing: int = 0
+    chunks_duplicated: int = 0
+    records_recovered: int = 0
     issues: list[ReadIssue] = field(default_factory=list)
     dirty: bool = False
     fallback: str | None = None
@@ -171,7 +177,13 @@ class ReadReport:
     @property
     def partial(self) -> bool:
         """True when anything in the file could not be read."""
-        return bool(self.records_skipped or self.chunks_skipped or self.issues)
+        return bool(
+            self.records_skipped
+            or self.chunks_skipped
+            or self.records_missing
+            or self.chunks_duplicated
+            or self.issues
+        )
 
 
 class LmtraceError(Exception):

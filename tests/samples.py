@@ -199,3 +199,44 @@ def renamed_bundle(bundle: Path, store: Path, out: Path, names: Mapping[str, str
     for log in bundle.rglob("pfirewall.log"):
         shutil.copyfile(log, out / log.relative_to(bundle))
     return out
+
+
+# --- damage that engines do not report --------------------------------------------
+
+
+def copied_chunk(src: Path, tmp_path: Path, source: int, target: int) -> Path:
+    """A copy whose chunk ``target`` is overwritten by the bytes of chunk ``source``:
+    it reads cleanly, twice, and the records chunk ``target`` held are gone."""
+    dst, data = _copy(src, tmp_path, f"copy{source}to{target}")
+    at, of = chunk_offset(target), chunk_offset(source)
+    data[at : at + CHUNK_SIZE] = data[of : of + CHUNK_SIZE]
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def record_offsets(data: bytes, index: int) -> list[int]:
+    """File offsets of the records of chunk ``index``, walked by their sizes."""
+    at = chunk_offset(index) + 512  # records follow the 512-byte chunk header
+    end = chunk_offset(index) + CHUNK_SIZE
+    offsets = []
+    while at + 8 <= end and data[at : at + 4] == b"\x2a\x2a\x00\x00":
+        offsets.append(at)
+        at += int.from_bytes(data[at + 4 : at + 8], "little")
+    return offsets
+
+
+def flipped_record_magic(src: Path, tmp_path: Path, index: int, nth: int) -> Path:
+    """A copy with one bit flipped in the magic of the ``nth`` record of chunk ``index``:
+    pyevtx-rs drops the rest of that chunk, python-evtx reads on."""
+    dst, data = _copy(src, tmp_path, f"flip{index}.{nth}")
+    data[record_offsets(bytes(data), index)[nth]] ^= 0x01
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def byte_set(src: Path, tmp_path: Path, offset: int, value: int) -> Path:
+    """A copy with the byte at ``offset`` set to ``value`` (one targeted mutation)."""
+    dst, data = _copy(src, tmp_path, f"set{offset:x}")
+    data[offset] = value
+    dst.write_bytes(bytes(data))
+    return dst

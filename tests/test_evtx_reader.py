@@ -69,7 +69,13 @@ def test_zero_filled_chunk_is_counted_and_the_rest_read(multi: Path, tmp_path: P
     frame, report = read(samples.zero_filled_chunk(multi, tmp_path, 1))
     assert frame.height == full.height - _declared(multi, 1)
     assert report.chunks_skipped == 1
-    assert [i.chunk for i in report.issues] == [1]
+    # the wiped chunk's records, and the 262 the file itself lacks (ids 1156..1417)
+    assert report.records_missing == _declared(multi, 1) + 262
+    assert [(i.chunk, i.message.split(" (")[0]) for i in report.issues] == [
+        (1, "chunk is all zero bytes but the file header counts it as in use"),
+        (None, "record ids 132..238 are missing"),
+        (None, "record ids 1156..1417 are missing"),
+    ]
 
 
 def test_bad_chunk_magic_skips_that_chunk_only(multi: Path, tmp_path: Path) -> None:

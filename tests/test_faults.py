@@ -18,15 +18,21 @@ import subprocess
 import sys
 import tarfile
 import time
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import evtx
 import polars as pl
 import psutil
 import pytest
 from typer.testing import CliRunner, Result
 
+from parsers.evtx_layout import scan_layout
+from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
+from parsers.evtx_writer import EventSpec, WriteOptions, write_evtx
 from pipeline.analyze import AnalyzeSettings, correlate_store
 from pipeline.cli import app
 from pipeline.ingest import ingest
@@ -34,6 +40,7 @@ from pipeline.names import name_bytes
 from pipeline.store import StoreError, incomplete, scan_events, scan_files
 from pipeline.timeline import TimelineSettings, timeline_figure
 from pipeline.writes import WriteError
+from tests import samples
 from tests.disks import clear, leave_free, read_only, tmpfs
 from tests.samples import renamed_bundle
 
@@ -41,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bundles" / "quarantine-bug"
 DRIVER = str(ROOT / "tests" / "kill_driver.py")
 LMTRACE = str(Path(sys.executable).with_name("lmtrace"))
+LIVE_ID = "parsers/omerbenamram-evtx__2-system-Microsoft-Windows-LiveId%4Operational.evtx"
 
 
 def zip_folder(folder: Path, archive: Path) -> Path:
@@ -484,3 +492,136 @@ def test_control_characters_in_names_are_escaped_in_every_output(
     lines = runner.invoke(app, ["events", str(store), "--format", "jsonl"]).stdout
     assert "\u202e" not in lines  # JSON escapes it, and the value is intact
     assert any(HOSTILE_VM in json.loads(line)["computer"] for line in lines.splitlines())
+
+
+# ----- records lost without a word
+
+
+@pytest.fixture(scope="module")
+def five_chunks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writer-made log of 300 records in five chunks of 60 (ids 1..300)."""
+    start = datetime(2025, 3, 4, 9, 0, tzinfo=timezone.utc)
+    events = (
+        EventSpec(
+            timestamp=start + timedelta(seconds=i),
+            provider="Microsoft-Windows-Hyper-V-VMMS",
+            event_id=20417,
+            channel="Microsoft-Windows-Hyper-V-VMMS-Admin",
+            computer="HV-NODE1",
+            event_data=(("VmName", f"vm{i}"), ("Index", str(i))),
+        )
+        for i in range(300)
+    )
+    path = tmp_path_factory.mktemp("chunks") / "five-chunks.evtx"
+    write_evtx(path, events, WriteOptions(max_records_per_chunk=60))
+    return path
+
+
+def file_row(store: Path, name: str) -> dict:
+    [row] = (
+        scan_files(store)
+        .filter(pl.col("source_path").str.ends_with(name))
+        .collect()
+        .rows(named=True)
+    )
+    return row
+
+
+def test_a_chunk_overwritten_by_a_copy_is_reported_and_its_records_counted(
+    five_chunks: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """Chunk 3 (ids 181..240) overwritten by chunk 1 (ids 61..120): read once, reported as a
+    copy, and the 60 lost records counted and named in the files table."""
+    mutant = samples.copied_chunk(five_chunks, tmp_path, 1, 3)
+    live = samples.copied_chunk(corpus_dir / LIVE_ID, tmp_path, 2, 5)  # 16 chunks, 399 records
+    lost = len(scan_layout(corpus_dir / LIVE_ID).chunks[5].record_ids)
+    store = tmp_path / "store"
+    assert ingest([mutant, live], store).exit_code == 1
+    row = file_row(store, mutant.name)
+    assert (row["records"], row["records_missing"], row["chunks_duplicated"]) == (240, 60, 1)
+    assert row["errors"][0].startswith(
+        "chunk 3, offset 0x31000: chunk holds the same record ids (61..120) as chunk 1: "
+    )
+    assert "record ids 181..240 are missing (60 records): no chunk holds them" in row["errors"]
+    ids = scan_events(store).filter(pl.col("source_path") == str(mutant)).collect()
+    assert sorted(ids["header_record_id"]) == [*range(1, 181), *range(241, 301)]
+    row = file_row(store, live.name)
+    assert (row["records"], row["records_missing"], row["chunks_duplicated"]) == (
+        399 - lost,
+        lost,
+        1,
+    )
+
+
+def test_records_pyevtx_rs_skips_in_a_chunk_are_read_again_by_python_evtx(
+    five_chunks: Path, tmp_path: Path
+) -> None:
+    """One flipped bit in the magic of chunk 2's 10th record: pyevtx-rs reads 9 of its 60
+    records; python-evtx reads the other 51, kept with engine python, and the file says so."""
+    mutant = samples.flipped_record_magic(five_chunks, tmp_path, 2, 9)
+    store = tmp_path / "store"
+    assert ingest([mutant], store).exit_code == 1
+    row = file_row(store, mutant.name)
+    assert row["engine"] == "rust"
+    assert (row["records"], row["records_skipped"], row["records_recovered"]) == (300, 0, 51)
+    assert (
+        "chunk 2, offset 0x21000: pyevtx-rs read 9 of the chunk's 60 records; python-evtx "
+        "read 51 more (their rows have engine python)"
+    ) in row["errors"]
+    read = scan_events(store).collect().sort("header_record_id")
+    clean = pl.concat(read_evtx(five_chunks, ReadSettings(), Provenance("", None, "")))
+    by_python = read.filter(pl.col("engine") == "python")["header_record_id"]
+    assert by_python.to_list() == list(range(130, 181))
+    columns = ["timestamp", "computer", "channel", "event_id", "record_id", "data"]
+    assert read.select(columns).equals(clean.select(columns))
+
+
+DECODED_ODDLY = [
+    # (corpus file, how it was damaged, record id, what the record's issue says)
+    (
+        "network/tugix456__System.evtx",
+        ("mutated", 110, 20),  # an element name becomes raw control bytes
+        54,
+        "record kept as decoded (JSON is malformed: invalid character (byte 464)): "
+        "raw control characters escaped",
+    ),
+    (
+        "parsers/omerbenamram-evtx__2-vss_0-Microsoft-Windows-RemoteDesktopServices-RdpCoreTS"
+        "%4Operational.evtx",
+        ("mutated", 1, 20),  # ProcessID becomes text
+        6335006,
+        "System Execution.ProcessID was",
+    ),
+    (
+        "parsers/omerbenamram-evtx__Application_no_crc32.evtx",
+        ("byte_set", 8009, 0x08),  # the UserID substitution's size: pyevtx-rs gives an integer
+        429,
+        "System Security.UserID was",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "damage", "record", "said"), DECODED_ODDLY)
+def test_records_pyevtx_rs_decodes_are_kept_with_their_odd_fields(
+    corpus_dir: Path, tmp_path: Path, name: str, damage: tuple, record: int, said: str
+) -> None:
+    """Every record pyevtx-rs decodes is a row, the odd field as it was (text) or null
+    (a number column), and the issue says which field and what it held."""
+    how, *args = damage
+    mutant = getattr(samples, how)(corpus_dir / name, tmp_path, *args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        decoded = {
+            r["event_record_id"]
+            for r in evtx.PyEvtxParser(str(mutant), skip_errors=True).records_json()
+        }
+    read = read_evtx(mutant, ReadSettings(), Provenance(str(mutant), None, "-"))
+    frame = pl.concat(read)
+    assert decoded <= set(frame["header_record_id"])
+    [issue] = [i for i in read.report.issues if i.record_id == record]
+    assert said in issue.message
+    row = frame.filter(pl.col("header_record_id") == record).row(0, named=True)
+    if "UserID" in said:
+        assert row["user_sid"] == issue.message.split("kept as '")[1].rstrip("'")
+    if "ProcessID" in said:
+        assert row["process_id"] is None and issue.message.endswith(": left null")
