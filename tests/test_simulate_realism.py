@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.simulate import SimulateError, SimulateOptions, simulate
-from pipeline.simulate_plan import load_presets
+from pipeline.simulate_plan import REALISM, load_presets
 
 INBOUND = "%%14592"
 NONE_PROFILE = 2147483649  # FW_PROFILE_TYPE_NONE, as tugix456's Firewall 2010 logs it
@@ -29,6 +29,7 @@ PROFILE = "Microsoft-Windows-NetworkProfile%4Operational.evtx"
 NCSI = "Microsoft-Windows-NCSI%4Operational.evtx"
 FIREWALL = "Microsoft-Windows-Windows Firewall With Advanced Security%4Firewall.evtx"
 SMALL: dict[str, Any] = {"noise": 20.0, "load": 3.0}
+NO_REALISM: dict[str, Any] = dict.fromkeys(REALISM, False)
 ALL_REALISM: dict[str, Any] = {
     "multicast_drops": True,
     "loopback_connections": True,
@@ -89,14 +90,17 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, d
     root = tmp_path_factory.mktemp("realism")
     return {
         "bug": make(root, "bug", **ALL_REALISM),
-        "bug-plain": make(root, "bug-plain", pfirewall=True),
+        "bug-plain": make(root, "bug-plain", pfirewall=True, **NO_REALISM),
         "bug-routine": make(
             root,
             "bug-routine",
-            pfirewall=True,
-            multicast_drops=True,
-            loopback_connections=True,
-            nla_chatter=True,
+            **NO_REALISM
+            | {
+                "pfirewall": True,
+                "multicast_drops": True,
+                "loopback_connections": True,
+                "nla_chatter": True,
+            },
         ),
         "healthy": make(root, "healthy", scenario="healthy", **ALL_REALISM),
         "quiet": make(
@@ -457,7 +461,8 @@ def test_guest_clock_hours_off_end_to_end(tmp_path: Path, offset: float) -> None
     security = {e.record_id: e for e in read(bundle / guest["folder"] / "Security.evtx")}
     for b in gt["blocked_inbound"]:
         assert when(q["start"]) <= security[b["record_id"]].time == when(b["time"]) < when(q["end"])
-    vmms = read(bundle / m["source"] / "Microsoft-Windows-Hyper-V-VMMS-Admin.evtx")
+    source = next(h["folder"] for h in gt["machines"] if h["name"] == m["source"])
+    vmms = read(bundle / source / "Microsoft-Windows-Hyper-V-VMMS-Admin.evtx")
     assert vmms[0].time == when(m["start"])  # hosts keep their own clock
     times = [e.time for e in security.values()]
     assert min(times) < when(q["start"]) < max(times)  # the guest's log spans its own window
@@ -471,10 +476,15 @@ def test_scenarios_may_turn_realism_on_and_bad_knobs_are_one_line_errors(
 ) -> None:
     scenarios = tmp_path / "scenarios.toml"
     text = (Path(__file__).parents[1] / "pipeline" / "scenarios.toml").read_text()
-    scenarios.write_text(text.replace("noise = 120.0\n", "noise = 120.0\nnla_chatter = true\n", 1))
+    first = text.index("[quarantine-bug]")
+    end = text.index("\n[", first)
+    table = "\n".join(
+        line for line in text[first:end].splitlines() if not line.startswith("nla_chatter")
+    )
+    scenarios.write_text(text[:first] + table + "\nnla_chatter = true\n" + text[end:])
     presets = load_presets(scenarios)
-    assert presets["quarantine-bug"].nla_chatter and not presets["healthy"].nla_chatter
-    assert not any(p.multicast_drops for p in load_presets().values())
+    assert presets["quarantine-bug"].nla_chatter
+    assert presets["healthy"].nla_chatter == load_presets()["healthy"].nla_chatter
     for knobs, message in (
         ({"wfp_audit": "some"}, "--wfp-audit 'some'"),
         ({"guest_nics": 0}, "--guest-nics"),
