@@ -57,6 +57,7 @@ WINDOW_COLUMNS = (
     "trigger_ref",
     "end_ref",
     "trigger_match",
+    "clock_step_ref",
 )
 
 
@@ -303,6 +304,7 @@ def correlate(
         guest_events,
         model,
         tolerance,
+        facts.clock_changes,
     )
     evidence = _bundle_facts(
         cover, _logging(events, traffic_catalog, renamed), netvsc, candidates, catalog
