@@ -287,6 +287,12 @@ def correlate(
         [tagged, tag(near, traffic_catalog).with_columns(_machine(renamed))], how="diagonal"
     )
     guest_events = tagged.filter(pl.col("machine").is_in(guest_names["machine"].implode()))
+    # A machine whose Netvsc driver logged anything is a Hyper-V guest: the one fact that
+    # tells a VM's guest from a physical server exported alongside it.
+    virtual = guest_events.filter(pl.col("kind").str.starts_with("guest."))["machine"].unique()
+    guest_names = guest_names.with_columns(
+        pl.col("machine").is_in(virtual.implode()).alias("hyperv_guest")
+    )
     netvsc = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds))
     guest_vmids = guest_events.filter(pl.col("vmid").is_not_null()).select("machine", "vmid")
     diffs = matching.clock_differences(migs, netvsc, model)

@@ -180,11 +180,16 @@ def clock_differences(
     )
 
 
-def best_alignment(diffs: pl.DataFrame, tolerance_s: float) -> pl.DataFrame:
+def best_alignment(diffs: pl.DataFrame, tolerance_s: float, steps_s: float = 0.0) -> pl.DataFrame:
     """Per (VM, guest): the densest cluster of clock differences.
 
     Returns ``pairs`` (completions that line up), ``offset_s`` (median difference
-    in the cluster) and ``spread_s`` (its range).
+    in the cluster) and ``spread_s`` (its range). With ``steps_s``, a cluster is
+    first ranked by how many of the VM's completions have a Netvsc 14 within that
+    many seconds of it (``explained``): a guest clock that steps at every resume
+    puts each trigger a little further on, and without this rank two triggers of
+    consecutive migrations, each paired with the *next* completion, can line up
+    more tightly than the true pairs do.
     """
     if diffs.is_empty():
         return pl.DataFrame(
@@ -197,9 +202,11 @@ def best_alignment(diffs: pl.DataFrame, tolerance_s: float) -> pl.DataFrame:
             }
         )
     anchors = diffs.select("vm_key", "machine", pl.col("diff_s").alias("anchor")).unique()
+    paired = anchors.join(diffs, on=["vm_key", "machine"])
     clusters = (
-        anchors.join(diffs, on=["vm_key", "machine"])
-        .filter(pl.col("diff_s").is_between(pl.col("anchor"), pl.col("anchor") + 2 * tolerance_s))
+        paired.filter(
+            pl.col("diff_s").is_between(pl.col("anchor"), pl.col("anchor") + 2 * tolerance_s)
+        )
         .group_by("vm_key", "machine", "anchor")
         .agg(
             pl.col("end").n_unique().alias("pairs"),
@@ -207,13 +214,26 @@ def best_alignment(diffs: pl.DataFrame, tolerance_s: float) -> pl.DataFrame:
             (pl.col("diff_s").max() - pl.col("diff_s").min()).alias("spread_s"),
         )
     )
+    explained = (
+        paired.filter((pl.col("diff_s") - pl.col("anchor")).abs() <= steps_s + tolerance_s)
+        .group_by("vm_key", "machine", "anchor")
+        .agg(pl.col("end").n_unique().alias("_explained"))
+    )
     return (
-        clusters.sort(
-            "pairs", pl.col("offset_s").abs(), descending=[True, False], maintain_order=True
+        clusters.join(explained, on=["vm_key", "machine", "anchor"], how="left")
+        .with_columns(
+            pl.when(pl.lit(steps_s > 0)).then(pl.col("_explained")).otherwise(pl.col("pairs"))
+        )
+        .sort(
+            "_explained",
+            "pairs",
+            pl.col("offset_s").abs(),
+            descending=[True, True, False],
+            maintain_order=True,
         )
         .group_by("vm_key", "machine", maintain_order=True)
         .first()
-        .drop("anchor")
+        .drop("anchor", "_explained")
     )
 
 
@@ -314,7 +334,8 @@ def match_guests(
     """One row per matched VM (``MATCH_SCHEMA``); strongest method wins.
 
     ``guests`` holds ``machine``, ``first_ts`` and ``last_ts`` of every candidate
-    guest; ``diffs`` are the bundle's :func:`clock_differences`.
+    guest (and ``hyperv_guest``, whether it logged Hyper-V guest events);
+    ``diffs`` are the bundle's :func:`clock_differences`.
     """
     if migrations.is_empty():
         return pl.DataFrame(schema=MATCH_SCHEMA)
@@ -332,18 +353,31 @@ def match_guests(
         )
         matches = pl.concat([matches, fresh.select(MATCH_SCHEMA.keys()).cast(MATCH_SCHEMA)])
     matches = pl.concat([matches, _by_timing(diffs, matches, tolerance)])
-    return pl.concat([matches, _sole_candidate(vms, covering(migrations, guests, model), matches)])
+    covers = covering(migrations, guests, model)
+    return pl.concat([matches, _sole_candidate(vms, covers, matches, guests)])
 
 
-def _sole_candidate(vms: pl.DataFrame, covers: pl.DataFrame, matched: pl.DataFrame) -> pl.DataFrame:
+def _sole_candidate(
+    vms: pl.DataFrame, covers: pl.DataFrame, matched: pl.DataFrame, guests: pl.DataFrame
+) -> pl.DataFrame:
     """One VM left over and one unmatched guest whose logs cover its migration: a bundle
     sent for one VM. Machines whose logs cover no migration (another case's logs in the
-    same folder) do not count. Weak, and marked so."""
+    same folder) do not count; among several that do, one that logged Hyper-V guest
+    events (``hyperv_guest``: the Netvsc driver's own) is a VM's guest, a machine without
+    them (a physical server exported alongside) is not. Weak, and marked so."""
     free_vms = vms.filter(~pl.col("vm_key").is_in(matched["vm_key"].implode()))
     free = covers.filter(
         pl.col("vm_key").is_in(free_vms["vm_key"].implode())
         & ~pl.col("machine").is_in(matched["machine"].implode())
     )
+    note = "the only VM left unmatched and the only unmatched guest whose logs cover its migration"
+    if free.height > 1 and "hyperv_guest" in guests.columns:
+        virtual = guests.filter(pl.col("hyperv_guest"))["machine"].implode()
+        free = free.filter(pl.col("machine").is_in(virtual))
+        note = (
+            "the only VM left unmatched and the only unmatched machine whose logs cover its"
+            " migration and show it is a Hyper-V guest (Netvsc events)"
+        )
     if free_vms.height != 1 or free.height != 1:
         return pl.DataFrame(schema=MATCH_SCHEMA)
     return pl.DataFrame(
@@ -352,10 +386,7 @@ def _sole_candidate(vms: pl.DataFrame, covers: pl.DataFrame, matched: pl.DataFra
             "machine": free["machine"],
             "match_method": ["sole-candidate"],
             "match_confidence": [0.5],
-            "match_note": [
-                "the only VM left unmatched and the only unmatched guest whose logs cover its"
-                " migration"
-            ],
+            "match_note": [note],
         },
         schema=MATCH_SCHEMA,
     )
@@ -371,7 +402,7 @@ def clock_offsets(
     tolerance = settings.tolerance_s or model.tolerance_s
     matched = diffs.join(matches.select("vm_key", "machine"), on=["vm_key", "machine"])
     estimated = (
-        best_alignment(matched, tolerance)
+        best_alignment(matched, tolerance, model.clock_jump_max_s)
         .group_by("machine")
         .agg(
             pl.col("offset_s").median().alias("clock_offset_s"),

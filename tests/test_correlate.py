@@ -174,7 +174,8 @@ def test_a_given_clock_offset_of_hours_still_finds_the_blocked_traffic(tmp_path:
     given = CorrelateSettings(match=MatchSettings(clock_offsets={guest: 7200.0}))
     result = _analyse(tmp_path, bundle, given)
     check_against_truth(result, truth)
-    assert result.blocked["packet"].n_unique() == sum(
+    governed = result.blocked.filter(pl.col("scope") == "remote")
+    assert governed["packet"].n_unique() == sum(
         q["blocked_attempts"]["tcp"] + q["blocked_attempts"]["udp"] for q in truth["quarantines"]
     )
 
@@ -286,7 +287,8 @@ def test_evidence_points_at_files_and_records(tmp_path: Path) -> None:
     for ref in [row["trigger_ref"], *row["host_evidence"]]:
         assert Path(ref["source_path"]).is_file()
         assert ref["record_id"] > 0
-    assert result.blocked["packet"].n_unique() == row["blocked_inbound"]
+    governed = result.blocked.filter(pl.col("scope") == "remote")
+    assert governed["packet"].n_unique() == row["blocked_inbound"]
     assert result.blocked["source_path"].str.ends_with("Security.evtx").all()
 
 
@@ -319,7 +321,51 @@ def test_pfirewall_log_shows_the_drops_when_auditing_is_missing(tmp_path: Path) 
     assert result.summary.verdict == "affected", result.summary.reasons
     row = result.migrations.row(0, named=True)
     assert set(result.blocked["kind"]) == {"pflog.drop"}
-    assert row["blocked_inbound"] == result.blocked["packet"].n_unique() > 0
+    governed = result.blocked.filter(pl.col("scope") == "remote")
+    assert row["blocked_inbound"] == governed["packet"].n_unique() > 0
     # Read in the wrong zone, the log's drops fall an hour away from the window.
     wrong = _analyse_with_tz(tmp_path / "wrong", bundle, "UTC")
     assert wrong.blocked.is_empty()
+
+
+REALISM = dict(
+    multicast_drops=True,
+    loopback_connections=True,
+    nla_chatter=True,
+    host_fqdn=True,
+    upper_case_vmids=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "knobs"),
+    [
+        ("quarantine-bug", {}),
+        ("healthy", {}),
+        ("host-fixed", {}),
+        ("quarantine-disabled", {}),
+        ("no-audit", {}),
+        ("cluster-drain", {"name_mismatch": True, "guest_clock_offset": -90.0}),
+        ("quarantine-bug", {"wfp_audit": "failure-only", "load": 0.3}),
+        ("healthy", {"wfp_audit": "failure-only", "load": 0.3}),
+        ("quarantine-bug", {"classification_logs": False}),
+        ("healthy", {"classification_logs": False}),
+        ("quarantine-bug", {"wfp_audit": "failure-only", "classification_logs": False}),
+        ("quarantine-bug", {"guest_nics": 2, "extra_network_changes": 1}),
+        ("healthy", {"guest_nics": 2, "extra_network_changes": 1}),
+        # (With names that differ too, two Hyper-V guests cover the migration and nothing
+        # tells which is the VM's: test_matching shows that case is inconclusive.)
+        ("host-fixed", {"unrelated_machines": 2}),
+        ("quarantine-bug", {"unrelated_machines": 2, "name_mismatch": True}),
+        ("quarantine-bug", {"migrations": 3, "guest_clock_jump": 25.0}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else ",".join(v) or "defaults",
+)
+def test_what_real_logs_hold_changes_no_verdict(tmp_path: Path, scenario: str, knobs: dict) -> None:
+    """Issue 9: with everything real logs hold beside the incident (multicast drops,
+    loopback connections, NLA chatter, FQDN hosts, upper-case VMIDs), and with the ways
+    real guests differ (failure-only auditing, no classification logs, several NICs and
+    repeated indications, another case's machines), the analysis equals the truth."""
+    options = SimulateOptions(scenario=scenario, seed=10, noise=60.0, **REALISM, **knobs)
+    bundle, truth = _bundle(tmp_path, options)
+    check_against_truth(_analyse(tmp_path, bundle), truth)
