@@ -15,7 +15,7 @@ from __future__ import annotations
 import mmap
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -247,10 +247,15 @@ def _record(record: Any, chunk: int) -> PyRecord:
 
 
 def iter_records(
-    path: Path, layout: FileLayout, only: set[int] | None = None
+    path: Path,
+    layout: FileLayout,
+    only: set[int] | None = None,
+    wanted: Callable[[int, int | None], bool] | None = None,
 ) -> Iterator[PyRecord | ReadIssue]:
     """Every record of every readable chunk slot (of the chunks ``only`` names, if given),
-    in file order; a ReadIssue per failure.
+    in file order; a ReadIssue per failure. Records for which ``wanted(chunk index,
+    header id)`` is false are passed over undecoded (decoding is where python-evtx
+    spends its time).
 
     A chunk slot is tried when its magic is valid and it is complete; the caller
     counts the other slots from the layout. A record that fails is reported and
@@ -275,6 +280,8 @@ def iter_records(
                 except Exception as exc:  # python-evtx raises many types on bad bytes
                     yield ReadIssue(f"record walk stopped: {exc!r}", chunk=info.index)
                     break
+                if wanted is not None and not wanted(info.index, _safe_id(record)):
+                    continue
                 try:
                     yield _record(record, info.index)
                 except Exception as exc:

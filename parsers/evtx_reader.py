@@ -214,6 +214,7 @@ class EvtxRead:
         self._recovered: Counter[int] = Counter()  # records python-evtx read again, by chunk
         self._copies = duplicated(spans(layout, self._skipped_chunks))
         self._copy_seen: set[int] = set()  # ids read so far inside duplicated ranges
+        self._seen_ids: SeenIds | None = None  # _seen sorted, once no more ids can come
         self._started = False
         if settings.engine == "rust":
             try:
@@ -282,7 +283,7 @@ class EvtxRead:
         chunks declare that none produced, record ids no chunk holds, copies read twice."""
         report = self.report
         readable = spans(self.layout, self._skipped_chunks)
-        seen = SeenIds(self._seen)
+        seen = self._seen_ids if self._seen_ids is not None else SeenIds(self._seen)
         change, issues = unread(readable, seen, self._failed, self._recovered)
         report.records_skipped += change
         report.issues += issues
@@ -310,8 +311,10 @@ class EvtxRead:
     def _recover(self) -> Iterator[pl.DataFrame]:
         """Chunks pyevtx-rs read short, read again by python-evtx (parsers/evtx_recover.py)."""
         layout_skipped = {i.chunk for i in self._chunk_issues}
-        wanting = short(spans(self.layout, layout_skipped), SeenIds(self._seen))
+        seen = SeenIds(self._seen)
+        wanting = short(spans(self.layout, layout_skipped), seen)
         if not wanting:
+            self._seen_ids = seen  # nothing read again: _account can use it as it is
             return
         ranges = [(span.first, span.last) for span, _ in wanting[:RECOVER_CHUNKS]]
         found = recover(self.path, self.layout, wanting, self._ids_in(ranges))

@@ -47,12 +47,14 @@ def recover(
     found = Recovery()
     chosen = wanting[:RECOVER_CHUNKS]
     ranges = {span.chunk: (span.first, span.last) for span, _ in chosen}
-    for item in iter_records(path, layout, only=set(ranges)):
-        if isinstance(item, ReadIssue):
+
+    def wanted(chunk: int, header_id: int | None) -> bool:
+        first, last = ranges[chunk]
+        return header_id is not None and first <= header_id <= last and header_id not in known
+
+    for item in iter_records(path, layout, only=set(ranges), wanted=wanted):
+        if isinstance(item, ReadIssue) or not wanted(item.chunk, item.header_id):
             continue  # python-evtx failing too loses nothing more: the count is kept
-        first, last = ranges[item.chunk]
-        if not first <= item.header_id <= last or item.header_id in known:
-            continue
         fitted = fit_system(item.system)
         if fitted is None:
             continue
