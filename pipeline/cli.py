@@ -25,7 +25,13 @@ from typer.core import TyperGroup
 from parsers.evtx_reader import ReadSettings
 from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
-from pipeline.analyze import AnalyzeSettings, correlate_store, load_correlation_options
+from pipeline import __version__
+from pipeline.analyze import (
+    STORE_FOLDER,
+    AnalyzeSettings,
+    correlate_store,
+    load_correlation_options,
+)
 from pipeline.analyze import analyze as run_analyze
 from pipeline.batch import BatchSettings, run_batch
 from pipeline.catalog import load_catalog
@@ -71,7 +77,9 @@ from pipeline.cli_output import (
     emit,
     ingest_summary_line,
     print_verdict,
+    relative_paths,
     stderr_progress,
+    verdict_summary,
     warn_incomplete,
 )
 from pipeline.correlate import integrity, write_outputs
@@ -95,10 +103,28 @@ EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
 EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT, as shells report it
 
 
+def _no_bool_metavar(command: Any, ctx: typer.Context) -> None:
+    """Flags (--quiet, --force, --help) take no value: without this, help shows them as
+    ``<bool>`` and invites ``--quiet true``, which is then read as an input path."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+
+
 class _Commands(TyperGroup):
     """Runs a command and turns any LmtraceError, and any operating-system error (disk
     full, read-only, no permission), into one line on stderr and exit 2, and a Ctrl-C
     into one line and the shell's usual 130."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        _no_bool_metavar(self, ctx)
+        super().format_help(ctx, formatter)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _no_bool_metavar(command, ctx)
+        return command
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -132,8 +158,21 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"lmtrace {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Did a Hyper-V live migration cut this VM off the network, for how long, and why?"""
 
 
@@ -143,6 +182,13 @@ catalog_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
+
+
+def _store(folder: Path) -> Path:
+    """The store of an analysis folder (OUT/store), or ``folder`` itself: every command
+    that reads events takes either, as the docs and ``lmtrace timeline`` do."""
+    inner = folder / STORE_FOLDER
+    return inner if inner.is_dir() and not (folder / "store.json").exists() else folder
 
 
 # ----- commands
@@ -248,6 +294,7 @@ def events(
     ] = None,
 ) -> None:
     """Print the stored events that match the filters, in time order, to stdout."""
+    store = _store(store)
     warn_incomplete(open_store(store))
     selected = scan_events(store, event_filter(event_id, channel, provider, since, until)).sort(
         "timestamp", "computer", "channel", "record_id", nulls_last=True
@@ -261,10 +308,13 @@ def events(
                 err=True,
             )
     frame = (selected.head(limit) if limit is not None else selected).collect(engine="streaming")
+    if fmt is EventsFormat.table:  # a space between payload fields: the table wraps there
+        frame = frame.with_columns(pl.col("data").str.replace_all('","', '", "', literal=True))
     emit(
         frame,
         fmt.value,
         ["timestamp", "computer", "channel", "provider", "event_id", "record_id", "data"],
+        free="data",
     )
 
 
@@ -277,8 +327,12 @@ def files(
     ] = FilesFormat.table,
 ) -> None:
     """Print the per-file integrity table: every file seen, its counts, and what went wrong."""
+    store = _store(store)
     warn_incomplete(open_store(store))
     frame = scan_files(store).sort("source_path", "member", nulls_last=False).collect()
+    title = None
+    if fmt is FilesFormat.table:  # long absolute paths: show them under their common folder
+        frame, title = relative_paths(frame, "source_path")
     emit(
         frame,
         fmt.value,
@@ -292,6 +346,8 @@ def files(
             "chunks_skipped",
             "errors",
         ],
+        free="errors",
+        title=title,
     )
 
 
@@ -385,6 +441,14 @@ def analyze(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only the verdict table, no progress bar.")
     ] = False,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the verdict and each migration's as JSON on stdout (for scripts), "
+            "instead of the table; no progress bar.",
+        ),
+    ] = False,
 ) -> None:
     """The main job: read a bundle, correlate, and say whether a migration cut a VM off.
 
@@ -405,13 +469,16 @@ def analyze(
         timeline=TimelineSettings(tz=tz),
     )
     columns = (TextColumn("{task.description:>12}"), BarColumn(), DownloadColumn())
-    with stderr_progress(*columns, quiet=quiet) as bar:
+    with stderr_progress(*columns, quiet=quiet or json_out) as bar:
         analysis = run_analyze(bundles, out, settings, IngestBar(bar))
     echo_problems(analysis.ingest.problems)
     if analysis.incomplete:
         typer.echo(
             f"lmtrace: warning: {printable(out)}: {printable(analysis.incomplete)}", err=True
         )
+    if json_out:
+        typer.echo(json.dumps(verdict_summary(analysis), indent=2, default=str))
+        raise typer.Exit(analysis.exit_code)
     print_verdict(analysis.result, out)
     for page in ("report.html", "report.md", "timeline.html"):
         if (out / page).is_file():

@@ -135,7 +135,9 @@ Until = Annotated[
 StorePath = Annotated[
     Path,
     typer.Argument(
-        help="A store folder written by lmtrace ingest --out.", callback=remember_source
+        help="A store folder (lmtrace ingest --out) or an analysis folder (lmtrace analyze "
+        "--out), whose store is read.",
+        callback=remember_source,
     ),
 ]
 EngineOption = Annotated[

@@ -4,14 +4,15 @@ The commands in pipeline/cli.py decide what to show; this module decides how it 
 so that every command renders frames, verdicts and progress the same way, and the
 command layer stays one short function per command. Nothing here picks an exit code.
 
-Text from the logs reaches a terminal only through pipeline/shown.py (control
+Text from the logs reaches a terminal only through pipeline/printable.py (control
 characters escaped: no ESC sequence, newline or bidi override acts on the screen)
-and, in rich tables, with rich's markup escaped too (a name such as ``[/x]`` is text,
-not a tag rich would fail on).
+and, in rich tables, as rich ``Text`` cells, never markup (a name such as ``[/x]`` is
+text, not a tag rich would fail on).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,15 +21,18 @@ from typing import Any
 import polars as pl
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import Progress, ProgressColumn
 from rich.table import Column, Table
+from rich.text import Text
 
+from pipeline import __version__
+from pipeline.analyze import Analysis
 from pipeline.batch import BatchResult
 from pipeline.correlate import Correlation
 from pipeline.ingest import FileOutcome, IngestSummary
 from pipeline.printable import printable, printable_frame, printable_json
 from pipeline.store import incomplete
+from pipeline.wording import verdict_lines
 from pipeline.writes import writing
 
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.6fZ"
@@ -46,8 +50,17 @@ def flat_text(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def emit(frame: pl.DataFrame, fmt: str, table_columns: list[str]) -> None:
+def emit(
+    frame: pl.DataFrame,
+    fmt: str,
+    table_columns: list[str],
+    free: str | None = None,
+    title: str | None = None,
+) -> None:
     """Write a frame to stdout as a table, CSV, JSON lines or a JSON array.
+
+    ``free`` names the one table column that may wrap (words, such as errors); every
+    other value is shown whole (:func:`print_table`).
 
     Tables and CSV show control characters escaped; JSON keeps every value exactly,
     with JSON's own escapes for the controls it would leave raw. Flushed here, so that
@@ -62,60 +75,147 @@ def emit(frame: pl.DataFrame, fmt: str, table_columns: list[str]) -> None:
             text = frame.with_columns(pl.col(pl.Datetime).dt.strftime(_ISO_UTC)).write_json()
             sys.stdout.write(printable_json(text) + "\n")
         else:
-            table = Table(*(Column(name, overflow="fold") for name in table_columns))
-            for row in printable_frame(flat_text(frame.select(table_columns))).iter_rows():
-                table.add_row(*("" if v is None else escape(str(v)[:200]) for v in row))
-            Console(soft_wrap=False).print(table)
+            cells = printable_frame(flat_text(frame.select(table_columns))).select(
+                pl.all().cast(pl.String).fill_null("").str.slice(0, 200)
+            )
+            print_table(cells, free=free, title=title)
         sys.stdout.flush()
 
 
-def said(value: object) -> str:
-    """A value for rich's console: control characters and rich markup escaped."""
-    return escape(printable(value))
+def relative_paths(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, str | None]:
+    """``column``'s paths relative to the folder they share, and a title naming it; the
+    frame unchanged (and no title) when they share none."""
+    given = frame[column].drop_nulls()
+    paths = [p for p in given.unique().to_list() if os.path.isabs(p)]
+    if not paths or len(paths) != given.n_unique():
+        return frame, None
+    common = os.path.commonpath(paths)
+    if common in paths:  # one file, or a file that is also the others' folder
+        common = os.path.dirname(common)
+    if common in ("", os.sep):
+        return frame, None
+    cut = len(common.rstrip(os.sep)) + 1
+    return frame.with_columns(pl.col(column).str.slice(cut)), f"files under {common}"
+
+
+def terminal_width() -> int | None:
+    """The width output must fit: ``COLUMNS`` when set (also in a pipe, as ls and git
+    honour it), the terminal's width on a terminal, else None: a pipe or a file has no
+    width, so nothing is wrapped or cut there."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    console = Console()
+    return console.width if console.is_terminal else None
+
+
+_FREE_MIN = 24  # a wrapping column narrower than this reads worse than one block per row
+
+
+def print_table(cells: pl.DataFrame, free: str | None = None, title: str | None = None) -> None:
+    """``cells`` (text) as a table that fits :func:`terminal_width`, else one block per row.
+
+    A path or a timestamp broken character by character cannot be copied or read, so
+    every column keeps its values whole; only ``free`` (a column of words) wraps, at
+    spaces. When the whole columns leave ``free`` too little room, or no column is
+    free and they do not fit, each row becomes a block of ``name: value`` lines, which
+    the terminal wraps like any text.
+    """
+    names = cells.columns
+    natural = {c: max(len(c), int(cells[c].str.len_chars().max() or 0)) for c in names}
+    width = terminal_width()
+    whole = sum(w for c, w in natural.items() if c != free) + 3 * len(names) + 1
+    need = whole + (min(natural[free], _FREE_MIN) if free else 0)
+    console = Console(width=width or whole + natural.get(free or "", 0), soft_wrap=False)
+    if width is not None and need > width:
+        if title:
+            console.print(Text(title), soft_wrap=True)
+        for row in cells.iter_rows(named=True):
+            first, *rest = names
+            console.print(Text(row[first], style="bold"), soft_wrap=True)
+            for name in rest:
+                if row[name]:
+                    console.print(Text(f"  {name}: {row[name]}"), soft_wrap=True)
+        return
+    table = Table(
+        *(Column(c, no_wrap=c != free, overflow="fold" if c == free else "ignore") for c in names),
+        title=title,
+    )
+    for row in cells.iter_rows():
+        table.add_row(*(Text(v) for v in row))
+    console.print(table)
 
 
 def print_verdict(result: Correlation, out: Path) -> None:
     """The short verdict table on stdout: one row per migration, then the bundle verdict.
 
     Notes (which zone placed a pfirewall.log, ...) go to stderr first: they qualify the data.
+    The verdict, its reasons and the commands to collect logs are printed without
+    wrapping, so a command piped into a ticket or a script stays on one line.
     """
     for note in result.notes:
         typer.echo(f"lmtrace: note: {printable(note)}", err=True)
-    table = Table(
-        "migration", "VM", "guest", "from -> to", "completed (UTC)", "blackout s",
-        "quarantine s", "class", "blocked in", "verdict",
-        title="Live migrations",
-    )  # fmt: skip
-    for row in result.migrations.iter_rows(named=True):
-        end = row["end"].strftime("%Y-%m-%d %H:%M:%S") if row["end"] else "-"
-        table.add_row(
-            *(
-                said("-" if v is None else v)
-                for v in (
-                    row["migration_id"],
-                    row["vm_name"],
-                    row["machine"],
-                    f"{row['source'] or '?'} -> {row['destination'] or '?'}",
-                    end,
-                    row["blackout_s"],
-                    None if row["q_duration_s"] is None else round(row["q_duration_s"], 1),
-                    row["quarantine_class"],
-                    row["blocked_inbound"],
-                    row["verdict"],
-                )
-            )
-        )
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:  # a pipe or a file: no terminal width to respect
-        console = Console(soft_wrap=False, width=200)
     if result.migrations.height:
-        console.print(table)
-    console.print(f"verdict: [bold]{said(result.summary.verdict)}[/bold]")
-    for reason in result.summary.reasons:
-        console.print(f"  - {said(reason)}")
+        print_table(verdict_rows(result.migrations), title="Live migrations")
+    doc = {
+        "reasons": result.summary.reasons,
+        "migrations": result.migrations.select("vm_name", "verdict").to_dicts(),
+    }
+    typer.echo(f"verdict: {printable(result.summary.verdict)}")
+    for line in verdict_lines(doc):
+        typer.echo(f"  - {printable(line)}")
     for hint in result.summary.collect:
-        console.print(f"  collect: {said(hint['how'])}")
-    console.print(f"findings: {said(out)}")
+        typer.echo(f"  collect: {printable(hint['how'])}")
+    typer.echo(f"findings: {printable(out)}")
+
+
+VERDICT_TABLE = {
+    "migration": pl.col("migration_id"),
+    "VM": pl.col("vm_name"),
+    "guest": pl.col("machine"),
+    "from -> to": pl.format(
+        "{} -> {}", pl.col("source").fill_null("?"), pl.col("destination").fill_null("?")
+    ),
+    "completed (UTC)": pl.col("end").dt.strftime("%Y-%m-%d %H:%M:%S"),
+    "blackout s": pl.col("blackout_s").cast(pl.String),
+    "quarantine s": pl.col("q_duration_s").round(1).cast(pl.String),
+    "class": pl.col("quarantine_class"),
+    # no guest, nothing counted: a dash, not a reassuring 0
+    "blocked in": pl.when(pl.col("machine").is_not_null()).then(
+        pl.col("blocked_inbound").cast(pl.String)
+    ),
+    "verdict": pl.col("verdict"),
+}
+"""The verdict table's columns, from the migrations table's: a renamed column is one line."""
+
+
+def verdict_rows(migrations: pl.DataFrame) -> pl.DataFrame:
+    """The verdict table's cells: text, control characters shown escaped (log names)."""
+    return printable_frame(
+        migrations.select(
+            expr.cast(pl.String).fill_null("-").alias(name) for name, expr in VERDICT_TABLE.items()
+        )
+    )
+
+
+def verdict_summary(analysis: Analysis) -> dict[str, Any]:
+    """What ``lmtrace analyze --json`` prints: the verdict and each migration's, for scripts."""
+    result = analysis.result
+    return {
+        "lmtrace_version": __version__,
+        "verdict": result.summary.verdict,
+        "reasons": result.summary.reasons,
+        "collect": [hint["how"] for hint in result.summary.collect],
+        "notes": list(result.notes),
+        "exit_code": analysis.exit_code,
+        "out": str(analysis.out),
+        "written": [str(p) for p in analysis.written],
+        "migrations": result.migrations.select(
+            "migration_id", "vm_name", "machine", "source", "destination", "start", "end",
+            "blackout_s", "q_duration_s", "quarantine_class", "blocked_inbound", "verdict",
+            "reason",
+        ).to_dicts(),
+    }  # fmt: skip
 
 
 def warn_incomplete(store: Path) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import (
+    __version__,
     catalog_check,
     findings,
     firewall_zone,
@@ -436,6 +437,7 @@ def findings_document(
         "collect": result.summary.collect,
         "remediation": result.summary.remediation,
         "integrity": integrity(files, incomplete),
+        "lmtrace_version": __version__,
         "generated_at": result.generated_at.isoformat(),
         "catalog": list(result.catalog_files),
         "catalog_check": {

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.printable import printable
+from pipeline.wording import clock_words, kind_words, source_words, verdict_lines
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -83,6 +84,9 @@ def protocol_name(value: object) -> str:
 
 
 def blocked_text(m: Mapping[str, Any]) -> str:
+    """Blocked inbound by protocol; a dash where no guest was found (nothing could be counted)."""
+    if not m.get("machine"):
+        return "—"
     return (
         f"{m.get('blocked_inbound', 0)} (TCP {m.get('blocked_tcp', 0)}, "
         f"UDP {m.get('blocked_udp', 0)}, other {m.get('blocked_other', 0)})"
@@ -90,9 +94,14 @@ def blocked_text(m: Mapping[str, Any]) -> str:
 
 
 def offset_text(m: Mapping[str, Any]) -> str:
-    if m.get("clock_offset_s") is None:
+    if not m.get("machine"):
         return "—"
-    return f"{m['clock_offset_s']:+.3f} s ({m.get('offset_method') or '?'})"
+    return clock_words(m.get("clock_offset_s"), m.get("offset_method"))
+
+
+def generated_by(doc: Doc) -> str:
+    version = doc.get("lmtrace_version")
+    return f"lmtrace {version}" if version else "lmtrace"
 
 
 def integrity_text(integ: Mapping[str, Any]) -> str:
@@ -195,7 +204,7 @@ def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
         file, record = where(ev)
         rows.append(
             [
-                h(ev.get("kind")),
+                h(kind_words(ev.get("kind"))),
                 h(ev.get("event_id")),
                 h(ev.get("computer")),
                 h(utc(ev.get("timestamp"))),
@@ -211,7 +220,7 @@ def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
             file, record = where(ref)
             rows.append(
                 [
-                    f"{h(ref.get('kind'))} <span class='muted'>{label}</span>",
+                    f"{h(kind_words(ref.get('kind')))} <span class='muted'>{label}</span>",
                     h(ref.get("event_id")),
                     h(m.get("machine")),
                     h(utc(at)) + " <span class='muted'>(guest clock)</span>",
@@ -224,7 +233,8 @@ def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
         file, record = where(b)
         rows.append(
             [
-                f"{h(b.get('kind'))}: {h(b.get('remote_address'))}:{h(b.get('remote_port'))}"
+                f"{h(kind_words(b.get('kind')))}: "
+                f"{h(b.get('remote_address'))}:{h(b.get('remote_port'))}"
                 f" → port {h(b.get('local_port'))} {h(protocol_name(b.get('protocol')))}",
                 h(b.get("event_id")),
                 h(b.get("computer")),
@@ -254,12 +264,13 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
     migs: list[Mapping[str, Any]] = list(doc.get("migrations", []))
     parts = [
         "<h1>Hyper-V live migration: network impact</h1>",
-        f'<p class="meta">Generated {h(utc(doc.get("generated_at"), precise=False))} by lmtrace.'
+        f'<p class="meta">Generated {h(utc(doc.get("generated_at"), precise=False))} by'
+        f" {h(generated_by(doc))}."
         " All times are UTC; guest times are as the guest logged them unless marked"
         " host clock.</p>",
         f'<section class="verdict verdict-{h(verdict)}" id="verdict"><b>'
         f"{h(VERDICT_TEXT.get(verdict, verdict))}</b><ul>"
-        + "".join(f"<li>{h(r)}</li>" for r in doc.get("reasons", []))
+        + "".join(f"<li>{h(r)}</li>" for r in verdict_lines(doc))
         + "</ul></section>",
     ]
     incomplete = (doc.get("integrity") or {}).get("store_incomplete")
@@ -298,8 +309,7 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
             h(seconds(m.get("blackout_s"), 3)),
             h(m.get("machine"))
             + (
-                f" <span class='muted'>({h(m.get('match_method'))},"
-                f" {h(m.get('match_confidence'))})</span>"
+                f" <span class='muted'>({h(m.get('match_note') or m.get('match_method'))})</span>"
                 if m.get("machine")
                 else ""
             ),
@@ -322,7 +332,7 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
                 "Status",
                 "Blackout",
                 "Guest (match)",
-                "Guest clock offset",
+                "Guest clock",
                 "Guest quarantine",
                 "Blocked inbound",
                 "Verdict",
@@ -334,7 +344,8 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
     )
     if rows:
         parts.append(
-            '<p class="meta">Guest clock offset: the guest clock minus the host clock. An'
+            '<p class="meta">Guest clock: how far the guest\'s clock ran ahead of or behind'
+            " the host's (on the command line, --clock-offset GUEST=+N s means N s ahead). An"
             " estimated offset is read from when the guest logged the network change after"
             " each completion, so it includes the guest's notification delay (typically under"
             " a second); quarantine durations are measured on the guest clock alone and do"
@@ -382,7 +393,8 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
         )
         parts.append(
             f'<div class="{"fix" if permanent else "workaround"}">{tag}<b>{h(r.get("title"))}</b>'
-            f" <span class='muted'>(on the {h(r.get('where'))}; {h(r.get('confidence'))})</span>"
+            f" <span class='muted'>(on the {h(r.get('where'))};"
+            f" {h(source_words(r.get('confidence')))})</span>"
             f"<ol>{steps}</ol><p>{h(r.get('effect'))}</p>{tradeoff}</div>"
         )
     # integrity
@@ -468,10 +480,11 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
         f"## Hyper-V live migration network check: **{md(verdict.upper())}**",
         "",
         f"{md(VERDICT_TEXT.get(verdict, verdict))}. Generated "
-        f"{md(utc(doc.get('generated_at'), precise=False))} by lmtrace; all times UTC.",
+        f"{md(utc(doc.get('generated_at'), precise=False))} by {md(generated_by(doc))};"
+        " all times UTC.",
         "",
     ]
-    lines += [f"- {md(r)}" for r in doc.get("reasons", [])] + [""]
+    lines += [f"- {md(r)}" for r in verdict_lines(doc)] + [""]
     incomplete = (doc.get("integrity") or {}).get("store_incomplete")
     if incomplete:
         lines += [f"**Warning:** {md(incomplete)}.", ""]
@@ -498,7 +511,7 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
             if ends:
                 last = ends[-1]
                 refs.append(
-                    f"host {md(last.get('kind'))} event {md(last.get('event_id'))} "
+                    f"host {md(kind_words(last.get('kind')))} event {md(last.get('event_id'))} "
                     f"in {md(where(last)[0])} {md(where(last)[1])}"
                 )
             for label, key in (("network change", "trigger_ref"), ("window end", "end_ref")):

@@ -18,6 +18,7 @@ import polars as pl
 
 from pipeline.correlate import Correlation
 from pipeline.timeline_text import escaped_text, lane_label
+from pipeline.wording import clock_words
 
 ToLocal = Callable[[pl.Expr], pl.Expr]
 """UTC time column -> naive wall-clock time in the display zone."""
@@ -72,11 +73,7 @@ def legend_notes(fig: go.Figure, result: Correlation, lanes: Lanes) -> None:
     computers = dict(result.machines.select("machine", "computer").iter_rows())
     for machine, offset, method in offsets.iter_rows():
         name = escaped_text(computers.get(machine, machine))
-        text = (
-            f"{name}: moved by {-offset:+.3f} s ({escaped_text(method)})"
-            if offset is not None
-            else f"{name}: no offset known, own clock"
-        )
+        text = f"{name}: {escaped_text(clock_words(offset, method))}"
         fig.add_trace(
             go.Scatter(
                 x=[None],
@@ -85,7 +82,7 @@ def legend_notes(fig: go.Figure, result: Correlation, lanes: Lanes) -> None:
                 marker={"symbol": "hourglass", "color": "#546e7a", "size": 9},
                 name=text,
                 legendgroup="offsets",
-                legendgrouptitle_text="Guest clocks moved onto the host clock",
+                legendgrouptitle_text="Guest clocks, drawn on the host clock",
                 hoverinfo="skip",
                 meta={"lmtrace": "offset"},
             ),

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from pipeline.printable import printable, printable_expr
+from pipeline.wording import clock_words_expr
 
 Part = str | pl.Expr
 """A piece of text: ``str`` is lmtrace's own markup, an expression a value (already escaped)."""
@@ -90,11 +91,7 @@ def lane_label() -> pl.Expr:
     role = (
         pl.when(pl.col("role") == "host")
         .then(pl.lit("host"))
-        .when(pl.col("clock_offset_s").is_not_null())
-        .then(
-            pl.format("guest, shifted {} s", (-pl.col("clock_offset_s")).round(3).cast(pl.String))
-        )
-        .otherwise(pl.lit("guest, own clock"))
+        .otherwise(clock_words_expr(pl.col("clock_offset_s")))
     )
     return markup(("<b>", escaped(pl.col("computer")), "</b>  ", role))
 

@@ -36,3 +36,30 @@ def manifest(corpus_dir: Path) -> list[dict[str, str]]:
     """MANIFEST.tsv rows, one dict per file, keyed by the header's column names."""
     with (corpus_dir / "MANIFEST.tsv").open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t"))
+
+
+EXAMPLES = ROOT / "examples" / "bundles"
+
+
+@pytest.fixture(scope="session")
+def example_analysis(tmp_path_factory: pytest.TempPathFactory):
+    """``name -> Analysis`` of a committed example bundle, each analysed once per session.
+
+    An analysis costs a second or two; tests that only read what it wrote (reports,
+    tables, exports, the CLI's rendering) share these instead of running their own.
+    quarantine-bug is analysed with its guest's zone (Europe/Berlin), as the README says.
+    """
+    from parsers.pfirewall import PfirewallSettings
+    from pipeline.analyze import AnalyzeSettings, analyze
+
+    root = tmp_path_factory.mktemp("examples")
+    done: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in done:
+            zone = "Europe/Berlin" if name == "quarantine-bug" else None
+            settings = AnalyzeSettings(firewall=PfirewallSettings(tz=zone))
+            done[name] = analyze([EXAMPLES / name], root / name, settings)
+        return done[name]
+
+    return get

@@ -207,7 +207,7 @@ EVIL = ("<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "[x](javasc
 def test_log_strings_show_as_text_in_both_formats(bug: Analysis) -> None:
     doc = _doc(bug)
     for i, evil in enumerate(EVIL):
-        doc["reasons"].append(f"reason {evil}")
+        doc["reasons"].insert(0, f"reason {evil}")  # the first reasons are shown
         doc["migrations"][0]["vm_name"] = evil
         doc["migrations"][0]["trigger_ref"]["source_path"] = f"/bundle/{evil}.evtx"
         doc["blocked_inbound"][i]["remote_address"] = evil

@@ -32,6 +32,7 @@ from pipeline.timeline import (
     write_static,
     write_timeline,
 )
+from pipeline.wording import clock_words
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_legend_states_each_guest_offset(drain: Analysis, findings: dict) -> Non
     fig = timeline_figure(drain.result, TimelineSettings())
     names = " ".join(t.name for t in _traces(fig, "offset"))
     for m in findings["migrations"]:
-        assert f"moved by {-m['clock_offset_s']:+.3f} s ({m['offset_method']})" in names
+        assert clock_words(m["clock_offset_s"], m["offset_method"]) in names
 
 
 def test_time_zone_moves_the_axis_and_names_itself(drain: Analysis, findings: dict) -> None:
