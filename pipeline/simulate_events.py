@@ -477,6 +477,8 @@ def history_events(
     Netvsc events; those of a second adapter draw from a stream of their own.
     """
     minute = 60 * US
+    # Called once per exported file of the guest: a stream seeded by what the call is about
+    # gives every call the same second-adapter events.
     extra_rng = feature_rng(t, f"history:{guest.name}")
 
     def netvsc(kind: str, when: int) -> list[tuple[int, EventSpec]]:

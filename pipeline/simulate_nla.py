@@ -66,7 +66,9 @@ class _Guest:
     def __init__(self, guest: Machine, ids: GuestIds, placeholder: uuid.UUID, rng: random.Random):
         self.g, self.ids, self.placeholder, self.rng = guest, ids, placeholder, rng
 
-    def _event(self, name: str, t: int, values: tuple[object, ...], pid: int, sid: str | None):
+    def _event(
+        self, name: str, t: int, values: tuple[object, ...], pid: int, sid: str | None
+    ) -> Timed:
         spec = layout(name).event(
             from_us(t), self.g.name, values, pid=pid, tid=_tid(self.rng), sid=sid
         )

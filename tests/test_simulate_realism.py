@@ -180,25 +180,28 @@ def test_multicast_and_broadcast_drops_look_like_the_real_ones(bundles: dict) ->
     bundle, gt = bundles["bug"]
     guest = guest_of(gt)
     by_id = {e.record_id: e for e in read(bundle / guest["folder"] / "Security.evtx")}
-    seen = Counter()
+    forms = Counter()
     for o in gt["other_inbound"]:
         if o["event_id"] not in (5152, 5157):
             continue
         e = by_id[o["record_id"]]
         assert e.time == when(o["time"]) and e.data["Direction"] == INBOUND
-        group = o["local_address"]
-        sender = (e.data["SourceAddress"], e.data["SourcePort"])
-        if o["event_id"] == 5152 or group == "224.0.0.251":
-            assert sender == (o["remote_address"], str(o["remote_port"]))  # sender Source
+        group = o["local_address"]  # the multicast group or the broadcast address
+        sender_source = o["event_id"] == 5152 or group == "224.0.0.251"
+        if sender_source:  # every 5152; velociraptor's mDNS 5157
+            assert (e.data["SourceAddress"], e.data["SourcePort"]) == (
+                o["remote_address"],
+                str(o["remote_port"]),
+            )
             assert e.data["DestAddress"] == group
-        else:
+        else:  # DE_RDP_Tunnel's SSDP and NetBIOS connection events
             assert (e.data["SourceAddress"], e.data["SourcePort"]) == (group, str(o["local_port"]))
         assert (e.data["LayerName"], e.data["LayerRTID"]) == ("%%14610", 44)
-        seen[(o["traffic"], group.split(".")[0], o["local_port"])] += 1
-    assert {k[2] for k in seen} <= {5355, 5353, 1900, 137, 138}
-    assert {k[0] for k in seen} == {"multicast", "broadcast"}
-    assert all(g.endswith(".255") for t, g, _ in [(o["traffic"], o["local_address"], 0)
-               for o in gt["other_inbound"] if o["traffic"] == "broadcast"])  # fmt: skip
+        assert o["local_port"] in (5355, 5353, 1900, 137, 138)
+        assert group.endswith(".255") == (o["traffic"] == "broadcast")
+        forms[(o["event_id"], sender_source, o["traffic"])] += 1
+    assert {(5157, True, "multicast"), (5157, False, "multicast")} <= set(forms)
+    assert {(5152, True, "multicast"), (5152, True, "broadcast")} <= set(forms)
     # The same packets as DROP lines in pfirewall.log, each listed with its line.
     lines = (bundle / guest["folder"] / "pfirewall.log").read_text().splitlines()
     listed = [o for o in gt["other_inbound"] if o["event_id"] is None]
