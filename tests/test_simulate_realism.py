@@ -342,6 +342,14 @@ def test_network_loss_values_are_tugix456s(corpus_dir: Path, bundles: dict) -> N
     identifying = next(e for e in sim if e.event_id == 4001)
     assert identifying.data["CurrentOrNextState"] == 0
     assert 0 <= (placeholder.time - identifying.time).total_seconds() < 0.001
+    # The layouts only the chatter writes have the real events' field names and value kinds.
+    healthy = nla(bundles["healthy"][0], guest_of(bundles["healthy"][1])["folder"])
+    for event_id in (4001, 4002):
+        mine = next(e for e in [*sim, *healthy] if e.event_id == event_id)
+        theirs = next(e for e in real if e.event_id == event_id)
+        assert {k: type(v) for k, v in mine.data.items()} == {
+            k: type(v) for k, v in theirs.data.items()
+        }
 
 
 def test_several_nics_and_repeated_changes_end_seven_seconds_after_the_last(
