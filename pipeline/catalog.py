@@ -18,11 +18,12 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import polars as pl
 
 from parsers.model import LmtraceError
@@ -32,6 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
+T = TypeVar("T")
 CONFIDENCES = ("stated", "seen", "inferred")
 CONDITION_OPS = ("in", "not_in", "matches", "not_matches")
 SIDES = ("source", "target")
@@ -43,26 +45,27 @@ class CatalogError(LmtraceError):
     """A catalog file is malformed; the message names the file and line."""
 
 
-@dataclass(frozen=True)
-class ModelParams:
-    """Timing facts of the incident model, in seconds (catalog ``[model]``)."""
+class ModelParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Timing facts of the incident model, in seconds, and the kinds that play each part
+    (catalog ``[model]``). No defaults here: the shipped catalog.toml states every one,
+    with its source, and a user's ``--catalog`` may override some."""
 
-    safety_timeout_s: float = 7.0
-    normal_quarantine_max_s: float = 4.0
-    netvsc_lag_max_s: float = 10.0
-    max_clock_offset_s: float = 600.0
-    tolerance_s: float = 3.0
-    clock_jump_max_s: float = 120.0
-    window_max_s: float = 60.0
-    migration_max_s: float = 3600.0
-    terminal_merge_s: float = 120.0
-    trigger_kinds: tuple[str, ...] = ("guest.network_changed",)
-    end_kinds: tuple[str, ...] = ()
-    blocked_kinds: tuple[str, ...] = ()
-    allowed_kinds: tuple[str, ...] = ()
-    fallback_kinds: tuple[str, ...] = ()
-    end_evidence_protocols: tuple[int, ...] = (6,)
-    packet_pair_s: float = 0.01
+    safety_timeout_s: float
+    normal_quarantine_max_s: float
+    netvsc_lag_max_s: float
+    max_clock_offset_s: float
+    tolerance_s: float
+    clock_jump_max_s: float
+    window_max_s: float
+    migration_max_s: float
+    terminal_merge_s: float
+    trigger_kinds: tuple[str, ...]
+    end_kinds: tuple[str, ...]
+    blocked_kinds: tuple[str, ...]
+    allowed_kinds: tuple[str, ...]
+    fallback_kinds: tuple[str, ...]
+    end_evidence_protocols: tuple[int, ...]
+    packet_pair_s: float
 
     def kinds_named(self) -> tuple[str, ...]:
         """Every kind the model refers to, for validation against ``[kinds]``."""
@@ -75,8 +78,11 @@ class ModelParams:
         )
 
 
-@dataclass(frozen=True)
-class EventEntry:
+Condition = str | int | list[str | int]
+"""A ``when`` value as written: text, a number, or a list of them (loaded: a list of text)."""
+
+
+class EventEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One (provider, event id[, channel]) -> kind mapping with its payload columns."""
 
     provider: str
@@ -86,7 +92,7 @@ class EventEntry:
     source: str
     channel: str | None = None
     side: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = {}
     optional: tuple[str, ...] = ()
     sample: str | None = None
     note: str | None = None
@@ -94,9 +100,9 @@ class EventEntry:
     # event's named columns (e.g. a firewall 2010 whose new profile is a real one);
     # otherwise the event gets ``else_kind``. Real logs log the same event id for
     # "classified" and "lost the network", and only the values tell them apart.
-    when: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    when: dict[str, dict[str, Condition]] = {}
     else_kind: str | None = None
-    origin: str = ""  # "file:line", for error messages and for `lmtrace catalog`
+    origin: str = ""  # "file:line", set on load, for error messages and the catalog check
 
     @property
     def key(self) -> tuple[str, int, str | None]:
@@ -115,8 +121,7 @@ class Scopes:
     patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Remediation:
+class Remediation(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A fix or workaround the report recommends."""
 
     id: str
@@ -130,13 +135,29 @@ class Remediation:
     tradeoff: str | None = None
 
 
-@dataclass(frozen=True)
-class CollectHint:
+class CollectHint(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """How to collect a log the bundle lacks."""
 
     id: str
     when: str
     how: str
+
+
+class CatalogFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One catalog file as written: the tables it may hold and their types. The
+    ``[[event]]``, ``[[remediation]]`` and ``[[collect]]`` tables are checked one by one
+    (each error then names its own line)."""
+
+    schema_version: int | None = None
+    model: dict[str, Any] = {}  # typed as ModelParams once merged over the shipped one
+    kinds: dict[str, str] = {}
+    columns: dict[str, str] = {}
+    directions: dict[str, str] = {}
+    protocols: dict[str, int] = {}
+    scopes: dict[str, list[str]] = {}
+    event: list[dict[str, Any]] = []
+    remediation: list[dict[str, Any]] = []
+    collect: list[dict[str, Any]] = []
 
 
 @dataclass(frozen=True)
@@ -170,23 +191,8 @@ class Catalog:
         return replace(self, events=inside), replace(self, events=outside)
 
 
-_TOP_KEYS = {
-    "schema_version",
-    "model",
-    "kinds",
-    "columns",
-    "directions",
-    "protocols",
-    "scopes",
-    "event",
-    "remediation",
-    "collect",
-}
-_EVENT_KEYS = {f.name for f in fields(EventEntry)} - {"origin"}
-_EVENT_REQUIRED = {"provider", "event_id", "kind", "confidence", "source"}
-_REMEDIATION_KEYS = {f.name for f in fields(Remediation)}
-_REMEDIATION_REQUIRED = _REMEDIATION_KEYS - {"tradeoff"}
-_COLLECT_KEYS = {f.name for f in fields(CollectHint)}
+SCHEMA_VERSION = 1
+"""The catalog file format this lmtrace reads (``schema_version`` in a file)."""
 
 
 def _array_lines(text: str, name: str) -> list[int]:
@@ -195,24 +201,60 @@ def _array_lines(text: str, name: str) -> list[int]:
     return [text.count("\n", 0, m.start()) + 1 for m in pattern.finditer(text)]
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise CatalogError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    missing = sorted(required - set(table))
-    if missing:
-        raise CatalogError(f"{where}: missing key(s) {', '.join(missing)}")
+def _typed(table: object, kind: type[T], where: str, text: str | None = None) -> T:
+    """``table`` as ``kind``, or a CatalogError naming the place and what is wrong: ``where``
+    (``file:line`` of the table), or, given the file's ``text``, the line of the key."""
+    try:
+        return msgspec.convert(table, kind)
+    except msgspec.ValidationError as exc:
+        message = _in_words(str(exc))
+        place = _line_of(where, text, message) if text is not None else where
+        raise CatalogError(f"{place}: {message}") from None
 
 
-def _parse_file(path: str, text: str) -> dict[str, Any]:
+def _in_words(message: str) -> str:
+    """msgspec's message in the catalog's words: TOML keys, not JSON paths."""
+    text, _, path = message.partition(" - at `$")
+    key = path.rstrip("`").lstrip(".").replace("[...]", "")
+    for pattern, words in (
+        (r"Object contains unknown field `(.+)`", r"unknown key \1"),
+        (r"Object missing required field `(.+)`", r"missing key \1"),
+        (r"Expected `(.+)`, got `(.+)`", r"expected \1, got \2"),
+    ):
+        text = re.sub(pattern, words, text)
+    return f"{key}: {text}" if key else text
+
+
+def _line_of(path: str, text: str, message: str) -> str:
+    """``file:line`` of the key or table a message of :func:`_in_words` names (its first use)."""
+    named = re.search(r"(?:unknown|missing) key (\S+)", message)
+    key = named.group(1) if named else message.split(":", 1)[0].split(".")[-1].split("[")[0]
+    found = (
+        re.search(
+            rf'^\s*(?:"?{re.escape(key)}"?\s*=|\[+\s*{re.escape(key)}\s*\]+)', text, re.MULTILINE
+        )
+        if key
+        else None
+    )
+    return f"{path}:{text.count(chr(10), 0, found.start()) + 1}" if found else path
+
+
+def _parse_file(path: str, text: str) -> CatalogFile:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{path}: {exc}") from None
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise CatalogError(f"{path}: unknown top-level key(s) {', '.join(unknown)}")
-    return data
+    try:
+        parsed = msgspec.convert(data, CatalogFile)
+    except msgspec.ValidationError as exc:
+        message = _in_words(str(exc))
+        raise CatalogError(f"{_line_of(path, text, message)}: {message}") from None
+    if parsed.schema_version not in (None, SCHEMA_VERSION):
+        raise CatalogError(
+            f"{_line_of(path, text, 'schema_version')}: schema_version {parsed.schema_version}"
+            f" is not one this lmtrace reads (it reads {SCHEMA_VERSION})"
+        )
+    return parsed
 
 
 def _located(
@@ -227,59 +269,47 @@ def _located(
 def _events(path: str, text: str, raw: list[dict[str, Any]]) -> list[EventEntry]:
     entries = []
     for where, table in _located(path, text, raw, "event"):
-        _check_keys(table, _EVENT_KEYS, _EVENT_REQUIRED, where)
-        if not isinstance(table["event_id"], int) or isinstance(table["event_id"], bool):
-            raise CatalogError(f"{where}: event_id must be an integer")
-        if not isinstance(table.get("fields", {}), dict):
-            raise CatalogError(f"{where}: fields must be a table of column = payload name")
-        table["optional"] = tuple(table.get("optional", ()))
-        table["when"] = _conditions(table.get("when", {}), where)
-        entries.append(EventEntry(**table, origin=where))
+        entry = _typed(table, EventEntry, where)
+        entries.append(
+            msgspec.structs.replace(entry, when=_conditions(entry.when, where), origin=where)
+        )
     return entries
 
 
-def _conditions(raw: object, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
-    """``when = { column = { op = value or [values] } }``, values compared as text."""
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{where}: when must be a table of column = {{ op = values }}")
-    out: dict[str, dict[str, tuple[str, ...]]] = {}
+def _conditions(
+    raw: dict[str, dict[str, Condition]], where: str
+) -> dict[str, dict[str, Condition]]:
+    """``when = { column = { op = value or [values] } }``, as lists of text: values are
+    compared with the payload as logged, which is text."""
+    out: dict[str, dict[str, Condition]] = {}
     for column, ops in raw.items():
-        if not isinstance(ops, dict) or not ops:
-            raise CatalogError(f"{where}: when.{column} must be a table of op = values")
         unknown = sorted(set(ops) - set(CONDITION_OPS))
-        if unknown:
+        if unknown or not ops:
             raise CatalogError(
-                f"{where}: when.{column}: unknown op(s) {', '.join(unknown)};"
+                f"{where}: when.{column}: unknown op(s) {', '.join(unknown) or '(none given)'};"
                 f" valid: {', '.join(CONDITION_OPS)}"
             )
-        values = {op: v if isinstance(v, list) else [v] for op, v in ops.items()}
-        for op, vs in values.items():
-            if not vs or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in vs):
-                raise CatalogError(f"{where}: when.{column}.{op} must be text or numbers")
-            if op.endswith("matches"):
-                for v in vs:
-                    try:
-                        re.compile(str(v))
-                    except re.error as exc:
-                        raise CatalogError(f"{where}: when.{column}.{op}: {exc}") from None
-        out[column] = {op: tuple(str(v) for v in vs) for op, vs in values.items()}
+        values: dict[str, Condition] = {
+            op: [str(v) for v in (v if isinstance(v, list) else [v])] for op, v in ops.items()
+        }
+        for op, texts in values.items():
+            if not texts:
+                raise CatalogError(f"{where}: when.{column}.{op}: no value given")
+            for text in texts if op.endswith("matches") else ():  # type: ignore[union-attr]
+                try:
+                    re.compile(str(text))
+                except re.error as exc:
+                    raise CatalogError(f"{where}: when.{column}.{op}: {exc}") from None
+        out[column] = values
     return out
 
 
 def _remediations(path: str, text: str, raw: list[dict[str, Any]]) -> list[Remediation]:
-    out = []
-    for where, table in _located(path, text, raw, "remediation"):
-        _check_keys(table, _REMEDIATION_KEYS, _REMEDIATION_REQUIRED, where)
-        out.append(Remediation(**{**table, "steps": tuple(table["steps"])}))
-    return out
+    return [_typed(t, Remediation, where) for where, t in _located(path, text, raw, "remediation")]
 
 
 def _collects(path: str, text: str, raw: list[dict[str, Any]]) -> list[CollectHint]:
-    out = []
-    for where, table in _located(path, text, raw, "collect"):
-        _check_keys(table, _COLLECT_KEYS, _COLLECT_KEYS, where)
-        out.append(CollectHint(**table))
-    return out
+    return [_typed(t, CollectHint, where) for where, t in _located(path, text, raw, "collect")]
 
 
 def _merge_by(
@@ -340,39 +370,35 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
     events: list[EventEntry] = []
     remediation: list[Remediation] = []
     collect: list[CollectHint] = []
+    params: ModelParams | None = None
     for path, text in sources:
         data = _parse_file(path, text)
-        model_table = data.get("model", {})
-        unknown = sorted(set(model_table) - {f.name for f in fields(ModelParams)})
-        if unknown:
-            raise CatalogError(f"{path}: unknown [model] key(s) {', '.join(unknown)}")
-        model.update(
-            {k: tuple(v) if isinstance(v, list) else float(v) for k, v in model_table.items()}
-        )
-        kinds.update(data.get("kinds", {}))
-        columns.update(data.get("columns", {}))
-        directions.update(data.get("directions", {}))
-        protocols.update(data.get("protocols", {}))
-        scopes.update(_scopes(path, data.get("scopes", {})))
-        events = _merge_by(
-            events, _events(path, text, data.get("event", [])), lambda e: e.key, path, "event"
-        )
+        model.update(data.model)
+        # Each file's [model] must leave the merged model whole and well typed.
+        params = _typed(model, ModelParams, path, text)
+        kinds.update(data.kinds)
+        columns.update(data.columns)
+        directions.update(data.directions)
+        protocols.update(data.protocols)
+        scopes.update(_scopes(path, data.scopes))
+        events = _merge_by(events, _events(path, text, data.event), lambda e: e.key, path, "event")
         remediation = _merge_by(
             remediation,
-            _remediations(path, text, data.get("remediation", [])),
+            _remediations(path, text, data.remediation),
             lambda r: r.id,
             path,
             "remediation",
         )
         collect = _merge_by(
             collect,
-            _collects(path, text, data.get("collect", [])),
+            _collects(path, text, data.collect),
             lambda c: c.id,
             path,
             "collect hint",
         )
+    assert params is not None  # the shipped catalog always comes first
     catalog = Catalog(
-        model=replace(ModelParams(), **model),
+        model=params,
         kinds=kinds,
         columns=columns,
         directions=directions,
@@ -387,20 +413,14 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
     return catalog
 
 
-def _scopes(path: str, raw: object) -> dict[str, tuple[str, ...]]:
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{path}: [scopes] must map a scope name to a list of patterns")
-    out = {}
+def _scopes(path: str, raw: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
     for name, patterns in raw.items():
-        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-            raise CatalogError(f"{path}: [scopes] {name} must be a list of regular expressions")
         for pattern in patterns:
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise CatalogError(f"{path}: [scopes] {name}: {pattern!r}: {exc}") from None
-        out[name] = tuple(patterns)
-    return out
+    return {name: tuple(patterns) for name, patterns in raw.items()}
 
 
 def load_catalog(extra: Sequence[Path] = ()) -> Catalog:
@@ -514,11 +534,12 @@ def matched(events: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
     )
 
 
-def _condition(column: str, ops: dict[str, tuple[str, ...]]) -> pl.Expr:
+def _condition(column: str, ops: dict[str, Condition]) -> pl.Expr:
     """One ``when`` condition over a payload column as logged (text, before any cast)."""
     value = pl.col(column).cast(pl.String)
     parts = []
-    for op, values in ops.items():
+    for op, condition in ops.items():
+        values = [str(v) for v in (condition if isinstance(condition, list) else [condition])]
         if op in ("in", "not_in"):
             test = value.str.to_lowercase().is_in([v.lower() for v in values])
         else:

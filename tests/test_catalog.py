@@ -83,7 +83,7 @@ source = "test"
         (
             '[[event]]\nprovider = "P"\nevent_id = 1\nkind = "guest.network_changed"\n'
             'confidence = "seen"\nsource = "s"\ncolour = "red"\n',
-            "unknown key(s) colour",
+            "extra.toml:1: unknown key colour",  # the [[event]] it belongs to
         ),
         (
             '[[event]]\nprovider = "P"\nevent_id = 1\nkind = "guest.network_changed"\n'
@@ -98,10 +98,24 @@ source = "test"
         (
             '[[event]]\nprovider = "P"\nevent_id = 1\nkind = "guest.network_changed"\n'
             'confidence = "seen"\n',
-            "missing key(s) source",
+            "missing key source",
         ),
-        ("[model]\nsafety_timeout = 7\n", "unknown [model] key(s) safety_timeout"),
-        ("[nonsense]\n", "unknown top-level key(s) nonsense"),
+        ("[model]\nsafety_timeout = 7\n", "extra.toml:2: unknown key safety_timeout"),
+        ('[model]\nsafety_timeout_s = "7 s"\n', "extra.toml:2: safety_timeout_s: expected float"),
+        ("[nonsense]\n", "extra.toml:1: unknown key nonsense"),
+        # A wrong type is one line with file and line, never a traceback (issue 11).
+        (
+            '[[event]]\nprovider = 5\nevent_id = 1\nkind = "guest.network_changed"\n'
+            'confidence = "seen"\nsource = "s"\n',
+            "extra.toml:1: provider: expected str, got int",
+        ),
+        (
+            '[[event]]\nprovider = "P"\nevent_id = "one"\nkind = "guest.network_changed"\n'
+            'confidence = "seen"\nsource = "s"\n',
+            "event_id: expected int, got str",
+        ),
+        ('[protocols]\nTCP = "six"\n', "extra.toml:1: protocols: expected int, got str"),
+        ("schema_version = 99\n", "extra.toml:1: schema_version 99 is not one this lmtrace reads"),
         ("[[event]\n", "extra.toml"),
     ],
 )
