@@ -11,7 +11,6 @@ else changes: the wrapped function has done (or not yet done) its real work.
 
 Moments (what has happened when the marker appears):
 
-* ``extracted``: the first archive member is copied into the store's scratch folder;
 * ``reading``: the reading processes are started and working (``--jobs`` > 1);
 * ``committed``: the first batch of events is in the store, the files table is not;
 * ``files``: every event is committed, the files table is about to be written;
@@ -50,13 +49,11 @@ def _block(marker: Path) -> None:
 
 def main() -> None:
     moment, marker, *args = sys.argv[1:]
-    from pipeline import analyze, archives, ingest, store
+    from pipeline import analyze, ingest, store
     from pipeline.cli import app
 
     target = Path(marker)
-    if moment == "extracted":
-        _stop_after(archives.ArchiveWalker, "_copy_member", target)
-    elif moment == "reading":
+    if moment == "reading":
         _stop_after(ingest, "_drain", target)
     elif moment == "committed":
         _stop_after(store.EventCommitter, "commit", target)

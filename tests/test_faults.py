@@ -147,8 +147,7 @@ def assert_said_incomplete(store: Path, tmp_path: Path) -> None:
     assert "an ingest started at" in findings["integrity"]["store_incomplete"]
 
 
-KILLS = [
-    ("ingest", "extracted"),
+KILLS = [  # each leaves the zip's extracted members in the store's scratch folder
     ("ingest", "reading"),
     ("ingest", "committed"),
     ("analyze", "reporting"),  # analyze reads through the same ingest (killed at "committed"
@@ -165,6 +164,8 @@ def test_kill_9_then_a_plain_rerun(
     store = out if command == "ingest" else out / "store"
     args = [command, str(bundle_zip), "--out", str(out), "--jobs", "2", "--quiet"]
     kill_9(run_until(moment, args, tmp_path / "marker"))
+    if moment != "reporting":  # what the dead run left: its lock and its scratch
+        assert (store / ".lock").is_file() and list(store.glob(".ingest-*"))
     if moment == "committed":  # the store was changed: it says so until redone
         assert_said_incomplete(store, tmp_path)
 

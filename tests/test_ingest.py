@@ -13,7 +13,7 @@ import pytest
 from parsers.evtx_reader import ReadSettings
 from parsers.pfirewall import PfirewallSettings, TimeZoneError
 from pipeline.ingest import ingest
-from pipeline.store import EventFilter, StoreError, scan_events, scan_files
+from pipeline.store import EventFilter, StoreError, incomplete, scan_events, scan_files
 
 SYSTEM = "network/tugix456__System.evtx"
 FIREWALL = (
@@ -223,7 +223,11 @@ def test_an_interrupted_ingest_keeps_finished_files_with_their_rows(corpus_dir, 
     kept = scan_files(store).collect()
     assert kept["source_path"].to_list() == [str(inputs[0])]
     assert scan_events(store).select(pl.len()).collect().item() == kept["records"].sum() > 0
+    mark = incomplete(store)  # the store says it lacks the rest, and which inputs
+    assert mark is not None and mark.reason == "an ingest was interrupted (Ctrl-C)"
+    assert mark.inputs == tuple(str(p) for p in inputs)
     again = ingest(inputs, store, jobs=1)  # the same command: only the rest is read
+    assert incomplete(store) is None
     assert [(Path(o.source_path).name, o.status) for o in again.outcomes] == [
         ("b-Small.evtx", "read"),
         ("a-System.evtx", "skipped"),
