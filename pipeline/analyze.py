@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -18,6 +18,7 @@ import polars as pl
 from parsers.evtx_reader import ReadSettings
 from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
+from pipeline.case import Case, ReadOptions, open_case, recorded
 from pipeline.catalog import load_catalog
 from pipeline.correlate import (
     CorrelateSettings,
@@ -48,6 +49,9 @@ class AnalyzeSettings:
     limits: Limits | None = None
     jobs: int = 1
     timeline: TimelineSettings = field(default_factory=TimelineSettings)
+    excel: bool = False  # the tables' CSV in the form Excel reads as dates (pipeline/csv_tables.py)
+    add: bool = False  # the inputs are late logs of the case already in OUT (pipeline/case.py)
+    password: str | None = field(default=None, repr=False)  # of encrypted archives; not stored
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Analysis:
     result: Correlation
     written: tuple[Path, ...]
     incomplete: str | None = None  # why the store lacks inputs of an earlier, unfinished ingest
+    case: Case | None = None  # every input OUT holds, and the read options that changed
 
     @property
     def exit_code(self) -> int:
@@ -131,21 +136,28 @@ def analyze(
     """Ingest ``inputs`` into ``out/store``, correlate, and write the findings into ``out``."""
     out = Path(out)
     catalog = load_catalog(settings.catalogs)  # a bad --catalog fails before any reading
-    summary = ingest(
-        inputs,
-        out / STORE_FOLDER,
-        settings.read,
-        settings.jobs,
-        progress,
-        settings.limits,
-        settings.firewall,
-    )
+    options = ReadOptions(settings.read.engine, settings.firewall.tz, settings.firewall.computer)
+    case = open_case(out, inputs, options, settings.add, out / STORE_FOLDER)
+    read = case.options
+    firewall = replace(settings.firewall, tz=read.guest_tz, computer=read.firewall_computer)
+    with recorded(out, case):
+        summary = ingest(
+            [Path(p) for p in case.inputs] if case.reread else inputs,
+            out / STORE_FOLDER,
+            replace(settings.read, engine=read.engine),
+            settings.jobs,
+            progress,
+            settings.limits,
+            firewall,
+            settings.password,
+        )
     result = correlate(scan_events(out / STORE_FOLDER), catalog, settings.correlate)
     files = scan_files(out / STORE_FOLDER).collect()
     mark = incomplete(out / STORE_FOLDER)
     note = str(mark) if mark else None
-    written = write_outputs(result, out, files, note)
+    written = write_outputs(result, out, files, note, settings.excel, case.inputs)
     written.append(save_correlation_options(settings, out))
     timelines = write_timeline(result, out / TIMELINE_FILE, settings.timeline)
-    written += timelines + write_report(findings_document(result, files, note), out, timelines)
-    return Analysis(out, summary, files, result, tuple(written), note)
+    doc = findings_document(result, files, note, case.inputs)
+    written += timelines + write_report(doc, out, timelines)
+    return Analysis(out, summary, files, result, tuple(written), note, case)

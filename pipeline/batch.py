@@ -44,8 +44,9 @@ import psutil
 from parsers.model import LmtraceError
 from pipeline.analyze import AnalyzeSettings
 from pipeline.batch_worker import RESULT_FILE, WORK_FOLDER, BundleTask, run_bundle
-from pipeline.discover import InputError
-from pipeline.printable import printable, printable_frame
+from pipeline.csv_tables import csv_bytes
+from pipeline.discover import HEAD_SIZE, InputError, kind_of
+from pipeline.printable import printable
 
 BUNDLES_FOLDER = "bundles"
 HASH_CACHE = ".hashes.json"
@@ -57,7 +58,7 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "input": pl.String(),  # the path given on the command line
     "sha256": pl.String(),  # of the bundle's bytes (a folder: of its paths and file hashes)
     "folder": pl.String(),  # the bundle's result folder, relative to OUT
-    "status": pl.String(),  # ok, partial (something unreadable, verdict on the rest), failed
+    "status": pl.String(),  # ok, partial (unreadable parts, verdict on the rest), failed, skipped
     "verdict": pl.String(),  # null when failed
     "migrations": pl.Int64(),
     "affected_vms": pl.Int64(),  # VMs with an affected or likely-affected migration
@@ -115,8 +116,11 @@ class BatchResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every bundle was read whole; 1 when any failed or was partly unreadable."""
-        return 0 if self.count("ok") == self.summary.height else 1
+        """0 when every bundle was read whole (inputs that are no bundle, such as a
+        README.md beside them, are skipped, not failed); 1 when any failed or was partly
+        unreadable."""
+        done = self.count("ok") + self.count("skipped")
+        return 0 if done == self.summary.height else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +183,24 @@ def _bundle_files(folder: Path) -> Iterator[Path]:
                 yield path
 
 
+def holds_log(bundle: Path) -> bool:
+    """Whether an input can be a bundle: a log or an archive itself, or a folder with one.
+
+    ``archive/*`` also matches the README.md or notes.txt beside the bundles; those are
+    skipped with a note rather than analysed into a failure on every run. Only the first
+    bytes of each file are read (links are not followed, as in the analysis).
+    """
+    files = [bundle] if bundle.is_file() else _bundle_files(bundle)
+    for path in files:
+        try:
+            with path.open("rb") as f:
+                if kind_of(f.read(HEAD_SIZE)) != "unknown":
+                    return True
+        except OSError:
+            return True  # unreadable: let the analysis say what is wrong with it
+    return False
+
+
 def bundle_identity(bundle: Path, cache: HashCache) -> tuple[str, int]:
     """(SHA-256, bytes) of a bundle: a file's own hash, or a folder's relative paths + hashes."""
     if bundle.is_file():
@@ -200,7 +222,8 @@ def settings_fingerprint(settings: AnalyzeSettings) -> str:
             return sorted(map(str, value))
         return str(value)
 
-    fields = dataclasses.asdict(dataclasses.replace(settings, jobs=1))
+    # the archive password changes no result and is never written, not even hashed
+    fields = dataclasses.asdict(dataclasses.replace(settings, jobs=1, password=None))
     text = json.dumps(fields, sort_keys=True, default=plain)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -248,6 +271,18 @@ def _plan(inputs: Sequence[Path], out: Path, settings: BatchSettings) -> list[_P
     planned: list[_Planned] = []
     seen: set[str] = set()
     for path in inputs:
+        if not holds_log(path):
+            row = {
+                "bundle": path.name,
+                "input": str(path),
+                "folder": None,
+                "status": "skipped",
+                "error": "holds no .evtx, pfirewall.log or archive: not a bundle, skipped",
+                "bytes": path.stat().st_size if path.is_file() else 0,
+                "lmtrace_version": version,
+            }
+            planned.append(_Planned(row, None))
+            continue
         try:
             sha256, size = bundle_identity(path, cache)
         except OSError as e:
@@ -415,7 +450,12 @@ def _run_locked(
             if progress is not None:
                 progress.done(row)
     rows = [
-        {**p.row, **results.get(p.row["folder"], {}), "input": p.row["input"], "reused": p.reused}
+        {
+            **p.row,
+            **results.get(p.row.get("folder"), {}),
+            "input": p.row["input"],
+            "reused": p.reused,
+        }
         for p in planned
     ]
     summary = pl.DataFrame(
@@ -432,7 +472,7 @@ def write_summary(summary: pl.DataFrame, out: Path) -> list[Path]:
     written = []
     for name, write in (
         ("summary.parquet", summary.write_parquet),
-        ("summary.csv", printable_frame(summary).write_csv),  # control characters escaped
+        ("summary.csv", lambda path: path.write_bytes(csv_bytes(summary))),
     ):
         temporary = out / f".{name}.tmp"
         write(temporary)
@@ -473,11 +513,11 @@ def overview_html(summary: pl.DataFrame, out: Path) -> str:
 
     body = []
     for row in summary.iter_rows(named=True):
-        folder = out / row["folder"]
+        folder = out / (row["folder"] or "-")  # a skipped input has no folder
         target = next((n for n in _REPORT_FILES if (folder / n).is_file()), None)
         name = html.escape(printable(row["bundle"]))
         link = f'<a href="{quote(row["folder"] + "/" + target)}">{name}</a>' if target else name
-        sha = html.escape(row["sha256"][:12])
+        sha = html.escape((row["sha256"] or "")[:12])
         cells = "".join(cell(row[key]) for key, _ in _COLUMNS)
         status = html.escape(row["status"] or "")
         body.append(f'<tr class="{status}"><td>{link}</td><td><code>{sha}</code></td>{cells}</tr>')

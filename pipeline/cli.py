@@ -47,6 +47,7 @@ from pipeline.cli_options import (
     EngineOption,
     EventIds,
     EventsFormat,
+    Excel,
     FilesFormat,
     Guests,
     GuestTz,
@@ -58,6 +59,7 @@ from pipeline.cli_options import (
     MaxRatio,
     MinFreeGib,
     OutFolder,
+    Password,
     Providers,
     Since,
     StorePath,
@@ -234,6 +236,7 @@ def ingest(
         ),
     ] = False,
     json_out: JsonSummary = False,
+    password: Password = None,
 ) -> None:
     """Read logs into a Parquet store: what could not be read is listed, the rest is kept.
 
@@ -261,8 +264,9 @@ def ingest(
     )
     with stderr_progress(*columns, quiet=quiet) as bar:
         summary = run_ingest(
-            inputs, out, settings, jobs or os.cpu_count() or 1, IngestBar(bar), limits, firewall
-        )
+            inputs, out, settings, jobs or os.cpu_count() or 1, IngestBar(bar), limits, firewall,
+            password,
+        )  # fmt: skip
     echo_problems(summary.problems)
     if json_out:
         typer.echo(printable_json(json.dumps(summary.to_dict(), indent=2, default=str)))
@@ -394,6 +398,7 @@ def correlate(
     clock_offset: ClockOffsets = None,
     tolerance: Tolerance = None,
     catalog: Catalogs = None,
+    excel: Excel = False,
 ) -> None:
     """Find migrations, match guests, measure quarantine windows and give a verdict.
 
@@ -406,10 +411,11 @@ def correlate(
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
     )
+    store = _store(store)
     note = warn_incomplete(open_store(store))
     result = correlate_store(store, settings)
     files = scan_files(store).collect()
-    write_outputs(result, out, files, note)
+    write_outputs(result, out, files, note, excel)
     print_verdict(result, out)
     partial = note or integrity(files)["files_with_problems"]
     raise typer.Exit(EXIT_PARTIAL if partial else EXIT_OK)
@@ -449,10 +455,25 @@ def analyze(
             "instead of the table; no progress bar.",
         ),
     ] = False,
+    add: Annotated[
+        bool,
+        typer.Option(
+            "--add",
+            help="The inputs are late logs of the case already in --out (the host logs that "
+            "came a day after the guest's): add them to it. Without it, other inputs into a "
+            "used --out are refused.",
+        ),
+    ] = False,
+    excel: Excel = False,
+    password: Password = None,
 ) -> None:
     """The main job: read a bundle, correlate, and say whether a migration cut a VM off.
 
     Example: lmtrace analyze examples/bundles/quarantine-bug --out out/quarantine-bug
+
+    --out is one case: run the same inputs again into it at will (with a corrected
+    --guest-tz, --engine or firewall computer the logs are read again); logs that arrive
+    later join it with --add; other inputs belong in another --out.
 
     Writes OUT/store (the events), findings.json, migrations/blocked/machines tables and the
     report. Exit code 0: every file read; 1: something unreadable (named on stderr; the verdict
@@ -467,10 +488,19 @@ def analyze(
         limits=archive_limits(max_ratio, max_extract_gib, min_free_gib),
         jobs=jobs or os.cpu_count() or 1,
         timeline=TimelineSettings(tz=tz),
+        excel=excel,
+        add=add,
+        password=password,
     )
     columns = (TextColumn("{task.description:>12}"), BarColumn(), DownloadColumn())
     with stderr_progress(*columns, quiet=quiet or json_out) as bar:
         analysis = run_analyze(bundles, out, settings, IngestBar(bar))
+    if analysis.case is not None and analysis.case.reread:
+        typer.echo(
+            f"lmtrace: note: {out}: read again, {len(analysis.case.inputs)} input(s), because "
+            + "; ".join(analysis.case.reread),
+            err=True,
+        )
     echo_problems(analysis.ingest.problems)
     if analysis.incomplete:
         typer.echo(
@@ -744,8 +774,8 @@ def export(
         ExportFormat,
         typer.Option(
             "--format",
-            help="timesketch: JSON lines Timesketch imports (message, datetime, "
-            "timestamp_desc + fields); csv: the same columns as CSV.",
+            help="timesketch: JSON lines Timesketch imports (a readable message, the payload "
+            "as fields, plaso's field names, tags); csv: fixed columns, payload as JSON.",
         ),
     ] = ExportFormat.timesketch,
     event_id: EventIds = None,
@@ -753,13 +783,18 @@ def export(
     provider: Providers = None,
     since: Since = None,
     until: Until = None,
+    excel: Excel = False,
 ) -> None:
     """Stream the stored events to a Timesketch JSONL or CSV file (memory stays bounded).
 
-    Example: lmtrace export out/case/store --format timesketch --out case.jsonl
+    Given an analysis folder (OUT or OUT/store), the analysis goes too: each migration's
+    start and completion and each quarantine window's opening and closing as events, and
+    the events its verdict rests on tagged with the migration id and verdict.
+    Example: lmtrace export out/case --format timesketch --out case.jsonl
     """
-    warn_incomplete(open_store(store))
-    summary = export_store(store, fmt, out, event_filter(event_id, channel, provider, since, until))
+    warn_incomplete(open_store(_store(store)))
+    chosen = event_filter(event_id, channel, provider, since, until)
+    summary = export_store(store, fmt, out, chosen, excel)
     typer.echo(
         f"{summary.path}: {summary.rows:,} events as {summary.fmt.value}"
         + (f"; {summary.without_time:,} without a time left out" if summary.without_time else ""),
@@ -810,6 +845,7 @@ def batch(
     catalog: Catalogs = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: JsonSummary = False,
+    password: Password = None,
 ) -> None:
     """Analyse many bundles, each on its own: a summary table and an overview page.
 
@@ -826,6 +862,7 @@ def batch(
             read=ReadSettings(engine=engine.value),
             firewall=PfirewallSettings(tz=guest_tz),
             catalogs=tuple(catalog or ()),
+            password=password,
         ),
         jobs=jobs or os.cpu_count() or 1,
         scheduler=scheduler,
@@ -838,9 +875,9 @@ def batch(
     ) as bar:
         result = run_batch(bundles, out, settings, BatchBar(bar))
     for row in result.summary.filter(pl.col("status") != "ok").iter_rows(named=True):
+        said = "note" if row["status"] == "skipped" else row["status"]
         typer.echo(
-            f"lmtrace: {row['status']}: {printable(row['input'])}: {printable(row['error'])}",
-            err=True,
+            f"lmtrace: {said}: {printable(row['input'])}: {printable(row['error'])}", err=True
         )
     if json_out:
         typer.echo(printable_json(json.dumps(result.to_dict(), indent=2, default=str)))

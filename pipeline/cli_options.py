@@ -227,6 +227,25 @@ OutFolder = Annotated[
     ),
 ]
 
+Password = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        envvar="LMTRACE_ARCHIVE_PASSWORD",
+        help="Password of encrypted .zip and .7z archives in the inputs (the environment "
+        "variable keeps it out of the shell history). Never written to any output or log.",
+        show_default=False,
+    ),
+]
+Excel = Annotated[
+    bool,
+    typer.Option(
+        "--excel",
+        help="Write the CSV files as Excel and Timeline Explorer read them: UTF-8 with a "
+        "byte-order mark, times as yyyy-mm-dd hh:mm:ss.ffffff (UTC).",
+    ),
+]
+
 # ----- what a long run prints at the end (ingest, batch)
 
 JsonSummary = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]

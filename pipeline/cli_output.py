@@ -29,6 +29,7 @@ from pipeline import __version__
 from pipeline.analyze import Analysis
 from pipeline.batch import BatchResult
 from pipeline.correlate import Correlation
+from pipeline.csv_tables import csv_bytes
 from pipeline.ingest import FileOutcome, IngestSummary
 from pipeline.printable import printable, printable_frame, printable_json
 from pipeline.store import incomplete
@@ -68,7 +69,7 @@ def emit(
     """
     with writing("<stdout>"):
         if fmt == "csv":
-            sys.stdout.write(printable_frame(flat_text(frame)).write_csv())
+            sys.stdout.buffer.write(csv_bytes(frame))
         elif fmt == "jsonl":
             sys.stdout.write(printable_json(flat_text(frame).write_ndjson()))
         elif fmt == "json":
@@ -253,7 +254,9 @@ def batch_summary_line(result: BatchResult, out: Path) -> str:
     return (
         f"{result.summary.height} bundles: {result.count('ok')} ok, "
         f"{result.count('partial')} partial, {result.count('failed')} failed "
-        f"({result.reused} reused); overview {out / 'index.html'}"
+        f"({result.reused} reused)"
+        + (f", {result.count('skipped')} skipped (no log)" if result.count("skipped") else "")
+        + f"; overview {out / 'index.html'}"
     )
 
 

@@ -31,8 +31,9 @@ from pipeline import (
 )
 from pipeline.catalog import Catalog, ModelParams, matched, tag
 from pipeline.catalog_check import CatalogCheck
+from pipeline.csv_tables import csv_bytes
 from pipeline.matching import MatchSettings
-from pipeline.printable import printable_frame, printable_json
+from pipeline.printable import printable_json
 from pipeline.verdict_table import load_table
 from pipeline.writes import parquet_bytes, write_atomic
 
@@ -367,17 +368,6 @@ BLOCKED_COLUMNS = (
 )
 
 
-def _flat(frame: pl.DataFrame) -> pl.DataFrame:
-    """Nested columns as JSON text, for CSV: polars encodes ``{"c": value}``, the key goes."""
-    nested = [c for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Struct))]
-    return frame.with_columns(
-        pl.when(pl.col(c).is_not_null())
-        .then(pl.struct(c).struct.json_encode().str.strip_prefix(f'{{"{c}":').str.strip_suffix("}"))
-        .alias(c)
-        for c in nested
-    )
-
-
 def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict[str, object]:
     """What could not be read, from the store's files table: the verdict stands on the rest.
 
@@ -427,7 +417,10 @@ def impact(blocked: pl.DataFrame) -> dict[str, list[dict[str, object]]]:
 
 
 def findings_document(
-    result: Correlation, files: pl.DataFrame | None = None, incomplete: str | None = None
+    result: Correlation,
+    files: pl.DataFrame | None = None,
+    incomplete: str | None = None,
+    inputs: Sequence[str] = (),
 ) -> dict[str, object]:
     """The JSON findings: verdict first, then every fact with its evidence."""
     return {
@@ -438,6 +431,7 @@ def findings_document(
         "remediation": result.summary.remediation,
         "integrity": integrity(files, incomplete),
         "lmtrace_version": __version__,
+        "inputs": list(inputs),  # every input the case holds (lmtrace analyze, --add)
         "generated_at": result.generated_at.isoformat(),
         "catalog": list(result.catalog_files),
         "catalog_check": {
@@ -460,8 +454,13 @@ def write_outputs(
     out: Path,
     files: pl.DataFrame | None = None,
     incomplete: str | None = None,
+    excel: bool = False,
+    inputs: Sequence[str] = (),
 ) -> list[Path]:
     """migrations, blocked and machines as Parquet + CSV, and findings.json. Returns the paths.
+
+    The CSVs go through pipeline/csv_tables.py (formula-safe, one time format; ``excel``:
+    the form Excel and Timeline Explorer read as dates).
 
     Written through pipeline.writes, so a full or read-only disk is one error naming the
     file (polars' own Parquet writer reports a full disk as a damaged Thrift stream).
@@ -475,10 +474,9 @@ def write_outputs(
         ("machines", result.machines),
     ):
         write_atomic(out / f"{name}.parquet", parquet_bytes(frame))
-        csv = printable_frame(_flat(frame)).write_csv()  # control characters shown escaped
-        write_atomic(out / f"{name}.csv", csv.encode("utf-8"))
+        write_atomic(out / f"{name}.csv", csv_bytes(frame, excel))
         written += [out / f"{name}.parquet", out / f"{name}.csv"]
-    doc = findings_document(result, files, incomplete)
+    doc = findings_document(result, files, incomplete, inputs)
     text = json.dumps(doc, indent=2, default=str, ensure_ascii=False)
     write_atomic(out / "findings.json", printable_json(text).encode("utf-8"))
     written.append(out / "findings.json")

@@ -62,6 +62,8 @@ A new parser adds one pair here and one reader in ingest.py's ``_READERS``.
 """
 
 READABLE_KINDS: frozenset[str] = frozenset(kind for kind, _ in RECOGNIZERS)
+ARCHIVE_KINDS = ("zip", "7z", "tar", "gzip")
+"""Kinds pipeline/archives.py opens (each recognized by its signature in :func:`kind_of`)."""
 
 
 class InputError(LmtraceError):
@@ -131,6 +133,8 @@ def kind_of(head: bytes) -> str:
         return "tar"
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "7z"
     return "unknown"
 
 
@@ -224,7 +228,7 @@ class _Walk:
                 self.skip(source_path, None, kind, f"cannot read: {e.strerror}", problem=True)
                 return
             self._readable(path, source_path, None, size, sha256, kind, extracted=False)
-        elif kind in ("zip", "tar", "gzip"):
+        elif kind in ARCHIVE_KINDS:
             self.archives.open(path, kind, source_path, None, depth=1)
         else:
             self.advance(size, 1)
@@ -271,7 +275,7 @@ class _Walk:
         if kind in READABLE_KINDS:
             self._readable(path, source_path, member, size, sha256, kind, extracted=True)
             return
-        if kind in ("zip", "tar", "gzip"):
+        if kind in ARCHIVE_KINDS:
             self.archives.open(path, kind, source_path, member, depth + 1)
         else:
             self.skip(
@@ -293,8 +297,11 @@ def discover(
     known: Mapping[str, str] | None = None,
     exclude: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    password: str | None = None,
 ) -> Discovery:
     """Find every file to read under ``inputs``; archive members land in ``scratch``.
+
+    ``password`` opens encrypted zip and 7z archives; it is never shown or stored.
 
     ``known`` maps SHA-256 -> where, for files already in the store (skipped).
     ``exclude`` is a folder never walked (the output store itself).
@@ -309,6 +316,7 @@ def discover(
     walk = _Walk(
         known or {}, exclude.absolute() if exclude else None, progress, scratch, limits or Limits()
     )
+    walk.archives.password = password
     for path in inputs:
         walk.input(path.absolute())
     return walk.found

@@ -1,20 +1,23 @@
-"""Exports of a store for other tools: Timesketch JSONL and CSV, streamed.
+"""Exports of a case for other tools: Timesketch JSONL and CSV, streamed.
 
 The problem: an engineer wants every event of a case in Timesketch (or a
-spreadsheet) next to other evidence, and a store can hold millions of events.
-Both formats are written one store part at a time (a part holds at most one
-ingest batch), so memory holds one part, not the store, and rows come out in
-store order (Timesketch sorts on import). polars' streaming sinks were measured
-and rejected here: on a 900,000-event store they peaked at about twice the
-memory of part-by-part writing (457 MB against 203 MB), and grew with the store.
+spreadsheet, or Timeline Explorer) next to other evidence, with lmtrace's analysis
+on the same time axis, and a store can hold millions of events. Both formats are
+written one store part at a time (a part holds at most one ingest batch), so memory
+holds one part, not the store; Timesketch sorts on import. polars' streaming sinks
+were measured and rejected here: on a 900,000-event store they peaked at about twice
+the memory of part-by-part writing (457 MB against 203 MB), and grew with the store.
 
-Timesketch's JSONL import needs ``message``, ``datetime`` (ISO 8601) and
-``timestamp_desc`` on every line; ``timestamp`` (microseconds since the epoch)
-lets it skip parsing. Every other column is a searchable field. CSV carries the
-same columns; a text cell that a spreadsheet would run as a formula (starting
-with ``=``, ``+``, ``@``, a tab or a carriage return) gets a leading ``'``, and
-control characters show escaped (pipeline/printable.py); the JSON lines keep
-every value exact, with JSON escapes for the controls JSON would leave raw.
+What a row holds is pipeline/export_rows.py's business. Timesketch's JSONL import
+needs ``message``, ``datetime`` (ISO 8601) and ``timestamp_desc`` on every line
+(timesketch/lib/utils.py, read_and_validate_jsonl); ``timestamp`` (microseconds)
+spares it the parsing; ``tag`` is a list of strings. A JSONL line carries only the
+fields its event has. The CSV has fixed columns (the payload stays one JSON cell)
+and goes through pipeline/csv_tables.py: formula-safe, control characters shown
+escaped, one time format, ``--excel``; the JSON lines keep every value exact, with JSON
+escapes for the controls JSON would leave raw (pipeline/printable.py).
+When the store is an analysis folder's (``OUT`` or ``OUT/store``), the analysis is
+exported too: its migrations and quarantine windows as events, its evidence tagged.
 """
 
 from __future__ import annotations
@@ -22,12 +25,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
 from parsers.model import EVENT_SCHEMA, LmtraceError
-from pipeline.printable import printable_frame, printable_json
-from pipeline.store import EventFilter, open_store
+from pipeline.analyze import OPTIONS_FILE, STORE_FOLDER, load_correlation_options
+from pipeline.catalog import load_catalog
+from pipeline.csv_tables import BOM, ISO_UTC, csv_frame
+from pipeline.export_rows import (
+    EVENT_KEY,
+    HEAD,
+    OWN_FIELDS,
+    PLASO,
+    analysis_rows,
+    computers_of_unnamed,
+    event_rows,
+    tags,
+)
+from pipeline.machines import attribute_unnamed
+from pipeline.printable import printable_json
+from pipeline.store import EventFilter, open_store, scan_events
 
 
 class ExportFormat(str, Enum):
@@ -47,52 +65,62 @@ class ExportSummary:
     without_time: int  # events left out: Timesketch cannot place an event without a time
 
 
-FIELDS = (
-    "computer",
-    "channel",
-    "provider",
-    "event_id",
-    "record_id",
-    "level",
-    "user_sid",
-    "data",
-    "source_path",
-    "member",
-    "file_sha256",
-    "engine",
+ANALYSIS_FIELDS = (
+    "migration_id",
+    "vm_name",
+    "verdict",
+    "blackout_s",
+    "window_class",
+    "window_s",
+    "window_start_host_clock",
+    "window_end_host_clock",
+    "blocked_inbound",
 )
-TEXT_FIELDS = ("message", "computer", "channel", "provider", "user_sid", "data", "source_path")
-FORMULA_START = r"^[=+@\t\r]"
+CSV_COLUMNS = (*HEAD, *PLASO, *OWN_FIELDS, "data", "lmtrace_version", *ANALYSIS_FIELDS)
+"""The CSV's columns, fixed so that the header can be written before the first part."""
 
 
-def timesketch_rows(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Events as Timesketch rows: message, datetime, timestamp_desc, timestamp, fields."""
-    return events.select(
-        pl.format(
-            "[{} {}] {} {}: {}",
-            pl.col("provider").fill_null("?"),
-            pl.col("event_id").cast(pl.String).fill_null("?"),
-            pl.col("computer").fill_null("?"),
-            pl.col("channel").fill_null("?"),
-            pl.col("data").fill_null("{}"),
-        ).alias("message"),
-        pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").alias("datetime"),
-        pl.when(pl.col("engine") == "pfirewall")
-        .then(pl.lit("Firewall Log Time"))
-        .otherwise(pl.lit("Event Recorded"))
-        .alias("timestamp_desc"),
-        pl.col("timestamp").dt.epoch("us").alias("timestamp"),
-        *FIELDS,
+@dataclass(frozen=True)
+class _Case:
+    """The store and, when it belongs to an analysis folder, that analysis."""
+
+    store: Path
+    migrations: pl.DataFrame | None
+    blocked: pl.DataFrame | None
+    catalogs: tuple[Path, ...]
+
+
+def _case(path: Path) -> _Case:
+    """``path`` is a store, or an analysis folder (``OUT``), or ``OUT/store``."""
+    path = Path(path)
+    if (path / STORE_FOLDER).is_dir() and not (path / "store.json").exists():
+        path = path / STORE_FOLDER
+    store = open_store(path)
+    folder = store.parent
+    if store.name != STORE_FOLDER or not (folder / "migrations.parquet").is_file():
+        return _Case(store, None, None, ())
+    saved = load_correlation_options(folder) if (folder / OPTIONS_FILE).is_file() else None
+    blocked = folder / "blocked.parquet"
+    return _Case(
+        store,
+        pl.read_parquet(folder / "migrations.parquet"),
+        pl.read_parquet(blocked) if blocked.is_file() else pl.DataFrame(),
+        tuple(saved.catalogs) if saved else (),
     )
 
 
-def _formula_safe(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.when(pl.col(c).str.contains(FORMULA_START))
-        .then(pl.lit("'") + pl.col(c))
-        .otherwise(pl.col(c))
-        .alias(c)
-        for c in TEXT_FIELDS
+def _unnamed_computers(store: Path) -> dict[str, str]:
+    """File SHA-256 -> the computer the analysis attributes its unnamed rows to
+    (pfirewall.log names none: machines.attribute_unnamed says whose folder it is in)."""
+    columns = scan_events(store).select("computer", "source_path", "member", "file_sha256")
+    flagged = columns.with_columns(pl.col("computer").is_null().alias("_unnamed"))
+    return dict(
+        attribute_unnamed(flagged)
+        .filter(pl.col("_unnamed") & pl.col("computer").is_not_null())
+        .select("file_sha256", "computer")
+        .unique("file_sha256")
+        .collect()
+        .iter_rows()
     )
 
 
@@ -101,11 +129,34 @@ def _event_parts(store: Path) -> list[Path]:
     return sorted((store / "events").glob("*.parquet"))
 
 
+def _write_jsonl(frame: pl.DataFrame, sink: BinaryIO) -> None:
+    """One line per row; a null ``tag`` is left out (Timesketch would read it as 'None')."""
+    frame = frame.with_columns(pl.col("datetime").dt.strftime(ISO_UTC))
+    tagged = frame.filter(pl.col("tag").is_not_null())
+    untagged = frame.filter(pl.col("tag").is_null()).drop("tag")
+    for rows in (tagged, untagged):
+        if rows.height:
+            sink.write(printable_json(rows.write_ndjson()).encode("utf-8"))
+
+
+def _write_csv(frame: pl.DataFrame, sink: BinaryIO, excel: bool) -> None:
+    frame = frame.select(
+        pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in CSV_COLUMNS
+    )
+    csv_frame(frame, excel).write_csv(sink, include_header=False)
+
+
 def export_store(
-    store: Path, fmt: ExportFormat, out: Path, filters: EventFilter | None = None
+    store: Path,
+    fmt: ExportFormat,
+    out: Path,
+    filters: EventFilter | None = None,
+    excel: bool = False,
 ) -> ExportSummary:
-    """Write the store's events (those with a time) to ``out`` as Timesketch JSONL or CSV."""
-    store = open_store(store)
+    """Write the store's events (those with a time), and its analysis when it has one, to
+    ``out`` as Timesketch JSONL or CSV (``excel``: the form Excel reads as dates)."""
+    case = _case(store)
+    store = case.store
     out = Path(out)
     if out.resolve().is_relative_to(store.resolve()):
         raise ExportError(f"{out}: write the export outside the store folder {store}")
@@ -113,21 +164,45 @@ def export_store(
         raise ExportError(f"{out}: the folder {out.parent} does not exist")
     if out.is_dir():
         raise ExportError(f"{out}: is a folder; give a file name")
+    catalog = load_catalog(case.catalogs)
+    evidence = (
+        tags(case.migrations, case.blocked)
+        if case.migrations is not None and case.blocked is not None
+        else pl.DataFrame(
+            schema={"source_path": pl.String, "member": pl.String, "record_id": pl.Int64,
+                    "tag": pl.List(pl.String)}
+        )
+    )  # fmt: skip
+    named = _unnamed_computers(store)
     rows = without_time = 0
+
+    def write(frame: pl.DataFrame) -> None:
+        if fmt is ExportFormat.csv:
+            _write_csv(frame, sink, excel)
+        else:
+            _write_jsonl(frame, sink)
+
     with out.open("wb") as sink:
         if fmt is ExportFormat.csv:  # the header, even for an empty store
-            timesketch_rows(pl.LazyFrame(schema=EVENT_SCHEMA)).collect().write_csv(sink)
+            sink.write((BOM if excel else b"") + (",".join(CSV_COLUMNS) + "\n").encode())
         for part in _event_parts(store):
             events = pl.scan_parquet(part, schema=EVENT_SCHEMA)
             if filters is not None:
                 events = events.filter(filters.expr())
-            frame = timesketch_rows(events).collect()
-            timed = frame.filter(pl.col("datetime").is_not_null())
+            frame = computers_of_unnamed(named, events.collect()).join(
+                evidence, on=list(EVENT_KEY), how="left", nulls_equal=True
+            )
+            timed = frame.filter(pl.col("timestamp").is_not_null())
             without_time += frame.height - timed.height
             rows += timed.height
-            if fmt is ExportFormat.csv:
-                text = printable_frame(_formula_safe(timed)).write_csv(include_header=False)
-            else:
-                text = printable_json(timed.write_ndjson())
-            sink.write(text.encode("utf-8"))
+            for _, group in timed.group_by("provider", "event_id", maintain_order=True):
+                write(event_rows(group, catalog))
+        if (
+            case.migrations is not None
+            and case.migrations.height
+            and filters in (None, EventFilter())
+        ):
+            facts = analysis_rows(case.migrations)
+            rows += facts.height
+            write(facts)
     return ExportSummary(out, rows, fmt, without_time)

@@ -334,13 +334,15 @@ def ingest(
     progress: IngestProgress | None = None,
     limits: Limits | None = None,
     firewall: PfirewallSettings | None = None,
+    password: str | None = None,
 ) -> IngestSummary:
     """Read every log under ``inputs`` into the store at ``store`` (created if new).
 
     ``settings`` carries the engine and the early filters (they must match the
     filters the store was built with); ``jobs`` is the number of reading
     processes; ``firewall`` the time zone (and computer name) of pfirewall.log
-    files, which their lines do not carry. Raises InputError / StoreError /
+    files, which their lines do not carry; ``password`` that of encrypted zip and 7z
+    archives (never shown or stored). Raises InputError / StoreError /
     TimeZoneError (one line each) before reading anything when an input is
     missing, ``store`` is unusable or the zone is unknown.
     """
@@ -364,8 +366,9 @@ def ingest(
             marks = _Marks(store, [str(p.absolute()) for p in inputs])
             try:
                 summary = _ingest_locked(
-                    inputs, store, work, settings, firewall, jobs, progress, limits, started, marks
-                )
+                    inputs, store, work, settings, firewall, jobs, progress, limits, started, marks,
+                    password,
+                )  # fmt: skip
             except KeyboardInterrupt:
                 marks.failed("an ingest was interrupted (Ctrl-C)")
                 raise
@@ -453,6 +456,7 @@ def _ingest_locked(
     limits: Limits | None,
     started: float,
     marks: _Marks,
+    password: str | None = None,
 ) -> IngestSummary:
     version = importlib.metadata.version("lmtrace")
     if progress is not None:
@@ -464,6 +468,7 @@ def _ingest_locked(
         known=stored_sha256(store),
         exclude=store,
         progress=progress.advance if progress else None,
+        password=password,
     )
     _check_something_to_read(inputs, found)
     tasks = [

@@ -423,6 +423,14 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
     misfits = (doc.get("catalog_check") or {}).get("problems") or []
     if misfits:
         parts.append("<ul>" + "".join(f"<li>{h(line)}</li>" for line in misfits) + "</ul>")
+    inputs = list(doc.get("inputs", []))
+    if inputs:
+        parts.append('<h2 id="inputs">What the case holds</h2>')
+        parts.append(
+            "<p>Every input analysed into this folder (the first run's and each --add):</p><ul>"
+            + "".join(f'<li><span class="path">{h(i)}</span></li>' for i in inputs)
+            + "</ul>"
+        )
     # timelines
     parts.append('<h2 id="timelines">Timelines</h2>')
     parts.append(
@@ -549,6 +557,8 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
             lines.append(line)
         lines.append("")
     lines += [f"**Integrity:** {md(integrity_text(doc.get('integrity') or {}))}", ""]
+    if doc.get("inputs"):
+        lines += ["**Inputs:** " + "; ".join(md(i) for i in doc["inputs"]), ""]
     lines += [f"**Catalog:** {md(catalog_fit_text(doc))}", ""]
     misfits = (doc.get("catalog_check") or {}).get("problems") or []
     lines += [f"- {md(line)}" for line in misfits] + ([""] if misfits else [])

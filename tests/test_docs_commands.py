@@ -22,6 +22,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import py7zr
 import pytest
 from typer.testing import CliRunner
 
@@ -89,6 +90,7 @@ def _command_lines(text: str) -> list[str]:
     joined = re.sub(r"\\\n\s*", " ", text)
     lines = []
     for line in joined.splitlines():
+        line = line.split(" | ")[0]  # what is piped into another tool is not lmtrace's
         words = shlex.split(_OPTIONAL.sub("", line), comments=True)
         if words and words[0] == "lmtrace":
             lines.append(" ".join(words))
@@ -131,9 +133,17 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ingest([ROOT / "examples/bundles/healthy"], ws / "STORE")
     for name in ("healthy", "host-fixed"):
         shutil.copytree(ROOT / "examples/bundles" / name, ws / "archive" / name)
+    healthy = ROOT / "examples/bundles/healthy"
     with zipfile.ZipFile(ws / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as z:
-        for path in sorted((ROOT / "examples/bundles/healthy").rglob("*")):
+        for path in sorted(healthy.rglob("*")):
             z.write(path, path.relative_to(ROOT / "examples/bundles").as_posix())
+    # README's case: the guest's logs as a 7z with a password (the docs' "$PW", which the
+    # tests pass as written), the hosts' as a zip.
+    with py7zr.SevenZipFile(ws / "guest-logs.7z", "w", password="$PW") as z:
+        z.writeall(healthy / "APP-VM01", "APP-VM01")
+    with zipfile.ZipFile(ws / "host-logs.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(healthy.glob("HV-*/*")):
+            z.write(path, path.relative_to(healthy).as_posix())
     return ws
 
 
@@ -168,6 +178,7 @@ def test_documented_command_runs(command: str, workspace: Path, monkeypatch) -> 
         assert hasattr(module, "test_example_bundles_are_rebuilt_by_their_commands")
         return
     monkeypatch.chdir(workspace)
+    monkeypatch.setenv("LMTRACE_ARCHIVE_PASSWORD", "$PW")  # README's case block exports it
     result = CliRunner().invoke(app, _arguments(command, workspace))
     assert result.exit_code == 0, f"{command}\n{result.output}"
     assert "Traceback" not in result.output

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from parsers.evtx_reader import ReadSettings
 from parsers.evtx_writer import EventSpec, write_evtx
+from pipeline import __version__
 from pipeline.cli import app
-from pipeline.export import ExportError, ExportFormat, export_store
+from pipeline.export import CSV_COLUMNS, ExportError, ExportFormat, export_store
 from pipeline.ingest import ingest
 from pipeline.store import EventFilter, StoreError, init_store, scan_events
 
@@ -61,11 +62,10 @@ def test_timesketch_lines_carry_the_required_fields(store: Path, tmp_path: Path)
         at = datetime.fromisoformat(line["datetime"])
         assert at.utcoffset() == timedelta(0)
         assert line["timestamp"] == int(at.timestamp() * 1_000_000)
-    exported = {(x["computer"], x["record_id"], x["datetime"]) for x in lines}
-    stored = {
-        (c, r, t.isoformat(timespec="microseconds"))
-        for c, r, t in events.select("computer", "record_id", "timestamp").iter_rows()
+    exported = {
+        (x["computer"], x["record_id"], datetime.fromisoformat(x["datetime"])) for x in lines
     }
+    stored = set(events.select("computer", "record_id", "timestamp").iter_rows())
     assert exported == stored
     first = min(lines, key=lambda x: (x["computer"], x["record_id"]))
     assert json.loads(first["data"])["VmName"] in first["message"]
@@ -127,9 +127,95 @@ def test_an_empty_store_gives_a_header_and_no_rows(tmp_path: Path) -> None:
     summary = export_store(empty, ExportFormat.csv, tmp_path / "e.csv")
     assert summary.rows == 0
     header = (tmp_path / "e.csv").read_text(encoding="utf-8").splitlines()
-    assert header == [
-        "message,datetime,timestamp_desc,timestamp,computer,channel,provider,event_id,"
-        "record_id,level,user_sid,data,source_path,member,file_sha256,engine"
-    ]
+    assert header == [",".join(CSV_COLUMNS)]
+    assert header[0].startswith("message,datetime,timestamp_desc,timestamp,data_type,tag,")
     assert export_store(empty, ExportFormat.timesketch, tmp_path / "e.jsonl").rows == 0
     assert (tmp_path / "e.jsonl").read_bytes() == b""
+
+
+# ----- an analysis folder exported for Timesketch (the example bundle that shows the bug)
+
+# What timesketch/lib/utils.py (read_and_validate_jsonl) requires of each line, and the
+# OpenSearch-internal keys it strips (a field of ours by such a name would be lost).
+TIMESKETCH_REQUIRED = ("message", "datetime", "timestamp_desc")
+TIMESKETCH_STRIPPED = ("_id", "_type", "_index", "_source", "__ts_timeline_id")
+
+
+@pytest.fixture(scope="module")
+def analysis_export(example_analysis, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    analysis = example_analysis("quarantine-bug")
+    out = tmp_path_factory.mktemp("ts") / "case.jsonl"
+    run = CliRunner().invoke(app, ["export", str(analysis.out), "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    return analysis, lines
+
+
+def test_every_line_is_what_timesketchs_importer_accepts(analysis_export: tuple) -> None:
+    analysis, lines = analysis_export
+    stored = scan_events(analysis.out / "store").select(pl.len()).collect().item()
+    assert len(lines) == stored + 4  # + a start, a completion, a window opening and closing
+    for line in lines:
+        assert all(line.get(k) for k in TIMESKETCH_REQUIRED), line
+        assert datetime.fromisoformat(line["datetime"]).utcoffset() == timedelta(0)
+        assert not set(line) & set(TIMESKETCH_STRIPPED)
+        assert not any("." in key for key in line)  # a dot would nest in OpenSearch
+        if "tag" in line:  # a list of strings; never null (read as the tag "None")
+            assert line["tag"] and all(isinstance(t, str) for t in line["tag"])
+        assert line["lmtrace_version"] == __version__
+
+
+def test_the_analysis_is_in_the_timeline(analysis_export: tuple) -> None:
+    analysis, lines = analysis_export
+    m = analysis.result.migrations.row(0, named=True)
+    facts = {x["timestamp_desc"]: x for x in lines if x["data_type"].startswith("lmtrace:")}
+    assert set(facts) == {
+        "Migration Start",
+        "Migration Completed",
+        "Quarantine Window Opened",
+        "Quarantine Window Closed",
+    }
+    done = facts["Migration Completed"]
+    assert datetime.fromisoformat(done["datetime"]) == m["end"]
+    assert (
+        f"blackout {m['blackout_s']} s" in done["message"] and "verdict affected" in done["message"]
+    )
+    closed = facts["Quarantine Window Closed"]
+    assert datetime.fromisoformat(closed["datetime"]) == m["q_end"]
+    assert closed["window_class"] == m["quarantine_class"] == "safety-timeout"
+    assert closed["window_s"] == m["q_duration_s"] and "after 7.0 s" in closed["message"]
+    assert closed["tag"] == [m["migration_id"], "verdict affected"]
+
+
+def test_the_evidence_is_tagged_with_migration_and_verdict(analysis_export: tuple) -> None:
+    analysis, lines = analysis_export
+    m = analysis.result.migrations.row(0, named=True)
+    by_ref = {(x["source_path"], x["record_id"]): x for x in lines if "source_path" in x}
+    trigger = by_ref[(m["trigger_ref"]["source_path"], m["trigger_ref"]["record_id"])]
+    assert trigger["tag"] == ["M001", "verdict affected", "quarantine trigger"]
+    blocked = analysis.result.blocked
+    tagged = [x for x in lines if "blocked inbound" in x.get("tag", [])]
+    assert len(tagged) == blocked.select("source_path", "record_id").n_unique() > 0
+    completed = [e for e in m["host_evidence"] if e["kind"] == "migration.completed"]
+    for ref in completed:
+        assert "migration" in by_ref[(ref["source_path"], ref["record_id"])]["tag"]
+    untagged = sum("tag" not in x for x in lines)
+    assert untagged > len(lines) / 2  # only the evidence, not every event
+
+
+def test_messages_read_as_words_and_the_payload_is_searchable(analysis_export: tuple) -> None:
+    _, lines = analysis_export
+    drop = next(x for x in lines if x.get("event_identifier") == 5157)
+    assert drop["data_type"] == "windows:evtx:record"
+    assert drop["source_name"] == "Microsoft-Windows-Security-Auditing"
+    assert drop["computer_name"] == drop["computer"] == "APP-VM01"
+    payload = json.loads(drop["data"])
+    for key, value in payload.items():  # EventData broken out, values as logged
+        assert drop[key] == value
+    assert payload["Direction"] == "%%14592" and "Direction: Inbound" in drop["message"]
+    names = {"6": "TCP", "17": "UDP"}
+    assert f"Protocol: {names[payload['Protocol']]}" in drop["message"]
+    assert "{" not in drop["message"]  # no JSON blob
+    firewall = [x for x in lines if x["data_type"] == "windows:firewall:log_entry"]
+    assert firewall and all(x["computer_name"] == "APP-VM01" for x in firewall)
+    assert all(x["message"].startswith("pfirewall.log line on APP-VM01") for x in firewall)

@@ -183,12 +183,13 @@ def test_kill_9_then_a_plain_rerun(
 def test_a_store_left_incomplete_is_reported_by_the_next_analysis(
     bundle_zip: Path, tmp_path: Path
 ) -> None:
-    """An analysis of other inputs into the same --out does not complete the killed run's
-    inputs: its report, findings and exit code say that the store is incomplete."""
+    """Late logs added to the same --out do not complete the killed run's inputs: the
+    report, findings and exit code say that the store is incomplete."""
     out = tmp_path / "out"
     args = ["analyze", str(bundle_zip), "--out", str(out), "--jobs", "1", "--quiet"]
     kill_9(run_until("committed", args, tmp_path / "marker"))
-    result = CliRunner().invoke(app, ["analyze", str(EXAMPLE / "HV-NODE1"), "--out", str(out)])
+    late = ["analyze", str(EXAMPLE / "HV-NODE1"), "--out", str(out), "--add"]
+    result = CliRunner().invoke(app, late)
     assert result.exit_code == 1, result.output
     assert f"lmtrace: warning: {out}: the store is incomplete: " in result.stderr
     assert str(bundle_zip) in result.stderr
