@@ -26,8 +26,6 @@ import py7zr
 import pytest
 from typer.testing import CliRunner
 
-from parsers.pfirewall import PfirewallSettings
-from pipeline.analyze import AnalyzeSettings, analyze
 from pipeline.cli import app
 from pipeline.ingest import ingest
 
@@ -120,16 +118,12 @@ def _rebuilds_an_example(command: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workspace(tmp_path_factory: pytest.TempPathFactory, example_analysis) -> Path:
     """A folder laid out as the docs name things: examples/, OUT (an analysis of the
     example bundle), STORE (a store), archive/ (two bundles), bundle.zip."""
     ws = tmp_path_factory.mktemp("docs")
     (ws / "examples").symlink_to(ROOT / "examples")
-    analyze(
-        [ROOT / EXAMPLE],
-        ws / "OUT",
-        AnalyzeSettings(firewall=PfirewallSettings(tz="Europe/Berlin")),
-    )
+    shutil.copytree(example_analysis("quarantine-bug").out, ws / "OUT")  # analysed once
     ingest([ROOT / "examples/bundles/healthy"], ws / "STORE")
     for name in ("healthy", "host-fixed"):
         shutil.copytree(ROOT / "examples/bundles" / name, ws / "archive" / name)

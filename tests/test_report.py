@@ -72,10 +72,10 @@ def bug(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
 
 
 @pytest.fixture(scope="module")
-def no_audit(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
-    root = tmp_path_factory.mktemp("no-audit")
-    simulate(SimulateOptions("no-audit", seed=2), root / "bundle")
-    return analyze([root / "bundle"], root / "out", AnalyzeSettings())
+def no_audit(example_analysis) -> Analysis:
+    """examples/bundles/no-audit (simulate --scenario no-audit --seed 1), analysed once
+    per session and shared with the other tests that read its outputs."""
+    return example_analysis("no-audit")
 
 
 def _doc(analysis: Analysis) -> dict:
