@@ -27,13 +27,13 @@ HOST_KIND_PREFIXES = ("migration.", "cluster.")
 def short_name(expr: pl.Expr) -> pl.Expr:
     """Lower-case host name without its DNS domain: ``SQL7.corp.example`` -> ``sql7``.
 
-    A name with nothing before its first dot (``../../etc/x``, ``.local``) is no DNS
-    name: it is kept whole, since an empty key would make it a blank machine and merge
-    every such computer into one.
+    The domain is the longest run of ``.label`` at the end whose removal leaves a name:
+    ``../../etc/x.corp.contoso.com`` is ``../../etc/x``, and a name with nothing before
+    its domain (``.local``) is kept whole, since an empty key would make it a blank
+    machine and merge every such computer into one.
     """
     name = expr.str.to_lowercase().str.strip_chars()
-    first = name.str.split(".").list.first()
-    return pl.when(first == "").then(name).otherwise(first)
+    return name.str.replace(r"^(.+?)(?:\.[a-z0-9_-]+)+$", "${1}")
 
 
 def machine_of(computer: pl.Expr, aliases: Mapping[str, str]) -> pl.Expr:

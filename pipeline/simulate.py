@@ -311,8 +311,8 @@ def _ground_truth(plan: Plan, bundle: _Bundle, routine: list[RoutineTruth]) -> d
             pfirewall=plan.options.pfirewall,
             drop_lines=bundle.drop_lines.get(g.name, []),
         )
-        decided[r.migration.id] = migration_verdict(r, blocked, observed, table)
-        table_facts[r.migration.id] = migration_facts(r, blocked, observed)
+        decided[r.migration.id] = migration_verdict(plan, r, blocked, observed, table)
+        table_facts[r.migration.id] = migration_facts(plan, r, blocked, observed)
     failed = failed_migration(table)
     verdicts = [decided.get(m.id, failed).verdict for m in plan.migrations]
     host_logs = any(

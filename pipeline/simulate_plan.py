@@ -49,8 +49,8 @@ REALISM = (
     "host_fqdn",
     "upper_case_vmids",
 )
-"""What real logs always hold and each scenario may turn on (scenarios.toml, or the knob of
-the same name). Off by default until the correlator handles each (docs/simulate.md)."""
+"""What real logs always hold: on in every scenario unless scenarios.toml or the ``--no-``
+form of the knob of the same name turns it off (docs/simulate.md, "Realism")."""
 
 HISTORY_US = 2 * 3600 * US
 """How much log history precedes the scenario's --start (the guests boot then)."""
@@ -113,12 +113,12 @@ class Preset:
     wfp_auditing: bool
     load: float
     noise: float
-    # Realism (REALISM): optional in scenarios.toml, off unless a scenario turns it on.
-    multicast_drops: bool = False
-    loopback_connections: bool = False
-    nla_chatter: bool = False
-    host_fqdn: bool = False
-    upper_case_vmids: bool = False
+    # Realism (REALISM): optional in scenarios.toml, on unless a scenario turns it off.
+    multicast_drops: bool = True
+    loopback_connections: bool = True
+    nla_chatter: bool = True
+    host_fqdn: bool = True
+    upper_case_vmids: bool = True
 
 
 def load_presets(path: Path | None = None) -> dict[str, Preset]:

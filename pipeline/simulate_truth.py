@@ -43,13 +43,18 @@ class Observed:
     drop_lines: list[int]  # guest-clock times of its pfirewall.log DROP lines
 
 
-def _window(r: GuestReaction) -> str:
-    """The quarantine window's class, as verdicts.toml names them."""
+def _window(plan: Plan, r: GuestReaction, late_drop: bool) -> str:
+    """The quarantine window's class, as verdicts.toml names them and as the bundle's logs
+    can show it: a window nothing in the logs shows ending is ``undetermined``, unless a
+    logged drop past the normal span shows it lasted (``late_drop``)."""
     if r.network_change_us is None or r.quarantine_end_us is None:
         return "none"  # no quarantine: host fixed, or quarantine disabled in the guest
-    if r.ended_by == "safety-timeout":
-        return "safety-timeout"
-    seconds = (r.quarantine_end_us - r.network_change_us) / US
+    if r.ended_by == "safety-timeout" and plan.options.classification_logs:
+        return "safety-timeout"  # the classification logs' silence shows it
+    evidence = end_evidence(plan, r)
+    if r.ended_by == "safety-timeout" or evidence is None:
+        return "prolonged" if late_drop else "undetermined"
+    seconds = float(evidence["seconds_after_change"])  # type: ignore[arg-type]
     return "normal" if seconds <= NORMAL_QUARANTINE_MAX_S else "prolonged"
 
 
@@ -72,29 +77,34 @@ def _facts(**observed: object) -> dict[str, object]:
 
 
 def migration_facts(
-    r: GuestReaction, blocked: list[BlockedTruth], observed: Observed
+    plan: Plan, r: GuestReaction, blocked: list[BlockedTruth], observed: Observed
 ) -> dict[str, object]:
     """The facts of verdicts.toml for one completed migration."""
     g = r.migration.guest
-    dropped = False
+    logged: list[int] = []
+    late = False
     if r.network_change_us is not None and r.quarantine_end_us is not None:
         q0, q_end = g.guest_us(r.network_change_us), g.guest_us(r.quarantine_end_us)
-        events = sum(1 for b in blocked if b.guest == g.name and q0 <= b.time_us < q_end)
-        lines = sum(1 for t in observed.drop_lines if q0 <= t < q_end)
-        dropped = bool(events or lines)
+        logged = [b.time_us for b in blocked if b.guest == g.name and q0 <= b.time_us < q_end]
+        logged += [t for t in observed.drop_lines if q0 <= t < q_end]
+        late = any(t - q0 > NORMAL_QUARANTINE_MAX_S * US for t in logged)
     return _facts(
         network_change=r.network_change_us is not None,
-        window=_window(r),
+        window=_window(plan, r, late),
         drops_observable=bool(observed.wfp_events or observed.pfirewall),
-        blocked=dropped,
+        blocked=bool(logged),
     )
 
 
 def migration_verdict(
-    r: GuestReaction, blocked: list[BlockedTruth], observed: Observed, table: VerdictTable
+    plan: Plan,
+    r: GuestReaction,
+    blocked: list[BlockedTruth],
+    observed: Observed,
+    table: VerdictTable,
 ) -> Row:
     """The decision of verdicts.toml for one completed migration."""
-    return decide(table.migration, migration_facts(r, blocked, observed))
+    return decide(table.migration, migration_facts(plan, r, blocked, observed))
 
 
 def failed_migration(table: VerdictTable) -> Row:

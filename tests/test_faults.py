@@ -237,7 +237,9 @@ def test_a_full_disk_anywhere_in_an_ingest_is_one_error_and_a_store_that_says_so
     store = disk / "store"
     need = used_by(disk, lambda: ingest([EXAMPLE], store, jobs=1))
     failed_at: set[str] = set()
-    for free in range(0, need, max(need // 12, 4096)):
+    # Evenly over the run, and densely near its end, where the last, small writes are.
+    near_end = {need - d for d in (4096, 16384, 65536, 262144, 1 << 20) if d < need}
+    for free in sorted(set(range(0, need, max(need // 12, 4096))) | near_end):
         clear(disk)
         filler = leave_free(disk, free)
         try:
