@@ -9,7 +9,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.simulate import simulate
 from pipeline.simulate_plan import SimulateOptions
 
@@ -60,33 +62,6 @@ def test_analyze_prints_the_verdict_and_writes_findings(
     assert redo["verdict"] == findings["verdict"]
 
 
-def test_user_mapping_and_clock_offset_are_used_and_reported(
-    tmp_path: Path, mismatched_bundle: tuple[Path, dict]
-) -> None:
-    bundle, truth = mismatched_bundle
-    guest = next(m for m in truth["machines"] if m["role"] == "guest")
-    mapping = tmp_path / "map.csv"
-    mapping.write_text(f"# which guest is which VM\nvm,guest\n{guest['vm_name']},{guest['name']}\n")
-    done = lmtrace(
-        "analyze",
-        bundle,
-        "--out",
-        tmp_path / "out",
-        "--map",
-        mapping,
-        "--clock-offset",
-        f"{guest['name']}=-12s",
-        "--quiet",
-    )
-    assert done.returncode == 0, done.stderr
-    row = pl.read_parquet(tmp_path / "out" / "migrations.parquet").row(0, named=True)
-    assert (row["match_method"], row["offset_method"], row["clock_offset_s"]) == (
-        "mapping",
-        "given",
-        -12.0,
-    )
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -98,43 +73,58 @@ def test_user_mapping_and_clock_offset_are_used_and_reported(
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(
-    tmp_path: Path, args: tuple[str, ...], message: str
+    tmp_path: Path, args: tuple[str, ...], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    done = lmtrace(*args, cwd=tmp_path)
-    assert done.returncode == 2
+    """In-process (a process per error cost 2 s each; tests/test_cli.py runs the installed
+    command once to show that no traceback reaches a real terminal either)."""
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, list(args))
+    assert done.exit_code == 2
     assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.exception is None or isinstance(done.exception, SystemExit)
     assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_bad_mapping_line_names_file_and_line(tmp_path: Path) -> None:
     mapping = tmp_path / "map.csv"
     mapping.write_text("APP-VM01,SQL7\nonly-one-column\n")
-    done = lmtrace("analyze", tmp_path, "--out", tmp_path / "o", "--map", mapping)
-    assert done.returncode == 2
+    argv = ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--map", str(mapping)]
+    done = CliRunner().invoke(app, argv)
+    assert done.exit_code == 2
     assert f"{mapping}:2: expected 'vm name or VMID,guest host name'" in done.stderr
 
 
-def test_timeline_reuses_the_options_analyze_was_given(
+def invoke(*args: str | Path) -> object:
+    """In-process, as the CLI runs it (the real process is shown by the first test)."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_mapping_and_clock_offset_are_used_reported_and_reused_by_timeline(
     tmp_path: Path, mismatched_bundle: tuple[Path, dict]
 ) -> None:
     bundle, truth = mismatched_bundle
     guest = next(m for m in truth["machines"] if m["role"] == "guest")
     mapping = tmp_path / "map.csv"
-    mapping.write_text(f"{guest['vm_name']},{guest['name']}\n")
+    mapping.write_text(f"# which guest is which VM\nvm,guest\n{guest['vm_name']},{guest['name']}\n")
     out = tmp_path / "out"
-    done = lmtrace(
+    done = invoke(
         "analyze", bundle, "--out", out, "--map", mapping,
-        "--clock-offset", f"{guest['name']}=-12s", "--quiet",
+        "--clock-offset", f"{guest['name']}=-12s", "--quiet", "--jobs", "1",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
+    row = pl.read_parquet(out / "migrations.parquet").row(0, named=True)
+    assert (row["match_method"], row["offset_method"], row["clock_offset_s"]) == (
+        "mapping",
+        "given",
+        -12.0,
+    )
     (out / "timeline.html").unlink()
-    again = lmtrace("timeline", out)
-    assert again.returncode == 0, again.stderr
+    again = invoke("timeline", out)
+    assert again.exit_code == 0, again.output
     assert "using the correlation options saved" in again.stderr
     assert "(given)" in (out / "timeline.html").read_text(encoding="utf-8")
     # Options given on the command line replace the saved ones.
-    override = lmtrace("timeline", out, "--tolerance", "2", "--out", tmp_path / "t.html")
-    assert override.returncode == 0, override.stderr
+    override = invoke("timeline", out, "--tolerance", "2", "--out", tmp_path / "t.html")
+    assert override.exit_code == 0, override.output
     assert "using the correlation options saved" not in override.stderr
     assert "(given)" not in (tmp_path / "t.html").read_text(encoding="utf-8")
