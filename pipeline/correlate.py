@@ -23,6 +23,7 @@ from pipeline import (
     catalog_check,
     findings,
     firewall_zone,
+    fix_status,
     machine_facts,
     machines,
     matching,
@@ -263,6 +264,14 @@ def _context(
     )
 
 
+def _host_names(migs: pl.DataFrame, renamed: dict[str, str]) -> dict[str, str]:
+    """Lower-case host names as migrations log them (source, destination) -> machine."""
+    names = pl.concat([migs["source"], migs["destination"]]).drop_nulls().unique()
+    frame = pl.DataFrame({"computer": names}, schema={"computer": pl.String})
+    frame = frame.with_columns(_machine(renamed))
+    return dict(zip(frame["computer"].str.to_lowercase(), frame["machine"], strict=True))
+
+
 def correlate(
     events: pl.LazyFrame, catalog: Catalog, settings: CorrelateSettings = CorrelateSettings()
 ) -> Correlation:
@@ -326,8 +335,11 @@ def correlate(
     )
     verdicts = load_table()
     assessed = findings.assess(table, evidence, catalog, verdicts).sort("migration_id")
+    host_of = _host_names(assessed, renamed)
+    assessed = fix_status.migration_notes(assessed, facts, host_of)
     context = _context(tagged, roles, offsets, assessed, model.blocked_kinds, model.window_max_s)
     summary = findings.summarize(assessed, evidence, catalog, verdicts)
+    summary = fix_status.amend(summary, assessed, facts, host_of)
     return Correlation(
         machines=roles.join(facts.facts, on="machine", how="left"),
         coverage=cover,

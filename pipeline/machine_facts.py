@@ -310,12 +310,14 @@ def clock_changes(tagged: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class MachineFacts:
-    """One row per machine (``FACT_COLUMNS``), and the clock changes, renames and updates."""
+    """One row per machine (``FACT_COLUMNS``), and the clock changes, renames, updates and
+    boots (``machine``, ``timestamp``, ``os_build``, ``os_revision`` where logged)."""
 
     facts: pl.DataFrame
     clock_changes: pl.DataFrame
     renames: pl.DataFrame
     updates: pl.DataFrame
+    boots: pl.DataFrame
 
 
 def extract(tagged: pl.DataFrame) -> MachineFacts:
@@ -348,4 +350,14 @@ def extract(tagged: pl.DataFrame) -> MachineFacts:
     facts = pl.DataFrame(schema=FACT_COLUMNS).vstack(
         facts.select([pl.col(c).cast(t) for c, t in FACT_COLUMNS.items()])
     )
-    return MachineFacts(facts.sort("machine"), changes, named, done)
+    boots = (
+        mine.filter(pl.col("kind").is_in(BOOT_KINDS))
+        .select(
+            "machine",
+            "timestamp",
+            pl.col("os_build").cast(pl.Int64, strict=False),
+            pl.col("os_revision").cast(pl.Int64, strict=False),
+        )
+        .sort("machine", "timestamp")
+    )
+    return MachineFacts(facts.sort("machine"), changes, named, done, boots)

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline import report_facts as facts
 from pipeline.printable import printable
 from pipeline.wording import clock_words, kind_words, source_words, verdict_lines
 
@@ -357,6 +358,7 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
         parts.append(
             f'<h3 id="ev-{h(m["migration_id"])}">{h(m["migration_id"])} · {h(m.get("vm_name"))}'
             f" · {_verdict_html(str(m.get('verdict')))}</h3><p>{h(m.get('reason'))}</p>"
+            + "".join(f"<p class='muted'>Note: {h(n)}</p>" for n in m.get("notes") or [])
         )
         parts.append(
             _table(
@@ -442,12 +444,29 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
     parts.append('<h2 id="machines">Machines in the bundle</h2>')
     parts.append(
         _table(
-            ["Computer", "Role", "Role from", "Channels", "First event", "Last event"],
+            [
+                "Computer",
+                "Role",
+                "Role from",
+                "OS and build",
+                "Time zone",
+                "Last boot",
+                "Windows updates",
+                "Names",
+                "Channels",
+                "First event",
+                "Last event",
+            ],
             [
                 [
                     h(m.get("computer")),
                     h(m.get("role")),
                     h(m.get("role_source")),
+                    h(facts.os_text(m)),
+                    h(facts.zone_text(m)),
+                    h(facts.boot_text(m)),
+                    h(facts.updates_text(m)),
+                    h(facts.names_text(m)),
                     h(len(m.get("channels") or [])),
                     h(utc(m.get("first_ts"), precise=False)),
                     h(utc(m.get("last_ts"), precise=False)),
@@ -556,6 +575,14 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
                 line += f" *Trade-off:* {md(r.get('tradeoff'))}"
             lines.append(line)
         lines.append("")
+    if doc.get("machines"):
+        lines += ["**Machines:**", ""]
+        lines += [
+            f"- {md(m.get('computer'))} ({md(m.get('role'))}): {md(facts.os_text(m))}; zone"
+            f" {md(facts.zone_text(m))}; last boot {md(facts.boot_text(m))}; updates"
+            f" {md(facts.updates_text(m))}; names {md(facts.names_text(m))}"
+            for m in doc["machines"]
+        ] + [""]
     lines += [f"**Integrity:** {md(integrity_text(doc.get('integrity') or {}))}", ""]
     if doc.get("inputs"):
         lines += ["**Inputs:** " + "; ".join(md(i) for i in doc["inputs"]), ""]
