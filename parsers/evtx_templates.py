@@ -114,6 +114,10 @@ def event_root(computer: str, payload: bool) -> Element:
     )
 
 
+BINARY_ELEMENT = "<Binary>"
+"""A payload field name that writes a ``<Binary>`` element instead of ``<Data Name=..>``."""
+
+
 def payload_root(
     names: tuple[str, ...],
     user_data: tuple[str, str | None] | None,
@@ -122,11 +126,16 @@ def payload_root(
     """The payload template: EventData's named Data elements, or UserData's wrapper.
 
     ``user_data`` is the wrapper's (element, namespace) for a UserData payload
-    and None for EventData; ``names`` and ``types`` give one field each.
+    and None for EventData; ``names`` and ``types`` give one field each. Classic providers
+    (EventLog 6013, Service Control Manager 7036) log unnamed ``<Data>`` and a ``<Binary>``
+    element: an empty name writes the first, the name ``BINARY_ELEMENT`` the second.
     """
     if user_data is None:
         data = tuple(
-            Element("Data", (("Name", name),), (Sub(i, types[i]),)) for i, name in enumerate(names)
+            Element("Binary", (), (Sub(i, types[i]),))
+            if name == BINARY_ELEMENT
+            else Element("Data", (("Name", name),) if name else (), (Sub(i, types[i]),))
+            for i, name in enumerate(names)
         )
         return Element("EventData", children=data)
     element, namespace = user_data

@@ -665,6 +665,20 @@ def simulate(
             "away, a local server that logged nothing of the incident, in turn (up to 4)."
         ),
     ] = 0,
+    guest_os: Annotated[
+        str,
+        typer.Option(
+            help="The other guests' Windows Server version, as their EventLog 6013 names it: "
+            "2012r2, 2016 or 2019."
+        ),
+    ] = "2016",
+    rename_guest: Annotated[
+        bool,
+        typer.Option(
+            help="The first guest boots under a setup name (WIN-...) and is renamed (EventLog "
+            "6011) ten minutes later: one machine under two names."
+        ),
+    ] = False,
 ) -> None:
     """Write a realistic host + guest bundle and its ground_truth.json (for tests and demos)."""
     from pipeline.simulate import SimulateError, SimulateOptions, parse_size
@@ -685,6 +699,7 @@ def simulate(
         upper_case_vmids=upper_case_vmids, wfp_audit=wfp_audit,  # type: ignore[arg-type]
         classification_logs=classification_logs, guest_nics=guest_nics,
         extra_network_changes=extra_network_changes, unrelated_machines=unrelated_machines,
+        guest_os=guest_os, rename_guest=rename_guest,
     )  # fmt: skip
     result = run_simulate(options, out)
     truth = result.ground_truth

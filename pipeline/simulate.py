@@ -44,6 +44,7 @@ from pipeline.simulate_events import (
     nearby_swaps,
     render,
 )
+from pipeline.simulate_facts import as_former, check_zone, system_facts
 from pipeline.simulate_layouts import file_name
 from pipeline.simulate_nla import add_nla_chatter
 from pipeline.simulate_noise import (
@@ -61,6 +62,7 @@ from pipeline.simulate_plan import (
     Plan,
     SimulateError,
     SimulateOptions,
+    feature_rng,
     load_presets,
     plan_incident,
     resolve_preset,
@@ -164,20 +166,31 @@ class _Bundle:
         history = self._clock(m, to_us(plan.options.start) - HISTORY_US)
         end = self._clock(m, plan.end_us)
         boot: list[Item] = []
+        first_boot = history + (60 if m.role == "host" else 5) * US
+        renamed_at = first_boot + 10 * 60 * US  # a renamed guest's second boot
         if m.role != "host":
-            events = history_events(m, self.ids[m.name], history + 5 * US, rng)
-            for i, (t, spec) in enumerate(events):
+            events = history_events(m, self.ids[m.name], first_boot, rng)
+            for i, (t, spec) in enumerate(as_former(events, m, renamed_at)):
                 if spec.channel == job.channel:
                     boot.append((t, -1000 + i, spec, None))
             boot.sort(key=lambda item: (item[0], item[1]))
+        # What the System log says about the machine (boots, OS, zone, updates, renames,
+        # clock steps) has its own random stream and is merged after the neighbour swaps,
+        # so the incident, its noise and every other file stay exactly as they were.
+        facts: list[Item] = []
+        if job.channel == "System":
+            own = feature_rng(plan.options.seed, f"facts:{m.name}")
+            found = system_facts(m, first_boot, plan.preset.host_update, own)
+            facts = [(t, -2000 + i, spec, None) for i, (t, spec) in enumerate(found)]
         pool = variants(m, job.channel, self.ids.get(m.name), rng)
         rate = plan.preset.noise * job.share
         windows = [
             (m.guest_us(a), m.guest_us(b)) for a, b in plan.quarantine_windows(m)
         ] if m.role == "guest" else []  # fmt: skip
         noise = stream(m, pool, rate, history, end, windows, rng, 1_000_000_000)
-        yield from nearby_swaps(
-            merge(iter(boot), iter(self.rendered.events.get(rel, [])), noise), rng
+        yield from merge(
+            nearby_swaps(merge(iter(boot), iter(self.rendered.events.get(rel, [])), noise), rng),
+            iter(facts),
         )
         if budget is None or not pool:
             return
@@ -264,6 +277,7 @@ def merge_lines(
 def simulate(options: SimulateOptions, out: Path) -> SimulationResult:
     """Write the bundle of ``options`` into ``out`` (created; files in it are replaced)."""
     preset = resolve_preset(options, load_presets())
+    check_zone(options.guest_tz)
     rng = random.Random(options.seed)
     plan = plan_incident(preset, options, rng)
     rendered, ids = render(plan, rng)

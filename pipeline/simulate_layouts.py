@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Literal
 
 from parsers.binxml import Typed, ValueType
+from parsers.evtx_templates import BINARY_ELEMENT
 from parsers.evtx_writer import EventSpec, PayloadValue, UserDataSpec
 
 Source = Literal["seen", "stated", "inferred"]
@@ -43,6 +44,8 @@ _FIREWALL = (
 )
 _SCM = ("Service Control Manager", "{555908d1-a6d7-4695-8e1e-26931d2012f4}")
 _KERNEL_GENERAL = ("Microsoft-Windows-Kernel-General", "{a68ca8b7-004f-d7b6-a698-07e2de0f1f5d}")
+_EVENTLOG = ("EventLog", None)  # a classic provider: no GUID in the samples
+_WUC = ("Microsoft-Windows-WindowsUpdateClient", "{945a8954-c147-4acd-923f-40c45405a658}")
 
 VMMS_ADMIN = "Microsoft-Windows-Hyper-V-VMMS-Admin"
 HA_ADMIN = "Microsoft-Windows-Hyper-V-High-Availability-Admin"
@@ -60,13 +63,15 @@ S, U16, U32, U64 = (
     ValueType.UINT32,
     ValueType.UINT64,
 )
-GUID, SID, HEX64, BOOL, BINARY = (
+GUID, SID, HEX64, BOOL, BINARY, FILETIME = (
     ValueType.GUID,
     ValueType.SID,
     ValueType.HEXINT64,
     ValueType.BOOL,
     ValueType.BINARY,
+    ValueType.FILETIME,
 )
+_UNNAMED = ""  # an unnamed <Data>, as classic providers log
 
 
 @dataclass(frozen=True)
@@ -463,10 +468,75 @@ LAYOUTS: dict[str, Layout] = {
         _SCM,
         7036,
         "System",
-        (("param1", S), ("param2", S), ("Binary", BINARY)),
+        (("param1", S), ("param2", S), (BINARY_ELEMENT, BINARY)),
         "seen",
         keywords=0x8080000000000000,
         qualifiers=16384,
+    ),
+    # --- machine facts in System (issue 14): each layout as the named sample shows it -------
+    # EventLog 6013 (velociraptor RDPAuth_System and others): seven unnamed Data (uptime
+    # seconds at [4], "60" at [5], "<bias> <zone name>" at [6]) and a Binary of UTF-16 strings.
+    "eventlog.uptime": Layout(
+        _EVENTLOG,
+        6013,
+        "System",
+        (*((_UNNAMED, S),) * 7, (BINARY_ELEMENT, BINARY)),
+        "seen",
+        keywords=0x80000000000000,
+        qualifiers=32768,
+    ),
+    # EventLog 6009: version "10.00.", build, service pack, "Multiprocessor Free", "0".
+    "eventlog.os_version": Layout(
+        _EVENTLOG,
+        6009,
+        "System",
+        (*((_UNNAMED, S),) * 5, (BINARY_ELEMENT, ValueType.NULL)),
+        "seen",
+        keywords=0x80000000000000,
+        qualifiers=32768,
+    ),
+    # EventLog 6011 (plaso, tugix456, ts-evtx): old name, new name.
+    "eventlog.renamed": Layout(
+        _EVENTLOG,
+        6011,
+        "System",
+        ((_UNNAMED, S), (_UNNAMED, S), (BINARY_ELEMENT, ValueType.NULL)),
+        "seen",
+        keywords=0x80000000000000,
+        qualifiers=32768,
+    ),
+    # Kernel-General 1 version 2 (tugix456): a clock change with reason and process.
+    "kernel.time_changed": Layout(
+        _KERNEL_GENERAL,
+        1,
+        "System",
+        (
+            ("NewTime", FILETIME),
+            ("OldTime", FILETIME),
+            ("Reason", U32),
+            ("ProcessName", S),
+            ("ProcessID", U32),
+        ),
+        "seen",
+        task=1,
+        version=2,
+        keywords=0x8000000000000010,
+    ),
+    # WindowsUpdateClient 19 version 1 (ts-evtx, tugix456): an update installed.
+    "wuc.installed": Layout(
+        _WUC,
+        19,
+        "System",
+        (
+            ("updateTitle", S),
+            ("updateGuid", GUID),
+            ("updateRevisionNumber", U32),
+            ("serviceGuid", GUID),
+        ),
+        "seen",
+        task=1,
+        version=1,
+        keywords=0x8000000000000018,
     ),
     "kernel.hive_flushed": Layout(
         _KERNEL_GENERAL,

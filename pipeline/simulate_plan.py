@@ -119,6 +119,11 @@ class Preset:
     nla_chatter: bool = True
     host_fqdn: bool = True
     upper_case_vmids: bool = True
+    host_update: bool = False  # hosts log KB4338822 installed (and restart), before the incident
+
+
+OS_NAMES = {"2012r2": "Windows Server 2012 R2", "2016": "Windows Server 2016",
+            "2019": "Windows Server 2019", "2022": "Windows Server 2022"}  # fmt: skip
 
 
 def load_presets(path: Path | None = None) -> dict[str, Preset]:
@@ -130,7 +135,7 @@ def load_presets(path: Path | None = None) -> dict[str, Preset]:
     data = tomllib.loads(text)
     presets: dict[str, Preset] = {}
     known = set(Preset.__dataclass_fields__) - {"name"}
-    required = known - set(REALISM)
+    required = known - set(REALISM) - {"host_update"}
     for name, table in data.items():
         unknown = set(table) - known
         missing = required - set(table)
@@ -174,6 +179,8 @@ class SimulateOptions:
     guest_nics: int = 1
     extra_network_changes: int = 0  # Netvsc 14 indications after the first, per migration
     unrelated_machines: int = 0
+    guest_os: str = "2016"  # the other guests' Windows Server version: 2012r2, 2016, 2019
+    rename_guest: bool = False  # the first guest was renamed (EventLog 6011) after its first boot
 
     def arguments(self) -> dict[str, object]:
         """The options as JSON values, for ground_truth.json."""
@@ -214,6 +221,8 @@ class Machine:
     clock_jumps_us: tuple[int, ...] = ()  # host times of the steps (migration resumes)
     time_zone: str = "UTC"
     os: str = "Windows Server 2016"
+    os_key: str = "2016"  # key of simulate_facts.OS_STRINGS
+    former_name: str | None = None  # the name it had before a rename
     ws2022: bool = False
     wfp_audit: AuditMode = "full"
     address: str = ""
@@ -372,6 +381,10 @@ def resolve_preset(options: SimulateOptions, presets: dict[str, Preset]) -> Pres
         raise SimulateError("--vms must be at least 1")
     if merged.migrations < 0 or merged.load < 0 or merged.noise < 0:
         raise SimulateError("--migrations, --load and --noise cannot be negative")
+    if options.guest_os not in OS_NAMES or options.guest_os == "2022":
+        raise SimulateError(
+            f"--guest-os {options.guest_os!r}: one of 2012r2, 2016, 2019 (2022: --ws2022-guests)"
+        )
     if not 0 <= options.ws2022_guests <= merged.vms:
         raise SimulateError(f"--ws2022-guests must be between 0 and --vms ({merged.vms})")
     try:
@@ -445,6 +458,13 @@ def _machines(
         else:
             name = folder = vm_name
         ws2022 = i >= first_2022
+        os_key = "2022" if ws2022 else options.guest_os
+        vmid = str(_uuid(rng))
+        # A renamed guest had the random name setup gives, derived here from its VMID so
+        # that the main random stream (and every other bundle value) stays as it was.
+        former = (
+            "WIN-" + vmid.replace("-", "")[:11].upper() if options.rename_guest and i == 0 else None
+        )
         guests.append(
             Machine(
                 name=name,
@@ -452,11 +472,13 @@ def _machines(
                 role="guest",
                 start_us=start_us,
                 vm_name=vm_name,
-                vmid=str(_uuid(rng)),
+                vmid=vmid,
                 clock_offset_s=options.guest_clock_offset,
                 clock_drift_ppm=options.guest_clock_drift,
                 time_zone=options.guest_tz,
-                os="Windows Server 2022" if ws2022 else "Windows Server 2016",
+                os=OS_NAMES[os_key],
+                os_key=os_key,
+                former_name=former,
                 ws2022=ws2022,
                 wfp_audit=audit_mode(preset, options),
                 address=f"10.20.{1 + i // 200}.{11 + i % 200}",

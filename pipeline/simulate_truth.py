@@ -306,6 +306,7 @@ def machines(plan: Plan) -> list[dict[str, object]]:
                 "vm_name": m.vm_name,
                 "vmid": m.vmid,
                 "os": m.os,
+                "former_name": m.former_name,
                 "address": m.address,
                 "nics": [
                     {

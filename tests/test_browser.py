@@ -59,6 +59,8 @@ FLAGS = (
 EVIL_VM = "<img src=x title=\"q\" onerror=self['__pwned']=1>"
 EVIL_HOST = "<script>self['__pwned']=2</script>"
 NAMES = {"APP-VM01": EVIL_VM, "HV-NODE1": EVIL_HOST}
+EVIL_ZONE = "<img src=x onerror=self['__pwned']=3> Standard Time"
+ZONE = {"Coordinated Universal Time": EVIL_ZONE}  # the guests' zone name in 6013: log text too
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
     clean = root / "clean"
     simulate(SimulateOptions("cluster-drain", seed=1, vms=2, migrations=2), clean)
     ingest([clean], root / "clean-store", ReadSettings(), 1)
-    renamed_bundle(clean, root / "clean-store", root / "bundle", NAMES)
+    renamed_bundle(clean, root / "clean-store", root / "bundle", {**NAMES, **ZONE})
     return analyze([root / "bundle"], root / "out", AnalyzeSettings())
 
 
@@ -198,6 +200,13 @@ def test_report_shows_payloads_as_text(hostile: Analysis, browser, tmp_path: Pat
     text = browser.execute_script("return document.body.innerText")
     assert EVIL_VM in text and EVIL_HOST in text
     assert text.index("Affected") < text.index("Migrations")  # the verdict comes first
+    # Machine facts (issue 14): OS and build, zone, names, as text in the machines table.
+    machines = browser.execute_script(
+        "return document.querySelector('#machines + table').innerText"
+    )
+    assert "Windows Server 2016 Datacenter, 10.0.14393" in machines
+    assert f"{EVIL_ZONE} (standard UTC+00:00, no known IANA zone)" in machines
+    assert EVIL_HOST in machines
     assert browser.execute_script("return document.querySelectorAll('img, script').length") == 0
     links = browser.execute_script(
         "return Array.from(document.querySelectorAll('#timelines ~ ul a')).map(a => a.href)"

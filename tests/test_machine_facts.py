@@ -200,3 +200,122 @@ def test_pfirewall_local_times_take_the_zone_the_system_log_names(
     given = tmp_path / "given"
     ingest([system, log], given, firewall=PfirewallSettings("+01:00", firewall.computer))
     assert correlate(scan_events(given), load_catalog()).notes == ()
+
+
+# --- the four cases of issue 14 on simulated bundles (real layouts, see test_simulate) ------
+
+
+def _simulated(tmp: Path, **knobs: object) -> tuple[Correlation, dict]:
+    """Simulate, then analyse without --guest-tz, as a user who does not know the zone."""
+    import json
+
+    from parsers.pfirewall import PfirewallSettings
+    from pipeline.simulate import simulate
+    from pipeline.simulate_plan import SimulateOptions
+
+    options = {"scenario": "quarantine-bug", "seed": 5, "noise": 30.0, "load": 3.0, **knobs}
+    simulate(SimulateOptions(**options), tmp / "bundle")  # type: ignore[arg-type]
+    truth = json.loads((tmp / "bundle" / "ground_truth.json").read_text(encoding="utf-8"))
+    ingest([tmp / "bundle"], tmp / "store", firewall=PfirewallSettings(tz=None))
+    truth["bundle"] = str(tmp / "bundle")
+    return correlate(scan_events(tmp / "store"), load_catalog()), truth
+
+
+@pytest.fixture(scope="module")
+def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Correlation, dict]]:
+    """One small bundle per case, simulated, ingested and correlated once for the module."""
+    cases = {
+        "ws2019": {"guest_os": "2019"},
+        "patched": {"scenario": "host-patched"},
+        "renamed": {"rename_guest": True, "guest_clock_jump": 4.0},
+        "zone": {"scenario": "no-audit", "pfirewall": True, "guest_tz": "America/New_York"},
+    }
+    return {
+        name: _simulated(tmp_path_factory.mktemp(name), **knobs)  # type: ignore[arg-type]
+        for name, knobs in cases.items()
+    }
+
+
+def test_a_guest_on_server_2019_is_said_to_be_outside_the_known_versions(scenarios) -> None:
+    result, truth = scenarios["ws2019"]
+    assert result.summary.verdict == truth["verdict"] == "affected"  # measured all the same
+    guest = _row(result, "app-vm01")
+    assert (guest["os_product"], guest["os_version"]) == (
+        "Windows Server 2019 Datacenter",
+        "10.0.17763",
+    )
+    note = (
+        "app-vm01 runs Windows Server 2019 Datacenter (10.0.17763): the quarantine bug is known"
+        " on Windows Server 2012 R2 (6.3.9600) and 2016 (10.0.14393) guests; this guest was"
+        " measured all the same"
+    )
+    assert result.migrations["notes"].to_list() == [[note]]
+    assert note in result.summary.reasons
+
+
+def test_a_patched_host_without_the_registry_value(scenarios) -> None:
+    result, truth = scenarios["patched"]
+    assert result.summary.verdict == truth["verdict"] == "affected"
+    (row,) = result.migrations.iter_rows(named=True)
+    (note,) = [n for n in row["notes"] if n.startswith(_short_host(row["destination"]))]
+    assert "has the host fix (KB4338822 installed" in note
+    assert note.endswith(
+        "the update is installed but the registry value SendLmNetworkChangeIndication=0 is not"
+        " set, or the host was not restarted since"
+    )  # the host restarted after the install: no 'no boot' remark
+    hosts = {e["host"]: e for e in result.summary.remediation if e["id"].startswith("host-fix:")}
+    assert set(hosts) == {"hv-node1", "hv-node2"}
+    for entry in hosts.values():
+        assert "missing: the registry value, or a restart since" in entry["title"]
+        assert entry["steps"] == [
+            r"Set HKLM\System\CurrentControlSet\Services\VmsMp\Parameters"
+            r"\SendLmNetworkChangeIndication = 0 (DWORD), then restart the host."
+        ]
+    # The unpatched case names the KB as missing.
+    plain, _ = scenarios["ws2019"]
+    titles = [e["title"] for e in plain.summary.remediation if e["id"].startswith("host-fix:")]
+    assert titles and all("missing KB4338822" in t for t in titles)
+
+
+def _short_host(name: str) -> str:
+    return name.lower().split(".")[0]
+
+
+def test_a_renamed_guest_is_one_machine_and_its_clock_step_is_measured(scenarios) -> None:
+    result, truth = scenarios["renamed"]
+    assert result.summary.verdict == truth["verdict"]
+    former = truth["machines"][-1]["former_name"]
+    assert former and former.startswith("WIN-")
+    guests = result.machines.filter(pl.col("role") == "guest")
+    assert guests["machine"].to_list() == ["app-vm01"]  # not two machines
+    guest = guests.row(0, named=True)
+    assert set(guest["names"]) == {former, "APP-VM01"}
+    assert [(r["old"], r["new"]) for r in guest["renames"]] == [(former, "APP-VM01")]
+    assert result.migrations["machine"].to_list() == ["app-vm01"]
+    steps = result.clock_changes.filter(pl.col("machine") == "app-vm01")
+    assert steps["delta_s"].to_list() == [pytest.approx(4.0)]
+    assert steps["role"].to_list() == ["guest"]
+
+
+def test_pfirewall_zone_from_the_guests_6013(scenarios) -> None:
+    result, truth = scenarios["zone"]
+    # no WFP auditing: only pfirewall.log shows the drops, in New York time.
+    assert result.summary.verdict == truth["verdict"] == "affected"
+    assert result.notes == (
+        "pfirewall.log of app-vm01: local times read in America/New_York, the zone its System"
+        " log names (EventLog 6013: '300 Eastern Standard Time'); --guest-tz overrides",
+    )
+    assert result.migrations["blocked_inbound"].item() > 0
+    assert set(result.blocked["kind"]) == {"pflog.drop"}
+    # The same as when the user names the zone; read as UTC, the drops miss the window.
+    from parsers.pfirewall import PfirewallSettings
+
+    tmp = Path(truth["bundle"]).parent
+    for zone, name in (("America/New_York", "given"), ("UTC", "wrong")):
+        ingest([Path(truth["bundle"])], tmp / name, firewall=PfirewallSettings(tz=zone))
+        other = correlate(scan_events(tmp / name), load_catalog())
+        assert other.notes == ()
+        if zone == "UTC":
+            assert other.blocked.is_empty()
+        else:
+            assert other.blocked.drop("source_path").equals(result.blocked.drop("source_path"))

@@ -487,6 +487,11 @@ def test_simulated_payloads_match_real_events(
     """Same field names, order and JSON value kinds as the real event, both read by pyevtx-rs."""
     real = corpus_payloads(corpus_dir)
     _, _ = simulate_small(tmp_path, ws2022_guests=1)
+    # Machine facts (issue 14): a patched host (WindowsUpdateClient 19), a renamed guest
+    # (EventLog 6011) whose clock steps on resume (Kernel-General 1).
+    simulate_small(
+        tmp_path / "facts", scenario="host-patched", rename_guest=True, guest_clock_jump=2.0
+    )
     simulated: dict[tuple[str, int, int], dict[str, Any]] = {}
     for folder in [*bundles.values(), tmp_path]:
         for path in folder.rglob("*.evtx"):
