@@ -290,7 +290,7 @@ class EvtxRead:
         report.records_missing, holes = gaps(readable, seen)
         report.issues += holes
         if self._copies:  # each record of a copied range counts once
-            ids = pl.DataFrame({"id": self._seen}, schema={"id": pl.Int64})
+            ids = pl.DataFrame({"id": self._seen}, schema={"id": pl.UInt64})
             copied = ids.filter(_in_ranges(pl.col("id"), self._copies_ranges()))["id"]
             report.records -= copied.len() - copied.n_unique()
 
@@ -334,7 +334,7 @@ class EvtxRead:
 
     def _ids_in(self, ranges: list[tuple[int, int]]) -> set[int]:
         """The header ids read so far inside ``ranges`` (a few chunks: a small set)."""
-        ids = pl.DataFrame({"id": self._seen}, schema={"id": pl.Int64})
+        ids = pl.DataFrame({"id": self._seen}, schema={"id": pl.UInt64})
         return set(ids.filter(_in_ranges(pl.col("id"), ranges))["id"].to_list())
 
     # pyevtx-rs ---------------------------------------------------------------
