@@ -146,10 +146,10 @@ def _by_mapping(vms: pl.DataFrame, mapping: Mapping[str, str]) -> pl.DataFrame:
     table = pl.DataFrame(
         {
             "_key": [k.lower().strip("{} ") for k in mapping],
-            "machine": [v.lower().split(".")[0] for v in mapping.values()],
+            "machine": list(mapping.values()),
         },
         schema={"_key": pl.String, "machine": pl.String},
-    )
+    ).with_columns(short_name(pl.col("machine")))
     by_name = vms.with_columns(pl.col("vm_name").str.to_lowercase().alias("_key"))
     by_id = vms.with_columns(pl.col("vmid").alias("_key"))
     pairs = pl.concat([by_name.join(table, on="_key"), by_id.join(table, on="_key")])
@@ -436,14 +436,14 @@ def clock_offsets(
     estimated = estimated.with_columns(basis.alias("offset_basis"))
     given = pl.DataFrame(
         {
-            "machine": [k.lower().split(".")[0] for k in settings.clock_offsets],
+            "machine": list(settings.clock_offsets),
             "clock_offset_s": list(settings.clock_offsets.values()),
             "offset_method": ["given"] * len(settings.clock_offsets),
             "offset_pairs": [None] * len(settings.clock_offsets),
             "offset_basis": ["given"] * len(settings.clock_offsets),
         },
         schema=OFFSET_SCHEMA,
-    )
+    ).with_columns(short_name(pl.col("machine")))
     return pl.concat(
         [given, estimated.filter(~pl.col("machine").is_in(given["machine"].implode()))],
         how="diagonal_relaxed",

@@ -236,3 +236,14 @@ def test_a_side_nobody_logged_is_not_asserted(tmp_path) -> None:
         "HV-NODE1",
         "HV-NODE2",
     )
+
+
+def test_names_the_user_gives_follow_the_one_short_name_rule() -> None:
+    """--map and --clock-offset names are shortened as logged names are (machines.short_name):
+    a hostile '../../etc/x' is not the empty key."""
+    diffs = _diffs(("vm1", "../../etc/x", 0, 480.0))
+    given = {"../../etc/x.corp.contoso.com": 480.0}
+    offsets = clock_offsets(
+        diffs, diffs.select("vm_key", "machine"), MatchSettings(clock_offsets=given), MODEL
+    )
+    assert offsets.select("machine", "offset_method").rows() == [("../../etc/x", "given")]
