@@ -50,19 +50,21 @@ from pipeline.machines import to_guest_clock, to_host_clock
 
 REF = ("source_path", "member", "record_id", "event_id")
 END_WORDS = {
-    "classified": "the network being classified again",
-    "allowed-inbound": "inbound traffic being allowed again",
-    "timeout-no-classification": "the {timeout:g} s safety timeout (no network classification)",
-    "timeout-bracketed": "the {timeout:g} s safety timeout (drops until it, traffic allowed after)",
-    "timeout-assumed": "nothing in the logs (the {timeout:g} s safety timeout is assumed)",
+    "classified": "the network's classification",
+    "allowed-inbound": "inbound connections being allowed again",
+    "timeout-no-classification": "the {timeout:g} s safety timeout, with no network classification"
+    " in the guest's logs",
+    "timeout-bracketed": "the {timeout:g} s safety timeout (drops until it, connections allowed"
+    " right after it)",
+    "timeout-assumed": "nothing the logs show (the {timeout:g} s safety timeout is assumed)",
 }
 """What closed a window (``end_evidence``), in the words every output uses."""
 CLASS_WORDS = {
     "none": "no quarantine to speak of",
-    "normal": "normal",
-    "prolonged": "longer than normal",
-    "safety-timeout": "the safety timeout, the bug's signature",
-    "undetermined": "of unknown length",
+    "normal": "the normal 2-3 s",
+    "prolonged": "longer than the normal 2-3 s",
+    "safety-timeout": "the full safety timeout: the bug's signature",
+    "undetermined": "for a time the logs do not show",
 }
 """A window's ``quarantine_class``, in the words every output uses."""
 QUARANTINE_SCOPE = "remote"

@@ -147,7 +147,13 @@ def quarantine_hover() -> pl.Expr:
             escaped(pl.col("migration_id")),
             ")",
         ),
-        (shown(pl.col("q_duration_s").round(2)), " s, ended by ", escaped(pl.col("end_evidence"))),
+        (
+            shown(pl.col("q_duration_s").round(2)),
+            " s (",
+            escaped(pl.col("window_words")),
+            "), ended by ",
+            escaped(pl.col("end_words")),
+        ),
         (
             pl.col("blocked_inbound").cast(pl.String),
             " blocked inbound (TCP ",
