@@ -453,6 +453,7 @@ def findings_document(
             "sides": result.catalog_check.sides.to_dicts(),
         },
         "machines": result.machines.to_dicts(),
+        "clock_changes": result.clock_changes.to_dicts(),
         "migrations": result.migrations.drop("vm_key").to_dicts(),
         "impact": impact(result.blocked),
         "blocked_inbound": result.blocked.select(
@@ -469,7 +470,8 @@ def write_outputs(
     excel: bool = False,
     inputs: Sequence[str] = (),
 ) -> list[Path]:
-    """migrations, blocked and machines as Parquet + CSV, and findings.json. Returns the paths.
+    """migrations, blocked, machines and clock_changes as Parquet + CSV, and findings.json.
+    Returns the paths.
 
     The CSVs go through pipeline/csv_tables.py (formula-safe, one time format; ``excel``:
     the form Excel and Timeline Explorer read as dates).
@@ -484,6 +486,7 @@ def write_outputs(
         ("migrations", result.migrations),
         ("blocked", blocked),
         ("machines", result.machines),
+        ("clock_changes", result.clock_changes),
     ):
         write_atomic(out / f"{name}.parquet", parquet_bytes(frame))
         write_atomic(out / f"{name}.csv", csv_bytes(frame, excel))

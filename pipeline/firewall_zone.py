@@ -49,6 +49,41 @@ def _zone_of(facts: pl.DataFrame) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _offset_at(zone: str, at: object) -> object:
+    """The UTC offset ``zone`` has at the instant ``at`` (a timedelta)."""
+    there = pl.Series([at]).dt.convert_time_zone(zone)
+    return (there.dt.base_utc_offset() + there.dt.dst_offset()).item()
+
+
+def _disagreements(
+    events: pl.LazyFrame, machine: pl.Expr, zones: dict[str, tuple[str, str]]
+) -> list[str]:
+    """A note per machine whose firewall log was read in a zone (--guest-tz) whose offset
+    differs from that of the zone its own System log names: one of the two is wrong."""
+    given = (
+        events.filter((pl.col("provider") == PROVIDER) & ~_UNRESOLVED)
+        .select(
+            machine.alias("machine"),
+            pl.col("data").str.extract(f'"{LOCAL_ZONE}": ?"([^"]*)"').alias("zone"),
+            "timestamp",
+        )
+        .group_by("machine", "zone")
+        .agg(pl.col("timestamp").min())
+        .collect()
+    )
+    notes = []
+    for row in given.drop_nulls().sort("machine", "zone").iter_rows(named=True):
+        if row["machine"] not in zones:
+            continue
+        logged, why = zones[row["machine"]]
+        if _offset_at(row["zone"], row["timestamp"]) != _offset_at(logged, row["timestamp"]):
+            notes.append(
+                f"pfirewall.log of {row['machine']} was read in {row['zone']} (--guest-tz), but"
+                f" {logged} is {why}: their offsets differ, so one of the two is wrong"
+            )
+    return notes
+
+
 def resolve(
     events: pl.LazyFrame, facts: pl.DataFrame, renamed: dict[str, str]
 ) -> tuple[pl.LazyFrame, list[str]]:
@@ -58,13 +93,13 @@ def resolve(
         return events, []  # the usual case: one cheap look at one column
     machine = machine_of(pl.col("computer"), renamed)
     local = pl.col("timestamp").dt.replace_time_zone(None)
+    zones = _zone_of(facts)
+    notes = _disagreements(events, machine, zones)
     unresolved = (
         events.filter(_UNRESOLVED).select(machine.alias("machine"), local.alias("_local")).collect()
     )
     if unresolved.is_empty():
-        return events, []
-    zones = _zone_of(facts)
-    notes: list[str] = []
+        return events, notes
     placed = pl.col("timestamp")
     for name in sorted(unresolved["machine"].unique().drop_nulls().to_list()):
         lines = unresolved.filter(pl.col("machine") == name)

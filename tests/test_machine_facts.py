@@ -6,6 +6,7 @@ Every expected value below was read from the named public sample with pyevtx-rs
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def test_windows_updates_with_their_kb(real: Correlation) -> None:
 
 
 @pytest.mark.corpus
-def test_clock_changes_with_delta_reason_and_process(real: Correlation) -> None:
+def test_clock_changes_with_delta_reason_and_process(real: Correlation, tmp_path: Path) -> None:
     changes = real.clock_changes
     ts = changes.filter(pl.col("machine") == "nikolaismetbd82").sort("timestamp")
     step = ts.filter(pl.col("delta_ms_logged") == -28799616).row(0, named=True)
@@ -133,6 +134,13 @@ def test_clock_changes_with_delta_reason_and_process(real: Correlation) -> None:
     assert tugix.height == 3 and tugix["delta_ms_logged"].is_null().all()
     assert set(tugix["reason"].to_list()) == {1, 3}
     assert changes["role"].to_list() == ["guest"] * changes.height
+    # Written as a table of its own, and in findings.json.
+    from pipeline.correlate import write_outputs
+
+    write_outputs(real, tmp_path)
+    assert pl.read_parquet(tmp_path / "clock_changes.parquet").equals(changes)
+    findings = json.loads((tmp_path / "findings.json").read_text(encoding="utf-8"))
+    assert len(findings["clock_changes"]) == changes.height
 
 
 def test_rename_chains_merge_and_clones_do_not() -> None:
@@ -196,10 +204,17 @@ def test_pfirewall_local_times_take_the_zone_the_system_log_names(
     placed, _ = firewall_zone.resolve(scan_events(store), result.machines, {})
     when = placed.filter(pl.col("provider") == "pfirewall.log").collect()["timestamp"]
     assert when.to_list() == [_utc(2012, 3, 15, 14, 0, 0)]
-    # Given a zone, the reader places the times itself and nothing is said.
+    # Given a zone, the reader places the times itself; one that contradicts 6013 is said.
     given = tmp_path / "given"
     ingest([system, log], given, firewall=PfirewallSettings("+01:00", firewall.computer))
-    assert correlate(scan_events(given), load_catalog()).notes == ()
+    assert correlate(scan_events(given), load_catalog()).notes == (
+        "pfirewall.log of wks-win764bitb was read in +01:00 (--guest-tz), but America/New_York"
+        " is the zone its System log names (EventLog 6013: '300 Eastern Standard Time'): their"
+        " offsets differ, so one of the two is wrong",
+    )
+    agree = tmp_path / "agree"
+    ingest([system, log], agree, firewall=PfirewallSettings("-04:00", firewall.computer))
+    assert correlate(scan_events(agree), load_catalog()).notes == ()  # EDT on 2012-03-15
 
 
 # --- the four cases of issue 14 on simulated bundles (real layouts, see test_simulate) ------
@@ -314,8 +329,10 @@ def test_pfirewall_zone_from_the_guests_6013(scenarios) -> None:
     for zone, name in (("America/New_York", "given"), ("UTC", "wrong")):
         ingest([Path(truth["bundle"])], tmp / name, firewall=PfirewallSettings(tz=zone))
         other = correlate(scan_events(tmp / name), load_catalog())
-        assert other.notes == ()
         if zone == "UTC":
             assert other.blocked.is_empty()
+            (note,) = other.notes
+            assert note.startswith("pfirewall.log of app-vm01 was read in UTC (--guest-tz), but")
         else:
+            assert other.notes == ()
             assert other.blocked.drop("source_path").equals(result.blocked.drop("source_path"))
