@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import evtx
 import msgspec
@@ -39,8 +39,6 @@ import polars as pl
 from parsers.evtx_layout import CHUNK_SIZE, FileLayout, is_evtx, scan_layout
 from parsers.evtx_losses import SeenIds, duplicate_issue, duplicated, gaps, short, spans, unread
 from parsers.evtx_prefilter import Prefilter, parse_time, system_time
-from parsers.evtx_python import PyRecord, iter_records
-from parsers.evtx_recover import RECOVER_CHUNKS, recover
 from parsers.evtx_rows import (
     DOC_DECODER,
     Batch,
@@ -60,6 +58,9 @@ from parsers.model import (
     UnreadableFileError,
     event_predicate,
 )
+
+if TYPE_CHECKING:
+    from parsers.evtx_python import PyRecord
 
 Progress = Callable[[int], None]
 
@@ -316,6 +317,8 @@ class EvtxRead:
         if not wanting:
             self._seen_ids = seen  # nothing read again: _account can use it as it is
             return
+        from parsers.evtx_recover import RECOVER_CHUNKS, recover  # loads python-evtx: 0.05 s
+
         ranges = [(span.first, span.last) for span, _ in wanting[:RECOVER_CHUNKS]]
         found = recover(self.path, self.layout, wanting, self._ids_in(ranges))
         self._recovered = found.by_chunk
@@ -428,6 +431,8 @@ class EvtxRead:
     # python-evtx -------------------------------------------------------------
 
     def _iter_python(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
+        from parsers.evtx_python import iter_records
+
         settings, report = self.settings, self.report
         keep = _filter_expr(settings)
         batch = Batch()

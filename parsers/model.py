@@ -18,6 +18,8 @@ from typing import Literal
 
 import polars as pl
 
+from parsers.errors import LmtraceError
+
 Engine = Literal["rust", "python"]
 """The EVTX decoding engines: ``rust`` is pyevtx-rs (``evtx``), ``python`` is python-evtx."""
 
@@ -184,10 +186,6 @@ class ReadReport:
             or self.chunks_duplicated
             or self.issues
         )
-
-
-class LmtraceError(Exception):
-    """Base of every error lmtrace reports to a user as one line, without a traceback."""
 
 
 class UnreadableFileError(LmtraceError):

@@ -8,34 +8,24 @@ are lmtrace errors: :class:`_Commands` turns them into one line on stderr,
 without a traceback, for every command at once. Options that several commands
 share live in cli_options.py; how tables, verdicts and progress bars look, in
 cli_output.py.
+
+Start-up is part of the answer's speed: ``lmtrace --help`` loads typer and nothing
+else, and each command loads the parts of lmtrace it runs (no plotly for ``files``,
+no archive libraries for ``timeline``) in the imports at its top, its one place.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import polars as pl
 import typer
-from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
-from parsers.evtx_reader import ReadSettings
-from parsers.model import LmtraceError
-from parsers.pfirewall import PfirewallSettings
-from pipeline import __version__
-from pipeline.analyze import (
-    STORE_FOLDER,
-    AnalyzeSettings,
-    correlate_store,
-    load_correlation_options,
-)
-from pipeline.analyze import analyze as run_analyze
-from pipeline.batch import BatchSettings, run_batch
-from pipeline.catalog import load_catalog
-from pipeline.catalog_check import check_store as check_catalog
+from parsers.errors import LmtraceError
 from pipeline.cli_options import (
     SOURCE,
     TARGET,
@@ -48,6 +38,7 @@ from pipeline.cli_options import (
     EventIds,
     EventsFormat,
     Excel,
+    ExportFormatName,
     FilesFormat,
     Guests,
     GuestTz,
@@ -71,35 +62,7 @@ from pipeline.cli_options import (
     remember_source,
     remember_target,
 )
-from pipeline.cli_output import (
-    BatchBar,
-    IngestBar,
-    batch_summary_line,
-    echo_problems,
-    emit,
-    ingest_summary_line,
-    print_verdict,
-    relative_paths,
-    stderr_progress,
-    verdict_summary,
-    warn_incomplete,
-)
-from pipeline.correlate import integrity, write_outputs
-from pipeline.discover import Limits
-from pipeline.export import ExportFormat, export_store
-from pipeline.ingest import ingest as run_ingest
-from pipeline.printable import printable, printable_json
-from pipeline.store import open_store, parse_utc, scan_events, scan_files
-from pipeline.timeline import (
-    TimelineSettings,
-    display_zone,
-    parse_window,
-    safe_name,
-    timeline_figure,
-    write_static,
-    write_timeline,
-)
-from pipeline.writes import as_write_error
+from pipeline.limits import Limits
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
 EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT, as shells report it
@@ -111,6 +74,12 @@ def _no_bool_metavar(command: Any, ctx: typer.Context) -> None:
     for param in command.get_params(ctx):
         if getattr(param, "is_flag", False):
             param.metavar = ""
+
+
+def _polars_errors() -> tuple[type[Exception], ...]:
+    """Polars' error class once polars is loaded (before, no polars error can occur)."""
+    polars = sys.modules.get("polars")
+    return (polars.exceptions.PolarsError,) if polars is not None else ()
 
 
 class _Commands(TyperGroup):
@@ -132,9 +101,14 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except LmtraceError as e:
+            from pipeline.printable import printable
+
             typer.echo(f"lmtrace: error: {printable(e)}", err=True)
             raise typer.Exit(EXIT_FATAL) from None
-        except (OSError, pl.exceptions.PolarsError) as e:
+        except (OSError, *_polars_errors()) as e:
+            from pipeline.printable import printable
+            from pipeline.writes import as_write_error
+
             # A full disk, a read-only or forbidden folder: the path and the system's words.
             path = ctx.meta.get(TARGET) or ctx.meta.get(SOURCE) or "<stdout>"
             error = as_write_error(e, path)
@@ -162,6 +136,8 @@ app = typer.Typer(
 
 def _print_version(asked: bool) -> None:
     if asked:
+        from pipeline import __version__
+
         typer.echo(f"lmtrace {__version__}")
         raise typer.Exit()
 
@@ -189,6 +165,8 @@ app.add_typer(catalog_app, name="catalog")
 def _store(folder: Path) -> Path:
     """The store of an analysis folder (OUT/store), or ``folder`` itself: every command
     that reads events takes either, as the docs and ``lmtrace timeline`` do."""
+    from pipeline.analyze import STORE_FOLDER
+
     inner = folder / STORE_FOLDER
     return inner if inner.is_dir() and not (folder / "store.json").exists() else folder
 
@@ -245,6 +223,14 @@ def ingest(
     again, so ingesting more bundles into the same --out folder is safe.
     Exit code 0: everything read; 1: something unreadable (named on stderr); 2: fatal.
     """
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn
+
+    from parsers.evtx_reader import ReadSettings
+    from parsers.pfirewall import PfirewallSettings
+    from pipeline.cli_output import IngestBar, echo_problems, ingest_summary_line, stderr_progress
+    from pipeline.ingest import ingest as run_ingest
+    from pipeline.printable import printable_json
+
     filters = event_filter(event_id, channel, provider, since, until)
     settings = ReadSettings(
         engine=engine.value,
@@ -298,6 +284,11 @@ def events(
     ] = None,
 ) -> None:
     """Print the stored events that match the filters, in time order, to stdout."""
+    import polars as pl
+
+    from pipeline.cli_output import emit, warn_incomplete
+    from pipeline.store import open_store, scan_events
+
     store = _store(store)
     warn_incomplete(open_store(store))
     selected = scan_events(store, event_filter(event_id, channel, provider, since, until)).sort(
@@ -331,6 +322,9 @@ def files(
     ] = FilesFormat.table,
 ) -> None:
     """Print the per-file integrity table: every file seen, its counts, and what went wrong."""
+    from pipeline.cli_output import emit, relative_paths, warn_incomplete
+    from pipeline.store import open_store, scan_files
+
     store = _store(store)
     warn_incomplete(open_store(store))
     frame = scan_files(store).sort("source_path", "member", nulls_last=False).collect()
@@ -373,6 +367,11 @@ def catalog_check(
     corrected entries into a TOML file and pass it with --catalog (here, and to analyze).
     Exit code 0 when the catalog fits, 1 when something does not, 2 on error.
     """
+    from pipeline.catalog import load_catalog
+    from pipeline.catalog_check import check_store as check_catalog
+    from pipeline.cli_output import emit, warn_incomplete
+    from pipeline.store import open_store, scan_events
+
     warn_incomplete(open_store(store))
     result = check_catalog(scan_events(store), load_catalog(tuple(catalog or ())))
     emit(
@@ -407,6 +406,11 @@ def correlate(
     the store is incomplete (an ingest into it did not finish; the verdict stands on the
     rest); 2: fatal.
     """
+    from pipeline.analyze import AnalyzeSettings, correlate_store
+    from pipeline.cli_output import print_verdict, warn_incomplete
+    from pipeline.correlate import integrity, write_outputs
+    from pipeline.store import open_store, scan_files
+
     settings = AnalyzeSettings(
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
@@ -479,6 +483,22 @@ def analyze(
     report. Exit code 0: every file read; 1: something unreadable (named on stderr; the verdict
     stands on the rest); 2: fatal.
     """
+    from rich.progress import BarColumn, DownloadColumn, TextColumn
+
+    from parsers.evtx_reader import ReadSettings
+    from parsers.pfirewall import PfirewallSettings
+    from pipeline.analyze import AnalyzeSettings
+    from pipeline.analyze import analyze as run_analyze
+    from pipeline.cli_output import (
+        IngestBar,
+        echo_problems,
+        print_verdict,
+        stderr_progress,
+        verdict_summary,
+    )
+    from pipeline.printable import printable
+    from pipeline.timeline import TimelineSettings, display_zone
+
     display_zone(tz)  # option errors before the work
     settings = AnalyzeSettings(
         read=ReadSettings(engine=engine.value),
@@ -683,6 +703,7 @@ def simulate(
     """Write a realistic host + guest bundle and its ground_truth.json (for tests and demos)."""
     from pipeline.simulate import SimulateError, SimulateOptions, parse_size
     from pipeline.simulate import simulate as run_simulate
+    from pipeline.store import parse_utc
 
     try:
         size_bytes = parse_size(size) if size is not None else None
@@ -758,6 +779,19 @@ def timeline(
     (analysis.json); correlation options given here replace them all.
     Example: lmtrace timeline out/case --around M001 --window 30s --tz +01:00
     """
+    from pipeline.analyze import AnalyzeSettings, correlate_store, load_correlation_options
+    from pipeline.cli_output import warn_incomplete
+    from pipeline.store import open_store
+    from pipeline.timeline import (
+        TimelineSettings,
+        display_zone,
+        parse_window,
+        safe_name,
+        timeline_figure,
+        write_static,
+        write_timeline,
+    )
+
     display_zone(tz)  # option errors before the work
     settings = TimelineSettings(tz=tz, around=around, window_s=parse_window(window))
     store = analysis / "store" if (analysis / "store").is_dir() else analysis
@@ -786,13 +820,13 @@ def export(
         typer.Option("--out", "-o", help="File to write (replaced).", callback=remember_target),
     ],
     fmt: Annotated[
-        ExportFormat,
+        ExportFormatName,
         typer.Option(
             "--format",
             help="timesketch: JSON lines Timesketch imports (a readable message, the payload "
             "as fields, plaso's field names, tags); csv: fixed columns, payload as JSON.",
         ),
-    ] = ExportFormat.timesketch,
+    ] = ExportFormatName.timesketch,
     event_id: EventIds = None,
     channel: Channels = None,
     provider: Providers = None,
@@ -807,9 +841,13 @@ def export(
     the events its verdict rests on tagged with the migration id and verdict.
     Example: lmtrace export out/case --format timesketch --out case.jsonl
     """
+    from pipeline.cli_output import warn_incomplete
+    from pipeline.export import ExportFormat, export_store
+    from pipeline.store import open_store
+
     warn_incomplete(open_store(_store(store)))
     chosen = event_filter(event_id, channel, provider, since, until)
-    summary = export_store(store, fmt, out, chosen, excel)
+    summary = export_store(store, ExportFormat(fmt.value), out, chosen, excel)
     typer.echo(
         f"{summary.path}: {summary.rows:,} events as {summary.fmt.value}"
         + (f"; {summary.without_time:,} without a time left out" if summary.without_time else ""),
@@ -871,6 +909,15 @@ def batch(
     are reused. Exit code 0: every bundle read in full; 1: a bundle failed or was partly
     unreadable (the others are done); 2: fatal.
     """
+    import polars as pl
+    from rich.progress import BarColumn, DownloadColumn, TextColumn
+
+    from parsers.evtx_reader import ReadSettings
+    from parsers.pfirewall import PfirewallSettings
+    from pipeline.analyze import AnalyzeSettings
+    from pipeline.batch import BatchSettings, run_batch
+    from pipeline.cli_output import BatchBar, batch_summary_line, stderr_progress
+    from pipeline.printable import printable, printable_json
 
     settings = BatchSettings(
         analyze=AnalyzeSettings(

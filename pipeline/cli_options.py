@@ -2,23 +2,25 @@
 
 Most commands select events, read bundles or correlate a store. Declaring each option
 once here keeps its name, help text and default identical in every command that takes
-it, and keeps pipeline/cli.py to the commands themselves. The two builders turn the raw
-option values into the library's settings (EventFilter, CorrelateSettings), so that
-every command parses them the same way.
+it, and keeps pipeline/cli.py to the commands themselves. The builders turn the raw
+option values into the library's settings (EventFilter, CorrelateSettings, Limits), so
+that every command parses them the same way; they load the library when called, so
+that a help page loads only typer.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.correlate import CorrelateSettings
-from pipeline.discover import Limits
-from pipeline.matching import MatchSettings, parse_clock_offset, read_mapping
-from pipeline.store import EventFilter, parse_utc
+from pipeline.limits import Limits
+
+if TYPE_CHECKING:
+    from pipeline.correlate import CorrelateSettings
+    from pipeline.store import EventFilter
 
 
 class EngineName(str, Enum):
@@ -36,6 +38,14 @@ class FilesFormat(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
+
+
+class ExportFormatName(str, Enum):
+    """pipeline.export.ExportFormat's choices, for help pages that must not load the
+    export code (polars, the catalog) to list them."""
+
+    timesketch = "timesketch"
+    csv = "csv"
 
 
 # ----- where a command writes (for error messages)
@@ -259,6 +269,8 @@ def event_filter(
     until: str | None,
 ) -> EventFilter:
     """The selection options as a store filter; an unset option selects everything."""
+    from pipeline.store import EventFilter, parse_utc
+
     return EventFilter(
         frozenset(event_id) if event_id else None,
         frozenset(channel) if channel else None,
@@ -277,6 +289,9 @@ def correlate_settings(
 ) -> CorrelateSettings:
     """The correlation options as settings; reads --map and parses --clock-offset now,
     so that a bad file or offset fails before any work starts."""
+    from pipeline.correlate import CorrelateSettings
+    from pipeline.matching import MatchSettings, parse_clock_offset, read_mapping
+
     return CorrelateSettings(
         hosts=tuple(host or ()),
         guests=tuple(guest or ()),

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import typer
@@ -26,15 +26,17 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from pipeline import __version__
-from pipeline.analyze import Analysis
-from pipeline.batch import BatchResult
-from pipeline.correlate import Correlation
 from pipeline.csv_tables import csv_bytes
-from pipeline.ingest import FileOutcome, IngestSummary
 from pipeline.printable import printable, printable_frame, printable_json
 from pipeline.store import incomplete
 from pipeline.wording import verdict_lines
 from pipeline.writes import writing
+
+if TYPE_CHECKING:  # what the commands print; loaded by the commands that run them
+    from pipeline.analyze import Analysis
+    from pipeline.batch import BatchResult
+    from pipeline.correlate import Correlation
+    from pipeline.ingest import FileOutcome, IngestSummary
 
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.6fZ"
 

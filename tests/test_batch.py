@@ -258,7 +258,7 @@ class StopAfterFirst(cli_output.BatchBar):
         super().done(row)
         os.kill(os.getpid(), stop)
 
-cli.BatchBar = StopAfterFirst
+cli_output.BatchBar = StopAfterFirst  # the batch command takes it from cli_output when run
 sys.argv = ["lmtrace", *sys.argv[2:]]
 cli.app()
 """

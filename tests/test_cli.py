@@ -201,3 +201,28 @@ def test_every_option_teaches():
                 assert param.help, f"{name} {param.opts}"
     ingest_help = runner.invoke(app, ["ingest", "--help"]).stdout
     assert "UTC" in ingest_help and "--event-id" in ingest_help and "Exit code" in ingest_help
+
+
+_LOADED_FOR = """
+import sys
+from pipeline.cli import app
+try:
+    app(sys.argv[1:], prog_name="lmtrace")
+except SystemExit:
+    pass
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["files", "--help"], ["--version"]])
+def test_help_loads_no_analysis_library(args):
+    """A help page or the version answers in a tenth of a second: it must not load polars
+    (0.2 s), plotly, the EVTX engines, the archive libraries, dask or psutil; each command
+    loads them when it runs (pipeline/cli.py)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED_FOR, *args], capture_output=True, text=True, check=True
+    )
+    loaded = set(done.stdout.split())
+    heavy = {"polars", "plotly", "evtx", "Evtx", "msgspec", "py7zr", "pyzipper", "dask"}
+    assert not loaded & (heavy | {"psutil", "pydantic", "narwhals"}), sorted(loaded & heavy)
+    assert {"typer", "pipeline"} <= loaded  # the check itself ran
