@@ -47,7 +47,7 @@ class AnalyzeSettings:
     correlate: CorrelateSettings = field(default_factory=CorrelateSettings)
     catalogs: Sequence[Path] = ()
     limits: Limits | None = None
-    jobs: int = 1
+    jobs: int | None = 1  # reading processes; None: chosen from the input's size (ingest)
     timeline: TimelineSettings = field(default_factory=TimelineSettings)
     excel: bool = False  # the tables' CSV in the form Excel reads as dates (pipeline/csv_tables.py)
     add: bool = False  # the inputs are late logs of the case already in OUT (pipeline/case.py)

@@ -250,7 +250,7 @@ def ingest(
     )
     with stderr_progress(*columns, quiet=quiet) as bar:
         summary = run_ingest(
-            inputs, out, settings, jobs or os.cpu_count() or 1, IngestBar(bar), limits, firewall,
+            inputs, out, settings, jobs, IngestBar(bar), limits, firewall,
             password,
         )  # fmt: skip
     echo_problems(summary.problems)
@@ -506,7 +506,7 @@ def analyze(
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
         limits=archive_limits(max_ratio, max_extract_gib, min_free_gib),
-        jobs=jobs or os.cpu_count() or 1,
+        jobs=jobs,
         timeline=TimelineSettings(tz=tz),
         excel=excel,
         add=add,

@@ -162,7 +162,8 @@ Jobs = Annotated[
     int | None,
     typer.Option(
         min=1,
-        help="Reading processes, one file each (default: the number of CPUs).",
+        help="Reading processes, one file each (default: one per CPU for inputs of 64 MiB "
+        "or more; smaller inputs are read in this process, sooner than processes start).",
         show_default=False,
     ),
 ]

@@ -70,6 +70,15 @@ Status = Literal["read", "partial", "failed", "skipped", "refused"]
 
 _PROGRESS_FLUSH = 1 << 20  # a worker reports progress at most once per MiB read
 
+IN_PROCESS_BYTES = 64 << 20
+"""With ``jobs=None``, inputs smaller than this are read in the calling process.
+
+A reading process is a fresh interpreter that imports polars and the readers before
+it reads a byte: starting two (and the manager relaying their progress) cost about
+1.5 s of wall time here, while reading 1 MB in-process takes 0.1 s (a 1 MB bundle
+was analysed in 4.6 s with two processes, 2.5 s without). Measured with
+tests/benchmarks/bench_verdict.py and bench_ingest.py."""
+
 
 class IngestProgress(Protocol):
     """Where ingest reports progress: one phase at a time, in bytes."""
@@ -330,7 +339,7 @@ def ingest(
     inputs: Sequence[Path],
     store: Path,
     settings: ReadSettings | None = None,
-    jobs: int = 1,
+    jobs: int | None = 1,
     progress: IngestProgress | None = None,
     limits: Limits | None = None,
     firewall: PfirewallSettings | None = None,
@@ -340,7 +349,8 @@ def ingest(
 
     ``settings`` carries the engine and the early filters (they must match the
     filters the store was built with); ``jobs`` is the number of reading
-    processes; ``firewall`` the time zone (and computer name) of pfirewall.log
+    processes, None to choose it from the input's size (:func:`reading_processes`);
+    ``firewall`` the time zone (and computer name) of pfirewall.log
     files, which their lines do not carry; ``password`` that of encrypted zip and 7z
     archives (never shown or stored). Raises InputError / StoreError /
     TimeZoneError (one line each) before reading anything when an input is
@@ -451,7 +461,7 @@ def _ingest_locked(
     work: Path,
     settings: ReadSettings,
     firewall: PfirewallSettings,
-    jobs: int,
+    jobs: int | None,
     progress: IngestProgress | None,
     limits: Limits | None,
     started: float,
@@ -504,7 +514,7 @@ def _ingest_locked(
         totals["duplicate"] += duplicate + result.repeats
 
     try:
-        for task, result in _run(tasks, jobs, progress):
+        for task, result in _run(tasks, reading_processes(tasks, jobs), progress):
             commit(task, result)
     except KeyboardInterrupt:
         # Files whose events are committed keep their rows, so that the store says
@@ -533,6 +543,16 @@ def _ingest_locked(
         events_duplicate=totals["duplicate"],
         seconds=time.perf_counter() - started,
     )
+
+
+def reading_processes(tasks: Sequence[_Task], jobs: int | None) -> int:
+    """How many processes read ``tasks``: ``jobs`` when given; else none besides this
+    one for inputs under IN_PROCESS_BYTES, and one per CPU above."""
+    if jobs is not None:
+        return jobs
+    if sum(t.source.size for t in tasks) < IN_PROCESS_BYTES:
+        return 1
+    return os.cpu_count() or 1
 
 
 def _run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -287,3 +288,20 @@ def test_events_are_written_in_bounded_parts(corpus_dir, manifest, tmp_path):
     sizes = [pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts]
     assert sum(sizes) == summary.events_stored == manifest_records(manifest, SYSTEM)
     assert len(parts) >= 3 and max(sizes) <= 100
+
+
+def test_small_inputs_are_read_without_starting_processes(tmp_path):
+    """jobs=None (the CLI's default) reads inputs under IN_PROCESS_BYTES in this process,
+    and bigger ones with one process per CPU; a number given is used as it is."""
+    from pipeline.discover import Source
+    from pipeline.ingest import IN_PROCESS_BYTES, _Task, reading_processes
+
+    def tasks(*sizes: int) -> list[_Task]:
+        sources = [Source(tmp_path / f"{i}.evtx", str(i), None, s, "-", "evtx", False) for i, s in
+                   enumerate(sizes)]  # fmt: skip
+        return [_Task(i, s, ReadSettings(), PfirewallSettings(), tmp_path) for i, s in
+                enumerate(sources)]  # fmt: skip
+
+    assert reading_processes(tasks(1 << 20, 1 << 20), None) == 1
+    assert reading_processes(tasks(IN_PROCESS_BYTES, 1), None) == (os.cpu_count() or 1)
+    assert reading_processes(tasks(1 << 20), 3) == 3
