@@ -71,6 +71,7 @@ BENCH_TINY: dict[str, list[str]] = {
                       "--repeats", "1", "--no-corpus"],
     "bench_simulate.py": ["--size", "3MB"],
     "bench_timeline.py": ["--events", "2000", "--repeats", "1"],
+    "bench_verdict.py": ["--repeats", "1", "--bundle", "examples/bundles/no-audit"],
     "bench_writer.py": ["--mb", "1", "--repeat", "1"],
 }  # fmt: skip
 
