@@ -1,0 +1,80 @@
+"""The fast paths change no byte of what lmtrace writes (issue 12).
+
+Speed work on the reader and the ingest must leave every output as it was. The
+reference is generated here, in the test, by the pristine code path: each example
+bundle analysed in this process with every payload flattened by the general walk
+(parsers/evtx_payload.py; ``flat_payload`` turned off), the way lmtrace wrote it
+before the flat fast path existed. It is compared with the session's analyses of the
+same bundles (tests/conftest.py ``example_analysis``: the default, fast paths on).
+Compared byte for byte: findings.json (without ``generated_at``), report.md (without
+its generation time), every CSV table and the same tables' Parquet as frames, and the
+store's events (sorted, every column); the files table without its timings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import parsers.evtx_rows
+from parsers.pfirewall import PfirewallSettings
+from pipeline.analyze import STORE_FOLDER, AnalyzeSettings, analyze
+from pipeline.store import scan_events, scan_files
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bundles"
+BUNDLES = ["quarantine-bug", "healthy", "host-fixed", "no-audit"]
+_GENERATED = re.compile(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory):
+    """``name -> OUT`` analysed by the pristine path, once per module."""
+    root = tmp_path_factory.mktemp("reference")
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            zone = "Europe/Berlin" if name == "quarantine-bug" else None  # as conftest's
+            settings = AnalyzeSettings(firewall=PfirewallSettings(tz=zone), jobs=1)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(parsers.evtx_rows, "flat_payload", lambda event_data: None)
+                analyze([EXAMPLES / name], root / name, settings)
+            done[name] = root / name
+        return done[name]
+
+    return get
+
+
+def _findings(out: Path) -> dict:
+    doc = json.loads((out / "findings.json").read_text(encoding="utf-8"))
+    doc.pop("generated_at")
+    return doc
+
+
+def _events(out: Path) -> pl.DataFrame:
+    events = scan_events(out / STORE_FOLDER).collect()
+    return events.sort(events.columns, nulls_last=True)
+
+
+def _files(out: Path) -> pl.DataFrame:
+    return scan_files(out / STORE_FOLDER).drop("seconds").collect().sort("source_path")
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_outputs_equal_the_pristine_paths(name: str, reference, example_analysis) -> None:
+    expected, got = reference(name), example_analysis(name).out
+    assert _findings(got) == _findings(expected)
+    report = [_GENERATED.sub("Generated", (o / "report.md").read_text()) for o in (got, expected)]
+    assert report[0] == report[1]
+    tables = sorted(p.name for p in expected.glob("*.csv"))
+    assert tables == sorted(p.name for p in got.glob("*.csv")) and "migrations.csv" in tables
+    for table in tables:
+        assert (got / table).read_bytes() == (expected / table).read_bytes(), table
+        parquet = Path(table).with_suffix(".parquet").name
+        assert pl.read_parquet(got / parquet).equals(pl.read_parquet(expected / parquet))
+    assert _events(got).equals(_events(expected), null_equal=True)
+    assert _files(got).equals(_files(expected), null_equal=True)
