@@ -20,6 +20,7 @@ from pipeline.machines import to_guest_clock
 from pipeline.matching import OFFSET_BASES
 from pipeline.quarantine import CLASS_WORDS, END_WORDS
 from pipeline.verdict_table import Row, VerdictTable
+from pipeline.wording import clock_words_expr
 
 CANDIDATE_TRIGGERS = 3
 """How many Netvsc 14 a reason names when one of them may be the trigger."""
@@ -140,8 +141,8 @@ def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.Data
             _words(END_WORDS, "end_evidence", timeout=model.safety_timeout_s).alias("end_words"),
             drops_words.alias("drops_words"),
             pl.format(
-                "the guest's clock offset {} s rests on {}",
-                pl.col("clock_offset_s").round(1),
+                "{}, which rests on {}",
+                clock_words_expr(pl.col("clock_offset_s")),
                 _words(OFFSET_BASES, "offset_basis"),
             ).alias("offset_words"),
             (offset_text + pl.col("clock_offset_s").round(1).cast(pl.String) + pl.lit("s")).alias(

@@ -166,7 +166,8 @@ def test_events_jsonl_parses_back_with_limit(store):
 
 
 def test_events_table_says_when_it_truncates(store):
-    result = runner.invoke(app, ["events", str(store)])
+    # A wide terminal, whatever runs the tests (narrow ones get name: value blocks).
+    result = runner.invoke(app, ["events", str(store)], env={"COLUMNS": "250"})
     assert result.exit_code == 0
     total = scan_events(store).select(pl.len()).collect().item()
     assert f"showing the first 100 of {total:,} events" in result.stderr
