@@ -24,6 +24,7 @@ from pipeline import (
     findings,
     firewall_zone,
     fix_status,
+    guest_clock,
     machine_facts,
     machines,
     matching,
@@ -206,13 +207,17 @@ def _merged_spans(frame: pl.DataFrame, begin: pl.Expr, end: pl.Expr) -> pl.DataF
     )
 
 
-def _near_migrations(migs: pl.DataFrame, model: ModelParams, match: MatchSettings) -> pl.Expr:
+def _near_migrations(
+    migs: pl.DataFrame, model: ModelParams, match: MatchSettings, stepped_s: float
+) -> pl.Expr:
     """Events whose time could place them in a quarantine window or a timeline of some
     migration, whatever the logging guest's clock offset (estimated: up to
-    ``max_clock_offset_s`` plus a clock jump; given with --clock-offset: any size)."""
+    ``max_clock_offset_s`` plus a clock jump, plus ``stepped_s``, the most any guest's
+    logged clock steps add up to; given with --clock-offset: any size)."""
     given = max((abs(s) for s in match.clock_offsets.values()), default=0.0)
     reach_s = (
         max(model.max_clock_offset_s, given)
+        + stepped_s
         + model.clock_jump_max_s
         + model.netvsc_lag_max_s
         + 2 * model.window_max_s
@@ -231,11 +236,13 @@ def _context(
     tagged: pl.DataFrame,
     roles: pl.DataFrame,
     offsets: pl.DataFrame,
+    logged_steps: pl.DataFrame,
     assessed: pl.DataFrame,
     blocked_kinds: Sequence[str],
     margin_s: float,
 ) -> pl.DataFrame:
-    """Catalog events within ``margin_s`` of any migration, with guest times on the host clock.
+    """Catalog events within ``margin_s`` of any migration, with guest times on the host clock
+    (the guest's offset on its continuous clock, after the steps it logged).
 
     Inbound blocked events are left out: they have their own table. A timeline
     needs no more than this, so it never has to go back to the store.
@@ -246,14 +253,18 @@ def _context(
         pl.coalesce("start", "end") - margin,
         pl.max_horizontal("end", "q_end_host") + margin,
     )
+    kept = tagged.filter(~(pl.col("kind").is_in(blocked_kinds) & pl.col("inbound")))
+    on_continuous = guest_clock.continuous(
+        kept.with_columns(pl.col("timestamp").alias("_own")), logged_steps
+    )
     shifted = (
-        tagged.filter(~(pl.col("kind").is_in(blocked_kinds) & pl.col("inbound")))
-        .join(roles.select("machine", "role"), on="machine", how="left")
+        on_continuous.join(roles.select("machine", "role"), on="machine", how="left")
         .join(offsets.select("machine", "clock_offset_s"), on="machine", how="left")
         .with_columns(
             machines.to_host_clock(
                 pl.col("timestamp"), pl.col("clock_offset_s").fill_null(0.0)
-            ).alias("timestamp_host")
+            ).alias("timestamp_host"),
+            pl.col("_own").alias("timestamp"),
         )
         .sort("timestamp_host")
     )
@@ -293,7 +304,13 @@ def correlate(
 
     # Firewall traffic is most of a busy guest's log (a connection per event); only what
     # lies near a migration can matter, so only that is tagged and its payload read.
-    near = events.filter(_near_migrations(migs, model, settings.match))
+    # Clock steps the guests logged (Kernel-General 1) made good: the offset search runs
+    # on a continuous guest clock, and each migration's offset adds the steps before it.
+    logged_steps = guest_clock.steps(facts.clock_changes)
+    stepped_s = float(
+        logged_steps.select((pl.col("before_s") + pl.col("delta_s")).abs().max()).item() or 0.0
+    )
+    near = events.filter(_near_migrations(migs, model, settings.match, stepped_s))
     tagged = pl.concat(
         [tagged, tag(near, traffic_catalog).with_columns(_machine(renamed))], how="diagonal"
     )
@@ -306,10 +323,14 @@ def correlate(
     )
     netvsc = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds))
     guest_vmids = guest_events.filter(pl.col("vmid").is_not_null()).select("machine", "vmid")
-    diffs = matching.clock_differences(migs, netvsc, model)
+    diffs = matching.clock_differences(migs, guest_clock.continuous(netvsc, logged_steps), model)
     matches = matching.match_guests(migs, guest_names, diffs, guest_vmids, settings.match, model)
     offsets = matching.clock_offsets(diffs, matches, settings.match, model)
-    pairs = migs.join(matches, on="vm_key", how="left").join(offsets, on="machine", how="left")
+    pairs = guest_clock.offsets_at(
+        migs.join(matches, on="vm_key", how="left").join(offsets, on="machine", how="left"),
+        logged_steps,
+        (settings.match.tolerance_s or model.tolerance_s) + model.netvsc_lag_max_s,
+    )
     unmatched = guest_names.filter(~pl.col("machine").is_in(matches["machine"].implode()))
     covers = matching.covering(migs, unmatched, model)
     candidates = covers.filter(~pl.col("vm_key").is_in(matches["vm_key"].implode()))
@@ -317,11 +338,12 @@ def correlate(
 
     tolerance = settings.match.tolerance_s or model.tolerance_s
     found = quarantine.find_windows(
-        pairs.select("migration_id", "machine", "end", "clock_offset_s"),
+        pairs.select(
+            "migration_id", "machine", "end", "clock_offset_s", "clock_steps_s", "clock_step_ref"
+        ),
         guest_events,
         model,
         tolerance,
-        facts.clock_changes,
     )
     evidence = _bundle_facts(
         cover, _logging(events, traffic_catalog, renamed), netvsc, candidates, catalog
@@ -337,7 +359,9 @@ def correlate(
     assessed = findings.assess(table, evidence, catalog, verdicts).sort("migration_id")
     host_of = _host_names(assessed, renamed)
     assessed = fix_status.migration_notes(assessed, facts, host_of)
-    context = _context(tagged, roles, offsets, assessed, model.blocked_kinds, model.window_max_s)
+    context = _context(
+        tagged, roles, offsets, logged_steps, assessed, model.blocked_kinds, model.window_max_s
+    )
     summary = findings.summarize(assessed, evidence, catalog, verdicts)
     summary = fix_status.amend(summary, assessed, facts, host_of)
     return Correlation(

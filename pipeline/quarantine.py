@@ -112,11 +112,7 @@ def traffic_scope(scopes: Scopes) -> pl.Expr:
 
 
 def find_windows(
-    pairs: pl.DataFrame,
-    guest_events: pl.DataFrame,
-    model: ModelParams,
-    tolerance_s: float,
-    clock_steps: pl.DataFrame | None = None,
+    pairs: pl.DataFrame, guest_events: pl.DataFrame, model: ModelParams, tolerance_s: float
 ) -> pl.DataFrame:
     """One row per (migration, guest) whose guest logged the trigger near the completion.
 
@@ -124,14 +120,13 @@ def find_windows(
     ``clock_offset_s``; ``guest_events`` are tagged events of guests with ``machine``.
 
     The trigger is looked for where the guest's offset puts it (within the
-    tolerance, allowing the notification lag). The guest clock can step when it
-    resumes on the new host, and then that migration's own offset
-    (``clock_offset_s`` of the window) places its window on the host clock. Where
-    the guest logged the step itself (Kernel-General 1 in ``clock_steps``: its old
-    time at the migration, ``delta_s``), the trigger is looked for that far on,
-    however far (``trigger_match`` = ``clock-step``, the event in
-    ``clock_step_ref``); otherwise a migration left without a trigger takes the
-    nearest unclaimed one within ``clock_jump_max_s`` (``clock-jump``).
+    tolerance, allowing the notification lag); ``clock_offset_s`` already holds the
+    clock steps the guest logged up to the migration (:mod:`pipeline.guest_clock`), and
+    such a window's ``trigger_match`` is ``clock-step``. A migration left without a
+    trigger then takes the nearest unclaimed one within ``clock_jump_max_s``: the guest
+    clock can step when it resumes on the new host without logging it, and then that
+    migration's own offset (``clock_offset_s`` of the window, ``trigger_match`` =
+    ``clock-jump``) places its window on the host clock.
     """
     triggers = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds)).select(
         "machine", pl.col("timestamp").alias("q0"), pl.struct(*REF, "kind").alias("trigger_ref")
@@ -158,11 +153,8 @@ def find_windows(
         pl.col("q0").is_not_null() & (_seconds(pl.col("q0") - pl.col("expected")) <= reach)
     ).drop("_lo")
     unclaimed = triggers.join(near.select("machine", "q0"), on=["machine", "q0"], how="anti")
-    pending = candidates.join(near.select("migration_id"), on="migration_id", how="anti")
-    stepped = _after_logged_step(pending, unclaimed, clock_steps, reach, tolerance_s)
-    unclaimed = unclaimed.join(stepped.select("machine", "q0"), on=["machine", "q0"], how="anti")
     jumped = (
-        pending.join(stepped.select("migration_id"), on="migration_id", how="anti")
+        candidates.join(near.select("migration_id"), on="migration_id", how="anti")
         .sort("expected")
         .join_asof(
             unclaimed.sort("q0"),
@@ -180,71 +172,19 @@ def find_windows(
             )
         )
     )
+    stepped = (
+        pl.col("clock_steps_s").fill_null(0.0) != 0.0
+        if "clock_steps_s" in pairs.columns
+        else pl.lit(False)
+    )
     return pl.concat(
         [
-            near.with_columns(pl.lit("offset").alias("trigger_match")),
-            stepped.with_columns(pl.lit("clock-step").alias("trigger_match")),
+            near.with_columns(
+                pl.when(stepped).then(pl.lit("clock-step")).otherwise(pl.lit("offset"))
+            ).rename({"literal": "trigger_match"}),
             jumped.with_columns(pl.lit("clock-jump").alias("trigger_match")),
         ],
         how="diagonal_relaxed",
-    )
-
-
-def _after_logged_step(
-    pending: pl.DataFrame,
-    triggers: pl.DataFrame,
-    clock_steps: pl.DataFrame | None,
-    reach_s: float,
-    tolerance_s: float,
-) -> pl.DataFrame:
-    """Migrations whose guest logged a clock step at the migration (its old time within
-    reach of where the migration falls on the guest's clock), with the trigger found
-    ``delta_s`` on: the offset after the step is measured, not searched for."""
-    if clock_steps is None or clock_steps.is_empty() or pending.is_empty():
-        return pending.clear().with_columns(
-            pl.lit(None, pl.Datetime("us", "UTC")).alias("q0"),
-            pl.lit(None, triggers.schema["trigger_ref"]).alias("trigger_ref"),
-            pl.lit(None).alias("clock_step_ref"),
-        )
-    steps = clock_steps.select(
-        "machine",
-        "old_time",
-        "delta_s",
-        pl.struct("source_path", "member", "record_id", "delta_s", "process").alias(
-            "clock_step_ref"
-        ),
-    ).drop_nulls(["old_time", "delta_s"])
-    moved = (
-        pending.join(steps, on="machine")
-        .filter(_seconds(pl.col("old_time") - pl.col("expected")).abs() <= reach_s)
-        .sort(_seconds(pl.col("old_time") - pl.col("expected")).abs())
-        .unique("migration_id", keep="first", maintain_order=True)
-        .with_columns(
-            (
-                pl.col("expected")
-                + pl.duration(microseconds=pl.col("delta_s") * 1e6)
-                - pl.duration(microseconds=tolerance_s * 1e6)
-            ).alias("_lo")
-        )
-        .sort("_lo")
-        .join_asof(
-            triggers.sort("q0"),
-            left_on="_lo",
-            right_on="q0",
-            by="machine",
-            strategy="forward",
-            check_sortedness=False,
-        )
-    )
-    after = pl.col("expected") + pl.duration(microseconds=pl.col("delta_s") * 1e6)
-    return (
-        moved.filter(pl.col("q0").is_not_null() & (_seconds(pl.col("q0") - after) <= reach_s))
-        .with_columns(
-            (pl.col("clock_offset_s") + _seconds(pl.col("q0") - pl.col("expected"))).alias(
-                "clock_offset_s"
-            )
-        )
-        .drop("_lo", "old_time", "delta_s")
     )
 
 

@@ -145,12 +145,15 @@ def test_guest_clock_that_steps_at_each_resume(tmp_path: Path) -> None:
     assert len(truth["migrations"]) == 3
     result = _analyse(tmp_path, bundle)
     check_against_truth(result, truth)
-    assert "clock-jump" in set(result.migrations["trigger_match"].drop_nulls())
+    # The simulated guest logs each step (Kernel-General 1): followed as logged.
+    assert set(result.migrations["trigger_match"].drop_nulls()) == {"clock-step"}
     # Each window sits on the host clock right after its own completion.
     gaps = result.migrations.select(
         ((pl.col("q0_host") - pl.col("end")).dt.total_microseconds() / 1e6).alias("gap")
     )["gap"]
-    assert gaps.is_between(0.0, 2.0).all(), gaps.to_list()
+    # (The offset includes the median notification lag, so a window may sit a fraction of
+    # a second before the completion it follows.)
+    assert gaps.is_between(-1.0, 2.0).all(), gaps.to_list()
 
 
 def test_estimated_clock_offset_is_reported_and_close(tmp_path: Path) -> None:
@@ -369,3 +372,22 @@ def test_what_real_logs_hold_changes_no_verdict(tmp_path: Path, scenario: str, k
     options = SimulateOptions(scenario=scenario, seed=10, noise=60.0, **REALISM, **knobs)
     bundle, truth = _bundle(tmp_path, options)
     check_against_truth(_analyse(tmp_path, bundle), truth)
+
+
+def test_a_clock_that_steps_minutes_at_every_resume_is_followed_by_its_own_log(
+    tmp_path: Path,
+) -> None:
+    """Issue 9, item 6: the guest clock steps 300 s at each resume (beyond any jump the
+    correlator would search), and logs each step (Kernel-General 1, old and new time).
+    On the guest's continuous clock every migration lines up; without the steps it
+    logged, the second migration's trigger would be missed and reported 'not-affected'."""
+    options = SimulateOptions(
+        scenario="quarantine-bug", seed=12, migrations=3, guest_clock_jump=300.0, noise=60.0
+    )
+    bundle, truth = _bundle(tmp_path, options)
+    result = _analyse(tmp_path, bundle)
+    check_against_truth(result, truth)
+    assert result.migrations["trigger_match"].to_list() == ["clock-step"] * 3
+    assert result.migrations["clock_offset_s"].to_list() == pytest.approx(
+        [300.0, 600.0, 900.0], abs=2.0
+    )
