@@ -202,10 +202,10 @@ def is_evtx(head: bytes) -> bool:
     return head[:8] == FILE_MAGIC
 
 
-def _iter_chunks(f: BinaryIO, size: int) -> Iterator[ChunkInfo]:
-    offset = FILE_HEADER_SIZE
-    index = 0
-    while offset + CHUNK_HEADER_FIELDS_SIZE <= size:
+def _iter_chunks(f: BinaryIO, size: int, slots: range | None = None) -> Iterator[ChunkInfo]:
+    index = 0 if slots is None else slots.start
+    offset = FILE_HEADER_SIZE + index * CHUNK_SIZE
+    while offset + CHUNK_HEADER_FIELDS_SIZE <= size and (slots is None or index < slots.stop):
         f.seek(offset)
         data = f.read(CHUNK_SIZE)
         truncated = len(data) < CHUNK_SIZE
@@ -226,11 +226,13 @@ def _iter_chunks(f: BinaryIO, size: int) -> Iterator[ChunkInfo]:
         index += 1
 
 
-def scan_layout(path: str | Path) -> FileLayout:
+def scan_layout(path: str | Path, slots: range | None = None) -> FileLayout:
     """Read the file header and every chunk header without decoding records.
 
     Costs one 64 KiB read per chunk (the records checksum needs the chunk's
-    bytes). Raises ValueError when the file is not EVTX.
+    bytes). ``slots`` limits the scan to those chunk slots (a part of a big file
+    that one of several readers reads; the chunks keep their index and offset).
+    Raises ValueError when the file is not EVTX.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -238,5 +240,29 @@ def scan_layout(path: str | Path) -> FileLayout:
         head = f.read(FILE_HEADER_FIELDS_SIZE)
         header = FileHeader.unpack(head)
         header_ok = header.computed_checksum() == header.checksum
-        chunks = tuple(_iter_chunks(f, size))
+        chunks = tuple(_iter_chunks(f, size, slots))
     return FileLayout(header, header_ok, size, chunks)
+
+
+def declared_ids(path: str | Path) -> list[range | None]:
+    """Per chunk slot, the record ids its header declares (empty for an empty chunk),
+    or None when the slot holds no complete chunk; from each chunk header's first
+    fields only, without checksums: a plan, not a verdict (:func:`scan_layout` is).
+    Raises ValueError when the file is not EVTX."""
+    path = Path(path)
+    size = path.stat().st_size
+    found: list[range | None] = []
+    with path.open("rb") as f:
+        FileHeader.unpack(f.read(FILE_HEADER_FIELDS_SIZE))
+        for offset in range(FILE_HEADER_SIZE, size - CHUNK_HEADER_FIELDS_SIZE + 1, CHUNK_SIZE):
+            f.seek(offset)
+            data = f.read(CHUNK_HEADER_FIELDS_SIZE)
+            if data[:8] != CHUNK_MAGIC or offset + CHUNK_SIZE > size:
+                found.append(None)
+                continue
+            header = ChunkHeader.unpack(data)
+            if header.free_space_offset <= CHUNK_HEADER_SIZE:  # no record: placeholder ids
+                found.append(range(0))
+            else:
+                found.append(range(header.first_record_id, header.last_record_id + 1))
+    return found

@@ -20,10 +20,17 @@ Problem: support bundles carry damaged, dirty and truncated .evtx files, and a
   engines share the row code and give identical rows.
 * If pyevtx-rs cannot open or iterate a file at all, python-evtx reads it and
   the report says why (``fallback``).
+* A big file can be read by several processes, each a range of chunk slots
+  (``read_evtx(..., slots=)``): pyevtx-rs reads a view of the file holding its
+  header and those chunks. :func:`split_slots` cuts only files whose parts cannot
+  disagree with a whole read (every slot a chunk, record ids one unbroken run); a
+  caller takes the parts' rows only when every part read cleanly.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,7 +43,14 @@ import evtx
 import msgspec
 import polars as pl
 
-from parsers.evtx_layout import CHUNK_SIZE, FileLayout, is_evtx, scan_layout
+from parsers.evtx_layout import (
+    CHUNK_SIZE,
+    FILE_HEADER_SIZE,
+    FileLayout,
+    declared_ids,
+    is_evtx,
+    scan_layout,
+)
 from parsers.evtx_losses import SeenIds, duplicate_issue, duplicated, gaps, short, spans, unread
 from parsers.evtx_prefilter import Prefilter, parse_time, system_time
 from parsers.evtx_rows import (
@@ -99,12 +113,15 @@ def _filter_expr(settings: ReadSettings) -> pl.Expr | None:
 
 
 class _ProgressMap:
-    """Turns "the reader is at record N" into byte increments that sum to the file size."""
+    """Turns "the reader is at record N" into byte increments that sum to the bytes of
+    the file (or of the part of it) read, ``start`` to ``end``."""
 
-    def __init__(self, layout: FileLayout | None, size: int, progress: Progress | None) -> None:
+    def __init__(
+        self, layout: FileLayout | None, start: int, end: int, progress: Progress | None
+    ) -> None:
         self._progress = progress
-        self._size = size
-        self._done = 0
+        self._size = end
+        self._done = start
         self._chunks: list[tuple[int, int, int]] = []  # (file order, first id, last id)
         if layout is not None:
             for c in layout.chunks:
@@ -200,12 +217,15 @@ class EvtxRead:
         provenance: Provenance,
         layout: FileLayout,
         progress: Progress | None,
+        slots: range | None = None,
     ) -> None:
         self.path = path
         self.settings = settings
         self.provenance = provenance
         self.layout = layout
         self._progress = progress
+        self._extent = _extent(layout.size, slots)
+        self._view = _ChunkView(path, slots) if slots is not None else None
         self.report = ReadReport(engine=settings.engine, dirty=layout.header.dirty)
         self._chunk_issues = _chunk_issues(path, layout)
         self._skipped_chunks = {i.chunk for i in self._chunk_issues}
@@ -219,7 +239,8 @@ class EvtxRead:
         self._started = False
         if settings.engine == "rust":
             try:
-                self._parser = evtx.PyEvtxParser(str(path), skip_errors=True)
+                source = self._view if self._view is not None else str(path)
+                self._parser = evtx.PyEvtxParser(source, skip_errors=True)
             except Exception as exc:
                 self._use_python(f"pyevtx-rs could not open the file: {exc}")
 
@@ -246,9 +267,13 @@ class EvtxRead:
         report.chunks_skipped += len(self._chunk_issues)
         report.issues.extend(duplicate_issue(copy, earlier) for copy, earlier in self._copies)
         report.chunks_duplicated = len(self._copies)
-        tracker = _ProgressMap(self.layout, self.layout.size, self._progress)
-        for frame in self._frames(tracker):
-            yield self._read_once(frame) if self._copies else frame
+        tracker = _ProgressMap(self.layout, *self._extent, self._progress)
+        try:
+            for frame in self._frames(tracker):
+                yield self._read_once(frame) if self._copies else frame
+        finally:
+            if self._view is not None:
+                self._view.close()
         self._account()
         tracker.finish()
 
@@ -288,8 +313,11 @@ class EvtxRead:
         change, issues = unread(readable, seen, self._failed, self._recovered)
         report.records_skipped += change
         report.issues += issues
-        report.records_missing, holes = gaps(readable, seen)
-        report.issues += holes
+        # A part's chunks may hold ids that run apart (a log that wrapped round), and
+        # split_slots cuts only files without a hole: holes are a whole read's to count.
+        if self._view is None:
+            report.records_missing, holes = gaps(readable, seen)
+            report.issues += holes
         if self._copies:  # each record of a copied range counts once
             ids = pl.DataFrame({"id": self._seen}, schema={"id": pl.UInt64})
             copied = ids.filter(_in_ranges(pl.col("id"), self._copies_ranges()))["id"]
@@ -519,13 +547,99 @@ def _number_after(text: str, marker: str) -> int | None:
     return int(digits) if digits else None
 
 
+class _ChunkView(io.RawIOBase):
+    """An .evtx file seen as its header and the chunk slots ``slots`` only: what
+    pyevtx-rs reads for one part of a file several readers share. pyevtx-rs reads
+    chunks until the end of what it is given, whatever the header's chunk count."""
+
+    def __init__(self, path: Path, slots: range) -> None:
+        super().__init__()
+        self._file = path.open("rb")
+        self._first = FILE_HEADER_SIZE + slots.start * CHUNK_SIZE
+        size = path.stat().st_size
+        self._size = FILE_HEADER_SIZE + max(
+            0, min(size, FILE_HEADER_SIZE + slots.stop * CHUNK_SIZE) - self._first
+        )
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._size - self._at)
+        if want <= 0:
+            return 0
+        if self._at < FILE_HEADER_SIZE:
+            self._file.seek(self._at)
+            want = min(want, FILE_HEADER_SIZE - self._at)
+        else:
+            self._file.seek(self._first + self._at - FILE_HEADER_SIZE)
+        data = self._file.read(want)
+        buffer[: len(data)] = data
+        self._at += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _extent(size: int, slots: range | None) -> tuple[int, int]:
+    """The bytes a read covers, for progress: all of them, or a part's share (the
+    first part also counts the header, the last whatever follows its slots)."""
+    if slots is None:
+        return 0, size
+    start = 0 if slots.start == 0 else FILE_HEADER_SIZE + slots.start * CHUNK_SIZE
+    end = FILE_HEADER_SIZE + slots.stop * CHUNK_SIZE
+    return min(start, size), (size if end >= size else end)
+
+
+def split_slots(path: Path, part_bytes: int) -> list[range] | None:
+    """Chunk slot ranges of about ``part_bytes`` that separate readers can read and still
+    give, together, exactly what one reader gives; None when the file is too small to
+    cut, or not plain enough: every slot must hold a complete chunk (but for slots after
+    the last chunk, which the last part's reader checks as a whole read would), and the
+    chunks' record ids must run unbroken, without a hole or a chunk repeating another,
+    so that no count of missing or repeated records spans two parts."""
+    try:
+        slots = declared_ids(path)
+    except (OSError, ValueError):
+        return None
+    while slots and slots[-1] is None:
+        slots.pop()
+    count = (path.stat().st_size - FILE_HEADER_SIZE + CHUNK_SIZE - 1) // CHUNK_SIZE
+    parts = count * CHUNK_SIZE // part_bytes
+    if parts < 2 or not slots or any(ids is None for ids in slots):
+        return None
+    runs = sorted((ids.start, ids.stop) for ids in slots if ids)
+    if any(stop != start for (_, stop), (start, _) in itertools.pairwise(runs)):
+        return None
+    cuts = [count * i // parts for i in range(parts + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(cuts)]
+
+
 def read_evtx(
     path: Path,
     settings: ReadSettings,
     provenance: Provenance,
     progress: Progress | None = None,
+    slots: range | None = None,
 ) -> EvtxRead:
     """Open one .evtx file for reading; iterate the result for frames.
+
+    ``slots`` reads only those chunk slots (a part from :func:`split_slots`); the
+    report then counts that part alone.
 
     Raises UnreadableFileError (naming the file) when the bytes are not EVTX
     (no ``ElfFile`` signature; the extension is never trusted) or when no engine
@@ -541,10 +655,10 @@ def read_evtx(
         reason = "empty file (0 bytes)" if not head else "not an EVTX file (no ElfFile signature)"
         raise UnreadableFileError(str(path), reason, provenance.member)
     try:
-        layout = scan_layout(path)
+        layout = scan_layout(path, slots)
     except ValueError as exc:
         raise UnreadableFileError(str(path), str(exc), provenance.member) from exc
-    return EvtxRead(path, settings, provenance, layout, progress)
+    return EvtxRead(path, settings, provenance, layout, progress, slots)
 
 
 __all__ = [
@@ -553,4 +667,5 @@ __all__ = [
     "Provenance",
     "ReadSettings",
     "read_evtx",
+    "split_slots",
 ]

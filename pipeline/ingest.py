@@ -9,10 +9,15 @@ with its reason; the rest is kept.
 How: discover lists the files (archive members land in a scratch folder inside
 the store). Each file is one task: a worker process reads it with the reader
 of its kind and writes its batches as staged Parquet parts itself, returning
-only paths and counts. The parent commits staged parts in input order (so the
-result does not depend on ``jobs`` or on which worker finished first),
-dropping events the store already holds, then appends the files table. Bytes
-read flow back through a queue from the reader's progress callback.
+only paths and counts. With several processes, an .evtx file of twice PART_BYTES
+or more whose layout allows it (parsers.evtx_reader.split_slots) is read as
+several tasks, one per range of chunks, so that one big Security.evtx does not
+hold the run on one core; its parts' rows are kept only when every part read
+cleanly, else the file is read again whole: the store never depends on the split.
+The parent commits staged parts in input order (so the result does not depend on
+``jobs`` or on which worker finished first), dropping events the store already
+holds, then appends the files table. Bytes read flow back through a queue from
+the reader's progress callback.
 """
 
 from __future__ import annotations
@@ -28,14 +33,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import polars as pl
 
-from parsers.evtx_reader import Progress, Provenance, ReadSettings, read_evtx
+from parsers.evtx_layout import CHUNK_SIZE
+from parsers.evtx_reader import Progress, Provenance, ReadSettings, read_evtx, split_slots
 from parsers.model import FILE_SCHEMA, LmtraceError, ReadReport, UnreadableFileError
 from parsers.pfirewall import PfirewallSettings, parse_tz, read_pfirewall
 from pipeline.discover import (
@@ -69,6 +75,10 @@ from pipeline.writes import WriteError, writing
 Status = Literal["read", "partial", "failed", "skipped", "refused"]
 
 _PROGRESS_FLUSH = 1 << 20  # a worker reports progress at most once per MiB read
+
+PART_BYTES = 32 << 20
+"""With several reading processes, .evtx files of twice this size or more are read in
+parts of about this size (each part costs a reader its set-up, some milliseconds)."""
 
 IN_PROCESS_BYTES = 64 << 20
 """With ``jobs=None``, inputs smaller than this are read in the calling process.
@@ -158,6 +168,7 @@ class _Task:
     settings: ReadSettings
     firewall: PfirewallSettings
     staging: Path
+    slots: range | None = None  # a part of an .evtx file: its chunk slots
 
 
 @dataclass
@@ -177,7 +188,7 @@ class _Result:
 def _open_evtx(task: _Task, progress: Progress | None) -> tuple[Iterable[pl.DataFrame], ReadReport]:
     source = task.source
     provenance = Provenance(source.source_path, source.member, source.sha256)
-    read = read_evtx(source.path, task.settings, provenance, progress)
+    read = read_evtx(source.path, task.settings, provenance, progress, task.slots)
     return read, read.report  # the report is filled in as the frames are drawn
 
 
@@ -555,11 +566,60 @@ def reading_processes(tasks: Sequence[_Task], jobs: int | None) -> int:
     return os.cpu_count() or 1
 
 
+def _parts(task: _Task, jobs: int) -> list[_Task]:
+    """The tasks that read ``task``'s file: itself, or one per part of a big .evtx file."""
+    source = task.source
+    if jobs <= 1 or source.kind != "evtx" or source.size < 2 * PART_BYTES:
+        return [task]
+    plan = split_slots(source.path, PART_BYTES)
+    if plan is None:
+        return [task]
+    return [
+        replace(task, slots=slots, staging=task.staging.with_name(f"{task.staging.name}-{i}"))
+        for i, slots in enumerate(plan)
+    ]
+
+
+def _joined(index: int, parts: list[_Result]) -> _Result | None:
+    """One file's result from its parts' (in file order), as one whole read gives it; None
+    when a part was not read cleanly, so that the file is read again whole and says what
+    went wrong as a whole read says it."""
+    if any(p.fatal is not None for p in parts):
+        return next(p for p in parts if p.fatal is not None)  # the store's disk: stop
+    reports = [p.report for p in parts]
+    if any(
+        r is None or r.partial or r.fallback or r.records_recovered or p.rejected
+        for p, r in zip(parts, reports, strict=True)
+    ):
+        return None
+    done = [r for r in reports if r is not None]
+    firsts = [r.first_ts for r in done if r.first_ts is not None]
+    lasts = [r.last_ts for r in done if r.last_ts is not None]
+    report = ReadReport(
+        engine=done[0].engine,
+        records=sum(r.records for r in done),
+        records_kept=sum(r.records_kept for r in done),
+        dirty=done[0].dirty,
+        first_ts=min(firsts, default=None),
+        last_ts=max(lasts, default=None),
+    )
+    return _Result(
+        index,
+        report=report,
+        parts=[staged for p in parts for staged in p.parts],
+        repeats=sum(p.repeats for p in parts),
+        channels=set().union(*(p.channels for p in parts)),
+        computers=set().union(*(p.computers for p in parts)),
+        seconds=sum(p.seconds for p in parts),
+    )
+
+
 def _run(
     tasks: list[_Task], jobs: int, progress: IngestProgress | None
 ) -> Iterator[tuple[_Task, _Result]]:
     """Yield (task, result) in task order, reading with ``jobs`` processes."""
-    if jobs <= 1 or len(tasks) <= 1:
+    work = {task.index: _parts(task, jobs) for task in tasks}
+    if jobs <= 1 or sum(len(parts) for parts in work.values()) <= 1:
         for task in tasks:
             before = _Counted(progress)
             result = _read_task(task, before)
@@ -574,11 +634,16 @@ def _run(
     )
     with manager, pool:
         sink = manager.Queue()
-        # Largest files first, so that one big log does not start last and run alone;
-        # results are still yielded (and stored) in input order.
-        by_size = sorted(tasks, key=lambda t: t.source.size, reverse=True)
+        # Largest first, so that one big log does not start last and run alone; results
+        # are still yielded (and stored) in input order.
+        by_size = sorted(
+            (part for parts in work.values() for part in parts),
+            key=lambda t: _bytes(t),
+            reverse=True,
+        )
         futures: dict[Future[_Result], _Task] = {pool.submit(_worker, t, sink): t for t in by_size}
         done: dict[int, _Result] = {}
+        gathered: dict[int, dict[int, _Result]] = {}  # file -> first slot -> part's result
         reported = [0] * len(tasks)
         next_index = 0
         pending = set(futures)
@@ -587,13 +652,31 @@ def _run(
                 finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 _drain(sink, reported, progress)
                 for future in finished:
-                    task = futures[future]
+                    task = futures.pop(future)
                     try:
-                        done[task.index] = future.result()
+                        result = future.result()
                     except BrokenProcessPool:
-                        done[task.index] = _Result(
+                        result = _Result(
                             task.index, failure="the reading process died while reading this file"
                         )
+                    if task.slots is None:
+                        done[task.index] = result
+                        continue
+                    parts = gathered.setdefault(task.index, {})
+                    parts[task.slots.start] = result
+                    if len(parts) < len(work[task.index]):
+                        continue
+                    joined = _joined(task.index, [parts[k] for k in sorted(parts)])
+                    if joined is not None:
+                        done[task.index] = joined
+                        continue
+                    for part in parts.values():  # read again whole: these rows are not kept
+                        for staged in part.parts:
+                            staged.path.unlink(missing_ok=True)
+                    whole = tasks[task.index]
+                    again = pool.submit(_worker, whole, sink)
+                    futures[again] = whole
+                    pending.add(again)
                 while next_index in done:
                     _drain(sink, reported, progress)
                     task = tasks[next_index]
@@ -603,6 +686,13 @@ def _run(
                     next_index += 1
         finally:  # stopped early (a fatal error, Ctrl-C): queued files are not started
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _bytes(task: _Task) -> int:
+    """The bytes a task reads: its file's, or its part's."""
+    if task.slots is None:
+        return task.source.size
+    return len(task.slots) * CHUNK_SIZE
 
 
 def _drain(sink: Any, reported: list[int], progress: IngestProgress | None) -> None:

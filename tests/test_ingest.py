@@ -17,6 +17,7 @@ from pipeline.ingest import ingest
 from pipeline.store import EventFilter, StoreError, incomplete, scan_events, scan_files
 
 SYSTEM = "network/tugix456__System.evtx"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bundles" / "quarantine-bug"
 FIREWALL = (
     "network/tugix456__Microsoft-Windows-Windows_Firewall_With_Advanced_Security%4Firewall.evtx"
 )
@@ -305,3 +306,35 @@ def test_small_inputs_are_read_without_starting_processes(tmp_path):
     assert reading_processes(tasks(1 << 20, 1 << 20), None) == 1
     assert reading_processes(tasks(IN_PROCESS_BYTES, 1), None) == (os.cpu_count() or 1)
     assert reading_processes(tasks(1 << 20), 3) == 3
+
+
+def test_a_big_evtx_is_read_in_parts_as_one_reader_reads_it(tmp_path, monkeypatch):
+    """With several processes, an .evtx of twice PART_BYTES or more is read in parts,
+    by chunk ranges; the store's events and the files table are those of one reader.
+    A part that does not read cleanly (a record's magic flipped: pyevtx-rs reads its
+    chunk short) sends the file to be read again whole, and it says what a whole read
+    says. (PART_BYTES is made two chunks here: the parent alone plans the parts.)"""
+    import pipeline.ingest
+    from parsers.evtx_layout import CHUNK_SIZE
+    from parsers.evtx_reader import split_slots
+    from tests import samples
+
+    monkeypatch.setattr(pipeline.ingest, "PART_BYTES", 2 * CHUNK_SIZE)
+    security = EXAMPLE / "APP-VM01" / "Security.evtx"
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    shutil.copy(security, bundle / "clean.evtx")
+    samples.flipped_record_magic(security, tmp_path, 2, 3).rename(bundle / "damaged.evtx")
+    for name in ("clean.evtx", "damaged.evtx"):
+        assert len(split_slots(bundle / name, 2 * CHUNK_SIZE) or []) == 3, name
+
+    def stored(jobs: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        ingest([bundle], tmp_path / f"store{jobs}", jobs=jobs)
+        events = scan_events(tmp_path / f"store{jobs}").collect()
+        files = scan_files(tmp_path / f"store{jobs}").drop("seconds").collect()
+        return events.sort(events.columns), files.sort("source_path")
+
+    (events, files), (one_events, one_files) = stored(2), stored(1)
+    assert events.equals(one_events) and files.equals(one_files)
+    damaged = files.filter(pl.col("source_path").str.ends_with("damaged.evtx")).row(0, named=True)
+    assert damaged["records_recovered"] > 0 and damaged["errors"]  # read whole, as it said
