@@ -2,7 +2,7 @@
 
 Domain knowledge changes more often than code (a field is named differently on a
 customer's build, an event id turns out to mean something else), and most of it is
-inferred rather than seen (domain.md labels every fact). So it lives in
+inferred rather than seen (docs/domain.md labels every fact). So it lives in
 ``catalog.toml`` shipped in this package, a user's ``--catalog extra.toml`` can add or
 replace entries, and the correlator reads *kinds* and named *columns* produced by
 :func:`tag`, never raw event ids.

@@ -4,10 +4,10 @@ The verdict rules (findings.py) measure what happened; this module adds what the
 machine facts (machine_facts.py) say about why, without changing a verdict:
 
 * the quarantine bug is known on Windows Server 2012 R2 (6.3.9600) and 2016
-  (10.0.14393) guests [C: wiki.webperfect.ch, domain.md §1]: a guest on another
+  (10.0.14393) guests [C: wiki.webperfect.ch, docs/domain.md §1]: a guest on another
   version gets that said plainly, and is measured all the same;
 * the host fix is KB4338822 (Windows Server 2016, OS build 14393.2395, 2018-07-24)
-  plus the registry value SendLmNetworkChangeIndication=0 [C: domain.md §2]. Every
+  plus the registry value SendLmNetworkChangeIndication=0 [C: docs/domain.md §2]. Every
   later Windows Server 2016 release is a cumulative update with a higher 14393
   revision and so carries it [C: MicrosoftDocs/windowsserverdocs,
   WindowsServerDocs/get-started/windows-server-release-info.md: 2018-07 C 14393.2395

@@ -8,7 +8,7 @@ from: ``seen`` (measured from a real public sample, see
 tests/test_simulate.py which checks it against the corpus), ``stated`` (a
 public document names the fields) or ``inferred`` (no public sample; the
 closest public evidence, recorded in docs/simulate.md and
-/work/shared/docs/domain.md). A user with real host logs corrects a field name
+docs/domain.md). A user with real host logs corrects a field name
 here, in one place.
 
 Values are passed positionally, in the layout's field order, so that building

@@ -288,7 +288,7 @@ class GuestReaction:
 
     @property
     def last_network_change_us(self) -> int | None:
-        """The last network event: the safety timeout counts from it (domain.md, the seed)."""
+        """The last network event: the safety timeout counts from it (docs/domain.md, the seed)."""
         return self.network_events[-1][1] if self.network_events else self.network_change_us
 
 

@@ -517,7 +517,7 @@ def test_simulated_payloads_match_real_events(
             }
             assert sources == {"stated"}, key
     # Every layout marked "seen" was checked against a real event, except VMMS 20415,
-    # seen in a published XML (domain.md) but absent from the public corpus.
+    # seen in a published XML (docs/domain.md) but absent from the public corpus.
     seen = {
         (lay.provider[0], lay.event_id, lay.version)
         for lay in LAYOUTS.values()
