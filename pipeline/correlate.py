@@ -61,7 +61,6 @@ WINDOW_COLUMNS = (
     "trigger_ref",
     "end_ref",
     "trigger_match",
-    "clock_step_ref",
 )
 
 

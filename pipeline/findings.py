@@ -202,7 +202,12 @@ def assess(
         by_rule({r.id: pl.lit(r.verdict) for r in rows}).alias("verdict"),
         by_rule({r.id: _reason(r) for r in rows}).alias("reason"),
         by_rule(collect).alias("collect"),
-    )
+    ).drop(REASON_PARTS)
+
+
+REASON_PARTS = ("end_text", "drops_words", "offset_words", "clock_offset_text", "offset_note")
+"""Words only the reasons are made of; the reason holds them, the tables do not repeat
+them. (``window_words`` and ``end_words`` stay: the reports and the timeline show them.)"""
 
 
 def _unexplained(triggers: pl.DataFrame) -> list[str]:
