@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -80,7 +81,7 @@ class SeenIds:
     (the corpus' 236 files are mostly such).
     """
 
-    def __init__(self, seen: list[int]) -> None:
+    def __init__(self, seen: Sequence[int]) -> None:
         self._list: list[int] | None = None
         self._series: pl.Series | None = None
         if len(seen) <= _SMALL:

@@ -13,7 +13,7 @@ anything else by parsers/evtx_payload.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,7 +289,7 @@ class Batch:
 
 def to_frame(
     batch: Batch,
-    seen: list[int],
+    seen: MutableSequence[int],
     payload: Callable[[Any], str],
     keep: pl.Expr | None,
     provenance: Provenance,
