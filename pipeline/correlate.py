@@ -31,7 +31,7 @@ from pipeline import (
     migrations,
     quarantine,
 )
-from pipeline.catalog import Catalog, ModelParams, matched, tag
+from pipeline.catalog import Catalog, ModelParams, known, tag
 from pipeline.catalog_check import CatalogCheck
 from pipeline.csv_tables import csv_bytes
 from pipeline.matching import MatchSettings
@@ -99,7 +99,7 @@ def _logging(events: pl.LazyFrame, catalog: Catalog, renamed: dict[str, str]) ->
     """The machines that logged any event of ``catalog`` over the whole bundle (no payload
     is read): whether a guest's drops are observable does not depend on when it dropped."""
     return (
-        matched(events, catalog)
+        known(events, catalog)
         .select(_machine(renamed))
         .unique()
         .collect(engine="streaming")["machine"]
