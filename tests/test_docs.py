@@ -31,7 +31,7 @@ def test_quickstart_has_exactly_two_commands() -> None:
     commands = _quickstart_commands()
     assert len(commands) == 2
     assert "lmtrace analyze examples/bundles/" in commands[0]
-    assert commands[1].rstrip().endswith("pytest -q")
+    assert commands[1].rstrip().endswith("pytest -q -n auto")
 
 
 def test_ci_runs_the_readme_test_command() -> None:
