@@ -41,7 +41,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
-import psutil
 
 from parsers.model import (
     EVENT_SCHEMA,
@@ -202,6 +201,8 @@ def locked(path: Path) -> Iterator[Path]:
 
 def lock_holder(path: Path) -> int | None:
     """The process id of a live ingest holding the store's lock, or None."""
+    import psutil  # 0.03 s to load: only when there is a lock to check
+
     lock = path / _LOCK
     try:
         written = lock.stat().st_mtime
@@ -333,6 +334,8 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> tuple[pl.Dat
     present becomes null in the cast (e.g. an event id over Int32).
     Columns the schema does not know are a programming error.
     """
+    if frame.schema == pl.Schema(schema):  # the readers' frames: nothing to cast or lose
+        return frame, 0
     extra = set(frame.columns) - set(schema)
     if extra:
         raise ValueError(f"columns not in the schema: {sorted(extra)}")
