@@ -84,9 +84,9 @@ IN_PROCESS_BYTES = 64 << 20
 """With ``jobs=None``, inputs smaller than this are read in the calling process.
 
 A reading process is a fresh interpreter that imports polars and the readers before
-it reads a byte: starting two (and the manager relaying their progress) cost about
-1.5 s of wall time here, while reading 1 MB in-process takes 0.1 s (a 1 MB bundle
-was analysed in 4.6 s with two processes, 2.5 s without). Measured with
+it reads a byte: ingesting a 1 MB bundle took 0.45 s in-process and 1.3 s with two
+reading processes (load average 3.3 on 2 cores), and one process reads 30-50 MB of
+.evtx a second, so two pay for their start from about 50-80 MB. Measured with
 tests/benchmarks/bench_verdict.py and bench_ingest.py."""
 
 
