@@ -85,6 +85,7 @@ class Correlation:
     summary: findings.Summary
     clock_changes: pl.DataFrame  # Kernel-General 1 per machine: old/new time, delta, reason
     notes: tuple[str, ...]  # what the reader should know, e.g. which zone placed pfirewall.log
+    aliases: dict[str, str]  # earlier short names of renamed computers -> machine (6011)
     catalog_check: CatalogCheck  # how the catalog fit these logs (a wrong guess shows here)
     catalog_files: tuple[str, ...]
     model: ModelParams  # the catalog's parameters this was computed with (timelines use them)
@@ -297,6 +298,20 @@ def correlate(
     events, notes = firewall_zone.resolve(events, facts.facts, renamed)
     cover = machines.coverage(events).with_columns(_machine(renamed))
     roles = machines.classify(cover, tagged, settings.hosts, settings.guests, renamed)
+    notes += machines.given_name_notes(
+        {
+            "--host": (settings.hosts, "not applied"),
+            "--guest": (settings.guests, "not applied"),
+            "--map": (
+                list(settings.match.mapping.values()),
+                "its VM is matched to a guest whose logs are not here",
+            ),
+            "--clock-offset": (list(settings.match.clock_offsets), "not applied"),
+        },
+        renamed,
+        roles["machine"].to_list(),
+    )
+    match_settings = settings.match.named_as(renamed)
     host_names = roles.filter(pl.col("role") == "host")["machine"].implode()
     guest_names = roles.filter(pl.col("role") == "guest")
     migs = migrations.reconstruct(tagged.filter(pl.col("machine").is_in(host_names)), model)
@@ -309,7 +324,7 @@ def correlate(
     stepped_s = float(
         logged_steps.select((pl.col("before_s") + pl.col("delta_s")).abs().max()).item() or 0.0
     )
-    near = events.filter(_near_migrations(migs, model, settings.match, stepped_s))
+    near = events.filter(_near_migrations(migs, model, match_settings, stepped_s))
     tagged = pl.concat(
         [tagged, tag(near, traffic_catalog).with_columns(_machine(renamed))], how="diagonal"
     )
@@ -323,8 +338,10 @@ def correlate(
     netvsc = guest_events.filter(pl.col("kind").is_in(model.trigger_kinds))
     guest_vmids = guest_events.filter(pl.col("vmid").is_not_null()).select("machine", "vmid")
     diffs = matching.clock_differences(migs, guest_clock.continuous(netvsc, logged_steps), model)
-    matches = matching.match_guests(migs, guest_names, diffs, guest_vmids, settings.match, model)
-    offsets = matching.clock_offsets(diffs, matches, settings.match, model)
+    matches = matching.match_guests(
+        migs, guest_names, diffs, guest_vmids, match_settings, model, renamed
+    )
+    offsets = matching.clock_offsets(diffs, matches, match_settings, model)
     pairs = guest_clock.offsets_at(
         migs.join(matches, on="vm_key", how="left").join(offsets, on="machine", how="left"),
         logged_steps,
@@ -374,6 +391,7 @@ def correlate(
             roles.select("machine", "role"), on="machine", how="left"
         ),
         notes=tuple(notes),
+        aliases=renamed,
         catalog_check=catalog_check.check(tagged, events, catalog),
         catalog_files=catalog.files,
         model=model,

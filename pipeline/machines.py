@@ -43,6 +43,39 @@ def machine_of(computer: pl.Expr, aliases: Mapping[str, str]) -> pl.Expr:
     return name.replace(aliases) if aliases else name
 
 
+def machine_names(names: Sequence[str], aliases: Mapping[str, str]) -> list[str]:
+    """:func:`machine_of` for names the user typed (``--clock-offset``, ``--map``): the same
+    rule as for logged names, so that ``SQL7.corp.example`` and a name from before a rename
+    mean the machine they name in the tables."""
+    frame = pl.DataFrame({"name": list(names)}, schema={"name": pl.String})
+    return frame.select(machine_of(pl.col("name"), aliases))["name"].to_list()
+
+
+def given_name_notes(
+    given: Mapping[str, tuple[Sequence[str], str]],
+    aliases: Mapping[str, str],
+    known: Sequence[str],
+) -> list[str]:
+    """What the reader should know about the machine names the user gave, per option
+    (``--clock-offset`` -> (names, what happens to a name the bundle lacks)): one given
+    from before a rename was applied to the machine it is now; one that names no machine
+    of the bundle is said, with what became of it."""
+    notes = []
+    for option, (names, if_unknown) in given.items():
+        for name, machine in zip(names, machine_names(names, aliases), strict=True):
+            if machine not in known:
+                notes.append(
+                    f"{option} {name}: no computer of that name logged anything in this"
+                    f" bundle (the machines table lists every name logged): {if_unknown}"
+                )
+            elif machine_names([name], {})[0] != machine:
+                notes.append(
+                    f"{option} {name}: that computer was renamed (EventLog 6011) and is"
+                    f" {machine} now; applied to {machine}"
+                )
+    return notes
+
+
 def aliases(renamed: pl.DataFrame) -> dict[str, str]:
     """Every earlier short name of a renamed computer -> the short name it has now.
 

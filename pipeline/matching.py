@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
 
 from parsers.model import LmtraceError
 from pipeline.catalog import ModelParams
-from pipeline.machines import short_name
+from pipeline.machines import machine_names, machine_of, short_name
 
 MATCH_SCHEMA = {
     "vm_key": pl.String,
@@ -114,6 +114,17 @@ class MatchSettings:
     clock_offsets: Mapping[str, float] = field(default_factory=dict)  # guest -> seconds
     tolerance_s: float | None = None  # None: the catalog's model.tolerance_s
 
+    def named_as(self, aliases: Mapping[str, str]) -> MatchSettings:
+        """These settings with every guest name the user gave as the machine it names:
+        short name, and for a name from before a rename (``aliases``), the name it has now."""
+        guests = machine_names(list(self.mapping.values()), aliases)
+        offsets = machine_names(list(self.clock_offsets), aliases)
+        return replace(
+            self,
+            mapping=dict(zip(self.mapping, guests, strict=True)),
+            clock_offsets=dict(zip(offsets, self.clock_offsets.values(), strict=True)),
+        )
+
 
 def _vms(migrations: pl.DataFrame) -> pl.DataFrame:
     return migrations.group_by("vm_key").agg(
@@ -156,8 +167,9 @@ def _by_mapping(vms: pl.DataFrame, mapping: Mapping[str, str]) -> pl.DataFrame:
     return _labelled(pairs, "mapping", 1.0, "named in the mapping file")
 
 
-def _by_name(vms: pl.DataFrame, guests: pl.DataFrame) -> pl.DataFrame:
-    pairs = vms.with_columns(short_name(pl.col("vm_name")).alias("machine")).join(
+def _by_name(vms: pl.DataFrame, guests: pl.DataFrame, aliases: Mapping[str, str]) -> pl.DataFrame:
+    # A VM keeps its name when its guest is renamed: the guest's earlier name matches too.
+    pairs = vms.with_columns(machine_of(pl.col("vm_name"), aliases).alias("machine")).join(
         guests.select("machine"), on="machine"
     )
     return _labelled(pairs, "name", 0.9, "VM name equals the guest's host name")
@@ -330,12 +342,14 @@ def match_guests(
     guest_vmids: pl.DataFrame,
     settings: MatchSettings,
     model: ModelParams,
+    aliases: Mapping[str, str] = {},
 ) -> pl.DataFrame:
     """One row per matched VM (``MATCH_SCHEMA``); strongest method wins.
 
     ``guests`` holds ``machine``, ``first_ts`` and ``last_ts`` of every candidate
     guest (and ``hyperv_guest``, whether it logged Hyper-V guest events);
-    ``diffs`` are the bundle's :func:`clock_differences`.
+    ``diffs`` are the bundle's :func:`clock_differences`; ``aliases`` the earlier names
+    of renamed computers (machines.aliases), so that a VM named as its guest was matches.
     """
     if migrations.is_empty():
         return pl.DataFrame(schema=MATCH_SCHEMA)
@@ -345,7 +359,7 @@ def match_guests(
     for found in (
         _by_vmid(vms, guest_vmids),
         _by_mapping(vms, settings.mapping),
-        _by_name(vms, guests),
+        _by_name(vms, guests, aliases),
     ):
         fresh = found.filter(
             ~pl.col("vm_key").is_in(matches["vm_key"].implode())

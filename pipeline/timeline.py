@@ -39,7 +39,7 @@ from plotly.subplots import make_subplots
 
 from parsers.model import LmtraceError
 from pipeline.correlate import Correlation
-from pipeline.machines import short_name
+from pipeline.machines import machine_of
 from pipeline.printable import printable
 from pipeline.store import parse_utc
 from pipeline.timeline_lanes import lane_layout, legend_notes
@@ -183,12 +183,9 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
     )
     wanted = None
     if settings.around:
+        hosts = pl.concat([migs["logged_by"].explode(), migs["destination"]]).drop_nulls()
         wanted = set(migs["machine"].drop_nulls().to_list()) | set(
-            migs.select(short_name(pl.col("logged_by").explode()))
-            .to_series()
-            .drop_nulls()
-            .to_list()
-            + migs.select(short_name(pl.col("destination"))).to_series().drop_nulls().to_list()
+            hosts.to_frame("name").select(machine_of(pl.col("name"), result.aliases))["name"]
         )
     lanes = lane_layout(result, wanted)
     index = lanes.index()
@@ -209,7 +206,7 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
             ),
             row=row, col=1,
         )  # fmt: skip
-    add_migrations(fig, span_frame(migs, local, index))
+    add_migrations(fig, span_frame(migs, local, index, result.aliases))
     add_quarantine(fig, migs, index, local)
     add_context(fig, context, index, local, result.model, settings.detail_max)
     add_blocked(fig, blocked, index, local, settings.detail_max)

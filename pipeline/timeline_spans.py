@@ -12,12 +12,12 @@ by None, so each point of a shape repeats its hover text (:func:`_per_point`).
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import plotly.graph_objects as go
 import polars as pl
 
-from pipeline.machines import short_name
+from pipeline.machines import machine_of
 from pipeline.timeline_lanes import ToLocal
 from pipeline.timeline_text import blackout_hover, quarantine_hover, span_hover, span_label
 
@@ -70,12 +70,17 @@ def _stack(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(heights) if heights else frame.with_columns(pl.lit(0.0).alias("_y"))
 
 
-def span_frame(migs: pl.DataFrame, local: ToLocal, lanes: pl.DataFrame) -> pl.DataFrame:
-    """Each migration once per host lane it touches, with display times and hover text."""
+def span_frame(
+    migs: pl.DataFrame, local: ToLocal, lanes: pl.DataFrame, aliases: Mapping[str, str]
+) -> pl.DataFrame:
+    """Each migration once per host lane it touches, with display times and hover text.
+
+    Hosts are named as the migration logged them; ``aliases`` (Correlation.aliases) puts a
+    name from before a rename on the lane of the machine it is now."""
     start = pl.coalesce("start", "end")
     frame = migs.with_columns(
-        short_name(pl.col("source")).alias("_src"),
-        short_name(pl.col("destination")).alias("_dst"),
+        machine_of(pl.col("source"), aliases).alias("_src"),
+        machine_of(pl.col("destination"), aliases).alias("_dst"),
     ).with_columns(
         local(start).alias("_s"),
         local(pl.coalesce("end", "start")).alias("_e"),
@@ -88,7 +93,7 @@ def span_frame(migs: pl.DataFrame, local: ToLocal, lanes: pl.DataFrame) -> pl.Da
     sides = [frame.with_columns(pl.col(side).alias("_host")) for side in ("_src", "_dst")]
     # Every host that logged the migration gets its span, whether or not its side is known.
     logged = frame.with_columns(
-        pl.col("logged_by").list.eval(short_name(pl.element())).alias("_host")
+        pl.col("logged_by").list.eval(machine_of(pl.element(), aliases)).alias("_host")
     ).explode("_host")
     return (
         pl.concat([*sides, logged])

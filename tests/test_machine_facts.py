@@ -7,7 +7,7 @@ Every expected value below was read from the named public sample with pyevtx-rs
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -336,3 +336,76 @@ def test_pfirewall_zone_from_the_guests_6013(scenarios) -> None:
         else:
             assert other.notes == ()
             assert other.blocked.drop("source_path").equals(result.blocked.drop("source_path"))
+
+
+# --- a name from before a rename means the machine it is now, everywhere ------------------
+
+
+@pytest.fixture(scope="module")
+def renamed_later(tmp_path_factory: pytest.TempPathFactory) -> Correlation:
+    """The quarantine-bug bundle whose destination host and guest were renamed after the
+    migration (EventLog 6011 in the layout of the real samples, logged under the new name):
+    the migration names HV-NODE2 and the VM is still called APP-VM01."""
+    from pipeline.simulate import simulate
+    from pipeline.simulate_layouts import layout
+    from pipeline.simulate_plan import SimulateOptions
+    from tests.graft import graft
+
+    tmp = tmp_path_factory.mktemp("renamed-later")
+    options = SimulateOptions(scenario="quarantine-bug", seed=5, noise=30.0, load=3.0)
+    simulate(options, tmp / "bundle")
+    truth = json.loads((tmp / "bundle" / "ground_truth.json").read_text(encoding="utf-8"))
+    (migration,) = truth["migrations"]
+    when = datetime.fromisoformat(migration["end"].replace("Z", "+00:00")) + timedelta(hours=1)
+    for folder, old, new in (
+        ("HV-NODE2", "HV-NODE2", "HV-NEW2"),
+        ("APP-VM01", "APP-VM01", "SQL-NEW"),
+    ):
+        rename = layout("eventlog.renamed").event(when, new, (old, new, None), pid=0, tid=0)
+        graft(tmp / "bundle", folder, "rename", [rename])
+    ingest([tmp / "bundle"], tmp / "store")
+    return correlate(scan_events(tmp / "store"), load_catalog())
+
+
+def test_a_vm_named_as_its_guest_was_before_a_rename_matches_by_name(renamed_later) -> None:
+    assert sorted(renamed_later.machines["machine"]) == ["hv-new2", "hv-node1", "sql-new"]
+    (m,) = renamed_later.migrations.iter_rows(named=True)
+    assert (m["vm_name"], m["machine"], m["match_method"]) == ("APP-VM01", "sql-new", "name")
+    assert m["verdict"] == "affected"
+
+
+def test_a_renamed_host_keeps_its_migrations_on_its_one_lane(renamed_later) -> None:
+    from pipeline.timeline_lanes import lane_layout
+    from pipeline.timeline_spans import span_frame
+
+    lanes = lane_layout(renamed_later, None)
+    assert lanes.keys == ("hv-new2", "hv-node1", "sql-new")
+    spans = span_frame(renamed_later.migrations, lambda e: e, lanes.index(), renamed_later.aliases)
+    assert sorted(spans["_host"]) == ["hv-new2", "hv-node1"]  # the destination's span too
+    hosts = [e["host"] for e in renamed_later.summary.remediation if "host" in e]
+    assert hosts == ["hv-new2", "hv-node1"]
+
+
+def test_map_and_clock_offset_given_with_a_former_name_apply_to_the_machine(scenarios) -> None:
+    from pipeline.correlate import CorrelateSettings
+    from pipeline.matching import MatchSettings
+
+    _, truth = scenarios["renamed"]
+    former = truth["machines"][-1]["former_name"]
+    store = Path(truth["bundle"]).parent / "store"
+    given = MatchSettings(
+        mapping={"APP-VM01": former}, clock_offsets={former: 12.5, "NOSUCH.corp": 1.0}
+    )
+    result = correlate(scan_events(store), load_catalog(), CorrelateSettings(match=given))
+    (m,) = result.migrations.iter_rows(named=True)
+    assert (m["machine"], m["match_method"]) == ("app-vm01", "mapping")
+    # The offset given, plus the clock step the guest logged on resume (Kernel-General 1).
+    assert m["offset_method"] == "given" and m["clock_steps_s"] == pytest.approx(4.0)
+    assert m["clock_offset_s"] == pytest.approx(12.5 + 4.0)
+    renamed = "that computer was renamed (EventLog 6011) and is app-vm01 now; applied to app-vm01"
+    assert result.notes == (
+        f"--map {former}: {renamed}",
+        f"--clock-offset {former}: {renamed}",
+        "--clock-offset NOSUCH.corp: no computer of that name logged anything in this bundle"
+        " (the machines table lists every name logged): not applied",
+    )
