@@ -179,8 +179,12 @@ def assess(
     ``reason`` and ``collect`` (hint ids) to each migration row."""
     rows = verdicts.migration
     framed = _facts(table, facts, catalog).with_columns(verdicts.rule_of(rows))
+    # What would make drops visible: auditing, or the Security log itself; nothing when
+    # they were visible all along (none arrived).
     drops_hint = (
-        pl.when(pl.col("machine").is_in(facts.security_exported.implode()))
+        pl.when(pl.col("drops_observable"))
+        .then(pl.lit(None, pl.String))
+        .when(pl.col("machine").is_in(facts.security_exported.implode()))
         .then(pl.lit("wfp-audit"))
         .otherwise(pl.lit("guest-security"))
     )
