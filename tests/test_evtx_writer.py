@@ -680,7 +680,9 @@ def test_bad_file_header_checksum(tmp_path: Path) -> None:
 
 # --- property: random events, all three readers -----------------------------------------------
 
-_xml_char = st.characters(blacklist_categories=("Cs", "Cc", "Cn"))
+# python-evtx decodes strings with Python's "utf16" codec, which takes a leading U+FEFF for a
+# byte-order mark and drops it: the oracle cannot say whether a string starts with one.
+_xml_char = st.characters(blacklist_categories=("Cs", "Cc", "Cn"), blacklist_characters="\ufeff")
 _text = st.text(alphabet=st.one_of(st.sampled_from("<>&\"' \t\n"), _xml_char), max_size=40)
 _long_text = st.text(alphabet=_xml_char, min_size=500, max_size=2000)
 _name = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
@@ -722,7 +724,7 @@ _value: st.SearchStrategy[object] = st.one_of(
 _fields = st.lists(st.tuples(_name, _value), max_size=6).map(tuple)
 _label = st.text(alphabet=st.one_of(st.sampled_from("<>&\"'"), _xml_char), min_size=1, max_size=30)
 # python-evtx and libevtx do not escape '"' inside attribute values: attribute text leaves it out.
-_attr_char = st.characters(blacklist_categories=("Cs", "Cc", "Cn"), blacklist_characters='"')
+_attr_char = st.characters(blacklist_categories=("Cs", "Cc", "Cn"), blacklist_characters='"\ufeff')
 _attr_label = st.text(
     alphabet=st.one_of(st.sampled_from("<>&'"), _attr_char), min_size=1, max_size=30
 )
