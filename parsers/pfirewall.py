@@ -5,8 +5,9 @@ The log is W3C-style text: ``#Version``, ``#Software``, ``#Time Format`` and
 make it easy to get wrong, so this module owns them:
 
 * Times are **local** with no offset. When the caller knows the guest's zone
-  (``tz``: an IANA name such as ``Europe/Berlin`` or a fixed offset such as
-  ``+02:00``) rows are converted to UTC here. A local time that does not exist
+  (``tz``: a :class:`~parsers.time_values.Zone`, an IANA name such as
+  ``Europe/Berlin`` or a fixed offset such as ``+02:00``) rows are converted to
+  UTC here. A local time that does not exist
   (the spring DST gap) cannot be placed and is counted as skipped; an ambiguous
   one (the autumn repeat) takes the earlier. When it does not (``tz`` None), the
   local times are stored as if they were UTC and every row says so in its payload
@@ -25,26 +26,19 @@ other event; values stay as logged (``TCP``, ``RECEIVE``).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from datetime import timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from parsers.model import EVENT_SCHEMA, LmtraceError, ReadIssue, ReadReport
+from parsers.model import EVENT_SCHEMA, ReadIssue, ReadReport
+from parsers.time_values import Zone
 
 PROVIDER = "pfirewall.log"
 ACTION_IDS = {"DROP": 1, "ALLOW": 2}
 LOCAL_ZONE = "local_zone"  # payload key: the zone the row's time was read in
 UNKNOWN_ZONE = "unknown"  # ... none given: the time is local, stored as if UTC
-_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{1,2}):?(\d{2})?$")
 _MAX_LINE = 8192
-
-
-class TimeZoneError(LmtraceError):
-    """The time zone given for a pfirewall.log is not one we know."""
 
 
 def is_pfirewall(head: bytes) -> bool:
@@ -53,31 +47,11 @@ def is_pfirewall(head: bytes) -> bool:
     return text.startswith("#Version:") and "#Fields:" in text and "Firewall" in text
 
 
-def parse_tz(tz: str) -> str:
-    """An IANA zone name or a fixed offset such as ``+02:00`` -> a name polars accepts."""
-    match = _OFFSET.match(tz.strip())
-    if match:
-        sign, hours, minutes = match.groups()
-        delta = timedelta(hours=int(hours), minutes=int(minutes or 0))
-        if delta > timedelta(hours=14):
-            raise TimeZoneError(f"time zone offset out of range: {tz!r}")
-        # Etc/GMT zones have inverted signs and whole hours only; use a fixed offset.
-        return str(timezone(delta if sign == "+" else -delta)).replace("UTC", "") or "+00:00"
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise TimeZoneError(
-            f"unknown time zone {tz!r}: give an IANA name such as Europe/Berlin or an offset"
-            " such as +02:00"
-        ) from None
-    return tz
-
-
 @dataclass(frozen=True)
 class PfirewallSettings:
     """The two facts the log itself does not carry."""
 
-    tz: str | None = None  # None: not known yet (rows marked local_zone "unknown")
+    tz: Zone | None = None  # None: not known yet (rows marked local_zone "unknown")
     computer: str | None = None
 
 
@@ -119,7 +93,7 @@ def read_pfirewall(
     file_sha256: str,
 ) -> tuple[pl.DataFrame, ReadReport]:
     """All lines of one pfirewall.log as rows of ``EVENT_SCHEMA``, and what could not be read."""
-    zone = parse_tz(settings.tz) if settings.tz is not None else None
+    zone = settings.tz.name if settings.tz is not None else None
     report = ReadReport(engine="pfirewall")
     numbers, rows = _lines(path, report)
     for row in rows:

@@ -18,6 +18,7 @@ import polars as pl
 from parsers.evtx_reader import ReadSettings
 from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
+from parsers.time_values import parse_zone
 from pipeline.case import Case, ReadOptions, open_case, recorded
 from pipeline.catalog import load_catalog
 from pipeline.correlate import (
@@ -136,10 +137,15 @@ def analyze(
     """Ingest ``inputs`` into ``out/store``, correlate, and write the findings into ``out``."""
     out = Path(out)
     catalog = load_catalog(settings.catalogs)  # a bad --catalog fails before any reading
-    options = ReadOptions(settings.read.engine, settings.firewall.tz, settings.firewall.computer)
+    zone = settings.firewall.tz
+    options = ReadOptions(
+        settings.read.engine, zone.name if zone else None, settings.firewall.computer
+    )
     case = open_case(out, inputs, options, settings.add, out / STORE_FOLDER)
     read = case.options
-    firewall = replace(settings.firewall, tz=read.guest_tz, computer=read.firewall_computer)
+    # The case's zone may be one an earlier run recorded (canonical, so it parses).
+    zone = parse_zone(read.guest_tz, "--guest-tz") if read.guest_tz is not None else None
+    firewall = replace(settings.firewall, tz=zone, computer=read.firewall_computer)
     with recorded(out, case):
         summary = ingest(
             [Path(p) for p in case.inputs] if case.reread else inputs,

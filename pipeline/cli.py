@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ import typer
 from typer.core import TyperGroup
 
 from parsers.errors import LmtraceError
+from parsers.time_values import Zone, parse_utc, parse_zone
 from pipeline.cli_options import (
     SOURCE,
     TARGET,
@@ -56,9 +58,11 @@ from pipeline.cli_options import (
     StorePath,
     Tolerance,
     Until,
+    Window,
     archive_limits,
     correlate_settings,
     event_filter,
+    parsed_as,
     remember_source,
     remember_target,
 )
@@ -197,7 +201,7 @@ def ingest(
     since: Since = None,
     until: Until = None,
     jobs: Jobs = None,
-    firewall_tz: GuestTz = None,
+    guest_tz: GuestTz = None,
     firewall_computer: Annotated[
         str | None,
         typer.Option(help="Computer name for pfirewall.log rows (the log does not name it)."),
@@ -241,7 +245,7 @@ def ingest(
         until=filters.until,
     )
     limits = archive_limits(max_ratio, max_extract_gib, min_free_gib)
-    firewall = PfirewallSettings(tz=firewall_tz, computer=firewall_computer)
+    firewall = PfirewallSettings(tz=guest_tz, computer=firewall_computer)
     columns = (
         TextColumn("{task.description:>12}"),
         BarColumn(),
@@ -444,7 +448,7 @@ def analyze(
     clock_offset: ClockOffsets = None,
     tolerance: Tolerance = None,
     catalog: Catalogs = None,
-    tz: DisplayTz = "UTC",
+    tz: DisplayTz = "UTC",  # type: ignore[assignment]  # typer parses the default too
     max_ratio: MaxRatio = Limits.max_ratio,
     max_extract_gib: MaxExtractGib = Limits.max_total_bytes / (1 << 30),
     min_free_gib: MinFreeGib = Limits.min_free_bytes / (1 << 30),
@@ -497,9 +501,8 @@ def analyze(
         verdict_summary,
     )
     from pipeline.printable import printable
-    from pipeline.timeline import TimelineSettings, display_zone
+    from pipeline.timeline import TimelineSettings
 
-    display_zone(tz)  # option errors before the work
     settings = AnalyzeSettings(
         read=ReadSettings(engine=engine.value),
         firewall=PfirewallSettings(tz=guest_tz),
@@ -507,7 +510,7 @@ def analyze(
         catalogs=tuple(catalog or ()),
         limits=archive_limits(max_ratio, max_extract_gib, min_free_gib),
         jobs=jobs,
-        timeline=TimelineSettings(tz=tz),
+        timeline=TimelineSettings(zone=tz),
         excel=excel,
         add=add,
         password=password,
@@ -591,8 +594,14 @@ def simulate(
         typer.Option(help="Background events per machine per hour. (default: the scenario's)"),
     ] = None,
     guest_tz: Annotated[
-        str, typer.Option(help="Guests' IANA time zone, for pfirewall.log local times.")
-    ] = "UTC",
+        Zone,
+        typer.Option(
+            parser=parsed_as(parse_zone, "--guest-tz"),
+            metavar="ZONE",
+            help="Guests' time zone (pfirewall.log's local times, EventLog 6013's zone); "
+            "an IANA name the simulator knows the Windows name of.",
+        ),
+    ] = "UTC",  # type: ignore[assignment]
     pfirewall: Annotated[bool, typer.Option(help="Also write each guest's pfirewall.log.")] = False,
     size: Annotated[
         str | None,
@@ -602,8 +611,13 @@ def simulate(
         ),
     ] = None,
     start: Annotated[
-        str, typer.Option(help="UTC time the scenario starts; migrations follow ~10 min later.")
-    ] = "2025-03-04T09:00:00Z",
+        datetime,
+        typer.Option(
+            parser=parsed_as(parse_utc, "--start"),
+            metavar="TIME",
+            help="UTC time the scenario starts; migrations follow ~10 min later.",
+        ),
+    ] = "2025-03-04T09:00:00Z",  # type: ignore[assignment]
     ws2022_guests: Annotated[
         int, typer.Option(help="How many guests log Windows Server 2022 WFP events (FilterOrigin).")
     ] = 0,
@@ -703,7 +717,6 @@ def simulate(
     """Write a realistic host + guest bundle and its ground_truth.json (for tests and demos)."""
     from pipeline.simulate import SimulateError, SimulateOptions, parse_size
     from pipeline.simulate import simulate as run_simulate
-    from pipeline.store import parse_utc
 
     try:
         size_bytes = parse_size(size) if size is not None else None
@@ -713,8 +726,8 @@ def simulate(
         scenario=scenario, seed=seed, hosts=hosts, vms=vms, migrations=migrations,
         guest_clock_offset=guest_clock_offset, guest_clock_drift=guest_clock_drift,
         guest_clock_jump=guest_clock_jump,
-        name_mismatch=name_mismatch, load=load, noise=noise, guest_tz=guest_tz,
-        pfirewall=pfirewall, size=size_bytes, start=parse_utc(start, "--start"),
+        name_mismatch=name_mismatch, load=load, noise=noise, guest_tz=guest_tz.name,
+        pfirewall=pfirewall, size=size_bytes, start=start,
         ws2022_guests=ws2022_guests, multicast_drops=multicast_drops,
         loopback_connections=loopback_connections, nla_chatter=nla_chatter, host_fqdn=host_fqdn,
         upper_case_vmids=upper_case_vmids, wfp_audit=wfp_audit,  # type: ignore[arg-type]
@@ -754,14 +767,12 @@ def timeline(
             callback=remember_target,
         ),
     ] = None,
-    tz: DisplayTz = "UTC",
+    tz: DisplayTz = "UTC",  # type: ignore[assignment]  # typer parses the default too
     around: Annotated[
         str | None,
         typer.Option(help="Zoom on a migration id (M001, as in findings.json) or an ISO time."),
     ] = None,
-    window: Annotated[
-        str, typer.Option(help="How much to show either side of --around: 30s, 2m, 500ms.")
-    ] = "30s",
+    window: Window = "30s",  # type: ignore[assignment]
     image: Annotated[
         Path | None,
         typer.Option(help="Also write the figure as a static .png or .svg (needs kaleido)."),
@@ -784,16 +795,13 @@ def timeline(
     from pipeline.store import open_store
     from pipeline.timeline import (
         TimelineSettings,
-        display_zone,
-        parse_window,
         safe_name,
         timeline_figure,
         write_static,
         write_timeline,
     )
 
-    display_zone(tz)  # option errors before the work
-    settings = TimelineSettings(tz=tz, around=around, window_s=parse_window(window))
+    settings = TimelineSettings(zone=tz, around=around, window_s=window)
     store = analysis / "store" if (analysis / "store").is_dir() else analysis
     given = any((host, guest, map_file, clock_offset, tolerance is not None, catalog))
     saved = None if given else load_correlation_options(analysis)

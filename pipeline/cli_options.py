@@ -10,12 +10,15 @@ that a help page loads only typer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from parsers.time_values import Zone, parse_duration, parse_utc, parse_zone
 from pipeline.limits import Limits
 
 if TYPE_CHECKING:
@@ -125,18 +128,29 @@ Providers = Annotated[
         "case-insensitive; repeatable.",
     ),
 ]
+
+
+def parsed_as(parse: Callable[[str, str], object], option: str) -> Callable[[str], object]:
+    """An option's parser from parsers/time_values.py, its errors naming ``option``."""
+    return lambda text: parse(text, option)
+
+
 Since = Annotated[
-    str | None,
+    datetime | None,
     typer.Option(
+        parser=parsed_as(parse_utc, "--since"),
+        metavar="TIME",
         help="Keep events at or after this ISO 8601 time, e.g. 2024-05-01T10:00:00Z. "
-        "A time without an offset is UTC."
+        "A time without an offset is UTC.",
     ),
 ]
 Until = Annotated[
-    str | None,
+    datetime | None,
     typer.Option(
+        parser=parsed_as(parse_utc, "--until"),
+        metavar="TIME",
         help="Keep events at or before this ISO 8601 time (inclusive). "
-        "A time without an offset is UTC."
+        "A time without an offset is UTC.",
     ),
 ]
 
@@ -168,21 +182,34 @@ Jobs = Annotated[
     ),
 ]
 DisplayTz = Annotated[
-    str,
+    Zone,
     typer.Option(
+        "--tz",
+        parser=parsed_as(parse_zone, "--tz"),
+        metavar="ZONE",
         help="Zone of the times the timeline shows: UTC, an IANA name (Europe/Berlin) or "
-        "+05:30; the axis names it. Data and reports stay in UTC."
+        "an offset (+05:30); the axis names it. Data and reports stay in UTC.",
     ),
 ]
 GuestTz = Annotated[
-    str | None,
+    Zone | None,
     typer.Option(
         "--guest-tz",
         "--firewall-tz",
+        parser=parsed_as(parse_zone, "--guest-tz"),
+        metavar="ZONE",
         help="Time zone of pfirewall.log times, which are local and carry no offset: "
         "an IANA name (Europe/Berlin) or an offset (+02:00). Default: the zone the guest's "
         "own System log names (EventLog 6013), said on stderr; UTC when it names none.",
         show_default=False,
+    ),
+]
+Window = Annotated[
+    float,
+    typer.Option(
+        parser=parsed_as(parse_duration, "--window"),
+        metavar="DURATION",
+        help="How much to show either side of --around: 30s, 2m, 500ms, 1m30s.",
     ),
 ]
 
@@ -266,18 +293,18 @@ def event_filter(
     event_id: list[int] | None,
     channel: list[str] | None,
     provider: list[str] | None,
-    since: str | None,
-    until: str | None,
+    since: datetime | None,
+    until: datetime | None,
 ) -> EventFilter:
     """The selection options as a store filter; an unset option selects everything."""
-    from pipeline.store import EventFilter, parse_utc
+    from pipeline.store import EventFilter
 
     return EventFilter(
         frozenset(event_id) if event_id else None,
         frozenset(channel) if channel else None,
         frozenset(provider) if provider else None,
-        parse_utc(since, "--since") if since else None,
-        parse_utc(until, "--until") if until else None,
+        since,
+        until,
     )
 
 

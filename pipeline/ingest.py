@@ -43,7 +43,7 @@ import polars as pl
 from parsers.evtx_layout import CHUNK_SIZE
 from parsers.evtx_reader import Progress, Provenance, ReadSettings, read_evtx, split_slots
 from parsers.model import FILE_SCHEMA, LmtraceError, ReadReport, UnreadableFileError
-from parsers.pfirewall import PfirewallSettings, parse_tz, read_pfirewall
+from parsers.pfirewall import PfirewallSettings, read_pfirewall
 from pipeline.discover import (
     READABLE_KINDS,
     Discovery,
@@ -363,16 +363,14 @@ def ingest(
     processes, None to choose it from the input's size (:func:`reading_processes`);
     ``firewall`` the time zone (and computer name) of pfirewall.log
     files, which their lines do not carry; ``password`` that of encrypted zip and 7z
-    archives (never shown or stored). Raises InputError / StoreError /
-    TimeZoneError (one line each) before reading anything when an input is
-    missing, ``store`` is unusable or the zone is unknown.
+    archives (never shown or stored). Raises InputError / StoreError (one
+    line each) before reading anything when an input is missing or ``store``
+    is unusable.
     """
     _not_while_a_reader_starts()
     started = time.perf_counter()
     settings = settings or ReadSettings()
     firewall = firewall or PfirewallSettings()
-    if firewall.tz is not None:
-        parse_tz(firewall.tz)
     filters = filter_of(settings)
     inputs = [Path(p) for p in inputs]
     for path in inputs:  # fail on a typo before creating anything

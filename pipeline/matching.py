@@ -27,7 +27,6 @@ a second), which is why correlation uses a tolerance. A user's
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import polars as pl
 
 from parsers.model import LmtraceError
+from parsers.time_values import parse_duration
 from pipeline.catalog import ModelParams
 from pipeline.machines import machine_names, machine_of, short_name
 
@@ -92,18 +92,14 @@ def read_mapping(path: Path) -> dict[str, str]:
     return mapping
 
 
-_OFFSET_VALUE = re.compile(r"^\s*([^=\s]+)\s*=\s*([+-]?\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
-
-
 def parse_clock_offset(text: str) -> tuple[str, float]:
-    """``GUEST=+3.2s`` (or ``ms``) -> (guest, seconds): the guest's clock minus the host's."""
-    match = _OFFSET_VALUE.match(text)
-    if not match:
+    """``GUEST=+3.2s`` (``-1500ms``, ``+1m30s``) -> (guest, seconds): guest clock minus host's."""
+    guest, sep, value = text.partition("=")
+    if not sep or not guest.strip() or not value.strip():
         raise MatchInputError(
-            f"--clock-offset {text!r}: expected GUEST=SECONDS, e.g. APP-VM01=+3.2s or SQL7=-1500ms"
+            f"--clock-offset {text!r}: expected GUEST=OFFSET, e.g. APP-VM01=+3.2s or SQL7=-1500ms"
         )
-    guest, value, unit = match.groups()
-    return guest, float(value) / (1000.0 if unit == "ms" else 1.0)
+    return guest.strip(), parse_duration(value, f"--clock-offset {guest.strip()}", signed=True)
 
 
 @dataclass(frozen=True)

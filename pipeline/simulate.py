@@ -276,8 +276,8 @@ def merge_lines(
 
 def simulate(options: SimulateOptions, out: Path) -> SimulationResult:
     """Write the bundle of ``options`` into ``out`` (created; files in it are replaced)."""
-    preset = resolve_preset(options, load_presets())
     check_zone(options.guest_tz)
+    preset = resolve_preset(options, load_presets())
     rng = random.Random(options.seed)
     plan = plan_incident(preset, options, rng)
     rendered, ids = render(plan, rng)

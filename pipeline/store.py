@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -66,24 +66,6 @@ _RANGE_KEY = ["computer", "channel"]
 
 class StoreError(LmtraceError):
     """A folder is not a usable store (missing, foreign, locked, other filters)."""
-
-
-class TimeValueError(LmtraceError):
-    """A time option is not ISO 8601."""
-
-
-def parse_utc(text: str, option: str = "time") -> datetime:
-    """An ISO 8601 time as an aware UTC datetime; a time without an offset is UTC."""
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise TimeValueError(
-            f"{option}: {text!r} is not an ISO 8601 time "
-            "(e.g. 2024-05-01T10:00:00Z or 2024-05-01 10:00; times without an offset are UTC)"
-        ) from None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,8 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import plotly.graph_objects as go
 import polars as pl
@@ -38,10 +37,10 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from parsers.model import LmtraceError
+from parsers.time_values import UTC, Zone, parse_utc
 from pipeline.correlate import Correlation
 from pipeline.machines import machine_of
 from pipeline.printable import printable
-from pipeline.store import parse_utc
 from pipeline.timeline_lanes import lane_layout, legend_notes
 from pipeline.timeline_markers import add_blocked, add_context, add_counts
 from pipeline.timeline_spans import add_migrations, add_quarantine, span_frame
@@ -52,84 +51,17 @@ PER_MIGRATION_FOLDER = "timelines"
 
 
 class TimelineError(LmtraceError):
-    """A timeline option the user can fix: an unknown zone, migration or window."""
+    """A timeline option the user can fix: an unknown migration, a page name."""
 
 
 @dataclass(frozen=True)
 class TimelineSettings:
     """How to draw: zone, what to zoom on, and how many single markers a trace may hold."""
 
-    tz: str = "UTC"
+    zone: Zone = UTC
     around: str | None = None  # a migration id or an ISO 8601 time
     window_s: float = 30.0
     detail_max: int = 2000  # per trace; five dense traces stay under ~3 MB of hover text
-
-
-# ----- time zones and windows
-
-
-@dataclass(frozen=True)
-class DisplayZone:
-    """The zone times are shown in: an IANA name or a fixed offset such as +05:30."""
-
-    name: str
-    tzinfo: timezone | ZoneInfo
-
-    def local(self, expr: pl.Expr) -> pl.Expr:
-        """A UTC time column as naive wall-clock time in this zone (what plotly draws)."""
-        if isinstance(self.tzinfo, ZoneInfo):
-            return expr.dt.convert_time_zone(self.name).dt.replace_time_zone(None)
-        offset = self.tzinfo.utcoffset(None)
-        return (expr + pl.duration(seconds=offset.total_seconds())).dt.replace_time_zone(None)
-
-    def to_local(self, value: datetime) -> datetime:
-        return value.astimezone(self.tzinfo).replace(tzinfo=None)
-
-    def label(self, at: datetime) -> str:
-        """'UTC' or 'Europe/Berlin, UTC+01:00' (the offset in force at ``at``)."""
-        offset = value if (value := at.astimezone(self.tzinfo).utcoffset()) else timedelta(0)
-        if self.name == "UTC":
-            return "UTC"
-        minutes = int(offset.total_seconds() // 60)
-        sign = "+" if minutes >= 0 else "-"
-        text = f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-        return text if self.name == text[3:] else f"{self.name}, {text}"
-
-
-_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
-
-
-def display_zone(text: str) -> DisplayZone:
-    """Parse ``--tz``: 'UTC', an IANA name (Europe/Berlin) or an offset (+05:30)."""
-    text = text.strip()
-    if text.upper() in ("UTC", "Z"):
-        return DisplayZone("UTC", timezone.utc)
-    if m := _OFFSET.match(text):
-        minutes = int(m[2]) * 60 + int(m[3])
-        if minutes > 14 * 60:
-            raise TimelineError(f"--tz: {text!r} is more than 14 hours from UTC")
-        sign = -1 if m[1] == "-" else 1
-        name = f"{m[1]}{m[2]}:{m[3]}"
-        return DisplayZone(name, timezone(timedelta(minutes=sign * minutes)))
-    try:
-        return DisplayZone(text, ZoneInfo(text))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise TimelineError(
-            f"--tz: {text!r} is not a time zone; use UTC, an IANA name such as "
-            "Europe/Berlin, or an offset such as +05:30"
-        ) from None
-
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
-def parse_window(text: str) -> float:
-    """'30s', '2m', '500ms', '1h' or a bare number of seconds -> seconds."""
-    m = _DURATION.match(text.strip().lower())
-    if not m or float(m[1]) <= 0:
-        raise TimelineError(f"--window: {text!r} is not a duration such as 30s, 2m or 500ms")
-    return float(m[1]) * _UNIT_S[m[2]]
 
 
 def view_range(result: Correlation, settings: TimelineSettings) -> tuple[datetime, datetime]:
@@ -175,7 +107,7 @@ def view_range(result: Correlation, settings: TimelineSettings) -> tuple[datetim
 
 def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figure:
     """The timeline as a plotly figure: lanes above, blocked-per-second bars below."""
-    zone = display_zone(settings.tz)
+    zone = settings.zone
     first, last = view_range(result, settings)
     migs = result.migrations.filter(
         (pl.coalesce("start", "end") <= last)
@@ -391,7 +323,7 @@ def write_timeline(
         folder.mkdir(exist_ok=True)
         back = f'<p><a href="../{html.escape(page.name)}">← all migrations</a></p>'
         for mid in result.migrations["migration_id"].to_list():
-            zoom = TimelineSettings(settings.tz, mid, settings.window_s, settings.detail_max)
+            zoom = TimelineSettings(settings.zone, mid, settings.window_s, settings.detail_max)
             zoomed = folder / f"{safe_name(mid)}.html"
             zoomed.write_text(
                 _html_page(timeline_figure(result, zoom), "directory", back),

@@ -50,6 +50,7 @@ def example_analysis(tmp_path_factory: pytest.TempPathFactory):
     quarantine-bug is analysed with its guest's zone (Europe/Berlin), as the README says.
     """
     from parsers.pfirewall import PfirewallSettings
+    from parsers.time_values import parse_zone
     from pipeline.analyze import AnalyzeSettings, analyze
 
     root = tmp_path_factory.mktemp("examples")
@@ -57,7 +58,7 @@ def example_analysis(tmp_path_factory: pytest.TempPathFactory):
 
     def get(name: str):
         if name not in done:
-            zone = "Europe/Berlin" if name == "quarantine-bug" else None
+            zone = parse_zone("Europe/Berlin") if name == "quarantine-bug" else None
             settings = AnalyzeSettings(firewall=PfirewallSettings(tz=zone))
             done[name] = analyze([EXAMPLES / name], root / name, settings)
         return done[name]

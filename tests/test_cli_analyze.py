@@ -67,7 +67,7 @@ def test_analyze_prints_the_verdict_and_writes_findings(
     [
         (("analyze", "no-such-bundle", "--out", "o"), "no-such-bundle: no such file or folder"),
         (("correlate", "not-a-store", "--out", "o"), "not-a-store: no such store folder"),
-        (("analyze", ".", "--out", "o", "--clock-offset", "x"), "expected GUEST=SECONDS"),
+        (("analyze", ".", "--out", "o", "--clock-offset", "x"), "expected GUEST=OFFSET"),
         (("analyze", ".", "--out", "o", "--map", "absent.csv"), "cannot read the mapping file"),
         (("analyze", ".", "--out", "o", "--catalog", "absent.toml"), "cannot read catalog"),
     ],

@@ -297,9 +297,10 @@ def test_evidence_points_at_files_and_records(tmp_path: Path) -> None:
 
 def _analyse_with_tz(tmp: Path, bundle: Path, tz: str) -> Correlation:
     from parsers.pfirewall import PfirewallSettings
+    from parsers.time_values import parse_zone
 
     store = tmp / "store"
-    ingest([bundle], store, firewall=PfirewallSettings(tz=tz))
+    ingest([bundle], store, firewall=PfirewallSettings(tz=parse_zone(tz)))
     return correlate(scan_events(store), load_catalog(), CorrelateSettings())
 
 

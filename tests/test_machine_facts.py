@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from parsers.time_values import parse_zone
 from pipeline.catalog import load_catalog
 from pipeline.correlate import Correlation, correlate
 from pipeline.ingest import ingest
@@ -206,14 +207,18 @@ def test_pfirewall_local_times_take_the_zone_the_system_log_names(
     assert when.to_list() == [_utc(2012, 3, 15, 14, 0, 0)]
     # Given a zone, the reader places the times itself; one that contradicts 6013 is said.
     given = tmp_path / "given"
-    ingest([system, log], given, firewall=PfirewallSettings("+01:00", firewall.computer))
+    ingest(
+        [system, log], given, firewall=PfirewallSettings(parse_zone("+01:00"), firewall.computer)
+    )
     assert correlate(scan_events(given), load_catalog()).notes == (
         "pfirewall.log of wks-win764bitb was read in +01:00 (--guest-tz), but America/New_York"
         " is the zone its System log names (EventLog 6013: '300 Eastern Standard Time'): their"
         " offsets differ, so one of the two is wrong",
     )
     agree = tmp_path / "agree"
-    ingest([system, log], agree, firewall=PfirewallSettings("-04:00", firewall.computer))
+    ingest(
+        [system, log], agree, firewall=PfirewallSettings(parse_zone("-04:00"), firewall.computer)
+    )
     assert correlate(scan_events(agree), load_catalog()).notes == ()  # EDT on 2012-03-15
 
 
@@ -327,7 +332,7 @@ def test_pfirewall_zone_from_the_guests_6013(scenarios) -> None:
 
     tmp = Path(truth["bundle"]).parent
     for zone, name in (("America/New_York", "given"), ("UTC", "wrong")):
-        ingest([Path(truth["bundle"])], tmp / name, firewall=PfirewallSettings(tz=zone))
+        ingest([Path(truth["bundle"])], tmp / name, firewall=PfirewallSettings(tz=parse_zone(zone)))
         other = correlate(scan_events(tmp / name), load_catalog())
         if zone == "UTC":
             assert other.blocked.is_empty()

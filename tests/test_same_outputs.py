@@ -22,6 +22,7 @@ import pytest
 
 import parsers.evtx_rows
 from parsers.pfirewall import PfirewallSettings
+from parsers.time_values import parse_zone
 from pipeline.analyze import STORE_FOLDER, AnalyzeSettings, analyze
 from pipeline.store import scan_events, scan_files
 
@@ -38,7 +39,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory):
 
     def get(name: str) -> Path:
         if name not in done:
-            zone = "Europe/Berlin" if name == "quarantine-bug" else None  # as conftest's
+            zone = (
+                parse_zone("Europe/Berlin") if name == "quarantine-bug" else None
+            )  # as conftest's
             settings = AnalyzeSettings(firewall=PfirewallSettings(tz=zone), jobs=1)
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(parsers.evtx_rows, "flat_payload", lambda event_data: None)

@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from parsers.pfirewall import PfirewallSettings, read_pfirewall
+from parsers.time_values import parse_zone
 from pipeline.simulate import SimulateError, SimulateOptions, parse_size, simulate
 from pipeline.simulate_layouts import LAYOUTS
 from pipeline.simulate_plan import load_presets
@@ -403,7 +404,7 @@ def test_pfirewall_log_in_guest_local_time(tmp_path: Path) -> None:
     path = bundle / guest["folder"] / "pfirewall.log"
     assert path.read_bytes().startswith(b"#Version: 1.5\r\n#Software: Microsoft Windows Firewall")
     frame, report = read_pfirewall(
-        path, PfirewallSettings(tz="America/New_York"), str(path), None, ""
+        path, PfirewallSettings(tz=parse_zone("America/New_York")), str(path), None, ""
     )
     assert not report.partial
     (q,) = gt["quarantines"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -15,13 +15,11 @@ from pipeline.store import (
     EventCommitter,
     EventFilter,
     StoreError,
-    TimeValueError,
     append_files,
     conform,
     init_store,
     locked,
     open_store,
-    parse_utc,
     scan_events,
     scan_files,
     stage_events,
@@ -176,15 +174,6 @@ def test_one_writer_at_a_time(store):
     with locked(store):  # released on exit
         pass
     assert not (store / ".lock").exists()
-
-
-def test_times_are_utc_inside():
-    assert parse_utc("2024-05-01T10:00:00") == datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
-    assert parse_utc("2024-05-01T12:00:00+02:00") == datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
-    assert parse_utc("2024-05-01T10:00:00Z") == datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
-    assert parse_utc("2024-05-01") == datetime(2024, 5, 1, tzinfo=timezone.utc)
-    with pytest.raises(TimeValueError, match="--since: 'yesterday' is not an ISO 8601 time"):
-        parse_utc("yesterday", "--since")
 
 
 def test_file_rows_are_added_once(store, corpus_dir):
