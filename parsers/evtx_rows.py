@@ -20,8 +20,9 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from parsers.engines import Engine
 from parsers.evtx_payload import PAYLOAD_SECTIONS, decode_section, payload_json
-from parsers.model import EVENT_COLUMNS, Engine, Provenance, ReadIssue, ReadReport
+from parsers.model import EVENT_COLUMNS, Provenance, ReadIssue, ReadReport
 
 # --- System, decoded typed; the payload kept raw -------------------------------
 

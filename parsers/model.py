@@ -18,10 +18,8 @@ from typing import Literal
 
 import polars as pl
 
+from parsers.engines import Engine
 from parsers.errors import LmtraceError
-
-Engine = Literal["rust", "python"]
-"""The EVTX decoding engines: ``rust`` is pyevtx-rs (``evtx``), ``python`` is python-evtx."""
 
 TIMESTAMP = pl.Datetime("us", "UTC")
 """Both engines render TimeCreated with microsecond precision; times are UTC inside."""

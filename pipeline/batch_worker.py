@@ -41,6 +41,7 @@ import psutil
 
 from parsers.model import LmtraceError
 from pipeline.lifeline import exit_with_parent
+from pipeline.verdict_table import load_table
 
 RESULT_FILE = "result.json"
 """Written last into a bundle's folder: its presence means the bundle is done."""
@@ -263,7 +264,7 @@ def _analyse(task: BundleTask) -> dict[str, Any]:
             f" or unreadable{detail})"
         )
     migrations = analysis.result.migrations
-    hit = migrations.filter(pl.col("verdict").is_in(["affected", "likely-affected"]))
+    hit = migrations.filter(pl.col("verdict").is_in(load_table().cut_off))
     problems = analysis.ingest.problems
     longest = migrations["q_duration_s"].max()
     return {

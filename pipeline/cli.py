@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from parsers.engines import DEFAULT_ENGINE
 from parsers.errors import LmtraceError
 from parsers.time_values import Zone, parse_utc, parse_zone
 from pipeline.cli_options import (
@@ -35,7 +36,6 @@ from pipeline.cli_options import (
     Channels,
     ClockOffsets,
     DisplayTz,
-    EngineName,
     EngineOption,
     EventIds,
     EventsFormat,
@@ -194,7 +194,7 @@ def ingest(
             "--out", "-o", help="Store folder to create or add to.", callback=remember_target
         ),
     ],
-    engine: EngineOption = EngineName.rust,
+    engine: EngineOption = DEFAULT_ENGINE,
     event_id: EventIds = None,
     channel: Channels = None,
     provider: Providers = None,
@@ -237,7 +237,7 @@ def ingest(
 
     filters = event_filter(event_id, channel, provider, since, until)
     settings = ReadSettings(
-        engine=engine.value,
+        engine=engine,
         event_ids=filters.event_ids,
         channels=filters.channels,
         providers=filters.providers,
@@ -439,7 +439,7 @@ def analyze(
         ),
     ],
     out: OutFolder,
-    engine: EngineOption = EngineName.rust,
+    engine: EngineOption = DEFAULT_ENGINE,
     jobs: Jobs = None,
     guest_tz: GuestTz = None,
     host: Hosts = None,
@@ -504,7 +504,7 @@ def analyze(
     from pipeline.timeline import TimelineSettings
 
     settings = AnalyzeSettings(
-        read=ReadSettings(engine=engine.value),
+        read=ReadSettings(engine=engine),
         firewall=PfirewallSettings(tz=guest_tz),
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
@@ -901,7 +901,7 @@ def batch(
     force: Annotated[
         bool, typer.Option("--force", help="Analyse again even bundles already done.")
     ] = False,
-    engine: EngineOption = EngineName.rust,
+    engine: EngineOption = DEFAULT_ENGINE,
     guest_tz: GuestTz = None,
     catalog: Catalogs = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -929,7 +929,7 @@ def batch(
 
     settings = BatchSettings(
         analyze=AnalyzeSettings(
-            read=ReadSettings(engine=engine.value),
+            read=ReadSettings(engine=engine),
             firewall=PfirewallSettings(tz=guest_tz),
             catalogs=tuple(catalog or ()),
             password=password,

@@ -18,17 +18,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from parsers.engines import Engine
 from parsers.time_values import Zone, parse_duration, parse_utc, parse_zone
 from pipeline.limits import Limits
 
 if TYPE_CHECKING:
     from pipeline.correlate import CorrelateSettings
     from pipeline.store import EventFilter
-
-
-class EngineName(str, Enum):
-    rust = "rust"
-    python = "python"
 
 
 class EventsFormat(str, Enum):
@@ -165,7 +161,7 @@ StorePath = Annotated[
     ),
 ]
 EngineOption = Annotated[
-    EngineName,
+    Engine,
     typer.Option(
         "--engine",
         help="EVTX decoder: rust (pyevtx-rs, fast) or python (python-evtx, slow; for "

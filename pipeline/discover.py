@@ -43,10 +43,10 @@ __all__ = [
     "Skipped",
     "Source",
     "discover",
+    "display_path",
     "input_bytes",
     "kind_of",
     "unsafe_member_name",
-    "where",
 ]
 
 HEAD_SIZE = 4096
@@ -117,7 +117,7 @@ class Discovery:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def where(source_path: str, member: str | None) -> str:
+def display_path(source_path: str, member: str | None) -> str:
     """The one-line name of a file: ``path`` or ``archive!member``."""
     return f"{source_path}!{member}" if member else source_path
 
@@ -260,7 +260,7 @@ class _Walk:
             )
             self.skip(source_path, member, kind, reason, problem=False, size=size, sha256=sha256)
             return
-        self.seen[sha256] = where(text_path, text_member)
+        self.seen[sha256] = display_path(text_path, text_member)
         self.found.sources.append(
             Source(path, text_path, text_member, size, sha256, kind, extracted, escaped)
         )

@@ -281,7 +281,7 @@ def summarize(
         {"id": h.id, "when": h.when, "how": h.how} for h in catalog.collect if h.id in hint_ids
     ]
     remediation: list[dict[str, object]] = []
-    if verdict in ("affected", "likely-affected"):
+    if verdict in verdicts.cut_off:
         remediation = [
             {
                 "id": r.id,

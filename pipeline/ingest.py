@@ -52,8 +52,8 @@ from pipeline.discover import (
     Skipped,
     Source,
     discover,
+    display_path,
     input_bytes,
-    where,
 )
 from pipeline.lifeline import exit_with_parent, reading_process_setup
 from pipeline.store import (
@@ -113,7 +113,7 @@ class FileOutcome:
 
     @property
     def where(self) -> str:
-        return where(self.source_path, self.member)
+        return display_path(self.source_path, self.member)
 
 
 @dataclass(frozen=True)
@@ -460,7 +460,7 @@ def _check_something_to_read(inputs: list[Path], found: Discovery) -> None:
     first = found.skipped[0]
     raise InputError(
         f"{names}: no readable .evtx or pfirewall.log among {len(found.skipped)} file(s)"
-        f" (first: {where(first.source_path, first.member)}: {first.reason})"
+        f" (first: {display_path(first.source_path, first.member)}: {first.reason})"
     )
 
 

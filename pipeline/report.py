@@ -23,19 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import report_facts as facts
+from pipeline.discover import display_path
 from pipeline.printable import printable
-from pipeline.wording import clock_words, kind_words, source_words, verdict_lines
+from pipeline.verdict_table import load_table
+from pipeline.wording import (
+    clock_words,
+    kind_words,
+    source_words,
+    verdict_css,
+    verdict_lines,
+)
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 EVIDENCE_BLOCKED_MAX = 10  # blocked events listed per migration; the rest are in blocked.csv
 
-VERDICT_TEXT = {
-    "affected": "Affected: a live migration cut the guest off inbound traffic",
-    "likely-affected": "Likely affected: the bug's signature, without logged drops",
-    "inconclusive": "Inconclusive: the logs cannot show whether the network was cut",
-    "not-affected": "Not affected: no migration cut inbound traffic",
-}
 
 Doc = Mapping[str, Any]
 PROTOCOL_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
@@ -60,13 +62,11 @@ def seconds(value: object, digits: int = 1) -> str:
     return "—" if value is None else f"{float(value):.{digits}f} s"  # type: ignore[arg-type]
 
 
-def where(ref: Mapping[str, Any] | None) -> tuple[str, str]:
+def evidence_place(ref: Mapping[str, Any] | None) -> tuple[str, str]:
     """(file, 'record N') of an evidence reference; the member follows the archive with '!'."""
     if not ref:
         return ("—", "—")
-    path = str(ref.get("source_path") or "?")
-    if ref.get("member"):
-        path += f"!{ref['member']}"
+    path = display_path(str(ref.get("source_path") or "?"), ref.get("member"))
     return path, f"record {ref.get('record_id', '?')}"
 
 
@@ -142,6 +142,12 @@ def _blocked_of(doc: Doc, migration_id: str) -> list[Mapping[str, Any]]:
 # ----- HTML
 
 
+def headline(verdict: str) -> str:
+    """The report's words for a verdict (verdicts.toml); an unknown one as it is."""
+    meaning = load_table().meaning(verdict)
+    return meaning.headline if meaning else verdict
+
+
 def h(value: object) -> str:
     """Escape anything for HTML text or a quoted attribute; None shows as a dash.
     Control characters show escaped (a bidi override would reorder the page's text)."""
@@ -160,19 +166,13 @@ h3 { font-size: 15px; margin: 20px 0 6px; }
 .verdict { border-radius: 6px; padding: 14px 18px; margin: 18px 0; color:#fff; }
 .verdict b { font-size: 20px; display:block; }
 .verdict ul { margin: 8px 0 0; padding-left: 20px; }
-.verdict-affected { background: var(--red); }
-.verdict-likely-affected { background: var(--orange); }
-.verdict-inconclusive { background: var(--grey); }
-.verdict-not-affected { background: var(--green); }
 table { border-collapse: collapse; width: 100%; font-size: 13px; margin: 6px 0; }
 th, td { border-bottom: 1px solid #e0e0e0; padding: 5px 8px; text-align: left;
          vertical-align: top; }
 th { background:#eceff1; font-weight: 600; }
 td:last-child { white-space: nowrap; }
 span.path { font-family: Consolas, Menlo, monospace; font-size: 12px; word-break: break-all; }
-.v { font-weight: 600; } .v-affected { color: var(--red); }
-.v-likely-affected { color: var(--orange); }
-.v-not-affected { color: var(--green); } .v-inconclusive { color: var(--grey); }
+.v { font-weight: 600; }
 .fix { border-left: 4px solid var(--green); padding: 6px 12px; margin: 10px 0; background:#f1f8e9; }
 .workaround { border-left: 4px solid var(--orange); padding: 6px 12px; margin: 10px 0;
               background:#fff8e1; }
@@ -202,7 +202,7 @@ def _verdict_html(verdict: str) -> str:
 def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
     rows = []
     for ev in m.get("host_evidence") or []:
-        file, record = where(ev)
+        file, record = evidence_place(ev)
         rows.append(
             [
                 h(kind_words(ev.get("kind"))),
@@ -218,7 +218,7 @@ def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
         ("window end (guest)", m.get("end_ref"), m.get("q_end")),
     ):
         if ref:
-            file, record = where(ref)
+            file, record = evidence_place(ref)
             rows.append(
                 [
                     f"{h(kind_words(ref.get('kind')))} <span class='muted'>{label}</span>",
@@ -231,7 +231,7 @@ def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
             )
     blocked = _blocked_of(doc, m["migration_id"])
     for b in blocked[:EVIDENCE_BLOCKED_MAX]:
-        file, record = where(b)
+        file, record = evidence_place(b)
         rows.append(
             [
                 f"{h(kind_words(b.get('kind')))}: "
@@ -270,7 +270,7 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
         " All times are UTC; guest times are as the guest logged them unless marked"
         " host clock.</p>",
         f'<section class="verdict verdict-{h(verdict)}" id="verdict"><b>'
-        f"{h(VERDICT_TEXT.get(verdict, verdict))}</b><ul>"
+        f"{h(headline(verdict))}</b><ul>"
         + "".join(f"<li>{h(r)}</li>" for r in verdict_lines(doc))
         + "</ul></section>",
     ]
@@ -410,7 +410,7 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
                 ["File", "Kind", "Records unreadable", "Chunks unreadable", "Errors"],
                 [
                     [
-                        f'<span class="path">{h(where(p)[0])}</span>',
+                        f'<span class="path">{h(evidence_place(p)[0])}</span>',
                         h(p.get("kind")),
                         h(p.get("records_skipped")),
                         h(p.get("chunks_skipped")),
@@ -479,7 +479,7 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; img-src 'self'\">"
-        f"<title>lmtrace report: {h(verdict)}</title><style>{CSS}</style></head>"
+        f"<title>lmtrace report: {h(verdict)}</title><style>{CSS}{verdict_css()}\n</style></head>"
         f"<body><main>{''.join(parts)}</main></body></html>\n"
     )
 
@@ -506,7 +506,7 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
     lines = [
         f"## Hyper-V live migration network check: **{md(verdict.upper())}**",
         "",
-        f"{md(VERDICT_TEXT.get(verdict, verdict))}. Generated "
+        f"{md(headline(verdict))}. Generated "
         f"{md(utc(doc.get('generated_at'), precise=False))} by {md(generated_by(doc))};"
         " all times UTC.",
         "",
@@ -539,17 +539,17 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
                 last = ends[-1]
                 refs.append(
                     f"host {md(kind_words(last.get('kind')))} event {md(last.get('event_id'))} "
-                    f"in {md(where(last)[0])} {md(where(last)[1])}"
+                    f"in {md(evidence_place(last)[0])} {md(evidence_place(last)[1])}"
                 )
             for label, key in (("network change", "trigger_ref"), ("window end", "end_ref")):
                 if m.get(key):
-                    file, record = where(m[key])
+                    file, record = evidence_place(m[key])
                     refs.append(
                         f"{label} event {md(m[key].get('event_id'))} in {md(file)} {md(record)}"
                     )
             blocked = _blocked_of(doc, m["migration_id"])
             if blocked:
-                file, record = where(blocked[0])
+                file, record = evidence_place(blocked[0])
                 refs.append(
                     f"first of {len(blocked)} blocked inbound: event "
                     f"{md(blocked[0].get('event_id'))} in {md(file)} {md(record)}"

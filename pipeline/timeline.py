@@ -45,6 +45,7 @@ from pipeline.timeline_lanes import lane_layout, legend_notes
 from pipeline.timeline_markers import add_blocked, add_context, add_counts
 from pipeline.timeline_spans import add_migrations, add_quarantine, span_frame
 from pipeline.timeline_text import escaped_text
+from pipeline.wording import verdict_css
 
 TIMELINE_FILE = "timeline.html"
 PER_MIGRATION_FOLDER = "timelines"
@@ -240,7 +241,7 @@ def _html_page(fig: go.Figure, include: bool | str, extra_html: str = "") -> str
     title = "lmtrace timeline"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{title}</title><style>{PAGE_CSS}</style></head><body>\n"
+        f"<title>{title}</title><style>{PAGE_CSS}{verdict_css()}\n</style></head><body>\n"
         f"{body}\n{extra_html}\n</body></html>\n"
     )
 
@@ -250,10 +251,6 @@ body { font-family: "Segoe UI", Helvetica, Arial, sans-serif; margin: 16px 24px;
 table { border-collapse: collapse; margin-top: 12px; font-size: 13px; }
 th, td { border-bottom: 1px solid #e0e0e0; padding: 6px 10px; text-align: left; }
 th { background: #eceff1; }
-.v-affected { color: #c62828; font-weight: 600; }
-.v-likely-affected { color: #ef6c00; font-weight: 600; }
-.v-not-affected { color: #2e7d32; }
-.v-inconclusive { color: #616161; }
 """
 
 

@@ -20,13 +20,8 @@ import polars as pl
 from pipeline.machines import machine_of
 from pipeline.timeline_lanes import ToLocal
 from pipeline.timeline_text import blackout_hover, quarantine_hover, span_hover, span_label
+from pipeline.verdict_table import load_table
 
-VERDICT_COLOURS = {
-    "affected": "#c62828",
-    "likely-affected": "#ef6c00",
-    "inconclusive": "#757575",
-    "not-affected": "#2e7d32",
-}
 QUARANTINE_COLOURS = {
     "safety-timeout": "rgba(198,40,40,0.22)",
     "prolonged": "rgba(239,108,0,0.22)",
@@ -105,7 +100,7 @@ def span_frame(
 
 def add_migrations(fig: go.Figure, spans: pl.DataFrame) -> None:
     """Spans coloured by verdict, their labels while few enough to read, and blackout ticks."""
-    for verdict, colour in VERDICT_COLOURS.items():
+    for verdict, colour in ((v.name, v.colour) for v in load_table().meanings):
         part = spans.filter(pl.col("verdict") == verdict)
         if part.is_empty():
             continue

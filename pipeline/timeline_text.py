@@ -74,7 +74,7 @@ def _clock(column: str, missing: str) -> pl.Expr:
     return pl.col(column).dt.strftime("%H:%M:%S%.3f").fill_null(missing)
 
 
-def where() -> pl.Expr:
+def evidence_place() -> pl.Expr:
     """'file!member, record 231' from the provenance columns of an event row."""
     return markup(
         (
@@ -178,7 +178,7 @@ def event_hover(detail: pl.Expr) -> pl.Expr:
             ")",
         ),
         (detail,),
-        (where(),),
+        (evidence_place(),),
     )
 
 

@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -59,14 +60,37 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What a verdict means to a reader (verdicts.toml ``[[verdict]]``)."""
+
+    name: str
+    cut_off: bool  # the VM was, or probably was, cut off: counted as affected
+    headline: str
+    colour: str
+
+
+@dataclass(frozen=True)
 class VerdictTable:
     """The verdicts, gravest first; the facts; the rows per level (migration, bundle)."""
 
-    verdicts: tuple[str, ...]
+    meanings: tuple[Verdict, ...]
     facts: Mapping[str, str]
     bundle_facts: Mapping[str, str]
     migration: tuple[Row, ...]
     bundle: tuple[Row, ...]
+
+    @property
+    def verdicts(self) -> tuple[str, ...]:
+        """The verdict names, gravest first."""
+        return tuple(v.name for v in self.meanings)
+
+    @property
+    def cut_off(self) -> tuple[str, ...]:
+        """The verdicts that say the VM was (probably) cut off, gravest first."""
+        return tuple(v.name for v in self.meanings if v.cut_off)
+
+    def meaning(self, verdict: str) -> Verdict | None:
+        return next((v for v in self.meanings if v.name == verdict), None)
 
     def gravest(self, verdicts: Sequence[str], default: str) -> str:
         present = set(verdicts)
@@ -120,15 +144,21 @@ def _rows(
     return tuple(rows)
 
 
+@cache
 def load_table() -> VerdictTable:
-    """The shipped table, checked: facts named by rows exist, verdicts are known."""
+    """The shipped table, checked: facts named by rows exist, verdicts are known.
+
+    Read once per process: it is packaged data, and the report, the timeline and the
+    batch summary all ask it what a verdict means.
+    """
     text = resources.files("pipeline").joinpath("verdicts.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
-    verdicts = tuple(data["verdicts"])
+    meanings = tuple(Verdict(**v) for v in data["verdict"])
+    verdicts = tuple(v.name for v in meanings)
     facts = dict(data["facts"])
     bundle_facts = dict(data["bundle_facts"])
     return VerdictTable(
-        verdicts=verdicts,
+        meanings=meanings,
         facts=facts,
         bundle_facts=bundle_facts,
         migration=_rows(data["migration"], facts, verdicts),

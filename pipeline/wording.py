@@ -17,6 +17,8 @@ from typing import Any
 
 import polars as pl
 
+from pipeline.verdict_table import load_table
+
 CLOCK_AGREES_S = 0.0005  # below this the offset prints as 0.000 s: say the clocks agree
 
 SOURCE_WORDS = {
@@ -75,13 +77,23 @@ def banner(migrations: Iterable[Mapping[str, Any]]) -> str | None:
     if len(rows) < 2:
         return None
     counts = Counter(str(m.get("verdict")) for m in rows)
-    hit = {m.get("vm_name") for m in rows if m.get("verdict") in ("affected", "likely-affected")}
+    table = load_table()
+    hit = {m.get("vm_name") for m in rows if m.get("verdict") in table.cut_off}
     vms = f", {len(hit)} VM{'s' if len(hit) != 1 else ''}" if hit else ""
-    parts = [f"{counts.pop('affected', 0)} of {len(rows)} migrations affected{vms}"]
-    for verdict in ("likely-affected", "inconclusive", "not-affected"):
+    gravest, *others = table.verdicts
+    parts = [f"{counts.pop(gravest, 0)} of {len(rows)} migrations {gravest}{vms}"]
+    for verdict in others:
         if counts.get(verdict):
             parts.append(f"{counts[verdict]} {verdict.replace('-', ' ')}")
     return "; ".join(parts)
+
+
+def verdict_css() -> str:
+    """CSS rules that colour each verdict: ``.verdict-NAME`` (a banner) and ``.v-NAME`` (text)."""
+    return "\n".join(
+        f".verdict-{v.name} {{ background: {v.colour}; }} .v-{v.name} {{ color: {v.colour}; }}"
+        for v in load_table().meanings
+    )
 
 
 def shown_reasons(reasons: list[str]) -> tuple[list[str], int]:
