@@ -856,6 +856,8 @@ def export(
     warn_incomplete(open_store(_store(store)))
     chosen = event_filter(event_id, channel, provider, since, until)
     summary = export_store(store, ExportFormat(fmt.value), out, chosen, excel)
+    for note in summary.notes:
+        typer.echo(f"lmtrace: note: {note}", err=True)
     typer.echo(
         f"{summary.path}: {summary.rows:,} events as {summary.fmt.value}"
         + (f"; {summary.without_time:,} without a time left out" if summary.without_time else ""),

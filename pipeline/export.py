@@ -17,7 +17,10 @@ and goes through pipeline/csv_tables.py: formula-safe, control characters shown
 escaped, one time format, ``--excel``; the JSON lines keep every value exact, with JSON
 escapes for the controls JSON would leave raw (pipeline/printable.py).
 When the store is an analysis folder's (``OUT`` or ``OUT/store``), the analysis is
-exported too: its migrations and quarantine windows as events, its evidence tagged.
+exported too: its migrations and quarantine windows as events, its evidence tagged,
+and pfirewall.log local times that ingest could not place (no ``--guest-tz``) placed in
+the zone the analysis took from the guest's own System log (pipeline/firewall_zone.py),
+so that they sit where the report and the blocked table put them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import BinaryIO
 import polars as pl
 
 from parsers.model import EVENT_SCHEMA, LmtraceError
+from pipeline import firewall_zone
 from pipeline.analyze import OPTIONS_FILE, STORE_FOLDER, load_correlation_options
 from pipeline.catalog import load_catalog
 from pipeline.csv_tables import BOM, ISO_UTC, csv_frame
@@ -43,7 +47,7 @@ from pipeline.export_rows import (
     event_rows,
     tags,
 )
-from pipeline.machines import attribute_unnamed
+from pipeline.machines import aliases, attribute_unnamed
 from pipeline.printable import printable_json
 from pipeline.store import EventFilter, open_store, scan_events
 
@@ -63,6 +67,7 @@ class ExportSummary:
     rows: int
     fmt: ExportFormat
     without_time: int  # events left out: Timesketch cannot place an event without a time
+    notes: tuple[str, ...] = ()  # which zone pfirewall.log local times were placed in
 
 
 ANALYSIS_FIELDS = (
@@ -76,6 +81,11 @@ ANALYSIS_FIELDS = (
     "window_end_host_clock",
     "blocked_inbound",
 )
+UNPLACED = (
+    "pfirewall.log local times exported as if UTC: the log names no zone, none was given"
+    " (--guest-tz) and this store has no analysis to take it from; export the analysis"
+    " folder (lmtrace analyze --out OUT) instead"
+)
 CSV_COLUMNS = (*HEAD, *PLASO, *OWN_FIELDS, "data", "lmtrace_version", *ANALYSIS_FIELDS)
 """The CSV's columns, fixed so that the header can be written before the first part."""
 
@@ -88,6 +98,7 @@ class _Case:
     migrations: pl.DataFrame | None
     blocked: pl.DataFrame | None
     catalogs: tuple[Path, ...]
+    machines: pl.DataFrame | None = None  # machines.parquet: each machine's zone and renames
 
 
 def _case(path: Path) -> _Case:
@@ -101,12 +112,33 @@ def _case(path: Path) -> _Case:
         return _Case(store, None, None, ())
     saved = load_correlation_options(folder) if (folder / OPTIONS_FILE).is_file() else None
     blocked = folder / "blocked.parquet"
+    machines = folder / "machines.parquet"
     return _Case(
         store,
         pl.read_parquet(folder / "migrations.parquet"),
         pl.read_parquet(blocked) if blocked.is_file() else pl.DataFrame(),
         tuple(saved.catalogs) if saved else (),
+        pl.read_parquet(machines) if machines.is_file() else None,
     )
+
+
+def _zones(machines: pl.DataFrame | None) -> tuple[pl.DataFrame, dict[str, str]]:
+    """The machine facts firewall_zone.resolve reads (each machine's zone as its System log
+    names it) and the renames that make two computer names one machine, as the analysis
+    found them; none without an analysis (its local times then stay read as UTC)."""
+    zone_columns = {"machine": pl.String, "zone_iana": pl.String, "zone_bias_min": pl.Int64,
+                    "zones_logged": pl.List(pl.String)}  # fmt: skip
+    if machines is None or not set(zone_columns) <= set(machines.columns):
+        return pl.DataFrame(schema=zone_columns), {}
+    renames = (
+        machines.select(pl.col("renames").explode())
+        .unnest("renames")
+        .drop_nulls("old")
+        .rename({"old": "old_name", "new": "new_name"})
+        if "renames" in machines.columns
+        else pl.DataFrame()
+    )
+    return machines.select(*zone_columns), aliases(renames) if renames.height else {}
 
 
 def _unnamed_computers(store: Path) -> dict[str, str]:
@@ -174,6 +206,8 @@ def export_store(
         )
     )  # fmt: skip
     named = _unnamed_computers(store)
+    facts, renamed = _zones(case.machines)
+    notes: dict[str, None] = {}  # one note per machine, in the order first met
     rows = without_time = 0
 
     def write(frame: pl.DataFrame) -> None:
@@ -189,9 +223,14 @@ def export_store(
             events = pl.scan_parquet(part, schema=EVENT_SCHEMA)
             if filters is not None:
                 events = events.filter(filters.expr())
-            frame = computers_of_unnamed(named, events.collect()).join(
-                evidence, on=list(EVENT_KEY), how="left", nulls_equal=True
-            )
+            frame = computers_of_unnamed(named, events.collect())
+            if case.machines is not None:
+                placed, said = firewall_zone.resolve(frame.lazy(), facts, renamed)
+                frame = placed.collect()
+                notes.update(dict.fromkeys(said))
+            elif frame.select(firewall_zone.UNRESOLVED.any()).item():
+                notes[UNPLACED] = None
+            frame = frame.join(evidence, on=list(EVENT_KEY), how="left", nulls_equal=True)
             timed = frame.filter(pl.col("timestamp").is_not_null())
             without_time += frame.height - timed.height
             rows += timed.height
@@ -205,4 +244,4 @@ def export_store(
             facts = analysis_rows(case.migrations)
             rows += facts.height
             write(facts)
-    return ExportSummary(out, rows, fmt, without_time)
+    return ExportSummary(out, rows, fmt, without_time, tuple(notes))

@@ -22,7 +22,7 @@ import polars as pl
 from parsers.pfirewall import LOCAL_ZONE, PROVIDER, UNKNOWN_ZONE
 from pipeline.machines import machine_of
 
-_UNRESOLVED = (pl.col("provider") == PROVIDER) & pl.col("data").str.contains(
+UNRESOLVED = (pl.col("provider") == PROVIDER) & pl.col("data").str.contains(
     f'"{LOCAL_ZONE}": ?"{UNKNOWN_ZONE}"'
 )
 
@@ -61,7 +61,7 @@ def _disagreements(
     """A note per machine whose firewall log was read in a zone (--guest-tz) whose offset
     differs from that of the zone its own System log names: one of the two is wrong."""
     given = (
-        events.filter((pl.col("provider") == PROVIDER) & ~_UNRESOLVED)
+        events.filter((pl.col("provider") == PROVIDER) & ~UNRESOLVED)
         .select(
             machine.alias("machine"),
             pl.col("data").str.extract(f'"{LOCAL_ZONE}": ?"([^"]*)"').alias("zone"),
@@ -96,7 +96,7 @@ def resolve(
     zones = _zone_of(facts)
     notes = _disagreements(events, machine, zones)
     unresolved = (
-        events.filter(_UNRESOLVED).select(machine.alias("machine"), local.alias("_local")).collect()
+        events.filter(UNRESOLVED).select(machine.alias("machine"), local.alias("_local")).collect()
     )
     if unresolved.is_empty():
         return events, notes
@@ -112,7 +112,7 @@ def resolve(
         zone, why = zones[name]
         in_zone = local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
         placed = (
-            pl.when(_UNRESOLVED & (machine == name))
+            pl.when(UNRESOLVED & (machine == name))
             .then(in_zone.dt.convert_time_zone("UTC"))
             .otherwise(placed)
         )

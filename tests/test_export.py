@@ -10,6 +10,7 @@ import csv
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -22,6 +23,7 @@ from pipeline.cli import app
 from pipeline.export import CSV_COLUMNS, ExportError, ExportFormat, export_store
 from pipeline.ingest import ingest
 from pipeline.store import EventFilter, StoreError, init_store, scan_events
+from tests.conftest import EXAMPLES
 
 FORMULA = '=HYPERLINK("http://x.example","y")'
 START = datetime(2025, 3, 4, 9, 0, tzinfo=timezone.utc)
@@ -219,3 +221,40 @@ def test_messages_read_as_words_and_the_payload_is_searchable(analysis_export: t
     firewall = [x for x in lines if x["data_type"] == "windows:firewall:log_entry"]
     assert firewall and all(x["computer_name"] == "APP-VM01" for x in firewall)
     assert all(x["message"].startswith("pfirewall.log line on APP-VM01") for x in firewall)
+
+
+def test_firewall_times_placed_in_the_zone_the_guests_system_log_names(
+    analysis_export: tuple, tmp_path: Path
+) -> None:
+    """quarantine-bug's pfirewall.log is in Berlin time. Analysed without --guest-tz, the
+    analysis takes the zone from the guest's EventLog 6013; the export must place the lines
+    there too (as the --guest-tz analysis stored them), not an hour off as UTC."""
+    from pipeline.analyze import AnalyzeSettings, analyze
+
+    _, given = analysis_export  # analysed with --guest-tz Europe/Berlin
+    out = tmp_path / "case"
+    analyze([EXAMPLES / "quarantine-bug"], out, AnalyzeSettings())
+    run = CliRunner().invoke(app, ["export", str(out), "--out", str(tmp_path / "x.jsonl")])
+    assert run.exit_code == 0, run.output
+    assert "local times read in Europe/Berlin, the zone its System log names" in run.output
+
+    def firewall(lines: list[dict]) -> dict[int, str]:
+        rows = [x for x in lines if x["data_type"] == "windows:firewall:log_entry"]
+        return {x["record_id"]: x["datetime"] for x in rows}
+
+    lines = [json.loads(x) for x in (tmp_path / "x.jsonl").read_text("utf-8").splitlines()]
+    placed = firewall(lines)
+    assert placed and placed == firewall(given)
+    first = next(x for x in lines if x["data_type"] == "windows:firewall:log_entry")
+    local = datetime.fromisoformat(f"{first['date']}T{first['time']}")
+    assert datetime.fromisoformat(first["datetime"]) == local.replace(
+        tzinfo=ZoneInfo("Europe/Berlin")
+    ).astimezone(timezone.utc)
+
+    # A bare store has no analysis to take the zone from: the export says so.
+    log = EXAMPLES / "quarantine-bug" / "APP-VM01" / "pfirewall.log"
+    run = CliRunner().invoke(app, ["ingest", str(log), "--out", str(tmp_path / "bare")])
+    assert run.exit_code == 0, run.output
+    run = CliRunner().invoke(app, ["export", str(tmp_path / "bare"), "--out", str(tmp_path / "y")])
+    assert run.exit_code == 0, run.output
+    assert "pfirewall.log local times exported as if UTC" in run.output
