@@ -851,13 +851,14 @@ def export(
     """
     from pipeline.cli_output import warn_incomplete
     from pipeline.export import ExportFormat, export_store
+    from pipeline.printable import printable
     from pipeline.store import open_store
 
     warn_incomplete(open_store(_store(store)))
     chosen = event_filter(event_id, channel, provider, since, until)
     summary = export_store(store, ExportFormat(fmt.value), out, chosen, excel)
     for note in summary.notes:
-        typer.echo(f"lmtrace: note: {note}", err=True)
+        typer.echo(f"lmtrace: note: {printable(note)}", err=True)
     typer.echo(
         f"{summary.path}: {summary.rows:,} events as {summary.fmt.value}"
         + (f"; {summary.without_time:,} without a time left out" if summary.without_time else ""),
