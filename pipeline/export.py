@@ -172,9 +172,11 @@ def _write_jsonl(frame: pl.DataFrame, sink: BinaryIO) -> None:
 
 
 def _write_csv(frame: pl.DataFrame, sink: BinaryIO, excel: bool) -> None:
+    """The fixed columns; an untagged event's ``tag`` cell is ``[]``: Timesketch's CSV
+    import (pandas) reads an empty cell as NaN and would tag the event 'nan'."""
     frame = frame.select(
         pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in CSV_COLUMNS
-    )
+    ).with_columns(pl.col("tag").cast(pl.List(pl.String)).fill_null([]))
     csv_frame(frame, excel).write_csv(sink, include_header=False)
 
 

@@ -258,3 +258,23 @@ def test_firewall_times_placed_in_the_zone_the_guests_system_log_names(
     run = CliRunner().invoke(app, ["export", str(tmp_path / "bare"), "--out", str(tmp_path / "y")])
     assert run.exit_code == 0, run.output
     assert "pfirewall.log local times exported as if UTC" in run.output
+
+
+def test_csv_tags_are_lists_timesketch_reads_as_tags(
+    analysis_export: tuple, tmp_path: Path
+) -> None:
+    """Timesketch's CSV import (pandas) reads an empty cell as NaN and tags the event 'nan';
+    it reads a cell that is a JSON list as that list. Every tag cell is one, [] untagged."""
+    analysis, lines = analysis_export
+    out = tmp_path / "case.csv"
+    run = CliRunner().invoke(
+        app, ["export", str(analysis.out), "--format", "csv", "--out", str(out)]
+    )
+    assert run.exit_code == 0, run.output
+    with out.open(encoding="utf-8", newline="") as f:
+        tags = [json.loads(row["tag"]) for row in csv.DictReader(f)]
+    assert len(tags) == len(lines)
+    assert all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in tags)
+    assert sorted(map(tuple, filter(None, tags))) == sorted(
+        tuple(x["tag"]) for x in lines if "tag" in x
+    )
