@@ -109,6 +109,11 @@ class _Commands(TyperGroup):
 
             typer.echo(f"lmtrace: error: {printable(e)}", err=True)
             raise typer.Exit(EXIT_FATAL) from None
+        except BrokenPipeError:
+            # The reader went away (lmtrace events OUT | head): not an error to report.
+            # click's main ends it without a word and exits 1, as rich does for its output
+            # (the status is click's and rich's; a pipeline's status is the last command's).
+            raise
         except (OSError, *_polars_errors()) as e:
             from pipeline.printable import printable
             from pipeline.writes import as_write_error
@@ -376,6 +381,7 @@ def catalog_check(
     from pipeline.cli_output import emit, warn_incomplete
     from pipeline.store import open_store, scan_events
 
+    store = _store(store)
     warn_incomplete(open_store(store))
     result = check_catalog(scan_events(store), load_catalog(tuple(catalog or ())))
     emit(

@@ -87,7 +87,7 @@ def writing(path: Path | str) -> Iterator[None]:
     when the error does not say which file)."""
     try:
         yield
-    except LmtraceError:
+    except (LmtraceError, BrokenPipeError):  # a reader that went away is no write error
         raise
     except (OSError, pl.exceptions.PolarsError) as exc:
         error = as_write_error(exc, path)

@@ -95,8 +95,8 @@ def test_out_that_is_a_file_or_inside_the_bundle_is_one_line(tmp_path: Path) -> 
 
 def test_events_and_files_read_an_analysis_folder(example_analysis) -> None:
     out = example_analysis("healthy").out
-    for command in ("events", "files"):
-        run = runner.invoke(app, [command, str(out), "--format", "csv"])
+    for command in (["events"], ["files"], ["catalog", "check"]):
+        run = runner.invoke(app, [*command, str(out), "--format", "csv"])
         assert run.exit_code == 0, run.output
         assert run.stdout.count("\n") > 2
 

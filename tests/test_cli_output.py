@@ -7,7 +7,10 @@ checks the text as a terminal of a given width, or a pipe, would receive it.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -144,3 +147,21 @@ def test_no_blocked_count_where_no_guest_was_found(example_analysis, capsys) -> 
         m["machine"] = None
     page = report_html(doc)
     assert "(TCP" not in page
+
+
+@pytest.mark.parametrize("argv", [["files", "{out}"], ["events", "{out}", "--format", "csv"]])
+def test_a_reader_that_went_away_is_no_error(argv: list[str], example_analysis) -> None:
+    """``lmtrace events OUT | head``: once head has gone, lmtrace stops without a word (it
+    said 'error: <stdout>: Broken pipe' with exit 2, 'fatal'), with click's and rich's
+    status for it. The pipe's reading end is closed before lmtrace writes, so every write
+    fails, whatever the timing."""
+    out = example_analysis("healthy").out
+    read, write = os.pipe()
+    os.close(read)
+    args = [a.format(out=out) for a in argv]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], stdout=write, stderr=subprocess.PIPE,
+        text=True, timeout=120,
+    )  # fmt: skip
+    os.close(write)
+    assert done.stderr == "" and done.returncode == 1, done.stderr
