@@ -32,7 +32,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -43,6 +43,7 @@ from py7zr import io as py7zr_io
 
 from pipeline.limits import Limits
 from pipeline.writes import WriteError, os_cause
+from pipeline.zip_names import open_zip
 
 COPY_BLOCK = 1 << 20
 """How many bytes are copied or hashed at a time."""
@@ -139,14 +140,14 @@ class ArchiveWalker:
             self._gzip(path, source_path, member, depth)
 
     def _zip(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
-        try:
-            archive = _open_zip(path, self.password)
-        except (zipfile.BadZipFile, pyzipper.BadZipFile, OSError, ValueError) as e:
-            self.finds.skip(
-                source_path, parent, "zip", f"not a readable zip archive: {e}", problem=True
-            )
-            return
-        with archive:
+        with ExitStack() as opened:
+            try:
+                archive = opened.enter_context(open_zip(path, self.password))
+            except (zipfile.BadZipFile, pyzipper.BadZipFile, OSError, ValueError) as e:
+                self.finds.skip(
+                    source_path, parent, "zip", f"not a readable zip archive: {e}", problem=True
+                )
+                return
             infos = [i for i in archive.infolist() if not i.is_dir()]
             overlapping = _overlapping_members(infos)
             for index, info in enumerate(infos):
@@ -179,6 +180,7 @@ class ArchiveWalker:
                         OSError,
                         NotImplementedError,
                         RuntimeError,
+                        UnicodeDecodeError,  # a local header's name flagged UTF-8, and not
                     ) as e:
                         wrong = info.flag_bits & 0x1 and "password" in str(e).lower()
                         self.finds.skip(
@@ -479,17 +481,6 @@ def _gzip_holds_tar(path: Path, kind_of: Callable[[bytes], str]) -> bool:
             return kind_of(f.read(512)) == "tar"
     except (OSError, EOFError, zlib.error):
         return False
-
-
-def _open_zip(path: Path, password: str | None) -> zipfile.ZipFile:
-    """A zip archive; with a password, through pyzipper, which reads the AES encryption
-    7-Zip and WinZip use as well as the old ZipCrypto (the standard library reads only
-    the latter)."""
-    if password is None:
-        return zipfile.ZipFile(path)
-    archive = pyzipper.AESZipFile(path)
-    archive.setpassword(password.encode("utf-8"))
-    return archive  # type: ignore[return-value]
 
 
 def _why(error: Exception) -> str:

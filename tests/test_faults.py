@@ -409,6 +409,63 @@ def test_names_that_are_not_utf8_are_kept_escaped_and_shown_readably(tmp_path: P
     assert json.loads(again.stdout)["files"]["read"] == 0
 
 
+def flagged_utf8_zip(path: Path, members: dict[bytes, Path], local_only: bool = False) -> Path:
+    """A zip whose entries all carry the UTF-8 name flag (bit 11), with names that are
+    whatever bytes ``members`` gives (zipfile writes only valid UTF-8 names); with
+    ``local_only``, the flag is set in the local headers and not in the directory."""
+    placeholders = {name: b"ab"[i : i + 1] * len(name) for i, name in enumerate(members)}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, source in members.items():
+            z.write(source, placeholders[name].decode())
+    data = path.read_bytes()
+    for name, placeholder in placeholders.items():
+        assert data.count(placeholder) == 2  # the local header and the directory
+        data = data.replace(placeholder, name)
+    patched = bytearray(data)
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        if signature == b"PK\x01\x02" and local_only:
+            continue
+        at = patched.find(signature)
+        while at >= 0:
+            patched[at + flags_at + 1] |= 0x08  # bit 11 of the little-endian flags
+            at = patched.find(signature, at + 4)
+    path.write_bytes(bytes(patched))
+    return path
+
+
+def test_a_zip_whose_utf8_flagged_names_are_not_utf8_is_read_with_its_names_escaped(
+    tmp_path: Path,
+) -> None:
+    """zipfile refuses a whole zip when one name flagged UTF-8 is not: its members are read
+    all the same, that name kept escaped, a valid UTF-8 name kept as it is; a name flagged
+    only in its local header (the directory disagrees) refuses that member alone."""
+    members = {
+        b"guest/bad\xff\xfe.evtx": EXAMPLE / "APP-VM01" / "System.evtx",
+        "h\u00f4te/System.evtx".encode(): EXAMPLE / "HV-NODE1" / "System.evtx",
+    }
+    archive = flagged_utf8_zip(tmp_path / "flagged.zip", members)
+    with pytest.raises(UnicodeDecodeError):
+        zipfile.ZipFile(archive)  # what refused the archive before
+    store = tmp_path / "store"
+    done = CliRunner().invoke(app, ["ingest", str(archive), "--out", str(store), "-q"])
+    assert done.exit_code == 0, done.output
+    files = scan_files(store).collect().sort("member")
+    assert files.select("member", "name_escaped", "records").rows() == [
+        ("guest/bad\\xff\\xfe.evtx", True, 71),
+        ("h\u00f4te/System.evtx", False, 149),
+    ]
+    assert name_bytes(files["member"][0]) == b"guest/bad\xff\xfe.evtx"
+    assert archive.read_bytes().count(b"bad\xff\xfe") == 2  # the input left as it was
+
+    members[b"host/System.evtx"] = members.pop("h\u00f4te/System.evtx".encode())
+    local = flagged_utf8_zip(tmp_path / "local.zip", members, local_only=True)
+    done = CliRunner().invoke(app, ["ingest", str(local), "--out", str(tmp_path / "l"), "-q"])
+    assert done.exit_code == 1, done.output  # one member refused, the other read
+    assert "damaged zip member: 'utf-8' codec can't decode byte 0xff" in done.stderr
+    files = scan_files(tmp_path / "l").collect()
+    assert files.filter(pl.col("kind") == "evtx")["records"].to_list() == [149]
+
+
 # ----- control characters and other hostile text
 
 HOSTILE_VM = 'vm\x1b]0;pwned\x07\nverdict: not-affected\u202e"[/x]'
