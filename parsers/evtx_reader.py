@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import evtx
 import msgspec
@@ -229,6 +229,7 @@ class EvtxRead:
         self._progress = progress
         self._extent = _extent(layout.size, slots)
         self._view = _ChunkView(path, slots) if slots is not None else None
+        self._file: BinaryIO | None = None  # an open file for a name pyevtx-rs cannot open
         self.report = ReadReport(engine=settings.engine, dirty=layout.header.dirty)
         self._chunk_issues = _chunk_issues(path, layout)
         self._skipped_chunks = {i.chunk for i in self._chunk_issues}
@@ -244,8 +245,12 @@ class EvtxRead:
         self._started = False
         if settings.engine == "rust":
             try:
-                source = self._view if self._view is not None else str(path)
-                self._parser = evtx.PyEvtxParser(source, skip_errors=True)
+                source: Any = self._view
+                if source is None and _undecodable(path):  # pyevtx-rs takes UTF-8 paths only
+                    source = self._file = path.open("rb")
+                self._parser = evtx.PyEvtxParser(
+                    str(path) if source is None else source, skip_errors=True
+                )
             except Exception as exc:
                 self._use_python(f"pyevtx-rs could not open the file: {exc}")
 
@@ -277,8 +282,9 @@ class EvtxRead:
             for frame in self._frames(tracker):
                 yield self._read_once(frame) if self._copies else frame
         finally:
-            if self._view is not None:
-                self._view.close()
+            for opened in (self._view, self._file):
+                if opened is not None:
+                    opened.close()
         self._account()
         tracker.finish()
 
@@ -598,6 +604,15 @@ class _ChunkView(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+def _undecodable(path: Path) -> bool:
+    """Whether ``path`` holds bytes that are not UTF-8 (a name from the customer's disk)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _extent(size: int, slots: range | None) -> tuple[int, int]:
