@@ -163,7 +163,9 @@ def analyze(
     note = str(mark) if mark else None
     written = write_outputs(result, out, files, note, settings.excel, case.inputs)
     written.append(save_correlation_options(settings, out))
-    timelines = write_timeline(result, out / TIMELINE_FILE, settings.timeline)
+    timelines = write_timeline(
+        result, out / TIMELINE_FILE, replace(settings.timeline, warning=note)
+    )
     doc = findings_document(result, files, note, case.inputs)
     written += timelines + write_report(doc, out, timelines)
     return Analysis(out, summary, files, result, tuple(written), note, case)

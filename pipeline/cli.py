@@ -796,6 +796,8 @@ def timeline(
     (analysis.json); correlation options given here replace them all.
     Example: lmtrace timeline out/case --around M001 --window 30s --tz +01:00
     """
+    from dataclasses import replace
+
     from pipeline.analyze import AnalyzeSettings, correlate_store, load_correlation_options
     from pipeline.cli_output import warn_incomplete
     from pipeline.store import open_store
@@ -817,7 +819,7 @@ def timeline(
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
     )
-    warn_incomplete(open_store(store))
+    settings = replace(settings, warning=warn_incomplete(open_store(store)))
     result = correlate_store(store, analyze_settings)
     page = out or analysis / (f"timeline-{safe_name(around)}.html" if around else "timeline.html")
     for path in write_timeline(result, page, settings):

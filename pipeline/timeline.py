@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -63,6 +63,7 @@ class TimelineSettings:
     around: str | None = None  # a migration id or an ISO 8601 time
     window_s: float = 30.0
     detail_max: int = 2000  # per trace; five dense traces stay under ~3 MB of hover text
+    warning: str | None = None  # said above the figure on every page (a store left incomplete)
 
 
 def view_range(result: Correlation, settings: TimelineSettings) -> tuple[datetime, datetime]:
@@ -230,8 +231,11 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
 # ----- pages
 
 
-def _html_page(fig: go.Figure, include: bool | str, extra_html: str = "") -> str:
-    """A full page: the figure, then whatever table follows; plotly.js embedded or local."""
+def _html_page(
+    fig: go.Figure, include: bool | str, extra_html: str = "", warning: str | None = None
+) -> str:
+    """A full page: the warning if any, the figure, then whatever table follows; plotly.js
+    embedded or local."""
     body = fig.to_html(
         full_html=False,
         include_plotlyjs=include,
@@ -242,7 +246,12 @@ def _html_page(fig: go.Figure, include: bool | str, extra_html: str = "") -> str
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title><style>{PAGE_CSS}{verdict_css()}\n</style></head><body>\n"
-        f"{body}\n{extra_html}\n</body></html>\n"
+        + (
+            f'<p class="warning"><b>Warning:</b> {html.escape(printable(warning))}.</p>\n'
+            if warning
+            else ""
+        )
+        + f"{body}\n{extra_html}\n</body></html>\n"
     )
 
 
@@ -251,6 +260,7 @@ body { font-family: "Segoe UI", Helvetica, Arial, sans-serif; margin: 16px 24px;
 table { border-collapse: collapse; margin-top: 12px; font-size: 13px; }
 th, td { border-bottom: 1px solid #e0e0e0; padding: 6px 10px; text-align: left; }
 th { background: #eceff1; }
+.warning { background: #fff3e0; border-left: 4px solid #ef6c00; padding: 8px 12px; }
 """
 
 
@@ -301,7 +311,8 @@ def write_timeline(
     page: Path,
     settings: TimelineSettings = TimelineSettings(),
 ) -> list[Path]:
-    """Write the timeline page ``page`` (self-contained, plotly.js embedded).
+    """Write the timeline page ``page`` (self-contained, plotly.js embedded), headed by
+    ``settings.warning`` when there is one.
 
     Without ``around`` and with several migrations, also write one zoomed page per
     migration into ``timelines/`` beside it, sharing one local plotly.min.js, and
@@ -313,17 +324,17 @@ def write_timeline(
     many = result.migrations.height > 1 and not settings.around
     table = _overview_table(result, PER_MIGRATION_FOLDER) if many else ""
     figure = timeline_figure(result, settings)
-    page.write_text(_html_page(figure, True, table), encoding="utf-8")
+    page.write_text(_html_page(figure, True, table, settings.warning), encoding="utf-8")
     written = [page]
     if many:
         folder = page.parent / PER_MIGRATION_FOLDER
         folder.mkdir(exist_ok=True)
         back = f'<p><a href="../{html.escape(page.name)}">← all migrations</a></p>'
         for mid in result.migrations["migration_id"].to_list():
-            zoom = TimelineSettings(settings.zone, mid, settings.window_s, settings.detail_max)
+            zoom = replace(settings, around=mid)
             zoomed = folder / f"{safe_name(mid)}.html"
             zoomed.write_text(
-                _html_page(timeline_figure(result, zoom), "directory", back),
+                _html_page(timeline_figure(result, zoom), "directory", back, settings.warning),
                 encoding="utf-8",
             )
             written.append(zoomed)

@@ -145,6 +145,8 @@ def assert_said_incomplete(store: Path, tmp_path: Path) -> None:
         assert f"lmtrace: warning: {store}: the store is incomplete: " in result.stderr, args
     findings = json.loads((tmp_path / "c" / "findings.json").read_text(encoding="utf-8"))
     assert "an ingest started at" in findings["integrity"]["store_incomplete"]
+    page = (tmp_path / "t.html").read_text(encoding="utf-8")
+    assert '<p class="warning"><b>Warning:</b> the store is incomplete: an ingest ' in page
 
 
 KILLS = [  # each leaves the zip's extracted members in the store's scratch folder
@@ -196,10 +198,12 @@ def test_a_store_left_incomplete_is_reported_by_the_next_analysis(
     assert "**Warning:** the store is incomplete: an ingest started at" in (
         out / "report.md"
     ).read_text(encoding="utf-8")
-    assert "the store is incomplete" in (out / "report.html").read_text(encoding="utf-8")
+    for page in ("report.html", "timeline.html"):
+        assert "<b>Warning:</b> the store is incomplete" in (out / page).read_text("utf-8")
     again = CliRunner().invoke(app, ["analyze", str(bundle_zip), "--out", str(out), "-q"])
     assert again.exit_code == 0, again.output
     assert "incomplete" not in again.stderr + (out / "report.md").read_text(encoding="utf-8")
+    assert "<b>Warning:</b>" not in (out / "timeline.html").read_text(encoding="utf-8")
 
 
 # ----- a full disk, a read-only disk
