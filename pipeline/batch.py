@@ -173,14 +173,22 @@ class HashCache:
         os.replace(temporary, self._path)
 
 
-def _bundle_files(folder: Path) -> Iterator[Path]:
-    """Regular files under a folder bundle, in a fixed order; links are not followed."""
-    for root, dirs, files in os.walk(folder):
+def _bundle_files(
+    folder: Path, unlisted: Callable[[OSError], None] | None = None
+) -> Iterator[Path]:
+    """Regular files under a folder bundle, in a fixed order; links are not followed.
+    A folder that cannot be listed goes to ``unlisted``, or raises its OSError (os.walk
+    would leave it out without a word)."""
+    for root, dirs, files in os.walk(folder, onerror=unlisted or _raise):
         dirs.sort()
         for name in sorted(files):
             path = Path(root) / name
             if path.is_file() and not path.is_symlink():
                 yield path
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def holds_log(bundle: Path) -> bool:
@@ -190,27 +198,36 @@ def holds_log(bundle: Path) -> bool:
     skipped with a note rather than analysed into a failure on every run. Only the first
     bytes of each file are read (links are not followed, as in the analysis).
     """
-    files = [bundle] if bundle.is_file() else _bundle_files(bundle)
-    for path in files:
-        try:
+    try:
+        for path in [bundle] if bundle.is_file() else _bundle_files(bundle):
             with path.open("rb") as f:
                 if kind_of(f.read(HEAD_SIZE)) != "unknown":
                     return True
-        except OSError:
-            return True  # unreadable: let the analysis say what is wrong with it
+    except OSError:
+        return True  # unreadable: let the analysis say what is wrong with it
     return False
 
 
 def bundle_identity(bundle: Path, cache: HashCache) -> tuple[str, int]:
-    """(SHA-256, bytes) of a bundle: a file's own hash, or a folder's relative paths + hashes."""
+    """(SHA-256, bytes) of a bundle: a file's own hash, or a folder's relative paths + hashes.
+
+    A file or folder inside that cannot be read is part of the identity as such (the
+    analysis names it); an unreadable file bundle raises its OSError."""
     if bundle.is_file():
         return cache.sha256(bundle), bundle.stat().st_size
     digest = hashlib.sha256()
     size = 0
-    for path in _bundle_files(bundle):
+
+    def unreadable(error: OSError) -> None:
+        digest.update(f"{error.filename}\0unreadable: {error.strerror}\n".encode())
+
+    for path in _bundle_files(bundle, unreadable):
         relative = path.relative_to(bundle).as_posix()
-        digest.update(f"{relative}\0{cache.sha256(path)}\n".encode())
-        size += path.stat().st_size
+        try:
+            digest.update(f"{relative}\0{cache.sha256(path)}\n".encode())
+            size += path.stat().st_size
+        except OSError as e:
+            unreadable(e)
     return digest.hexdigest(), size
 
 
@@ -271,7 +288,22 @@ def _plan(inputs: Sequence[Path], out: Path, settings: BatchSettings) -> list[_P
     planned: list[_Planned] = []
     seen: set[str] = set()
     for path in inputs:
-        if not holds_log(path):
+        try:
+            logs = holds_log(path)
+            sha256, size = bundle_identity(path, cache) if logs else ("", 0)
+        except OSError as e:  # an unreadable archive fails alone; the others are analysed
+            row = {
+                "bundle": path.name,
+                "input": str(path),
+                "folder": None,
+                "status": "failed",
+                "error": f"cannot be read: {e.filename or path}: {e.strerror or e}",
+                "bytes": 0,
+                "lmtrace_version": version,
+            }
+            planned.append(_Planned(row, None))
+            continue
+        if not logs:
             row = {
                 "bundle": path.name,
                 "input": str(path),
@@ -283,10 +315,6 @@ def _plan(inputs: Sequence[Path], out: Path, settings: BatchSettings) -> list[_P
             }
             planned.append(_Planned(row, None))
             continue
-        try:
-            sha256, size = bundle_identity(path, cache)
-        except OSError as e:
-            raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
         folder = bundles / f"{safe_name(path.name)}-{sha256[:12]}"
         row = {
             "bundle": path.name,

@@ -191,6 +191,7 @@ def ingest(
             help=".evtx files, pfirewall.log files, folders (walked), .zip/.tar/.tar.gz "
             "archives (nested ones too). Kinds are told by content, not by name.",
             show_default=False,
+            readable=False,  # an unreadable input: counted and named, not a usage error
         ),
     ],
     out: Annotated[
@@ -442,6 +443,7 @@ def analyze(
         typer.Argument(
             help="The bundle: .evtx files, folders (one per machine is usual) and archives.",
             show_default=False,
+            readable=False,  # an unreadable input: counted and named, not a usage error
         ),
     ],
     out: OutFolder,
@@ -881,6 +883,7 @@ def batch(
         typer.Argument(
             help="One bundle each (a folder or an archive); sweep an archive with: archive/*",
             show_default=False,
+            readable=False,  # an unreadable input: counted and named, not a usage error
         ),
     ],
     out: Annotated[

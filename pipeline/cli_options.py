@@ -158,6 +158,7 @@ StorePath = Annotated[
         help="A store folder (lmtrace ingest --out) or an analysis folder (lmtrace analyze "
         "--out), whose store is read.",
         callback=remember_source,
+        readable=False,  # said as an operating-system error naming the file
     ),
 ]
 EngineOption = Annotated[

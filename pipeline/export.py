@@ -49,7 +49,7 @@ from pipeline.export_rows import (
 )
 from pipeline.machines import aliases, attribute_unnamed
 from pipeline.printable import printable_json
-from pipeline.store import EventFilter, open_store, scan_events
+from pipeline.store import EventFilter, open_store, scan_events, table_parts
 
 
 class ExportFormat(str, Enum):
@@ -158,7 +158,7 @@ def _unnamed_computers(store: Path) -> dict[str, str]:
 
 def _event_parts(store: Path) -> list[Path]:
     """The store's event parts, in the layout store.py documents (events/*.parquet)."""
-    return sorted((store / "events").glob("*.parquet"))
+    return table_parts(store / "events")
 
 
 def _write_jsonl(frame: pl.DataFrame, sink: BinaryIO) -> None:

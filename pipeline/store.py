@@ -109,6 +109,8 @@ def open_store(path: Path) -> Path:
         raise StoreError(f"{path}: no such store folder (create one with lmtrace ingest --out)")
     try:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
+    except PermissionError as e:  # a store, unreadable: say so, not "not a store"
+        raise StoreError(f"{manifest}: {e.strerror} (fix its permissions)") from None
     except (OSError, ValueError):
         raise StoreError(
             f"{path}: not an lmtrace store (no readable {_MANIFEST}); "
@@ -272,13 +274,24 @@ def _write_mark(path: Path, inputs: list[str], reason: str) -> None:
     write_atomic(path / _INCOMPLETE, text.encode("utf-8"))
 
 
-def _parts(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.parquet"))
+def table_parts(folder: Path) -> list[Path]:
+    """The Parquet parts of a table folder (events/, files/), in name order. A folder that
+    cannot be listed raises its OSError: a glob returns no part, and the table would read
+    as empty, every event lost without a word."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    except PermissionError as e:
+        raise StoreError(
+            f"{folder}: {e.strerror}: the table cannot be read (fix its permissions)"
+        ) from None
+    return sorted(folder / name for name in names if name.endswith(".parquet"))
 
 
 def scan_events(store: Path, filters: EventFilter | None = None) -> pl.LazyFrame:
     """The events table as a LazyFrame, with ``filters`` applied (pushed into the scan)."""
-    parts = _parts(open_store(store) / "events")
+    parts = table_parts(open_store(store) / "events")
     frame = (
         pl.scan_parquet(parts, schema=EVENT_SCHEMA) if parts else pl.LazyFrame(schema=EVENT_SCHEMA)
     )
@@ -287,7 +300,7 @@ def scan_events(store: Path, filters: EventFilter | None = None) -> pl.LazyFrame
 
 def scan_files(store: Path) -> pl.LazyFrame:
     """The files table (one row per file seen) as a LazyFrame."""
-    parts = _parts(open_store(store) / "files")
+    parts = table_parts(open_store(store) / "files")
     if not parts:
         return pl.LazyFrame(schema=FILE_SCHEMA)
     # Stores written before a column was added lack it: it reads as null.
@@ -400,7 +413,7 @@ class EventCommitter:
 
     def __init__(self, store: Path) -> None:
         self._events = open_store(store) / "events"
-        parts = _parts(self._events)
+        parts = table_parts(self._events)
         if parts:
             self._index = (
                 pl.scan_parquet(parts, schema=EVENT_SCHEMA, include_file_paths="part")
