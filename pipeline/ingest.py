@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import suppress
+from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.managers import SyncManager
 from pathlib import Path
@@ -419,8 +419,8 @@ class _Marks:
             mark_incomplete(
                 self.store,
                 self.inputs,
-                f"an ingest started at {started} UTC did not finish (it was killed, "
-                "or the machine stopped)",
+                f"an ingest started at {started} UTC did not finish (it failed, was "
+                "killed, or the machine stopped)",
             )
             self.marked = True
 
@@ -523,8 +523,11 @@ def _ingest_locked(
         totals["duplicate"] += duplicate + result.repeats
 
     try:
-        for task, result in _run(tasks, reading_processes(tasks, jobs), progress):
-            commit(task, result)
+        # closed at once when commit raises (a full disk): its reading processes stop now,
+        # not when the error's traceback is freed, after the manager they use is gone
+        with closing(_run(tasks, reading_processes(tasks, jobs), progress)) as results:
+            for task, result in results:
+                commit(task, result)
     except KeyboardInterrupt:
         # Files whose events are committed keep their rows, so that the store says
         # what it holds and the same command later reads only the rest.
@@ -627,6 +630,7 @@ def _run(
     context = multiprocessing.get_context("spawn")  # fork + polars threads can deadlock
     manager = SyncManager(ctx=context)
     manager.start(exit_with_parent, (os.getpid(),))  # a kill -9 here must not orphan it
+    helpers = {child.pid for child in multiprocessing.active_children()}  # the manager
     pool = ProcessPoolExecutor(
         jobs, mp_context=context, initializer=reading_process_setup, initargs=(os.getpid(),)
     )
@@ -645,6 +649,7 @@ def _run(
         reported = [0] * len(tasks)
         next_index = 0
         pending = set(futures)
+        all_read = False
         try:
             while next_index < len(tasks):
                 finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -682,8 +687,16 @@ def _run(
                         progress.advance(max(task.source.size - reported[next_index], 0))
                     yield task, done.pop(next_index)
                     next_index += 1
+            all_read = True
         finally:  # stopped early (a fatal error, Ctrl-C): queued files are not started
             pool.shutdown(wait=False, cancel_futures=True)
+            if not all_read:
+                # and the reading processes stop now: left to run, each one would take up
+                # the tasks already handed to it after the manager below is gone, and
+                # print a traceback for each (seen on a full disk with --jobs 2)
+                for child in multiprocessing.active_children():
+                    if child.pid not in helpers:
+                        child.terminate()
 
 
 def _bytes(task: _Task) -> int:

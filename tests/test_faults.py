@@ -313,6 +313,34 @@ def test_a_full_disk_is_one_line_in_every_command_that_writes(
         assert line.startswith(f"lmtrace: error: {disk}/"), (args[0], line)
 
 
+def test_a_full_disk_met_by_reading_processes_is_one_line_without_their_tracebacks(
+    disk: Path, tmp_path: Path
+) -> None:
+    """With --jobs 2 the reading processes stage parts on the full disk: the run stops with
+    one line; they stop with it (a process given queued work after the run's manager was
+    gone printed a traceback each)."""
+    bundle = tmp_path / "bundle"
+    for copy in range(4):  # files enough that work is queued when the disk fills
+        shutil.copytree(EXAMPLE, bundle / str(copy))
+    clear(disk)
+    store = disk / "store"
+    need = used_by(disk, lambda: ingest([bundle], store, jobs=1))
+    for free in (need // 4, need // 2):
+        clear(disk)
+        leave_free(disk, free)
+        run = subprocess.Popen(
+            [LMTRACE, "ingest", str(bundle), "--out", str(store), "--jobs", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 2, stderr
+        assert "Traceback" not in stderr
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and "No space left on device" in lines[0], stderr
+
+
 def test_a_read_only_out_is_one_line_in_every_command_that_writes(
     disk: Path, clean_folder_store: Path
 ) -> None:
