@@ -60,6 +60,7 @@ def remember_target(ctx: typer.Context, value: Path | None) -> Path | None:
     operating-system error the system did not attach a file name to (a full disk hit
     by a polars write, Python's ``write``) is still reported with its path."""
     if value is not None:
+        _utf8_name(value, "writes only into paths whose names are valid UTF-8; choose another")
         ctx.meta[TARGET] = value
     return value
 
@@ -68,8 +69,20 @@ def remember_source(ctx: typer.Context, value: Path | None) -> Path | None:
     """Argument callback: remember the store a command reads (named in an OS error when
     the command writes nothing else, or its target is not known)."""
     if value is not None:
+        _utf8_name(value, "reads stores only at paths whose names are valid UTF-8; rename it")
         ctx.meta[SOURCE] = value
     return value
+
+
+def _utf8_name(path: Path, refusal: str) -> None:
+    """Refuse a store or output path whose name holds bytes that are not UTF-8: its name
+    goes into the tables, pages and polars' file lists, which take UTF-8 only. (Input
+    logs may have any name: they are data, kept escaped, pipeline/names.py.)"""
+    from parsers.errors import LmtraceError
+    from pipeline.names import escaped_name, has_undecodable
+
+    if has_undecodable(str(path)):
+        raise LmtraceError(f"{escaped_name(str(path))}: lmtrace {refusal}")
 
 
 # ----- hostile archives (ingest, analyze)

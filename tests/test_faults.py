@@ -447,6 +447,29 @@ def test_names_that_are_not_utf8_are_kept_escaped_and_shown_readably(tmp_path: P
     assert json.loads(again.stdout)["files"]["read"] == 0
 
 
+def test_an_out_or_store_path_that_is_not_utf8_is_one_error_line(
+    clean_folder_store: Path, tmp_path: Path
+) -> None:
+    """Output and store paths are the user's, and go into polars' file lists and the pages,
+    which take UTF-8 only: such a path is refused in one line (it crashed with
+    UnicodeEncodeError in analyze, timeline and batch), and nothing is written."""
+    runner = CliRunner()
+    bad = f"{tmp_path}/out\udcff"
+    for args in (
+        ["analyze", str(EXAMPLE), "--out", bad],
+        ["ingest", str(EXAMPLE), "--out", bad],
+        ["batch", str(EXAMPLE), "--out", bad],
+        ["timeline", str(clean_folder_store), "--out", f"{bad}.html"],
+        ["export", str(clean_folder_store), "--out", f"{bad}.csv"],
+        ["events", bad],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"lmtrace: error: {tmp_path}/out\\xff"), result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def flagged_utf8_zip(path: Path, members: dict[bytes, Path], local_only: bool = False) -> Path:
     """A zip whose entries all carry the UTF-8 name flag (bit 11), with names that are
     whatever bytes ``members`` gives (zipfile writes only valid UTF-8 names); with
