@@ -84,7 +84,12 @@ def check_out(out: Path, inputs: Sequence[Path]) -> None:
     """``--out`` must be a folder outside every input (lmtrace never writes into a bundle)."""
     if out.exists() and not out.is_dir():
         raise CaseError(f"{out}: --out must be a folder, and this is a file")
-    resolved = out.resolve()
+    check_outside(out, inputs)
+
+
+def check_outside(out: Path, inputs: Sequence[Path]) -> None:
+    """``out`` lies outside every input folder: analyze's and ingest's check, as batch's."""
+    resolved = Path(out).resolve()
     for path in inputs:
         bundle = Path(path).resolve()
         if bundle.is_dir() and (resolved == bundle or bundle in resolved.parents):

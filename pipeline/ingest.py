@@ -44,6 +44,7 @@ from parsers.evtx_layout import CHUNK_SIZE
 from parsers.evtx_reader import Progress, Provenance, ReadSettings, read_evtx, split_slots
 from parsers.model import FILE_SCHEMA, LmtraceError, ReadReport, UnreadableFileError
 from parsers.pfirewall import PfirewallSettings, read_pfirewall
+from pipeline.case import check_outside
 from pipeline.discover import (
     READABLE_KINDS,
     Discovery,
@@ -377,6 +378,7 @@ def ingest(
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
     store = Path(store)
+    check_outside(store, inputs)  # a store is never written into the customer's bundle
     with writing(store):
         store = init_store(store, filters)
         with locked(store):

@@ -90,6 +90,8 @@ def test_out_that_is_a_file_or_inside_the_bundle_is_one_line(tmp_path: Path) -> 
     shutil.copytree(EXAMPLES / "healthy", bundle)
     before = sorted(p.name for p in bundle.rglob("*"))
     _one_line_error(_analyze(bundle, "--out", bundle / "out"), "inside the input")
+    ingest = runner.invoke(app, ["ingest", str(bundle), "--out", str(bundle / "APP-VM01/s")])
+    _one_line_error(ingest, "inside the input")
     assert sorted(p.name for p in bundle.rglob("*")) == before  # nothing written into it
 
 

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from parsers.evtx_reader import ReadSettings
+from parsers.model import LmtraceError
 from parsers.pfirewall import PfirewallSettings
 from parsers.time_values import parse_zone
 from pipeline.ingest import ingest
@@ -238,14 +239,13 @@ def test_an_interrupted_ingest_keeps_finished_files_with_their_rows(corpus_dir, 
     assert again.events_duplicate == 0
 
 
-def test_a_store_inside_an_input_folder_is_not_read_back(corpus_dir, tmp_path):
-    shutil.copyfile(corpus_dir / SMALL, tmp_path / "Small.evtx")
-    ingest([tmp_path], tmp_path / "store")
-    progress = Recorder()
-    again = ingest([tmp_path], tmp_path / "store", progress=progress)
-    assert [Path(o.source_path).name for o in again.outcomes] == ["Small.evtx"]
-    size = (tmp_path / "Small.evtx").stat().st_size  # the store's own bytes are not counted
-    assert progress.phases == [["discovering", size, size], ["reading", 0, 0]]
+def test_a_store_inside_an_input_folder_is_refused(corpus_dir, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    shutil.copyfile(corpus_dir / SMALL, bundle / "Small.evtx")
+    with pytest.raises(LmtraceError, match="inside the input"):
+        ingest([bundle], bundle / "store")  # never written into the customer's folder
+    assert sorted(p.name for p in bundle.iterdir()) == ["Small.evtx"]
 
 
 FIREWALL_LOG = (
