@@ -66,6 +66,7 @@ BENCH_TINY: dict[str, list[str]] = {
     "bench_batch.py": ["--count", "1", "--min-size", "1MB", "--max-size", "1MB", "--big", "2MB",
                        "--workdir", "{tmp}/bench"],
     "bench_correlate.py": ["--events", "20000", "--repeats", "1"],
+    "bench_export.py": ["--analysis", "{analysis}", "--repeats", "1"],
     "bench_ingest.py": ["examples/bundles/healthy", "--size", "16MB", "--repeats", "1"],
     "bench_read.py": ["{corpus}/network/EVTX-ATTACK-SAMPLES__DE_RDP_Tunnel_5156.evtx",
                       "--repeats", "1", "--no-corpus"],
@@ -225,7 +226,12 @@ def test_benchmark_runs_with_tiny_arguments(
         corpus = request.getfixturevalue("corpus_dir")
     else:
         corpus = None
-    argv = [a.format(tmp=tmp_path, corpus=corpus) for a in arguments]
+    analysis = (
+        request.getfixturevalue("example_analysis")("healthy").out
+        if any("{analysis}" in a for a in arguments)
+        else None
+    )  # an analysis folder the session made once
+    argv = [a.format(tmp=tmp_path, corpus=corpus, analysis=analysis) for a in arguments]
     path = BENCHMARKS / script
     if script in SPAWNING:
         done = subprocess.run(
