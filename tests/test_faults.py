@@ -398,6 +398,20 @@ def test_too_little_free_space_has_its_own_message_and_min_free_gib_lowers_it(
     assert lowered.exit_code == 0, lowered.output
 
 
+def test_free_space_is_checked_apart_from_the_cap_on_any_disk(
+    bundle_zip: Path, tmp_path: Path
+) -> None:
+    """The same separation where no small disk can be mounted: asking to keep more free
+    space than any disk has refuses every member for space, whatever --max-extract-gib."""
+    free = shutil.disk_usage(tmp_path).free
+    args = ["ingest", str(bundle_zip), "--out", str(tmp_path / "a"), "--jobs", "1"]
+    keep = f"{(free >> 30) + 1000}"
+    low = CliRunner().invoke(app, [*args, "--max-extract-gib", "100", "--min-free-gib", keep])
+    line = one_error_line(low, "not enough free disk space to extract it: ")
+    assert f", and lmtrace keeps {keep}.0 GiB free" in line, line
+    assert "lower --min-free-gib" in line and "extraction cap" not in line
+
+
 # ----- names that are not UTF-8
 
 
