@@ -16,7 +16,9 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +28,9 @@ from parsers.evtx_reader import ReadSettings
 from pipeline.analyze import Analysis, AnalyzeSettings, analyze
 from pipeline.ingest import ingest
 from pipeline.simulate import SimulateOptions, simulate
+from pipeline.simulate_facts import FIX_TITLE
+from pipeline.simulate_layouts import layout
+from tests.graft import graft
 from tests.samples import renamed_bundle
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -65,10 +70,16 @@ ZONE = {"Coordinated Universal Time": EVIL_ZONE}  # the guests' zone name in 601
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
-    """simulate --scenario cluster-drain --vms 2 --migrations 2 --seed 1, names swapped."""
+    """simulate --scenario cluster-drain --vms 2 --migrations 2 --rename-guest --seed 1,
+    a host that logged KB4338822 installed (WindowsUpdateClient 19), names swapped."""
     root = tmp_path_factory.mktemp("hostile")
     clean = root / "clean"
-    simulate(SimulateOptions("cluster-drain", seed=1, vms=2, migrations=2), clean)
+    options = SimulateOptions("cluster-drain", seed=1, vms=2, migrations=2, rename_guest=True)
+    simulate(options, clean)
+    update = (FIX_TITLE, uuid.UUID(int=7), 200, uuid.UUID(int=1))
+    when = options.start - timedelta(days=3)
+    installed = layout("wuc.installed").event(when, "HV-NODE1", update)
+    graft(clean, "HV-NODE1", "update", [installed])
     ingest([clean], root / "clean-store", ReadSettings(), 1)
     renamed_bundle(clean, root / "clean-store", root / "bundle", {**NAMES, **ZONE})
     return analyze([root / "bundle"], root / "out", AnalyzeSettings())
@@ -207,6 +218,12 @@ def test_report_shows_payloads_as_text(hostile: Analysis, browser, tmp_path: Pat
     assert "Windows Server 2016 Datacenter, 10.0.14393" in machines
     assert f"{EVIL_ZONE} (standard UTC+00:00, no known IANA zone)" in machines
     assert EVIL_HOST in machines
+    assert "KB4338822 installed 2025-03-01" in machines  # the host's update, by its date
+    (renamed,) = hostile.result.machines.filter(pl.col("renames").list.len() > 0).iter_rows(
+        named=True
+    )
+    former = renamed["renames"][0]["old"]
+    assert f"renamed {former} → {EVIL_VM} (" in machines  # the guest, one row, both names
     assert browser.execute_script("return document.querySelectorAll('img, script').length") == 0
     links = browser.execute_script(
         "return Array.from(document.querySelectorAll('#timelines ~ ul a')).map(a => a.href)"
