@@ -95,9 +95,25 @@ def blocked_text(m: Mapping[str, Any]) -> str:
 
 
 def offset_text(m: Mapping[str, Any]) -> str:
+    """The guest clock offset applied, and how much of it the guest logged itself as clock
+    steps (Kernel-General 1, referenced in the evidence) rather than lmtrace estimated."""
     if not m.get("machine"):
         return "—"
-    return clock_words(m.get("clock_offset_s"), m.get("offset_method"))
+    text = clock_words(m.get("clock_offset_s"), m.get("offset_method"))
+    if m.get("clock_steps_s") and m.get("clock_offset_s") is not None:
+        text += (
+            f"; {float(m['clock_steps_s']):+.3f} s of it are clock steps the guest logged"
+            " (Kernel-General 1)"
+        )
+    return text
+
+
+def clock_step_words(m: Mapping[str, Any]) -> str | None:
+    """'clock step (Kernel-General 1, +90.000 s)' for the last logged step applied, or None."""
+    ref = m.get("clock_step_ref")
+    if not ref or not m.get("clock_steps_s"):
+        return None
+    return f"clock step (Kernel-General 1, {float(ref.get('delta_s') or 0):+.3f} s)"
 
 
 def generated_by(doc: Doc) -> str:
@@ -229,6 +245,19 @@ def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
                     h(record),
                 ]
             )
+    step = clock_step_words(m)
+    if step:
+        file, record = where(m["clock_step_ref"])
+        rows.append(
+            [
+                f"{h(step)} <span class='muted'>guest clock offset</span>",
+                "1",
+                h(m.get("machine")),
+                "—",
+                f'<span class="path">{h(file)}</span>',
+                h(record),
+            ]
+        )
     blocked = _blocked_of(doc, m["migration_id"])
     for b in blocked[:EVIDENCE_BLOCKED_MAX]:
         file, record = evidence_place(b)
@@ -547,6 +576,10 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
                     refs.append(
                         f"{label} event {md(m[key].get('event_id'))} in {md(file)} {md(record)}"
                     )
+            step = clock_step_words(m)
+            if step:
+                file, record = where(m["clock_step_ref"])
+                refs.append(f"{md(step)} in {md(file)} {md(record)}")
             blocked = _blocked_of(doc, m["migration_id"])
             if blocked:
                 file, record = evidence_place(blocked[0])

@@ -315,6 +315,19 @@ def test_a_renamed_guest_is_one_machine_and_its_clock_step_is_measured(scenarios
     steps = result.clock_changes.filter(pl.col("machine") == "app-vm01")
     assert steps["delta_s"].to_list() == [pytest.approx(4.0)]
     assert steps["role"].to_list() == ["guest"]
+    # Used in the clock offset, and the report says so with the event's file and record.
+    from pipeline.correlate import findings_document
+    from pipeline.report import report_html, report_markdown
+
+    (m,) = result.migrations.iter_rows(named=True)
+    assert m["clock_steps_s"] == pytest.approx(4.0)
+    step = steps.row(0, named=True)
+    ref = m["clock_step_ref"]
+    assert (ref["source_path"], ref["record_id"]) == (step["source_path"], step["record_id"])
+    doc = json.loads(json.dumps(findings_document(result), default=str))
+    where = f"{step['source_path']} record {step['record_id']}"
+    assert f"clock step (Kernel-General 1, +4.000 s) in {where}" in report_markdown(doc)
+    assert "+4.000 s of it are clock steps the guest logged (Kernel-General 1)" in report_html(doc)
 
 
 def test_pfirewall_zone_from_the_guests_6013(scenarios) -> None:
