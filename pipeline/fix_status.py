@@ -44,22 +44,39 @@ REASON_NOT_SET = (
 )
 
 
+def _carrying_fix(updates: pl.DataFrame) -> pl.DataFrame:
+    """The updates (machine_facts.updates rows) that carry the host fix."""
+    month = pl.col("title").str.extract(_LATER_CU)
+    return updates.filter(pl.col("kb").is_in(FIX_KBS) | (month >= "2018-08"))
+
+
+def _unfinished(facts: MachineFacts, host: str) -> list[str]:
+    """Updates carrying the fix whose download or install started on ``host`` with no
+    result logged after it, as words: a step the remediation should name."""
+    rows = _carrying_fix(
+        facts.updates.filter(
+            (pl.col("machine") == host) & pl.col("status").is_in(["started", "downloading"])
+        )
+    )
+    return [
+        f"Its System log shows {r['kb']} {r['status']} on"
+        f" {r['timestamp']:%Y-%m-%d %H:%M} UTC and no install after it: finish that install"
+        " (WindowsUpdateClient 19 says it is done), then restart."
+        for r in rows.iter_rows(named=True)
+    ]
+
+
 def fix_evidence(facts: MachineFacts) -> pl.DataFrame:
     """Per host and time: the first sign that the fix is on it (``machine``, ``fixed_at``,
     ``evidence``, ``by_boot``): an installed update that carries it, or a boot whose
     kernel revision is 14393.2395 or later (then it is running, restarted by definition)."""
-    by_update = (
-        facts.updates.filter(pl.col("status") == "installed")
-        .with_columns(pl.col("title").str.extract(_LATER_CU).alias("_month"))
-        .filter(pl.col("kb").is_in(FIX_KBS) | (pl.col("_month") >= "2018-08"))
-        .select(
-            "machine",
-            pl.col("timestamp").alias("fixed_at"),
-            pl.format(
-                "{} installed {}", "kb", pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M UTC")
-            ).alias("evidence"),
-            pl.lit(False).alias("by_boot"),
-        )
+    by_update = _carrying_fix(facts.updates.filter(pl.col("status") == "installed")).select(
+        "machine",
+        pl.col("timestamp").alias("fixed_at"),
+        pl.format(
+            "{} installed {}", "kb", pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M UTC")
+        ).alias("evidence"),
+        pl.lit(False).alias("by_boot"),
     )
     by_boot = facts.boots.filter(
         (pl.col("os_build") == FIX_BUILD) & (pl.col("os_revision") >= FIX_REVISION)
@@ -135,7 +152,9 @@ def migration_notes(
     return assessed.with_columns(pl.Series("notes", notes, dtype=pl.List(pl.String)))
 
 
-def _host_entry(host: str, row: dict | None, evidence: pl.DataFrame) -> dict[str, object]:
+def _host_entry(
+    host: str, row: dict | None, evidence: pl.DataFrame, facts: MachineFacts
+) -> dict[str, object]:
     """The remediation entry for one host: what its own logs say it lacks."""
     version = row["os_version"] if row else None
     build = f"{version}.{row['os_revision']}" if version and row and row["os_revision"] else version
@@ -188,6 +207,7 @@ def _host_entry(host: str, row: dict | None, evidence: pl.DataFrame) -> dict[str
             "title": f"{label}: missing {FIX_KB} (or a later cumulative update) and the"
             " registry value",
             "steps": [
+                *_unfinished(facts, host),
                 f"Install {FIX_KB} (OS build 14393.2395) or any later cumulative update for"
                 " Windows Server 2016.",
                 set_value,
@@ -224,5 +244,5 @@ def amend(
         )
         info = {r["machine"]: r for r in facts.facts.iter_rows(named=True)}
         evidence = fix_evidence(facts)
-        remediation = remediation + [_host_entry(h, info.get(h), evidence) for h in hosts]
+        remediation = remediation + [_host_entry(h, info.get(h), evidence, facts) for h in hosts]
     return replace(summary, reasons=summary.reasons + notes, remediation=remediation)

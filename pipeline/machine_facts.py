@@ -10,7 +10,8 @@ Windows System log answers them (domain facts and samples in catalog.toml, secti
   and, in its Binary, UTF-16 strings with the product (``Windows Server 2016
   Standard Evaluation``), version and build (``10.0.14393 Build 14393``) and build lab;
 * Kernel-General 12 and EventLog 6009/6005 at every boot (12 with the revision);
-* EventLog 6011 for renames, WindowsUpdateClient 19/20 for updates;
+* EventLog 6011 for renames, WindowsUpdateClient 19/20 (43/44 while no result follows)
+  for updates;
 * Kernel-General 1 for clock changes (old and new time, reason, process).
 
 The facts come from tagged rows (kinds ``system.*``, ``update.*``, ``clock.changed``)
@@ -43,6 +44,13 @@ RENAMED, INSTALLED, FAILED, CLOCK = (
     "update.failed",
     "clock.changed",
 )
+STARTED_INSTALL, DOWNLOADING = "update.started", "update.downloading"
+UPDATE_STATUS = {
+    INSTALLED: "installed",
+    FAILED: "failed",
+    STARTED_INSTALL: "started",
+    DOWNLOADING: "downloading",
+}
 BOOT_KINDS = (OS_VERSION, STARTED, BOOT)
 
 _VERSION = re.compile(r"^(\d+\.\d+\.\d+) Build (\d+)")
@@ -51,7 +59,9 @@ _KB = r"\b(KB\d{6,8})\b"
 # Windows' own updates (any UI language names "Windows"); not antivirus signatures,
 # the malicious software removal tool, .NET or Store apps: they cannot change the network path.
 _OS_UPDATE = r"(?i)\bwindows\b"
-_NOT_OS_UPDATE = r"(?i)defender|malicious software|security intelligence|\.net|silverlight"
+_NOT_OS_UPDATE = (
+    r"(?i)defender|malicious software|security intelligence|security platform|\.net|silverlight"
+)
 
 FACT_COLUMNS: dict[str, pl.DataType] = {
     "machine": pl.String(),
@@ -75,7 +85,7 @@ FACT_COLUMNS: dict[str, pl.DataType] = {
                 "timestamp": pl.Datetime("us", "UTC"),
                 "kb": pl.String(),
                 "title": pl.String(),
-                "status": pl.String(),  # installed or failed
+                "status": pl.String(),  # installed, failed, started or downloading
                 "error": pl.String(),
             }
         )
@@ -256,13 +266,15 @@ def renames(tagged: pl.DataFrame) -> pl.DataFrame:
 
 
 def updates(tagged: pl.DataFrame) -> pl.DataFrame:
-    """Windows' own updates installed (19) or failed (20), with the KB their title names.
+    """Windows' own updates installed (19) or failed (20), with the KB their title names,
+    and those whose install (43) or download (44) started with no result logged after it.
 
     Only titles that name Windows and a KB count: Store apps, antivirus signatures and the
-    like cannot change how a guest's network behaves after a migration.
+    like cannot change how a guest's network behaves after a migration. A download or a
+    started install is never an install: a host whose log ends there is not patched.
     """
-    return (
-        tagged.filter(pl.col("kind").is_in([INSTALLED, FAILED]))
+    logged = (
+        tagged.filter(pl.col("kind").is_in(list(UPDATE_STATUS)))
         .filter(
             pl.col("update_title").str.contains(_OS_UPDATE)
             & ~pl.col("update_title").str.contains(_NOT_OS_UPDATE)
@@ -274,14 +286,25 @@ def updates(tagged: pl.DataFrame) -> pl.DataFrame:
             "timestamp",
             "kb",
             pl.col("update_title").alias("title"),
-            pl.when(pl.col("kind") == INSTALLED)
-            .then(pl.lit("installed"))
-            .otherwise(pl.lit("failed"))
-            .alias("status"),
+            pl.col("kind").replace_strict(UPDATE_STATUS).alias("status"),
             "error",
         )
-        .sort("machine", "timestamp")
     )
+    result = pl.col("status").is_in(["installed", "failed"])
+    done = (
+        logged.filter(result)
+        .group_by("machine", "title")
+        .agg(pl.col("timestamp").max().alias("_done"))
+    )
+    pending = (
+        logged.filter(~result)
+        .join(done, on=["machine", "title"], how="left")
+        .filter(pl.col("_done").is_null() | (pl.col("_done") < pl.col("timestamp")))
+        .sort("timestamp")
+        .unique(["machine", "title"], keep="last")  # its last step: started after downloading
+        .drop("_done")
+    )
+    return pl.concat([logged.filter(result), pending]).sort("machine", "timestamp")
 
 
 def clock_changes(tagged: pl.DataFrame) -> pl.DataFrame:
@@ -323,7 +346,7 @@ class MachineFacts:
 def extract(tagged: pl.DataFrame) -> MachineFacts:
     """Every machine fact of the bundle from tagged rows that carry a ``machine`` column."""
     mine = tagged.filter(
-        pl.col("kind").is_in([UPTIME, *BOOT_KINDS, RENAMED, INSTALLED, FAILED, CLOCK])
+        pl.col("kind").is_in([UPTIME, *BOOT_KINDS, RENAMED, *UPDATE_STATUS, CLOCK])
     )
     changes = clock_changes(mine)
     named = renames(mine)

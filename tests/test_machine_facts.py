@@ -111,6 +111,10 @@ def test_windows_updates_with_their_kb(real: Correlation) -> None:
     assert ts["KB5050575"]["status"] == "installed"
     assert ts["KB5050575"]["title"].startswith("2025-01 Update for Windows 11 Version 24H2")
     assert "KB2267602" not in ts  # a Defender signature update that failed: not the OS
+    # 43 and 44 before a 19 leave it installed; a download with nothing after it is only that.
+    assert ts["KB5058411"]["status"] == "downloading"
+    assert ts["KB5058411"]["timestamp"] == _utc(2025, 6, 8, 7, 12, 50, 499378)  # record 1049
+    assert "KB5007651" not in ts  # Windows Security platform (Defender): not the OS
     tugix = {u["kb"] for u in _row(real, "desktop-hb59u74")["updates"]}
     assert tugix == {"KB5020683"}  # the Xbox app that failed has no KB
     wks = {u["kb"] for u in _row(real, "wks-win764bitb")["updates"]}
@@ -295,6 +299,34 @@ def test_a_patched_host_without_the_registry_value(scenarios) -> None:
     plain, _ = scenarios["ws2019"]
     titles = [e["title"] for e in plain.summary.remediation if e["id"].startswith("host-fix:")]
     assert titles and all("missing KB4338822" in t for t in titles)
+
+
+@pytest.mark.corpus
+def test_a_host_whose_fix_only_downloaded_is_told_to_finish_the_install(
+    scenarios, corpus_dir: Path
+) -> None:
+    """A real WindowsUpdateClient 44 (ts-evtx record 1049) grafted into an unpatched host's
+    folder, its updateTitle changed to KB4338822's: a download is not an install."""
+    from tests.graft import as_spec, graft, real_event
+
+    _, truth = scenarios["ws2019"]
+    bundle = Path(truth["bundle"])
+    event = real_event(corpus_dir, "parsers/ts-evtx__System.evtx", 1049)
+    title = "2018-07 Cumulative Update for Windows Server 2016 for x64-based Systems (KB4338822)"
+    event["EventData"]["updateTitle"] = title  # type: ignore[index]
+    when = _utc(2025, 3, 2, 10, 0, 0)
+    graft(bundle, "HV-NODE1", "download", [as_spec(event, when, "HV-NODE1.corp.contoso.com")])
+    store = bundle.parent / "store-download"
+    ingest([bundle], store)
+    result = correlate(scan_events(store), load_catalog())
+    hosts = {e["host"]: e for e in result.summary.remediation if "host" in e}
+    assert "missing KB4338822" in hosts["hv-node1"]["title"]
+    assert hosts["hv-node1"]["steps"][0] == (
+        "Its System log shows KB4338822 downloading on 2025-03-02 10:00 UTC and no install after"
+        " it: finish that install (WindowsUpdateClient 19 says it is done), then restart."
+    )
+    assert hosts["hv-node2"]["steps"][0].startswith("Install KB4338822")
+    assert not any("has the host fix" in n for n in result.migrations["notes"].explode())
 
 
 def _short_host(name: str) -> str:
