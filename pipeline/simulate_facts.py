@@ -40,27 +40,29 @@ WINDOWS_ZONES = {
     "Australia/Sydney": "AUS Eastern Standard Time",
 }
 
-# Product, "version Build build", build lab: what 6013's Binary strings say per OS.
+# Product, "version Build build", build lab: what 6013's Binary strings say per OS. The build
+# lab is in 6013's form, build.branch.yymmdd-hhmm (velociraptor RDPAuth_System:
+# '14393.rs1_release.161220-1747'; tugix456: '19041.vb_release.191206-1406').
 OS_STRINGS = {
     "2012r2": (
         "Windows Server 2012 R2 Datacenter",
         "6.3.9600 Build 9600",
-        "9600.17415.amd64fre.winblue_r4.141028-1500",
+        "9600.winblue_r4.141028-1500",
     ),
     "2016": (
         "Windows Server 2016 Datacenter",
         "10.0.14393 Build 14393",
-        "14393.0.amd64fre.rs1_release.160715-1616",
+        "14393.rs1_release.160715-1616",
     ),
     "2019": (
         "Windows Server 2019 Datacenter",
         "10.0.17763 Build 17763",
-        "17763.1.amd64fre.rs5_release.180914-1434",
+        "17763.rs5_release.180914-1434",
     ),
     "2022": (
         "Windows Server 2022 Datacenter",
         "10.0.20348 Build 20348",
-        "20348.1.amd64fre.fe_release.210507-1500",
+        "20348.fe_release.210507-1500",
     ),
 }
 FIX_TITLE = "2018-07 Cumulative Update for Windows Server 2016 for x64-based Systems (KB4338822)"

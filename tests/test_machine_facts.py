@@ -63,6 +63,26 @@ def test_server_2016_product_build_zone_and_boot(real: Correlation) -> None:
 
 
 @pytest.mark.corpus
+def test_without_6013_the_boot_events_give_version_and_build(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """The Server 2016 sample's boot: Kernel-General 12 (10, 0, 14393, QFE 693), and EventLog
+    6009 ('10.00.', '14393'), for logs whose 6013 was not exported or was cleared."""
+    from pipeline.catalog import tag
+    from pipeline.machine_facts import BOOT, UPTIME, extract
+    from pipeline.machines import short_name
+
+    ingest([corpus_dir / SAMPLES[0]], tmp_path / "store")
+    tagged = tag(scan_events(tmp_path / "store"), load_catalog())
+    tagged = tagged.with_columns(short_name(pl.col("computer")).alias("machine"))
+    columns = ["os_product", "os_version", "os_build", "os_revision"]
+    no_6013 = extract(tagged.filter(pl.col("kind") != UPTIME)).facts.select(columns)
+    assert no_6013.row(0) == (None, "10.0.14393", 14393, 693)
+    only_6009 = extract(tagged.filter(~pl.col("kind").is_in([UPTIME, BOOT]))).facts
+    assert only_6009.select(columns).row(0) == (None, "10.0.14393", 14393, None)
+
+
+@pytest.mark.corpus
 def test_renames_and_fqdn_forms_are_one_machine(real: Correlation) -> None:
     # plaso: 37L4247F27-26 -> WIN-NBRJP24VCHB (joins a domain: FQDN form) -> DC1.
     dc1 = _row(real, "dc1")
@@ -268,6 +288,7 @@ def test_a_guest_on_server_2019_is_said_to_be_outside_the_known_versions(scenari
         "Windows Server 2019 Datacenter",
         "10.0.17763",
     )
+    assert guest["os_build_lab"] == "17763.rs5_release.180914-1434"  # 6013's form
     note = (
         "app-vm01 runs Windows Server 2019 Datacenter (10.0.17763): the quarantine bug is known"
         " on Windows Server 2012 R2 (6.3.9600) and 2016 (10.0.14393) guests; this guest was"
