@@ -247,7 +247,7 @@ def _evidence_rows(m: Mapping[str, Any], doc: Doc) -> list[list[str]]:
             )
     step = clock_step_words(m)
     if step:
-        file, record = where(m["clock_step_ref"])
+        file, record = evidence_place(m["clock_step_ref"])
         rows.append(
             [
                 f"{h(step)} <span class='muted'>guest clock offset</span>",
@@ -578,7 +578,7 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
                     )
             step = clock_step_words(m)
             if step:
-                file, record = where(m["clock_step_ref"])
+                file, record = evidence_place(m["clock_step_ref"])
                 refs.append(f"{md(step)} in {md(file)} {md(record)}")
             blocked = _blocked_of(doc, m["migration_id"])
             if blocked:
