@@ -583,8 +583,9 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
             blocked = _blocked_of(doc, m["migration_id"])
             if blocked:
                 file, record = evidence_place(blocked[0])
-                refs.append(
-                    f"first of {len(blocked)} blocked inbound: event "
+                refs.append(  # events, not the packets counted above: see blocked.csv
+                    f"first of {len(blocked)} logged inbound drop events (a packet can be "
+                    f"logged twice, as 5152 and 5157; blocked.csv lists them): event "
                     f"{md(blocked[0].get('event_id'))} in {md(file)} {md(record)}"
                 )
             lines.append(

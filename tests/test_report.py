@@ -194,6 +194,11 @@ def test_markdown_is_short_and_carries_the_same_facts(bug: Analysis) -> None:
     assert len(rows) == len(doc["migrations"])
     for m in doc["migrations"]:
         assert f"{m['trigger_ref']['source_path']} record {m['trigger_ref']['record_id']}" in md
+        # The evidence counts logged events; the table counts packets: said apart, so that
+        # 90 events of 51 packets do not read as two counts of one thing.
+        events = [b for b in doc["blocked_inbound"] if b["migration_id"] == m["migration_id"]]
+        assert f"first of {len(events)} logged inbound drop events" in md
+        assert len(events) != m["blocked_inbound"]  # the example logs both 5152 and 5157
     rendered = MarkdownIt("commonmark").enable("table").render(md)
     assert rendered.count("<tr>") == len(doc["migrations"]) + 1
     assert "TEMPORARY WORKAROUND" in rendered
