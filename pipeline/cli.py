@@ -827,7 +827,8 @@ def timeline(
     for path in write_timeline(result, page, settings):
         typer.echo(str(path))
     if image is not None:
-        typer.echo(str(write_static(timeline_figure(result, settings), image)))
+        figure = timeline_figure(result, settings)
+        typer.echo(str(write_static(figure, image, settings.warning)))
 
 
 @app.command()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import html
 import re
+import textwrap
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -344,10 +345,22 @@ def write_timeline(
     return written
 
 
-def write_static(fig: go.Figure, path: Path) -> Path:
-    """PNG or SVG (by suffix) through kaleido; a clear error when kaleido is not installed."""
+def write_static(fig: go.Figure, path: Path, warning: str | None = None) -> Path:
+    """PNG or SVG (by suffix) through kaleido; a clear error when kaleido is not installed.
+
+    ``warning`` (a store left incomplete) is drawn under the title: an image leaves the
+    page, and the page's warning with it."""
     if path.suffix.lower() not in (".png", ".svg"):
         raise TimelineError(f"{path}: static export writes .png or .svg")
+    if warning:
+        lines = textwrap.wrap(f"Warning: {printable(warning)}.", 150)
+        fig = go.Figure(fig)  # the caller's figure stays as it was
+        fig.add_annotation(
+            text="<br>".join(escaped_text(line) for line in lines),
+            xref="paper", yref="paper", x=0, y=1, yanchor="bottom", align="left",
+            showarrow=False, font={"color": "#b71c1c", "size": 13},
+        )  # fmt: skip
+        fig.update_layout(margin={"t": int(fig.layout.margin.t or 80) + 20 * len(lines)})
     try:
         import kaleido  # noqa: F401
     except ImportError:

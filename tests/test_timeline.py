@@ -262,6 +262,9 @@ def test_static_png_and_svg_export(drain: Analysis, tmp_path: Path) -> None:
     svg = write_static(fig, tmp_path / "t.svg").read_text(encoding="utf-8")
     assert "<svg" in svg[:500]
     assert "APP-VM01" in svg or "app-vm01" in svg.lower()
+    assert "Warning" not in svg
+    warned = write_static(fig, tmp_path / "w.svg", "the store is incomplete: <x>")
+    assert "Warning: the store is incomplete: &#60;x&#62;." in warned.read_text(encoding="utf-8")
 
 
 def test_cli_timeline(drain: Analysis, tmp_path: Path, findings: dict) -> None:
