@@ -248,7 +248,9 @@ ClockOffsets = Annotated[
     typer.Option(
         "--clock-offset",
         help="GUEST=+3.2s: the guest clock minus the host clock, when known; replaces the "
-        "estimate from Netvsc 14 timing. Repeatable.",
+        "estimate from Netvsc 14 timing. Clock steps the guest logged itself (Kernel-General "
+        "1) are added from each step on. GUEST may be any name it had (FQDN, or before a "
+        "rename). Repeatable.",
     ),
 ]
 Tolerance = Annotated[
