@@ -6,6 +6,7 @@ checks the text as a terminal of a given width, or a pipe, would receive it.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -165,3 +166,24 @@ def test_a_reader_that_went_away_is_no_error(argv: list[str], example_analysis) 
     )  # fmt: skip
     os.close(write)
     assert done.stderr == "" and done.returncode == 1, done.stderr
+
+
+def test_a_window_end_is_worded_the_same_everywhere_and_never_as_a_code(
+    example_analysis, capsys
+) -> None:
+    """The CLI, report.md, report.html and the timeline say what closed the window in the
+    same words (quarantine.END_WORDS), and none shows the internal code for it."""
+    from pipeline.quarantine import END_WORDS
+
+    analysis = example_analysis("quarantine-bug")
+    print_verdict(analysis.result, analysis.out)
+    shown = {
+        "CLI": capsys.readouterr().out,
+        **{p: (analysis.out / p).read_text() for p in ("report.md", "report.html")},
+        "timeline.html": (analysis.out / "timeline.html").read_text(),
+    }
+    (words,) = analysis.result.migrations["end_words"].to_list()
+    assert "safety timeout" in words
+    for name, text in shown.items():
+        assert words in html.unescape(text), name  # HTML escapes the apostrophe
+        assert not [code for code in END_WORDS if code in text], name
