@@ -18,6 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from parsers.model import EventFilter
 
 _INT = re.compile(r"-?\d+")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # what pyevtx-rs writes: fixed width, so it sorts
@@ -83,23 +87,17 @@ class Prefilter:
     until: str | None
 
     @classmethod
-    def build(
-        cls,
-        event_ids: frozenset[int] | None,
-        channels: frozenset[str] | None,
-        providers: frozenset[str] | None,
-        since: datetime | None,
-        until: datetime | None,
-    ) -> Prefilter | None:
+    def build(cls, wanted: EventFilter) -> Prefilter | None:
         """None when there is nothing to filter on."""
-        if event_ids is None and channels is None and providers is None and not (since or until):
+        if wanted.predicate() is None:
             return None
+        channels, providers = wanted.channels, wanted.providers
         return cls(
-            event_ids,
+            wanted.event_ids,
             frozenset(c.lower() for c in channels) if channels is not None else None,
             frozenset(p.lower() for p in providers) if providers is not None else None,
-            _time_key(since) if since is not None else None,
-            _time_key(until) if until is not None else None,
+            _time_key(wanted.since) if wanted.since is not None else None,
+            _time_key(wanted.until) if wanted.until is not None else None,
         )
 
     def rejects(self, data: str) -> bool:

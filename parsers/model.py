@@ -11,7 +11,6 @@ stays the text the event carried); words for them are made late, by the report.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -87,36 +86,53 @@ FILE_SCHEMA: dict[str, pl.DataType] = {
 FILE_COLUMNS: tuple[str, ...] = tuple(FILE_SCHEMA)
 
 
-def event_predicate(
-    event_ids: Iterable[int] | None = None,
-    channels: Iterable[str] | None = None,
-    providers: Iterable[str] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> pl.Expr | None:
-    """The one definition of which events a filter keeps, as a polars predicate over rows.
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events to keep: the one definition, used while reading and when scanning a store.
 
-    None means "all" for each part; channel and provider names compare
-    case-insensitively, as Windows treats them; times are inclusive, aware UTC.
-    Returns None when nothing is filtered. Readers apply it before storing, the
-    store pushes it into Parquet scans: both must agree.
+    Each field None means "all"; channel and provider names compare case-insensitively,
+    as Windows treats them; times are inclusive, aware UTC. Readers apply it before
+    storing, the store pushes it into Parquet scans, and store.json records it (a store
+    keeps one filter): all three must agree, so all three use this class.
     """
-    parts: list[pl.Expr] = []
-    if event_ids is not None:
-        parts.append(pl.col("event_id").is_in(sorted(event_ids)))
-    if channels is not None:
-        parts.append(
-            pl.col("channel").str.to_lowercase().is_in(sorted({c.lower() for c in channels}))
-        )
-    if providers is not None:
-        parts.append(
-            pl.col("provider").str.to_lowercase().is_in(sorted({p.lower() for p in providers}))
-        )
-    if since is not None:
-        parts.append(pl.col("timestamp") >= since)
-    if until is not None:
-        parts.append(pl.col("timestamp") <= until)
-    return pl.all_horizontal(parts).fill_null(False) if parts else None
+
+    event_ids: frozenset[int] | None = None
+    channels: frozenset[str] | None = None
+    providers: frozenset[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def predicate(self) -> pl.Expr | None:
+        """The filter as a polars predicate over event rows; None when nothing is filtered."""
+        parts: list[pl.Expr] = []
+        if self.event_ids is not None:
+            parts.append(pl.col("event_id").is_in(sorted(self.event_ids)))
+        if self.channels is not None:
+            wanted = sorted({c.lower() for c in self.channels})
+            parts.append(pl.col("channel").str.to_lowercase().is_in(wanted))
+        if self.providers is not None:
+            wanted = sorted({p.lower() for p in self.providers})
+            parts.append(pl.col("provider").str.to_lowercase().is_in(wanted))
+        if self.since is not None:
+            parts.append(pl.col("timestamp") >= self.since)
+        if self.until is not None:
+            parts.append(pl.col("timestamp") <= self.until)
+        return pl.all_horizontal(parts).fill_null(False) if parts else None
+
+    def expr(self) -> pl.Expr:
+        """The filter as one predicate that is always an expression (all rows: True)."""
+        predicate = self.predicate()
+        return pl.lit(True) if predicate is None else predicate
+
+    def to_json(self) -> dict[str, object]:
+        """A stable, comparable form for store.json."""
+        return {
+            "event_ids": sorted(self.event_ids) if self.event_ids is not None else None,
+            "channels": sorted(c.lower() for c in self.channels) if self.channels else None,
+            "providers": sorted(p.lower() for p in self.providers) if self.providers else None,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
 
 
 @dataclass(frozen=True)

@@ -241,15 +241,7 @@ def ingest(
     from pipeline.ingest import ingest as run_ingest
     from pipeline.printable import printable_json
 
-    filters = event_filter(event_id, channel, provider, since, until)
-    settings = ReadSettings(
-        engine=engine,
-        event_ids=filters.event_ids,
-        channels=filters.channels,
-        providers=filters.providers,
-        since=filters.since,
-        until=filters.until,
-    )
+    settings = ReadSettings(engine, event_filter(event_id, channel, provider, since, until))
     limits = archive_limits(max_ratio, max_extract_gib, min_free_gib)
     firewall = PfirewallSettings(tz=guest_tz, computer=firewall_computer)
     columns = (

@@ -23,8 +23,8 @@ from parsers.time_values import Zone, parse_duration, parse_utc, parse_zone
 from pipeline.limits import Limits
 
 if TYPE_CHECKING:
+    from parsers.model import EventFilter
     from pipeline.correlate import CorrelateSettings
-    from pipeline.store import EventFilter
 
 
 class EventsFormat(str, Enum):
@@ -309,7 +309,7 @@ def event_filter(
     until: datetime | None,
 ) -> EventFilter:
     """The selection options as a store filter; an unset option selects everything."""
-    from pipeline.store import EventFilter
+    from parsers.model import EventFilter
 
     return EventFilter(
         frozenset(event_id) if event_id else None,

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from parsers.model import EVENT_SCHEMA, LmtraceError
+from parsers.model import EVENT_SCHEMA, EventFilter, LmtraceError
 from pipeline import firewall_zone
 from pipeline.analyze import OPTIONS_FILE, STORE_FOLDER, load_correlation_options
 from pipeline.catalog import load_catalog
@@ -49,7 +49,7 @@ from pipeline.export_rows import (
 )
 from pipeline.machines import aliases, attribute_unnamed
 from pipeline.printable import printable_json
-from pipeline.store import EventFilter, open_store, scan_events, table_parts
+from pipeline.store import open_store, scan_events, table_parts
 
 
 class ExportFormat(str, Enum):

@@ -60,7 +60,6 @@ from pipeline.lifeline import exit_with_parent, reading_process_setup
 from pipeline.store import (
     SCRATCH_PREFIX,
     EventCommitter,
-    EventFilter,
     StagedPart,
     append_files,
     init_store,
@@ -202,7 +201,7 @@ def _open_pfirewall(
     frame, report = read_pfirewall(
         source.path, task.firewall, source.source_path, source.member, source.sha256
     )
-    kept = frame.filter(filter_of(task.settings).expr())
+    kept = frame.filter(task.settings.filter.expr())
     report.records_kept = kept.height
     return [kept], report
 
@@ -270,13 +269,6 @@ def _worker(task: _Task, sink: Any) -> _Result:
 
 
 # ----- the parent
-
-
-def filter_of(settings: ReadSettings) -> EventFilter:
-    """The read settings' early filters as a store filter (the store records them)."""
-    return EventFilter(
-        settings.event_ids, settings.channels, settings.providers, settings.since, settings.until
-    )
 
 
 def _file_row(source: Source, result: _Result, version: str) -> dict[str, Any]:
@@ -372,7 +364,7 @@ def ingest(
     started = time.perf_counter()
     settings = settings or ReadSettings()
     firewall = firewall or PfirewallSettings()
-    filters = filter_of(settings)
+    filters = settings.filter
     inputs = [Path(p) for p in inputs]
     for path in inputs:  # fail on a typo before creating anything
         if not path.exists():

@@ -37,7 +37,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -46,8 +45,8 @@ from parsers.model import (
     EVENT_SCHEMA,
     FILE_COLUMNS,
     FILE_SCHEMA,
+    EventFilter,
     LmtraceError,
-    event_predicate,
 )
 from pipeline.writes import parquet_bytes, write_atomic, writing
 
@@ -66,37 +65,6 @@ _RANGE_KEY = ["computer", "channel"]
 
 class StoreError(LmtraceError):
     """A folder is not a usable store (missing, foreign, locked, other filters)."""
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    """Which events to keep: each field None means "all"; times are inclusive UTC.
-
-    Channel and provider names compare case-insensitively, as Windows treats them.
-    """
-
-    event_ids: frozenset[int] | None = None
-    channels: frozenset[str] | None = None
-    providers: frozenset[str] | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def expr(self) -> pl.Expr:
-        """The filter as one polars predicate (pushed down into the Parquet scan)."""
-        predicate = event_predicate(
-            self.event_ids, self.channels, self.providers, self.since, self.until
-        )
-        return pl.lit(True) if predicate is None else predicate
-
-    def to_json(self) -> dict[str, object]:
-        """A stable, comparable form for store.json."""
-        return {
-            "event_ids": sorted(self.event_ids) if self.event_ids is not None else None,
-            "channels": sorted(c.lower() for c in self.channels) if self.channels else None,
-            "providers": sorted(p.lower() for p in self.providers) if self.providers else None,
-            "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
-        }
 
 
 # ----- the store folder

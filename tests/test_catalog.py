@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
+from parsers.model import EventFilter
 from pipeline.catalog import CatalogError, load_catalog, tag
 
 
@@ -147,7 +148,7 @@ def _real_events(corpus_dir: Path, sample: str, event_id: int) -> pl.DataFrame:
     path = corpus_dir / sample
     read = read_evtx(
         path,
-        ReadSettings(event_ids=frozenset({event_id})),
+        ReadSettings(filter=EventFilter(event_ids=frozenset({event_id}))),
         Provenance(str(path), None, "0" * 64),
     )
     return pl.concat(list(read))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
@@ -18,9 +19,10 @@ from Evtx.Evtx import Evtx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parsers.engines import Engine
 from parsers.evtx_layout import CHUNK_SIZE, scan_layout
 from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
-from parsers.model import EVENT_SCHEMA, ReadReport, UnreadableFileError
+from parsers.model import EVENT_SCHEMA, EventFilter, ReadReport, UnreadableFileError
 from tests import samples
 from tests.samples import sample_path
 
@@ -30,8 +32,10 @@ MULTI_CHUNK = "dirty_chunks_beyond_header"  # 11 valid chunks, 1160 records
 NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
 
 
-def read(path: Path, **kw: object) -> tuple[pl.DataFrame, ReadReport]:
-    result = read_evtx(path, ReadSettings(**kw), Provenance(str(path), None, "sha"))
+def read(path: Path, engine: Engine = "rust", **wanted: Any) -> tuple[pl.DataFrame, ReadReport]:
+    """Read ``path`` whole; ``wanted``: the EventFilter's fields (event_ids=..., since=...)."""
+    settings = ReadSettings(engine, EventFilter(**wanted))
+    result = read_evtx(path, settings, Provenance(str(path), None, "sha"))
     frames = list(result)
     assert frames, "a read yields at least one (possibly empty) frame"
     for frame in frames:

@@ -145,11 +145,10 @@ def test_a_second_input_later_adds_to_the_store(corpus_dir, manifest, tmp_path):
 
 def test_filters_at_ingest_equal_filters_on_the_full_store(network_stores, corpus_dir, tmp_path):
     full, _, _ = network_stores[1]
-    settings = ReadSettings(
+    selected = EventFilter(
         event_ids=frozenset({14, 2004, 5156}), channels=frozenset({"system", "security"})
     )
-    summary = ingest([corpus_dir / "network"], tmp_path / "store", settings)
-    selected = EventFilter(event_ids=settings.event_ids, channels=settings.channels)
+    summary = ingest([corpus_dir / "network"], tmp_path / "store", ReadSettings(filter=selected))
     want = scan_events(full, selected).collect().sort("file_sha256", "record_id")
     assert 0 < want.height < summary.records
     assert events(tmp_path / "store").sort("file_sha256", "record_id").equals(want)
@@ -263,7 +262,7 @@ def test_firewall_text_logs_are_recognized_and_made_utc(corpus_dir, tmp_path):
         zf.writestr("Firewall/pfirewall.log", FIREWALL_LOG)
         zf.write(corpus_dir / SMALL, "Logs/Security.evtx")
     firewall = PfirewallSettings(tz=parse_zone("+02:00"), computer="APP-VM01")
-    drops = ReadSettings(event_ids=frozenset({1, 4672}))  # 1 = DROP in a firewall log
+    drops = ReadSettings(filter=EventFilter(event_ids=frozenset({1, 4672})))  # 1: a DROP line
     summary = ingest([tmp_path / "guest.zip"], tmp_path / "store", drops, firewall=firewall)
     kinds = {o.member: (o.kind, o.status) for o in summary.outcomes}
     assert kinds["Firewall/pfirewall.log"] == ("pfirewall", "read")

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from parsers.evtx_layout import is_evtx  # noqa: E402
 from parsers.evtx_reader import Provenance, ReadSettings, read_evtx  # noqa: E402
+from parsers.model import EventFilter  # noqa: E402
 from tests.conftest import corpus_root  # noqa: E402
 
 LARGE = 1 << 20  # files this big show per-record cost more than per-file overhead
@@ -122,7 +123,9 @@ def main() -> None:
                 [
                     lambda g=group: raw_pass(g),
                     lambda g=group: reader_pass(g, out, ReadSettings()),
-                    lambda g=group: reader_pass(g, out, ReadSettings(event_ids=INVESTIGATION_IDS)),
+                    lambda g=group: reader_pass(
+                        g, out, ReadSettings(filter=EventFilter(event_ids=INVESTIGATION_IDS))
+                    ),
                 ],
                 args.repeats,
             )
