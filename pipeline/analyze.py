@@ -21,16 +21,11 @@ from parsers.pfirewall import PfirewallSettings
 from parsers.time_values import parse_zone
 from pipeline.case import Case, ReadOptions, open_case, recorded
 from pipeline.catalog import load_catalog
-from pipeline.correlate import (
-    CorrelateSettings,
-    Correlation,
-    correlate,
-    findings_document,
-    write_outputs,
-)
+from pipeline.correlate import CorrelateSettings, Correlation, correlate
 from pipeline.discover import Limits
 from pipeline.ingest import IngestProgress, IngestSummary, ingest
 from pipeline.matching import MatchSettings
+from pipeline.outputs import findings_document, write_outputs
 from pipeline.report import write_report
 from pipeline.store import incomplete, scan_events, scan_files
 from pipeline.timeline import TIMELINE_FILE, TimelineSettings, write_timeline

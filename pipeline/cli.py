@@ -411,7 +411,7 @@ def correlate(
     """
     from pipeline.analyze import AnalyzeSettings, correlate_store
     from pipeline.cli_output import print_verdict, warn_incomplete
-    from pipeline.correlate import integrity, write_outputs
+    from pipeline.outputs import integrity, write_outputs
     from pipeline.store import open_store, scan_files
 
     settings = AnalyzeSettings(

@@ -10,16 +10,13 @@ downstream recomputes a fact.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import polars as pl
 
 from pipeline import (
-    __version__,
     catalog_check,
     findings,
     firewall_zone,
@@ -33,11 +30,8 @@ from pipeline import (
 )
 from pipeline.catalog import Catalog, ModelParams, known, tag
 from pipeline.catalog_check import CatalogCheck
-from pipeline.csv_tables import csv_bytes
 from pipeline.matching import MatchSettings
-from pipeline.printable import printable_json
 from pipeline.verdict_table import load_table
-from pipeline.writes import parquet_bytes, write_atomic
 
 WINDOW_COLUMNS = (
     "migration_id",
@@ -397,143 +391,3 @@ def correlate(
         model=model,
         generated_at=datetime.now(timezone.utc),
     )
-
-
-BLOCKED_COLUMNS = (
-    "migration_id",
-    "machine",
-    "computer",
-    "timestamp",
-    "timestamp_host",
-    "event_id",
-    "kind",
-    "protocol",
-    "local_address",
-    "local_port",
-    "remote_address",
-    "remote_port",
-    "scope",
-    "packet",
-    "filter_origin",
-    "source_path",
-    "member",
-    "record_id",
-)
-
-
-def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict[str, object]:
-    """What could not be read, from the store's files table: the verdict stands on the rest.
-
-    ``incomplete`` says why the store does not hold everything it was asked to (an
-    ingest into it failed or was killed; pipeline.store.incomplete), or is None.
-    """
-    if files is None:
-        return {}
-    problems = files.filter(
-        (pl.col("records_skipped") > 0)
-        | (pl.col("chunks_skipped") > 0)
-        | (pl.col("errors").list.len() > 0)
-    )
-    return {
-        "store_incomplete": incomplete,
-        "files": files.height,
-        "files_with_problems": problems.height,
-        "records_read": int(files["records"].sum() or 0),
-        "records_unreadable": int(files["records_skipped"].sum() or 0),
-        "chunks_unreadable": int(files["chunks_skipped"].sum() or 0),
-        "problems": problems.select(
-            "source_path", "member", "kind", "records_skipped", "chunks_skipped", "errors"
-        ).to_dicts(),
-    }
-
-
-def impact(blocked: pl.DataFrame) -> dict[str, list[dict[str, object]]]:
-    """Blocked inbound packets of quarantine scope per migration, by protocol and local
-    port, and by remote address."""
-    blocked = blocked.filter(pl.col("scope") == quarantine.QUARANTINE_SCOPE)
-    if blocked.is_empty():
-        return {"by_port": [], "by_remote": []}
-    by_port = (
-        blocked.group_by("migration_id", "protocol", "local_port")
-        .agg(pl.col("packet").n_unique().alias("blocked"))
-        .sort("migration_id", "blocked", "local_port", descending=[False, True, False])
-    )
-    by_remote = (
-        blocked.group_by("migration_id", "remote_address")
-        .agg(
-            pl.col("packet").n_unique().alias("blocked"),
-            pl.col("local_port").unique().sort().alias("ports"),
-        )
-        .sort("migration_id", "blocked", "remote_address", descending=[False, True, False])
-    )
-    return {"by_port": by_port.to_dicts(), "by_remote": by_remote.to_dicts()}
-
-
-def findings_document(
-    result: Correlation,
-    files: pl.DataFrame | None = None,
-    incomplete: str | None = None,
-    inputs: Sequence[str] = (),
-) -> dict[str, object]:
-    """The JSON findings: verdict first, then every fact with its evidence."""
-    return {
-        "verdict": result.summary.verdict,
-        "reasons": result.summary.reasons,
-        "notes": list(result.notes),
-        "collect": result.summary.collect,
-        "remediation": result.summary.remediation,
-        "integrity": integrity(files, incomplete),
-        "lmtrace_version": __version__,
-        "inputs": list(inputs),  # every input the case holds (lmtrace analyze, --add)
-        "generated_at": result.generated_at.isoformat(),
-        "catalog": list(result.catalog_files),
-        "catalog_check": {
-            "problems": result.catalog_check.problems(),
-            "fields": result.catalog_check.fields.to_dicts(),
-            "unknown_events": result.catalog_check.unknown.to_dicts(),
-            "sides": result.catalog_check.sides.to_dicts(),
-        },
-        "machines": result.machines.to_dicts(),
-        "clock_changes": result.clock_changes.to_dicts(),
-        "migrations": result.migrations.drop("vm_key").to_dicts(),
-        "impact": impact(result.blocked),
-        "blocked_inbound": result.blocked.select(
-            [c for c in BLOCKED_COLUMNS if c in result.blocked.columns]
-        ).to_dicts(),
-    }
-
-
-def write_outputs(
-    result: Correlation,
-    out: Path,
-    files: pl.DataFrame | None = None,
-    incomplete: str | None = None,
-    excel: bool = False,
-    inputs: Sequence[str] = (),
-) -> list[Path]:
-    """migrations, blocked, machines and clock_changes as Parquet + CSV, and findings.json.
-    Returns the paths.
-
-    The CSVs go through pipeline/csv_tables.py (formula-safe, one time format; ``excel``:
-    the form Excel and Timeline Explorer read as dates).
-
-    Written through pipeline.writes, so a full or read-only disk is one error naming the
-    file (polars' own Parquet writer reports a full disk as a damaged Thrift stream).
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    blocked = result.blocked.select([c for c in BLOCKED_COLUMNS if c in result.blocked.columns])
-    for name, frame in (
-        ("migrations", result.migrations),
-        ("blocked", blocked),
-        ("machines", result.machines),
-        ("clock_changes", result.clock_changes),
-    ):
-        write_atomic(out / f"{name}.parquet", parquet_bytes(frame))
-        write_atomic(out / f"{name}.csv", csv_bytes(frame, excel))
-        written += [out / f"{name}.parquet", out / f"{name}.csv"]
-    doc = findings_document(result, files, incomplete, inputs)
-    text = json.dumps(doc, indent=2, default=str, ensure_ascii=False)
-    write_atomic(out / "findings.json", printable_json(text).encode("utf-8"))
-    written.append(out / "findings.json")
-    return written

@@ -1,7 +1,7 @@
 """report.html and report.md: the findings as a support engineer hands them to a customer.
 
 The problem: findings.json is complete but nobody pastes JSON into a ticket. Both
-reports render the findings document (:func:`pipeline.correlate.findings_document`,
+reports render the findings document (:func:`pipeline.outputs.findings_document`,
 the same dict findings.json is written from) and nothing else, so a report can
 never disagree with the JSON (habit 9). Order follows what a reader asks: the
 verdict and why, the migrations, the evidence behind each (event, file, record

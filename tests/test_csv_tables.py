@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from pipeline.batch import SUMMARY_SCHEMA, write_summary
 from pipeline.cli import app
-from pipeline.correlate import write_outputs
 from pipeline.csv_tables import BOM
+from pipeline.outputs import write_outputs
 
 FORMULAS = ("=1+2", "-2+3", "+cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "\rx")
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

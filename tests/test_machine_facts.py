@@ -160,7 +160,7 @@ def test_clock_changes_with_delta_reason_and_process(real: Correlation, tmp_path
     assert set(tugix["reason"].to_list()) == {1, 3}
     assert changes["role"].to_list() == ["guest"] * changes.height
     # Written as a table of its own, and in findings.json.
-    from pipeline.correlate import write_outputs
+    from pipeline.outputs import write_outputs
 
     write_outputs(real, tmp_path)
     assert pl.read_parquet(tmp_path / "clock_changes.parquet").equals(changes)
