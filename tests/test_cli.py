@@ -15,9 +15,9 @@ from typer.core import TyperGroup, TyperOption
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from parsers.model import EVENT_COLUMNS, FILE_COLUMNS
+from parsers.model import EVENT_COLUMNS, FILE_COLUMNS, EventFilter
 from pipeline.cli import app
-from pipeline.store import EventFilter, scan_events, scan_files
+from pipeline.store import scan_events, scan_files
 
 SYSTEM = "network/tugix456__System.evtx"
 FIREWALL = (

@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 
 from parsers.evtx_reader import ReadSettings
 from parsers.evtx_writer import EventSpec, write_evtx
+from parsers.model import EventFilter
 from pipeline import __version__
 from pipeline.cli import app
 from pipeline.export import CSV_COLUMNS, ExportError, ExportFormat, export_store
 from pipeline.ingest import ingest
-from pipeline.store import EventFilter, StoreError, init_store, scan_events
+from pipeline.store import StoreError, init_store, scan_events
 from tests.conftest import EXAMPLES
 
 FORMULA = '=HYPERLINK("http://x.example","y")'

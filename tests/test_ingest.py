@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 
 from parsers.evtx_reader import ReadSettings
-from parsers.model import LmtraceError
+from parsers.model import EventFilter, LmtraceError
 from parsers.pfirewall import PfirewallSettings
 from parsers.time_values import parse_zone
 from pipeline.ingest import ingest
-from pipeline.store import EventFilter, StoreError, incomplete, scan_events, scan_files
+from pipeline.store import StoreError, incomplete, scan_events, scan_files
 
 SYSTEM = "network/tugix456__System.evtx"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bundles" / "quarantine-bug"

@@ -9,11 +9,10 @@ import polars as pl
 import pytest
 
 from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
-from parsers.model import EVENT_SCHEMA, FILE_SCHEMA
+from parsers.model import EVENT_SCHEMA, FILE_SCHEMA, EventFilter
 from pipeline.store import (
     DEDUPE_KEY,
     EventCommitter,
-    EventFilter,
     StoreError,
     append_files,
     conform,
