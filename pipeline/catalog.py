@@ -78,6 +78,23 @@ class ModelParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         )
 
 
+class FixFacts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The incident's host fix and the guest versions the bug is known on (catalog ``[fix]``).
+
+    Facts with public sources, kept as data so that a later source (a fix for 2012 R2
+    hosts, another affected version) is a ``--catalog`` change, not a code change.
+    """
+
+    bug_versions: dict[str, str]  # OS version (6013's major.minor.build) -> product
+    kb: str  # the update that carries the fix, as remediation names it
+    build: int  # ... and the OS build and revision it brings: a boot at or above shows it
+    revision: int
+    registry: str  # the value that must be set to 0 as well
+    kbs: tuple[str, ...]  # installed updates that carry the fix
+    later_updates: str  # regex over an update's title: group 1 its month (yyyy-mm)
+    later_since: str  # a later update of this month or after carries the fix
+
+
 Condition = str | int | list[str | int]
 """A ``when`` value as written: text, a number, or a list of them (loaded: a list of text)."""
 
@@ -150,6 +167,7 @@ class CatalogFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     schema_version: int | None = None
     model: dict[str, Any] = {}  # typed as ModelParams once merged over the shipped one
+    fix: dict[str, Any] = {}  # typed as FixFacts once merged over the shipped one
     kinds: dict[str, str] = {}
     columns: dict[str, str] = {}
     directions: dict[str, str] = {}
@@ -165,6 +183,7 @@ class Catalog:
     """The merged, validated catalog."""
 
     model: ModelParams
+    fix: FixFacts
     kinds: dict[str, str]
     columns: dict[str, str]
     directions: dict[str, str]
@@ -362,6 +381,7 @@ def _validate(catalog: Catalog) -> None:
 
 def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
     model: dict[str, Any] = {}
+    fix: dict[str, Any] = {}
     kinds: dict[str, str] = {}
     columns: dict[str, str] = {}
     directions: dict[str, str] = {}
@@ -371,11 +391,22 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
     remediation: list[Remediation] = []
     collect: list[CollectHint] = []
     params: ModelParams | None = None
+    fix_facts: FixFacts | None = None
     for path, text in sources:
         data = _parse_file(path, text)
         model.update(data.model)
-        # Each file's [model] must leave the merged model whole and well typed.
+        # A table in [fix] (bug_versions) adds to the shipped one; other keys replace.
+        fix.update(
+            {k: {**fix.get(k, {}), **v} if isinstance(v, dict) else v for k, v in data.fix.items()}
+        )
+        # Each file's [model] and [fix] must leave the merged tables whole and well typed.
         params = _typed(model, ModelParams, path, text)
+        fix_facts = _typed(fix, FixFacts, path, text)
+        _check_pattern(path, "[fix] later_updates", fix_facts.later_updates)
+        if not any(v.endswith(f".{fix_facts.build}") for v in fix_facts.bug_versions):
+            raise CatalogError(
+                f"{path}: [fix] bug_versions names no version of build {fix_facts.build}"
+            )
         kinds.update(data.kinds)
         columns.update(data.columns)
         directions.update(data.directions)
@@ -396,9 +427,10 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
             path,
             "collect hint",
         )
-    assert params is not None  # the shipped catalog always comes first
+    assert params is not None and fix_facts is not None  # the shipped catalog comes first
     catalog = Catalog(
         model=params,
+        fix=fix_facts,
         kinds=kinds,
         columns=columns,
         directions=directions,
@@ -413,13 +445,17 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
     return catalog
 
 
+def _check_pattern(path: str, where: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise CatalogError(f"{path}: {where}: {pattern!r}: {exc}") from None
+
+
 def _scopes(path: str, raw: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
     for name, patterns in raw.items():
         for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise CatalogError(f"{path}: [scopes] {name}: {pattern!r}: {exc}") from None
+            _check_pattern(path, f"[scopes] {name}", pattern)
     return {name: tuple(patterns) for name, patterns in raw.items()}
 
 

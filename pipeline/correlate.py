@@ -368,12 +368,12 @@ def correlate(
     verdicts = load_table()
     assessed = findings.assess(table, evidence, catalog, verdicts).sort("migration_id")
     host_of = _host_names(assessed, renamed)
-    assessed = fix_status.migration_notes(assessed, facts, host_of)
+    assessed = fix_status.migration_notes(assessed, facts, host_of, catalog.fix)
     context = _context(
         tagged, roles, offsets, logged_steps, assessed, model.blocked_kinds, model.window_max_s
     )
     summary = findings.summarize(assessed, evidence, catalog, verdicts)
-    summary = fix_status.amend(summary, assessed, facts, host_of)
+    summary = fix_status.amend(summary, assessed, facts, host_of, catalog.fix)
     return Correlation(
         machines=roles.join(facts.facts, on="machine", how="left"),
         coverage=cover,

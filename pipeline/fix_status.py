@@ -17,7 +17,10 @@ machine facts (machine_facts.py) say about why, without changing a verdict:
 * for Windows Server 2012 R2 hosts no public source names a fix: lmtrace says "not
   known" rather than guess a KB.
 
-Per-host remediation entries name what each host involved in a network change lacks.
+The versions, the update, its build and the registry value are the catalog's ``[fix]``
+table (pipeline/catalog.toml, with their sources), not constants here: a later source
+is a ``--catalog`` change. Per-host remediation entries name what each host involved in
+a network change lacks.
 """
 
 from __future__ import annotations
@@ -26,37 +29,35 @@ from dataclasses import replace
 
 import polars as pl
 
+from pipeline.catalog import FixFacts
 from pipeline.findings import Summary
 from pipeline.machine_facts import MachineFacts
 
-BUG_VERSIONS = {"6.3.9600": "Windows Server 2012 R2", "10.0.14393": "Windows Server 2016"}
-FIX_KB = "KB4338822"
-FIX_BUILD, FIX_REVISION = 14393, 2395
-# KB4338822 itself, and the out-of-band release a week later (14393.2396), both July 2018.
-FIX_KBS = ("KB4338822", "KB4346877")
-_LATER_CU = (
-    r"(?i)^(\d{4}-\d{2}) cumulative update for (windows server 2016|windows 10 version 1607)"
-)
-REGISTRY = r"HKLM\System\CurrentControlSet\Services\VmsMp\Parameters\SendLmNetworkChangeIndication"
 REASON_NOT_SET = (
     "the update is installed but the registry value SendLmNetworkChangeIndication=0 is not"
     " set, or the host was not restarted since"
 )
 
 
-def _carrying_fix(updates: pl.DataFrame) -> pl.DataFrame:
+def _fix_version(fix: FixFacts) -> str:
+    """The OS version (major.minor.build) the fix is for: the bug version of its build."""
+    return next(v for v in fix.bug_versions if v.endswith(f".{fix.build}"))
+
+
+def _carrying_fix(updates: pl.DataFrame, fix: FixFacts) -> pl.DataFrame:
     """The updates (machine_facts.updates rows) that carry the host fix."""
-    month = pl.col("title").str.extract(_LATER_CU)
-    return updates.filter(pl.col("kb").is_in(FIX_KBS) | (month >= "2018-08"))
+    month = pl.col("title").str.extract(fix.later_updates)
+    return updates.filter(pl.col("kb").is_in(list(fix.kbs)) | (month >= fix.later_since))
 
 
-def _unfinished(facts: MachineFacts, host: str) -> list[str]:
+def _unfinished(facts: MachineFacts, host: str, fix: FixFacts) -> list[str]:
     """Updates carrying the fix whose download or install started on ``host`` with no
     result logged after it, as words: a step the remediation should name."""
     rows = _carrying_fix(
         facts.updates.filter(
             (pl.col("machine") == host) & pl.col("status").is_in(["started", "downloading"])
-        )
+        ),
+        fix,
     )
     return [
         f"Its System log shows {r['kb']} {r['status']} on"
@@ -66,11 +67,12 @@ def _unfinished(facts: MachineFacts, host: str) -> list[str]:
     ]
 
 
-def fix_evidence(facts: MachineFacts) -> pl.DataFrame:
+def fix_evidence(facts: MachineFacts, fix: FixFacts) -> pl.DataFrame:
     """Per host and time: the first sign that the fix is on it (``machine``, ``fixed_at``,
     ``evidence``, ``by_boot``): an installed update that carries it, or a boot whose
     kernel revision is 14393.2395 or later (then it is running, restarted by definition)."""
-    by_update = _carrying_fix(facts.updates.filter(pl.col("status") == "installed")).select(
+    installed = facts.updates.filter(pl.col("status") == "installed")
+    by_update = _carrying_fix(installed, fix).select(
         "machine",
         pl.col("timestamp").alias("fixed_at"),
         pl.format(
@@ -79,12 +81,12 @@ def fix_evidence(facts: MachineFacts) -> pl.DataFrame:
         pl.lit(False).alias("by_boot"),
     )
     by_boot = facts.boots.filter(
-        (pl.col("os_build") == FIX_BUILD) & (pl.col("os_revision") >= FIX_REVISION)
+        (pl.col("os_build") == fix.build) & (pl.col("os_revision") >= fix.revision)
     ).select(
         "machine",
         pl.col("timestamp").alias("fixed_at"),
         pl.format(
-            "booted at OS build 14393.{} on {}",
+            f"booted at OS build {fix.build}.{{}} on {{}}",
             "os_revision",
             pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M UTC"),
         ).alias("evidence"),
@@ -120,7 +122,7 @@ def _host_note(host: str, start: object, facts: MachineFacts, evidence: pl.DataF
 
 
 def migration_notes(
-    assessed: pl.DataFrame, facts: MachineFacts, host_of: dict[str, str]
+    assessed: pl.DataFrame, facts: MachineFacts, host_of: dict[str, str], fix: FixFacts
 ) -> pl.DataFrame:
     """``assessed`` with ``notes`` (list of text): the guest's OS, the hosts' fix status.
 
@@ -129,17 +131,17 @@ def migration_notes(
     never over events.
     """
     info = {r["machine"]: r for r in facts.facts.iter_rows(named=True)}
-    evidence = fix_evidence(facts)
+    evidence = fix_evidence(facts, fix)
+    known = " and ".join(f"{product} ({version})" for version, product in fix.bug_versions.items())
     notes: list[list[str]] = []
     for m in assessed.iter_rows(named=True):
         found: list[str] = []
         guest = info.get(m["machine"] or "")
-        if guest and guest["os_version"] and guest["os_version"] not in BUG_VERSIONS:
+        if guest and guest["os_version"] and guest["os_version"] not in fix.bug_versions:
             product = guest["os_product"] or "Windows"
             found.append(
                 f"{m['machine']} runs {product} ({guest['os_version']}): the quarantine bug is"
-                " known on Windows Server 2012 R2 (6.3.9600) and 2016 (10.0.14393) guests;"
-                " this guest was measured all the same"
+                f" known on {known} guests; this guest was measured all the same"
             )
         began = m.get("start") or m.get("end")
         if m.get("q0") is not None and began is not None:
@@ -153,7 +155,7 @@ def migration_notes(
 
 
 def _host_entry(
-    host: str, row: dict | None, evidence: pl.DataFrame, facts: MachineFacts
+    host: str, row: dict | None, evidence: pl.DataFrame, facts: MachineFacts, fix: FixFacts
 ) -> dict[str, object]:
     """The remediation entry for one host: what its own logs say it lacks."""
     version = row["os_version"] if row else None
@@ -161,7 +163,9 @@ def _host_entry(
     product = (row or {}).get("os_product") or "OS not logged"
     label = f"{host} ({product}, {build or 'build not logged'})"
     fixed = evidence.filter(pl.col("machine") == host)
-    set_value = f"Set {REGISTRY} = 0 (DWORD), then restart the host."
+    set_value = f"Set {fix.registry} = 0 (DWORD), then restart the host."
+    fix_version = _fix_version(fix)
+    fix_product = fix.bug_versions[fix_version]
     entry: dict[str, object] = {
         "id": f"host-fix:{host}",
         "where": "host",
@@ -177,24 +181,25 @@ def _host_entry(
             "steps": [
                 "Its System log is not in the bundle (or names no OS): export it with"
                 " wevtutil epl System System.evtx and analyse again.",
-                f"If it runs Windows Server 2016: install {FIX_KB} or a later cumulative update.",
+                f"If it runs {fix_product}: install {fix.kb} or a later cumulative update.",
                 set_value,
             ],
             "confidence": "stated",
         }
-    if version == "6.3.9600":
+    if version != fix_version and version in fix.bug_versions:
+        product = fix.bug_versions[version]
         return entry | {
-            "title": f"{label}: no public fix is known for Windows Server 2012 R2 hosts",
+            "title": f"{label}: no public fix is known for {product} hosts",
             "steps": [
-                f"{FIX_KB} is for Windows Server 2016; no public source names an update for"
-                " 2012 R2 hosts, so whether one exists is not known.",
+                f"{fix.kb} is for {fix_product}; no public source names an update for"
+                f" {product} hosts, so whether one exists is not known.",
                 "Until then, use a guest workaround below (temporary, a security trade-off).",
             ],
             "confidence": "stated",
         }
-    if version != "10.0.14393":
+    if version != fix_version:
         return entry | {
-            "title": f"{label}: {FIX_KB} is for Windows Server 2016; not known for this version",
+            "title": f"{label}: {fix.kb} is for {fix_product}; not known for this version",
             "steps": [
                 "Whether this version sends the network-change indication, and honours the"
                 " registry value, is not known.",
@@ -204,12 +209,12 @@ def _host_entry(
         }
     if fixed.is_empty():
         return entry | {
-            "title": f"{label}: missing {FIX_KB} (or a later cumulative update) and the"
+            "title": f"{label}: missing {fix.kb} (or a later cumulative update) and the"
             " registry value",
             "steps": [
-                *_unfinished(facts, host),
-                f"Install {FIX_KB} (OS build 14393.2395) or any later cumulative update for"
-                " Windows Server 2016.",
+                *_unfinished(facts, host, fix),
+                f"Install {fix.kb} (OS build {fix.build}.{fix.revision}) or any later cumulative"
+                f" update for {fix_product}.",
                 set_value,
             ],
             "confidence": "stated",
@@ -227,6 +232,7 @@ def amend(
     assessed: pl.DataFrame,
     facts: MachineFacts,
     host_of: dict[str, str],
+    fix: FixFacts,
 ) -> Summary:
     """The summary with the notes of the migrations behind its verdict added to its reasons,
     and, when it recommends the fix, one entry per host involved in a network change."""
@@ -243,6 +249,7 @@ def amend(
             }
         )
         info = {r["machine"]: r for r in facts.facts.iter_rows(named=True)}
-        evidence = fix_evidence(facts)
-        remediation = remediation + [_host_entry(h, info.get(h), evidence, facts) for h in hosts]
+        evidence = fix_evidence(facts, fix)
+        entries = [_host_entry(h, info.get(h), evidence, facts, fix) for h in hosts]
+        remediation = remediation + entries
     return replace(summary, reasons=summary.reasons + notes, remediation=remediation)

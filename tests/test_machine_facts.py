@@ -7,6 +7,7 @@ Every expected value below was read from the named public sample with pyevtx-rs
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import polars as pl
 import pytest
 
 from parsers.time_values import parse_zone
-from pipeline.catalog import load_catalog
+from pipeline.catalog import CatalogError, load_catalog
 from pipeline.correlate import Correlation, correlate
 from pipeline.ingest import ingest
 from pipeline.machine_facts import windows_zones
@@ -291,11 +292,30 @@ def test_a_guest_on_server_2019_is_said_to_be_outside_the_known_versions(scenari
     assert guest["os_build_lab"] == "17763.rs5_release.180914-1434"  # 6013's form
     note = (
         "app-vm01 runs Windows Server 2019 Datacenter (10.0.17763): the quarantine bug is known"
-        " on Windows Server 2012 R2 (6.3.9600) and 2016 (10.0.14393) guests; this guest was"
-        " measured all the same"
+        " on Windows Server 2012 R2 (6.3.9600) and Windows Server 2016 (10.0.14393) guests;"
+        " this guest was measured all the same"
     )
     assert result.migrations["notes"].to_list() == [[note]]
     assert note in result.summary.reasons
+
+
+def test_the_affected_versions_are_catalog_data(scenarios, tmp_path: Path) -> None:
+    """A later source naming Server 2019 as affected is a --catalog file, not a code change;
+    a [fix] table that no longer types, or a pattern that does not compile, is refused."""
+    result, truth = scenarios["ws2019"]
+    extra = tmp_path / "extra.toml"
+    extra.write_text('[fix]\nbug_versions = { "10.0.17763" = "Windows Server 2019" }\n')
+    store = Path(truth["bundle"]).parent / "store"
+    again = correlate(scan_events(store), load_catalog([extra]))
+    assert again.migrations["notes"].to_list() == [[]]
+    assert again.summary.verdict == result.summary.verdict
+    for text, message in (
+        ("[fix]\nrevision = 'late'\n", "revision: expected int, got str"),
+        ("[fix]\nlater_updates = '(unclosed'\n", "[fix] later_updates"),
+    ):
+        extra.write_text(text)
+        with pytest.raises(CatalogError, match=re.escape(message)):
+            load_catalog([extra])
 
 
 def test_a_patched_host_without_the_registry_value(scenarios) -> None:
@@ -369,7 +389,7 @@ def test_a_renamed_guest_is_one_machine_and_its_clock_step_is_measured(scenarios
     assert steps["delta_s"].to_list() == [pytest.approx(4.0)]
     assert steps["role"].to_list() == ["guest"]
     # Used in the clock offset, and the report says so with the event's file and record.
-    from pipeline.correlate import findings_document
+    from pipeline.outputs import findings_document
     from pipeline.report import report_html, report_markdown
 
     (m,) = result.migrations.iter_rows(named=True)
