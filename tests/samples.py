@@ -19,7 +19,7 @@ import polars as pl
 
 from parsers.evtx_layout import CHUNK_SIZE, FILE_HEADER_SIZE
 from parsers.evtx_writer import EventSpec, UserDataSpec, write_evtx
-from pipeline.simulate_layouts import LAYOUTS, VML_NAMESPACE
+from pipeline.simulate.layouts import LAYOUTS, VML_NAMESPACE
 from pipeline.store import scan_events
 
 

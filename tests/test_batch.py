@@ -250,7 +250,8 @@ def test_timeout_and_memory_cap_fail_with_reason_and_are_retried_with_new_limits
 # one bundle is done whatever the machine's load.
 _STOP_AFTER_FIRST_BUNDLE = """
 import os, sys
-from pipeline import cli, cli_output
+from pipeline.cli import commands as cli
+from pipeline.cli import output as cli_output
 stop = int(sys.argv[1])
 
 class StopAfterFirst(cli_output.BatchBar):

@@ -28,8 +28,8 @@ from parsers.evtx_reader import ReadSettings
 from pipeline.analyze import Analysis, AnalyzeSettings, analyze
 from pipeline.ingest import ingest
 from pipeline.simulate import SimulateOptions, simulate
-from pipeline.simulate_facts import FIX_TITLE
-from pipeline.simulate_layouts import layout
+from pipeline.simulate.facts import FIX_TITLE
+from pipeline.simulate.layouts import layout
 from tests.graft import graft
 from tests.samples import renamed_bundle
 

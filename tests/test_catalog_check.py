@@ -23,7 +23,7 @@ from pipeline.catalog_check import check_store
 from pipeline.cli import app
 from pipeline.ingest import ingest
 from pipeline.simulate import simulate
-from pipeline.simulate_plan import SimulateOptions
+from pipeline.simulate.plan import SimulateOptions
 from pipeline.store import scan_events
 
 VML = "http://www.microsoft.com/Windows/Virtualization/Events"

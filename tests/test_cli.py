@@ -219,7 +219,7 @@ print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 def test_help_loads_no_analysis_library(args):
     """A help page or the version answers in a tenth of a second: it must not load polars
     (0.2 s), plotly, the EVTX engines, the archive libraries, dask or psutil; each command
-    loads them when it runs (pipeline/cli.py)."""
+    loads them when it runs (pipeline/cli/commands.py)."""
     done = subprocess.run(
         [sys.executable, "-c", _LOADED_FOR, *args], capture_output=True, text=True, check=True
     )

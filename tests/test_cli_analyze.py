@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.simulate import simulate
-from pipeline.simulate_plan import SimulateOptions
+from pipeline.simulate.plan import SimulateOptions
 
 
 def lmtrace(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

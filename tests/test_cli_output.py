@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from pipeline import __version__
 from pipeline.cli import app
-from pipeline.cli_output import print_verdict
+from pipeline.cli.output import print_verdict
 from pipeline.store import scan_events, scan_files
 from pipeline.wording import banner, clock_words, verdict_lines
 

@@ -20,7 +20,7 @@ from pipeline.correlate import CorrelateSettings, Correlation, correlate
 from pipeline.ingest import ingest
 from pipeline.matching import MatchSettings
 from pipeline.simulate import simulate
-from pipeline.simulate_plan import SimulateOptions
+from pipeline.simulate.plan import SimulateOptions
 from pipeline.store import scan_events
 
 SCENARIOS = (

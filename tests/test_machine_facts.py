@@ -256,7 +256,7 @@ def _simulated(tmp: Path, **knobs: object) -> tuple[Correlation, dict]:
 
     from parsers.pfirewall import PfirewallSettings
     from pipeline.simulate import simulate
-    from pipeline.simulate_plan import SimulateOptions
+    from pipeline.simulate.plan import SimulateOptions
 
     options = {"scenario": "quarantine-bug", "seed": 5, "noise": 30.0, "load": 3.0, **knobs}
     simulate(SimulateOptions(**options), tmp / "bundle")  # type: ignore[arg-type]
@@ -438,8 +438,8 @@ def renamed_later(tmp_path_factory: pytest.TempPathFactory) -> Correlation:
     migration (EventLog 6011 in the layout of the real samples, logged under the new name):
     the migration names HV-NODE2 and the VM is still called APP-VM01."""
     from pipeline.simulate import simulate
-    from pipeline.simulate_layouts import layout
-    from pipeline.simulate_plan import SimulateOptions
+    from pipeline.simulate.layouts import layout
+    from pipeline.simulate.plan import SimulateOptions
     from tests.graft import graft
 
     tmp = tmp_path_factory.mktemp("renamed-later")
@@ -466,8 +466,8 @@ def test_a_vm_named_as_its_guest_was_before_a_rename_matches_by_name(renamed_lat
 
 
 def test_a_renamed_host_keeps_its_migrations_on_its_one_lane(renamed_later) -> None:
-    from pipeline.timeline_lanes import lane_layout
-    from pipeline.timeline_spans import span_frame
+    from pipeline.timeline.lanes import lane_layout
+    from pipeline.timeline.spans import span_frame
 
     lanes = lane_layout(renamed_later, None)
     assert lanes.keys == ("hv-new2", "hv-node1", "sql-new")

@@ -20,7 +20,7 @@ from pipeline.correlate import CorrelateSettings, Correlation, correlate
 from pipeline.ingest import ingest
 from pipeline.matching import MatchSettings, clock_offsets, covering, match_guests
 from pipeline.simulate import simulate
-from pipeline.simulate_plan import SimulateOptions
+from pipeline.simulate.plan import SimulateOptions
 from pipeline.store import scan_events
 
 MODEL = load_catalog().model

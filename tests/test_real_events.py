@@ -22,7 +22,7 @@ from pipeline.catalog import load_catalog
 from pipeline.correlate import CorrelateSettings, Correlation, correlate
 from pipeline.ingest import ingest
 from pipeline.simulate import simulate
-from pipeline.simulate_plan import SimulateOptions
+from pipeline.simulate.plan import SimulateOptions
 from pipeline.store import scan_events
 
 pytestmark = pytest.mark.corpus

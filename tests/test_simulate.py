@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from parsers.pfirewall import PfirewallSettings, read_pfirewall
 from parsers.time_values import parse_zone
 from pipeline.simulate import SimulateError, SimulateOptions, parse_size, simulate
-from pipeline.simulate_layouts import LAYOUTS
-from pipeline.simulate_plan import load_presets
+from pipeline.simulate.layouts import LAYOUTS
+from pipeline.simulate.plan import load_presets
 
 PRESETS = load_presets()
 SCENARIOS = tuple(PRESETS)

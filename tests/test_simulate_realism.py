@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.simulate import SimulateError, SimulateOptions, simulate
-from pipeline.simulate_plan import REALISM, load_presets
+from pipeline.simulate.plan import REALISM, load_presets
 
 INBOUND = "%%14592"
 NONE_PROFILE = 2147483649  # FW_PROFILE_TYPE_NONE, as tugix456's Firewall 2010 logs it
@@ -486,7 +486,7 @@ def test_scenarios_may_turn_realism_on_and_bad_knobs_are_one_line_errors(
     tmp_path: Path,
 ) -> None:
     scenarios = tmp_path / "scenarios.toml"
-    text = (Path(__file__).parents[1] / "pipeline" / "scenarios.toml").read_text()
+    text = (Path(__file__).parents[1] / "pipeline" / "simulate" / "scenarios.toml").read_text()
     first = text.index("[quarantine-bug]")
     end = text.index("\n[", first)
     table = "\n".join(

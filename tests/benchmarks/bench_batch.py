@@ -33,7 +33,7 @@ import polars as pl
 
 from pipeline.batch import BatchResult, BatchSettings, run_batch
 from pipeline.simulate import SimulateError, SimulateOptions, parse_size, simulate
-from pipeline.simulate_plan import load_presets
+from pipeline.simulate.plan import load_presets
 
 
 def _make(spec: tuple[str, int, int, Path]) -> None:

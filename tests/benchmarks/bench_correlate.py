@@ -35,7 +35,7 @@ from pipeline.catalog import load_catalog  # noqa: E402
 from pipeline.correlate import correlate  # noqa: E402
 from pipeline.ingest import ingest  # noqa: E402
 from pipeline.simulate import simulate  # noqa: E402
-from pipeline.simulate_plan import SimulateOptions  # noqa: E402
+from pipeline.simulate.plan import SimulateOptions  # noqa: E402
 from pipeline.store import scan_events  # noqa: E402
 
 

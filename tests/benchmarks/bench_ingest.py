@@ -39,7 +39,7 @@ AS_INSTALLED = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTE
 
 from parsers.evtx_layout import is_evtx  # noqa: E402
 from pipeline.simulate import parse_size, simulate  # noqa: E402
-from pipeline.simulate_plan import SimulateOptions  # noqa: E402
+from pipeline.simulate.plan import SimulateOptions  # noqa: E402
 from tests.benchmarks.bench_read import raw_pass  # noqa: E402
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from parsers.evtx_layout import CHUNK_SIZE
 from parsers.evtx_writer import EvtxWriter
-from pipeline.simulate_events import (
+from pipeline.simulate.events import (
     GUEST_CHANNELS,
     GUEST_CORE_CHANNELS,
     HOST_CHANNELS,
@@ -44,10 +44,10 @@ from pipeline.simulate_events import (
     nearby_swaps,
     render,
 )
-from pipeline.simulate_facts import as_former, check_zone, system_facts
-from pipeline.simulate_layouts import file_name
-from pipeline.simulate_nla import add_nla_chatter
-from pipeline.simulate_noise import (
+from pipeline.simulate.facts import as_former, check_zone, system_facts
+from pipeline.simulate.layouts import file_name
+from pipeline.simulate.nla import add_nla_chatter
+from pipeline.simulate.noise import (
     GUEST_SHARE,
     HOST_SHARE,
     PADDING_WEIGHT,
@@ -55,7 +55,7 @@ from pipeline.simulate_noise import (
     stream,
     variants,
 )
-from pipeline.simulate_plan import (
+from pipeline.simulate.plan import (
     HISTORY_US,
     US,
     Machine,
@@ -68,8 +68,8 @@ from pipeline.simulate_plan import (
     resolve_preset,
     to_us,
 )
-from pipeline.simulate_routine import RoutineTruth, add_routine_traffic
-from pipeline.simulate_truth import (
+from pipeline.simulate.routine import RoutineTruth, add_routine_traffic
+from pipeline.simulate.truth import (
     Observed,
     bundle_verdict,
     failed_migration,

@@ -1,4 +1,4 @@
-"""Render a :class:`~pipeline.simulate_plan.Plan` into the events of each exported file.
+"""Render a :class:`~pipeline.simulate.plan.Plan` into the events of each exported file.
 
 The problem: the plan says what happened on the host clock; each machine's
 files must say it the way that machine logs it, in its own clock, with its own
@@ -21,7 +21,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from parsers.evtx_writer import EventSpec
-from pipeline.simulate_layouts import (
+from pipeline.simulate.layouts import (
     FIREWALL_CHANNEL,
     HA_ADMIN,
     NCSI_OPERATIONAL,
@@ -32,7 +32,7 @@ from pipeline.simulate_layouts import (
     file_name,
     layout,
 )
-from pipeline.simulate_plan import (
+from pipeline.simulate.plan import (
     MINIPORT,
     US,
     Machine,

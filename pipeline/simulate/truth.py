@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.simulate_events import BlockedTruth
-from pipeline.simulate_plan import (
+from pipeline.simulate.events import BlockedTruth
+from pipeline.simulate.plan import (
     HISTORY_US,
     NORMAL_QUARANTINE_MAX_S,
     SAFETY_TIMEOUT_S,
@@ -31,7 +31,7 @@ from pipeline.simulate_plan import (
 from pipeline.verdict_table import Row, VerdictTable, decide
 
 if TYPE_CHECKING:
-    from pipeline.simulate_routine import RoutineTruth
+    from pipeline.simulate.routine import RoutineTruth
 
 
 @dataclass(frozen=True)

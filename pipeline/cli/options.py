@@ -2,7 +2,7 @@
 
 Most commands select events, read bundles or correlate a store. Declaring each option
 once here keeps its name, help text and default identical in every command that takes
-it, and keeps pipeline/cli.py to the commands themselves. The builders turn the raw
+it, and keeps pipeline/cli/commands.py to the commands themselves. The builders turn the raw
 option values into the library's settings (EventFilter, CorrelateSettings, Limits), so
 that every command parses them the same way; they load the library when called, so
 that a help page loads only typer.

@@ -6,7 +6,7 @@ machines and their clocks, each live migration's phases on the host clock
 (start, brownout, blackout, completion), the guest's network change, its
 quarantine window and how it ends, and every inbound connection attempt with
 its fate (allowed, lost in the blackout, blocked by the quarantine). The event
-builders (:mod:`pipeline.simulate_events`) only render this plan, so the
+builders (:mod:`pipeline.simulate.events`) only render this plan, so the
 ground truth and the files cannot disagree.
 
 Times are integer microseconds since the Unix epoch, UTC, on the *host* clock
@@ -128,7 +128,7 @@ OS_NAMES = {"2012r2": "Windows Server 2012 R2", "2016": "Windows Server 2016",
 def load_presets(path: Path | None = None) -> dict[str, Preset]:
     """The scenarios of scenarios.toml (shipped in the package) or of ``path``."""
     if path is None:
-        text = resources.files("pipeline").joinpath("scenarios.toml").read_text("utf-8")
+        text = resources.files("pipeline.simulate").joinpath("scenarios.toml").read_text("utf-8")
     else:
         text = path.read_text("utf-8")
     data = tomllib.loads(text)
@@ -220,7 +220,7 @@ class Machine:
     clock_jumps_us: tuple[int, ...] = ()  # host times of the steps (migration resumes)
     time_zone: str = "UTC"
     os: str = "Windows Server 2016"
-    os_key: str = "2016"  # key of simulate_facts.OS_STRINGS
+    os_key: str = "2016"  # key of facts.OS_STRINGS
     former_name: str | None = None  # the name it had before a rename
     ws2022: bool = False
     wfp_audit: AuditMode = "full"

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from parsers.evtx_writer import EventSpec, PayloadValue
-from pipeline.simulate_events import GuestIds, Item, pfirewall_line, wfp_layout, wfp_values
-from pipeline.simulate_layouts import Layout, layout
-from pipeline.simulate_plan import EPOCH, US, Machine, from_us
+from pipeline.simulate.events import GuestIds, Item, pfirewall_line, wfp_layout, wfp_values
+from pipeline.simulate.layouts import Layout, layout
+from pipeline.simulate.plan import EPOCH, US, Machine, from_us
 
 Payload = tuple[tuple[str, PayloadValue], ...]
 

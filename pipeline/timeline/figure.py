@@ -16,10 +16,10 @@ a log is HTML-escaped before it enters the figure, since plotly renders a
 subset of HTML in labels and hover text. Dense markers are aggregated into
 time bins once a trace would exceed ``detail_max`` points, and the legend says
 so; that keeps 100,000 events under 10 MB of HTML. The layers themselves are
-drawn by :mod:`pipeline.timeline_lanes` (lanes, display clock, clock notes),
-:mod:`pipeline.timeline_spans` (migrations, blackouts, quarantine windows) and
-:mod:`pipeline.timeline_markers` (event and blocked markers, per-second counts),
-with every text escaped in :mod:`pipeline.timeline_text`; this module holds the
+drawn by :mod:`pipeline.timeline.lanes` (lanes, display clock, clock notes),
+:mod:`pipeline.timeline.spans` (migrations, blackouts, quarantine windows) and
+:mod:`pipeline.timeline.markers` (event and blocked markers, per-second counts),
+with every text escaped in :mod:`pipeline.timeline.text`; this module holds the
 options (zone, window, zoom), assembles the figure and writes the pages.
 """
 
@@ -42,10 +42,10 @@ from parsers.time_values import UTC, Zone, parse_utc
 from pipeline.correlate import Correlation
 from pipeline.machines import machine_of
 from pipeline.printable import printable
-from pipeline.timeline_lanes import lane_layout, legend_notes
-from pipeline.timeline_markers import add_blocked, add_context, add_counts
-from pipeline.timeline_spans import add_migrations, add_quarantine, span_frame
-from pipeline.timeline_text import escaped_text
+from pipeline.timeline.lanes import lane_layout, legend_notes
+from pipeline.timeline.markers import add_blocked, add_context, add_counts
+from pipeline.timeline.spans import add_migrations, add_quarantine, span_frame
+from pipeline.timeline.text import escaped_text
 from pipeline.wording import verdict_css
 
 TIMELINE_FILE = "timeline.html"

@@ -1,5 +1,5 @@
 """What each simulated machine's System log says about it: boots, OS, zone, updates,
-renames and clock steps, in the layouts of the real samples (simulate_layouts.py).
+renames and clock steps, in the layouts of the real samples (layouts.py).
 
 The problem: lmtrace reads a machine's OS, zone, updates and names from its own
 System log (pipeline/machine_facts.py); a simulated bundle must carry those events
@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from parsers.evtx_writer import EventSpec
-from pipeline.simulate_layouts import layout
-from pipeline.simulate_plan import US, Machine, SimulateError, from_us
+from pipeline.simulate.layouts import layout
+from pipeline.simulate.plan import US, Machine, SimulateError, from_us
 
 # IANA zone -> the Windows zone's standard name, as an English 6013 logs it (CLDR 001).
 WINDOWS_ZONES = {

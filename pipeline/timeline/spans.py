@@ -18,8 +18,8 @@ import plotly.graph_objects as go
 import polars as pl
 
 from pipeline.machines import machine_of
-from pipeline.timeline_lanes import ToLocal
-from pipeline.timeline_text import blackout_hover, quarantine_hover, span_hover, span_label
+from pipeline.timeline.lanes import ToLocal
+from pipeline.timeline.text import blackout_hover, quarantine_hover, span_hover, span_label
 from pipeline.verdict_table import load_table
 
 QUARANTINE_COLOURS = {

@@ -22,8 +22,8 @@ import plotly.graph_objects as go
 import polars as pl
 
 from pipeline.catalog import ModelParams
-from pipeline.timeline_lanes import ToLocal
-from pipeline.timeline_text import binned_hover, blocked_detail, context_detail, event_hover
+from pipeline.timeline.lanes import ToLocal
+from pipeline.timeline.text import binned_hover, blocked_detail, context_detail, event_hover
 
 PROTOCOLS = {6: ("TCP", "#d62728"), 17: ("UDP", "#ff7f0e")}
 OTHER_PROTOCOL = ("other", "#9467bd")

@@ -39,14 +39,14 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.simulate_events import (
+from pipeline.simulate.events import (
     GuestIds,
     Rendered,
     pfirewall_line,
     wfp_layout,
     wfp_values,
 )
-from pipeline.simulate_plan import US, Machine, Plan, feature_rng, from_us, iso
+from pipeline.simulate.plan import US, Machine, Plan, feature_rng, from_us, iso
 
 Traffic = Literal["multicast", "broadcast", "loopback", "self"]
 Outcome = Literal["blocked", "allowed"]

@@ -6,8 +6,8 @@ kept), 2 usage or fatal. Data goes to stdout, progress and warnings to stderr.
 Errors a user can fix (a bad path, a folder that is not a store, a bad time)
 are lmtrace errors: :class:`_Commands` turns them into one line on stderr,
 without a traceback, for every command at once. Options that several commands
-share live in cli_options.py; how tables, verdicts and progress bars look, in
-cli_output.py.
+share live in options.py; how tables, verdicts and progress bars look, in
+output.py.
 
 Start-up is part of the answer's speed: ``lmtrace --help`` loads typer and nothing
 else, and each command loads the parts of lmtrace it runs (no plotly for ``files``,
@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 from parsers.engines import DEFAULT_ENGINE
 from parsers.errors import LmtraceError
 from parsers.time_values import Zone, parse_utc, parse_zone
-from pipeline.cli_options import (
+from pipeline.cli.options import (
     SOURCE,
     TARGET,
     Catalogs,
@@ -237,7 +237,7 @@ def ingest(
 
     from parsers.evtx_reader import ReadSettings
     from parsers.pfirewall import PfirewallSettings
-    from pipeline.cli_output import IngestBar, echo_problems, ingest_summary_line, stderr_progress
+    from pipeline.cli.output import IngestBar, echo_problems, ingest_summary_line, stderr_progress
     from pipeline.ingest import ingest as run_ingest
     from pipeline.printable import printable_json
 
@@ -288,7 +288,7 @@ def events(
     """Print the stored events that match the filters, in time order, to stdout."""
     import polars as pl
 
-    from pipeline.cli_output import emit, warn_incomplete
+    from pipeline.cli.output import emit, warn_incomplete
     from pipeline.store import open_store, scan_events
 
     store = _store(store)
@@ -324,7 +324,7 @@ def files(
     ] = FilesFormat.table,
 ) -> None:
     """Print the per-file integrity table: every file seen, its counts, and what went wrong."""
-    from pipeline.cli_output import emit, relative_paths, warn_incomplete
+    from pipeline.cli.output import emit, relative_paths, warn_incomplete
     from pipeline.store import open_store, scan_files
 
     store = _store(store)
@@ -371,7 +371,7 @@ def catalog_check(
     """
     from pipeline.catalog import load_catalog
     from pipeline.catalog_check import check_store as check_catalog
-    from pipeline.cli_output import emit, warn_incomplete
+    from pipeline.cli.output import emit, warn_incomplete
     from pipeline.store import open_store, scan_events
 
     store = _store(store)
@@ -410,7 +410,7 @@ def correlate(
     rest); 2: fatal.
     """
     from pipeline.analyze import AnalyzeSettings, correlate_store
-    from pipeline.cli_output import print_verdict, warn_incomplete
+    from pipeline.cli.output import print_verdict, warn_incomplete
     from pipeline.outputs import integrity, write_outputs
     from pipeline.store import open_store, scan_files
 
@@ -493,7 +493,7 @@ def analyze(
     from parsers.pfirewall import PfirewallSettings
     from pipeline.analyze import AnalyzeSettings
     from pipeline.analyze import analyze as run_analyze
-    from pipeline.cli_output import (
+    from pipeline.cli.output import (
         IngestBar,
         echo_problems,
         print_verdict,
@@ -544,7 +544,7 @@ def simulate(
     scenario: Annotated[
         str,
         typer.Option(
-            help="Scenario preset of pipeline/scenarios.toml (docs/simulate.md), e.g. "
+            help="Scenario preset of pipeline/simulate/scenarios.toml (docs/simulate.md), e.g. "
             "quarantine-bug or healthy; a wrong name lists the valid ones."
         ),
     ],
@@ -744,7 +744,7 @@ def simulate(
     )
 
 
-# ----- timeline and export (pipeline/timeline.py, pipeline/export.py)
+# ----- timeline and export (pipeline/timeline/figure.py, pipeline/export.py)
 
 
 @app.command()
@@ -793,7 +793,7 @@ def timeline(
     from dataclasses import replace
 
     from pipeline.analyze import AnalyzeSettings, correlate_store, load_correlation_options
-    from pipeline.cli_output import warn_incomplete
+    from pipeline.cli.output import warn_incomplete
     from pipeline.store import open_store
     from pipeline.timeline import (
         TimelineSettings,
@@ -852,7 +852,7 @@ def export(
     the events its verdict rests on tagged with the migration id and verdict.
     Example: lmtrace export out/case --format timesketch --out case.jsonl
     """
-    from pipeline.cli_output import warn_incomplete
+    from pipeline.cli.output import warn_incomplete
     from pipeline.export import ExportFormat, export_store
     from pipeline.printable import printable
     from pipeline.store import open_store
@@ -931,7 +931,7 @@ def batch(
     from parsers.pfirewall import PfirewallSettings
     from pipeline.analyze import AnalyzeSettings
     from pipeline.batch import BatchSettings, run_batch
-    from pipeline.cli_output import BatchBar, batch_summary_line, stderr_progress
+    from pipeline.cli.output import BatchBar, batch_summary_line, stderr_progress
     from pipeline.printable import printable, printable_json
 
     settings = BatchSettings(

@@ -1,6 +1,6 @@
 """What lmtrace prints: tables and data on stdout, progress bars and problems on stderr.
 
-The commands in pipeline/cli.py decide what to show; this module decides how it looks,
+The commands in pipeline/cli/commands.py decide what to show; this module decides how it looks,
 so that every command renders frames, verdicts and progress the same way, and the
 command layer stays one short function per command. Nothing here picks an exit code.
 

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from pipeline.correlate import Correlation
-from pipeline.timeline_text import escaped_text, lane_label
+from pipeline.timeline.text import escaped_text, lane_label
 from pipeline.wording import clock_words
 
 ToLocal = Callable[[pl.Expr], pl.Expr]

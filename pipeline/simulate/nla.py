@@ -36,9 +36,9 @@ import random
 import uuid
 
 from parsers.evtx_writer import EventSpec
-from pipeline.simulate_events import GuestIds, Rendered, network_name
-from pipeline.simulate_layouts import layout
-from pipeline.simulate_plan import US, GuestReaction, Machine, Plan, feature_rng, from_us
+from pipeline.simulate.events import GuestIds, Rendered, network_name
+from pipeline.simulate.layouts import layout
+from pipeline.simulate.plan import US, GuestReaction, Machine, Plan, feature_rng, from_us
 
 PLACEHOLDER = "Identifying..."
 """The placeholder network NetworkProfile names while it identifies (English Windows)."""

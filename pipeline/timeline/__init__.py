@@ -1,0 +1,26 @@
+"""Timelines: the findings drawn as offline plotly pages (``figure`` assembles and writes
+them; ``lanes``, ``spans`` and ``markers`` draw the layers; ``text`` escapes every hover)."""
+
+from pipeline.timeline.figure import (
+    PER_MIGRATION_FOLDER,
+    TIMELINE_FILE,
+    TimelineError,
+    TimelineSettings,
+    safe_name,
+    timeline_figure,
+    view_range,
+    write_static,
+    write_timeline,
+)
+
+__all__ = [
+    "PER_MIGRATION_FOLDER",
+    "TIMELINE_FILE",
+    "TimelineError",
+    "TimelineSettings",
+    "safe_name",
+    "timeline_figure",
+    "view_range",
+    "write_static",
+    "write_timeline",
+]
