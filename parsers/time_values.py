@@ -115,11 +115,13 @@ _DURATION = re.compile(rf"^([+-])?\s*((?:{_PART}\s*)+|\d+(?:\.\d+)?)$")
 _PARTS = re.compile(_PART)
 
 
-def parse_duration(text: str, option: str = "duration", *, signed: bool = False) -> float:
+def parse_duration(
+    text: str, option: str = "duration", *, signed: bool = False, zero: bool = False
+) -> float:
     """Seconds from ``30s``, ``500ms``, ``2m``, ``1.5h``, ``1m30s`` or a bare number of seconds.
 
     ``signed`` admits a leading ``+``/``-`` (a clock offset); otherwise the duration
-    must be positive (a window).
+    must be positive (a window), or, with ``zero``, may also be nought (a tolerance).
     """
     match = _DURATION.match(text.strip().lower())
     example = "+3.2s, -1500ms or -1m30s" if signed else "30s, 500ms, 2m or 1m30s"
@@ -128,7 +130,7 @@ def parse_duration(text: str, option: str = "duration", *, signed: bool = False)
     body = match[2]
     parts = _PARTS.findall(body)
     seconds = sum(float(n) * _UNIT_S[unit] for n, unit in parts) if parts else float(body)
-    if not signed and seconds <= 0:
+    if not signed and (seconds < 0 or (seconds == 0 and not zero)):
         raise TimeValueError(f"{option}: {text!r} is not a duration such as {example}")
     return -seconds if match[1] == "-" else seconds
 

@@ -9,6 +9,7 @@ same ones in one line with exit code 2.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -122,6 +123,24 @@ def test_every_zone_option_refuses_the_same_way(
     _refused([*args, option, "+15:00"], option)
     _refused([*args, option, "Mars/Olympus"], option)
     assert not (tmp_path / "out").exists()
+
+
+def test_every_duration_option_takes_compound_forms(tmp_path: Path) -> None:
+    """--tolerance, simulate's clock knobs and batch's --timeout read durations like --window."""
+    out = tmp_path / "sim"
+    done = _runner.invoke(
+        app,
+        ["simulate", "--scenario", "healthy", "--out", str(out), "--seed", "3",
+         "--guest-clock-offset=-1m30s", "--guest-clock-jump", "1500ms"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    truth = json.loads((out / "ground_truth.json").read_text(encoding="utf-8"))
+    assert json.dumps(truth).count("-90.0") >= 1
+    assert parse_duration("0s", "--tolerance", zero=True) == 0
+    _refused(
+        ["analyze", str(out), "--out", str(tmp_path / "o"), "--tolerance", "-1s"], "--tolerance"
+    )
+    _refused(["batch", str(out), "--out", str(tmp_path / "b"), "--timeout", "0"], "--timeout")
 
 
 def test_time_and_duration_options_refuse_the_same_way(tmp_path: Path) -> None:

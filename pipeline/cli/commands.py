@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 
 from parsers.engines import DEFAULT_ENGINE
 from parsers.errors import LmtraceError
-from parsers.time_values import Zone, parse_utc, parse_zone
+from parsers.time_values import Zone, parse_duration, parse_utc, parse_zone
 from pipeline.cli.options import (
     SOURCE,
     TARGET,
@@ -566,18 +566,24 @@ def simulate(
     ] = None,
     guest_clock_offset: Annotated[
         float,
-        typer.Option(help="Guest clock minus host clock, seconds (e.g. -90; -18000: 5 h behind)."),
-    ] = 0.0,
+        typer.Option(
+            parser=parsed_as(parse_duration, "--guest-clock-offset", signed=True),
+            metavar="DURATION",
+            help="Guest clock minus host clock (e.g. -90s, -1m30s; -5h: 5 h behind).",
+        ),
+    ] = "0s",  # type: ignore[assignment]
     guest_clock_drift: Annotated[
         float, typer.Option(help="Guest clock drift against the host, ppm.")
     ] = 0.0,
     guest_clock_jump: Annotated[
         float,
         typer.Option(
-            help="Seconds the guest clock steps when it resumes after each migration "
-            "(a time-sync correction on the new host)."
+            parser=parsed_as(parse_duration, "--guest-clock-jump", signed=True),
+            metavar="DURATION",
+            help="How far the guest clock steps when it resumes after each migration "
+            "(a time-sync correction on the new host), e.g. 4s or -2m.",
         ),
-    ] = 0.0,
+    ] = "0s",  # type: ignore[assignment]
     name_mismatch: Annotated[
         bool,
         typer.Option(help="Guests log host names unlike their VM names (SQLPROD7.corp...; FQDNs)."),
@@ -900,8 +906,13 @@ def batch(
         ),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(min=1.0, help="Seconds one bundle may take before it fails.")
-    ] = 1800.0,
+        float,
+        typer.Option(
+            parser=parsed_as(parse_duration, "--timeout"),
+            metavar="DURATION",
+            help="How long one bundle may take before it fails: 30m, 1h, 90s.",
+        ),
+    ] = "30m",  # type: ignore[assignment]
     max_memory: Annotated[
         int, typer.Option(min=64, help="MB of memory one bundle's analysis may use.")
     ] = 2048,

@@ -139,9 +139,10 @@ Providers = Annotated[
 ]
 
 
-def parsed_as(parse: Callable[[str, str], object], option: str) -> Callable[[str], object]:
-    """An option's parser from parsers/time_values.py, its errors naming ``option``."""
-    return lambda text: parse(text, option)
+def parsed_as(parse: Callable[..., object], option: str, **how: bool) -> Callable[[str], object]:
+    """An option's parser from parsers/time_values.py, its errors naming ``option``
+    (``how``: the parser's keywords, e.g. ``signed=True`` for a clock offset)."""
+    return lambda text: parse(text, option, **how)
 
 
 Since = Annotated[
@@ -256,8 +257,9 @@ ClockOffsets = Annotated[
 Tolerance = Annotated[
     float | None,
     typer.Option(
-        min=0.0,
-        help="Seconds of slack when lining up guest and host events after the clock offset "
+        parser=parsed_as(parse_duration, "--tolerance", zero=True),
+        metavar="DURATION",
+        help="Slack when lining up guest and host events after the clock offset: 3s, 500ms "
         "(default: the catalog's, 3 s).",
         show_default=False,
     ),
