@@ -166,19 +166,27 @@ def test_every_documented_command_is_run_or_covered() -> None:
         assert hasattr(importlib.import_module(module), name), f"{module}.{name} is gone"
 
 
-@pytest.mark.parametrize(
-    "command", [c for c in documented_commands() if c not in COVERED_ELSEWHERE]
-)
-def test_documented_command_runs(command: str, workspace: Path, monkeypatch) -> None:
-    if _rebuilds_an_example(command):
-        module = importlib.import_module("tests.test_simulate")
-        assert hasattr(module, "test_example_bundles_are_rebuilt_by_their_commands")
-        return
+def test_documented_commands_run_in_the_order_the_docs_give_them(
+    workspace: Path, monkeypatch
+) -> None:
+    """One test, not one per command: a command builds on those before it (analyze
+    --out case-4711, then export case-4711), and test runners that spread parametrized
+    tests over processes (pytest -n auto) would run them apart."""
     monkeypatch.chdir(workspace)
     monkeypatch.setenv("LMTRACE_ARCHIVE_PASSWORD", "$PW")  # README's case block exports it
-    result = CliRunner().invoke(app, _arguments(command, workspace))
-    assert result.exit_code == 0, f"{command}\n{result.output}"
-    assert "Traceback" not in result.output
+    ran = 0
+    for command in documented_commands():
+        if command in COVERED_ELSEWHERE:
+            continue
+        if _rebuilds_an_example(command):
+            module = importlib.import_module("tests.test_simulate")
+            assert hasattr(module, "test_example_bundles_are_rebuilt_by_their_commands")
+            continue
+        result = CliRunner().invoke(app, _arguments(command, workspace))
+        assert result.exit_code == 0, f"{command}\n{result.output}"
+        assert "Traceback" not in result.output, command
+        ran += 1
+    assert ran > 10
 
 
 @pytest.mark.parametrize(
