@@ -124,7 +124,7 @@ def test_records_a_chunk_declares_but_no_engine_reads_are_counted(corpus_dir: Pa
 
 
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=timedelta(seconds=20),
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
