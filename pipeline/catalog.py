@@ -94,6 +94,11 @@ class FixFacts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     later_updates: str  # regex over an update's title: group 1 its month (yyyy-mm)
     later_since: str  # a later update of this month or after carries the fix
 
+    @property
+    def fixed_version(self) -> str | None:
+        """The OS version the fix is for: the bug version of its build (None: none is)."""
+        return next((v for v in self.bug_versions if v.endswith(f".{self.build}")), None)
+
 
 Condition = str | int | list[str | int]
 """A ``when`` value as written: text, a number, or a list of them (loaded: a list of text)."""
@@ -403,7 +408,7 @@ def _load_texts(sources: Sequence[tuple[str, str]]) -> Catalog:
         params = _typed(model, ModelParams, path, text)
         fix_facts = _typed(fix, FixFacts, path, text)
         _check_pattern(path, "[fix] later_updates", fix_facts.later_updates)
-        if not any(v.endswith(f".{fix_facts.build}") for v in fix_facts.bug_versions):
+        if fix_facts.fixed_version is None:
             raise CatalogError(
                 f"{path}: [fix] bug_versions names no version of build {fix_facts.build}"
             )

@@ -39,11 +39,6 @@ REASON_NOT_SET = (
 )
 
 
-def _fix_version(fix: FixFacts) -> str:
-    """The OS version (major.minor.build) the fix is for: the bug version of its build."""
-    return next(v for v in fix.bug_versions if v.endswith(f".{fix.build}"))
-
-
 def _carrying_fix(updates: pl.DataFrame, fix: FixFacts) -> pl.DataFrame:
     """The updates (machine_facts.updates rows) that carry the host fix."""
     month = pl.col("title").str.extract(fix.later_updates)
@@ -164,7 +159,8 @@ def _host_entry(
     label = f"{host} ({product}, {build or 'build not logged'})"
     fixed = evidence.filter(pl.col("machine") == host)
     set_value = f"Set {fix.registry} = 0 (DWORD), then restart the host."
-    fix_version = _fix_version(fix)
+    fix_version = fix.fixed_version
+    assert fix_version is not None, "load_catalog refuses a [fix] without it"
     fix_product = fix.bug_versions[fix_version]
     entry: dict[str, object] = {
         "id": f"host-fix:{host}",
