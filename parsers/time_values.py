@@ -68,7 +68,7 @@ class Zone:
         """'UTC', 'UTC+05:30' or 'Europe/Berlin, UTC+01:00' (the offset in force at ``at``)."""
         if self.is_utc:
             return "UTC"
-        text = "UTC" + offset_text(at.astimezone(self.tzinfo).utcoffset() or timedelta(0))
+        text = "UTC" + utc_offset_text(at.astimezone(self.tzinfo).utcoffset() or timedelta(0))
         return text if self.name == text[3:] else f"{self.name}, {text}"
 
 
@@ -77,7 +77,7 @@ UTC = Zone("UTC", timezone.utc)
 _OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
 
 
-def offset_text(offset: timedelta) -> str:
+def utc_offset_text(offset: timedelta) -> str:
     """A UTC offset as ``+hh:mm`` / ``-hh:mm``."""
     minutes = round(offset.total_seconds() / 60)
     sign = "+" if minutes >= 0 else "-"
@@ -97,7 +97,7 @@ def parse_zone(text: str, option: str = "time zone") -> Zone:
                 f"{option}: {text!r} is not a UTC offset (at most 14 hours, minutes below 60)"
             )
         delta = delta if sign == "+" else -delta
-        return Zone(offset_text(delta), timezone(delta))
+        return Zone(utc_offset_text(delta), timezone(delta))
     try:
         return Zone(value, ZoneInfo(value))
     except (ZoneInfoNotFoundError, ValueError):

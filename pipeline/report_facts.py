@@ -8,8 +8,10 @@ findings document (machine_facts.py); nothing is recomputed here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from parsers.time_values import utc_offset_text
 
 UPDATES_SHOWN = 5  # the latest updates listed per machine; machines.csv has them all
 
@@ -33,9 +35,8 @@ def zone_text(m: Mapping[str, Any]) -> str:
     """The zone as 6013 names it, its standard offset, and the IANA zone it maps to."""
     if m.get("time_zone") is None:
         return "not logged"
-    bias = m.get("zone_bias_min") or 0
-    sign = "-" if bias > 0 else "+"
-    offset = f"UTC{sign}{abs(bias) // 60:02d}:{abs(bias) % 60:02d}"
+    # Windows' bias is minutes to add to local time for UTC: the offset's opposite.
+    offset = "UTC" + utc_offset_text(timedelta(minutes=-(m.get("zone_bias_min") or 0)))
     text = f"{m['time_zone']} (standard {offset}"
     text += f", {m['zone_iana']})" if m.get("zone_iana") else ", no known IANA zone)"
     zones = m.get("zones_logged") or []
