@@ -47,6 +47,7 @@ from pipeline.zip_names import open_zip
 
 COPY_BLOCK = 1 << 20
 """How many bytes are copied or hashed at a time."""
+_7Z_NEEDS_PASSWORD = "encrypted 7z archive: give its password with --password"
 
 
 def unsafe_member_name(name: str) -> str | None:
@@ -203,13 +204,7 @@ class ArchiveWalker:
             archive = py7zr.SevenZipFile(path, mode="r", password=self.password)
             infos = archive.list()
         except py7zr.PasswordRequired:
-            self.finds.skip(
-                source_path,
-                parent,
-                "7z",
-                "encrypted 7z archive: give its password with --password",
-                problem=True,
-            )
+            self.finds.skip(source_path, parent, "7z", _7Z_NEEDS_PASSWORD, problem=True)
             return
         except Exception as e:  # py7zr raises many types for damaged or misdecrypted bytes
             maybe = " (the --password given is wrong, or it is damaged)" if self.password else ""
@@ -246,14 +241,8 @@ class ArchiveWalker:
                 self.finds.skip(source_path, sink.current, "unknown", str(refused), problem=True)
             except WriteError:
                 raise
-            except py7zr.PasswordRequired:
-                self.finds.skip(
-                    source_path,
-                    parent,
-                    "7z",
-                    "encrypted 7z archive: give its password with --password",
-                    problem=True,
-                )
+            except py7zr.PasswordRequired:  # a readable listing, encrypted members
+                self.finds.skip(source_path, parent, "7z", _7Z_NEEDS_PASSWORD, problem=True)
             except Exception as e:
                 self.finds.skip(
                     source_path,
