@@ -2,25 +2,21 @@
 them; ``lanes``, ``spans`` and ``markers`` draw the layers; ``text`` escapes every hover)."""
 
 from pipeline.timeline.figure import (
-    PER_MIGRATION_FOLDER,
     TIMELINE_FILE,
     TimelineError,
     TimelineSettings,
     safe_name,
     timeline_figure,
-    view_range,
     write_static,
     write_timeline,
 )
 
 __all__ = [
-    "PER_MIGRATION_FOLDER",
     "TIMELINE_FILE",
     "TimelineError",
     "TimelineSettings",
     "safe_name",
     "timeline_figure",
-    "view_range",
     "write_static",
     "write_timeline",
 ]
