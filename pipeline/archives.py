@@ -37,13 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-import py7zr
-import pyzipper
-from py7zr import io as py7zr_io
-
 from pipeline.limits import Limits
 from pipeline.writes import WriteError, os_cause
-from pipeline.zip_names import open_zip
+from pipeline.zip_names import bad_zip_errors, open_zip
 
 COPY_BLOCK = 1 << 20
 """How many bytes are copied or hashed at a time."""
@@ -100,8 +96,9 @@ class _CountingReader:
         return data
 
 
-class _Refused(Exception):
-    """Internal: a member was refused while streaming; carries the reason."""
+class Refused(Exception):
+    """A member was refused while streaming (here or in pipeline/seven_zip.py); carries the
+    reason."""
 
 
 @dataclass
@@ -141,10 +138,11 @@ class ArchiveWalker:
             self._gzip(path, source_path, member, depth)
 
     def _zip(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
+        bad_zip = bad_zip_errors(self.password)
         with ExitStack() as opened:
             try:
                 archive = opened.enter_context(open_zip(path, self.password))
-            except (zipfile.BadZipFile, pyzipper.BadZipFile, OSError, ValueError) as e:
+            except (*bad_zip, OSError, ValueError) as e:
                 self.finds.skip(
                     source_path, parent, "zip", f"not a readable zip archive: {e}", problem=True
                 )
@@ -174,8 +172,7 @@ class ArchiveWalker:
                                 stream, lambda i=info: i.compress_size, source_path, member, depth
                             )
                     except (
-                        zipfile.BadZipFile,
-                        pyzipper.BadZipFile,
+                        *bad_zip,
                         zlib.error,
                         EOFError,
                         OSError,
@@ -198,7 +195,12 @@ class ArchiveWalker:
 
     def _7z(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
         """A 7-Zip archive (py7zr), its members checked as a zip's are, then decompressed in
-        one pass: a solid archive would otherwise be decompressed once per member."""
+        one pass: a solid archive would otherwise be decompressed once per member. py7zr is
+        imported here, when an archive needs it: a plain folder does not pay for it."""
+        import py7zr
+
+        from pipeline.seven_zip import SevenZipSink
+
         size = path.stat().st_size
         try:
             archive = py7zr.SevenZipFile(path, mode="r", password=self.password)
@@ -233,11 +235,11 @@ class ArchiveWalker:
                     )
                 else:
                     wanted[info.filename] = member
-            sink = _SevenZipSink(self, source_path, wanted, size)
+            sink = SevenZipSink(self, source_path, wanted, size)
             try:
                 if wanted:
                     archive.extract(targets=list(wanted), factory=sink)
-            except _Refused as refused:
+            except Refused as refused:
                 self.finds.skip(source_path, sink.current, "unknown", str(refused), problem=True)
             except WriteError:
                 raise
@@ -398,18 +400,18 @@ class ArchiveWalker:
                     size += len(block)
                     too_big = self._cap_problem(size) or self._space_problem(size, room)
                     if too_big:
-                        raise _Refused(too_big)
+                        raise Refused(too_big)
                     if size > limits.ratio_grace_bytes and size > limits.max_ratio * max(
                         consumed(), 1
                     ):
-                        raise _Refused(
+                        raise Refused(
                             f"inflates more than {limits.max_ratio:,.0f}:1 while streaming "
                             f"(a zip bomb?); stopped after {size:,} bytes "
                             f"(--max-ratio raises the limit)"
                         )
                     digest.update(block)
                     write(block)
-        except _Refused as refused:
+        except Refused as refused:
             out.unlink()
             self.finds.skip(source_path, member, "unknown", str(refused), problem=True)
             return False
@@ -476,91 +478,6 @@ def _why(error: Exception) -> str:
     """An archive library's error in words, never echoing more than its first line."""
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text}"[:200] if text else type(error).__name__
-
-
-class _SevenZipSink(py7zr_io.WriterFactory):
-    """Where py7zr writes the members of one 7z archive: scratch files, under the same
-    caps as any member (total extraction, free space, inflation against the archive's
-    size). Members are handed to the walk after the extraction, in this thread."""
-
-    def __init__(
-        self, walker: ArchiveWalker, source_path: str, wanted: dict[str, str], size: int
-    ) -> None:
-        self.walker = walker
-        self.source_path = source_path
-        self.wanted = wanted
-        self.archive_size = size
-        self.inflated = 0
-        self.room = walker._room()
-        self.current: str | None = None
-        self.partial: Path | None = None
-        self.done: list[tuple[Path, str, int, str]] = []
-
-    def create(self, filename: str) -> _SevenZipMember:
-        self.current = self.wanted.get(filename, filename)
-        self.walker.counter += 1
-        out = self.walker.scratch / f"member-{self.walker.counter:06d}"
-        self.partial = out
-        return _SevenZipMember(self, out, self.current)
-
-    def discard_partial(self) -> None:
-        if self.partial is not None:
-            self.partial.unlink(missing_ok=True)
-
-
-class _SevenZipMember(py7zr_io.Py7zIO):
-    """One member's scratch file, hashed and checked as it grows."""
-
-    def __init__(self, sink: _SevenZipSink, out: Path, member: str) -> None:
-        self.sink, self.out, self.member = sink, out, member
-        self.digest = hashlib.sha256()
-        self.nbytes = 0
-        try:
-            self.file = out.open("xb", buffering=0)
-        except OSError as exc:
-            code, words = os_cause(exc) or (None, str(exc))
-            raise WriteError(out, f"{words}, extracting {member}", code) from None
-
-    def write(self, s: bytes | bytearray) -> int:
-        sink, walker, limits = self.sink, self.sink.walker, self.sink.walker.limits
-        self.nbytes += len(s)
-        sink.inflated += len(s)
-        extracted = sum(n for _, _, n, _ in sink.done) + self.nbytes
-        too_big = walker._cap_problem(extracted) or walker._space_problem(extracted, sink.room)
-        if too_big:
-            raise _Refused(too_big)
-        if sink.inflated > limits.ratio_grace_bytes and sink.inflated > limits.max_ratio * max(
-            sink.archive_size, 1
-        ):
-            raise _Refused(
-                f"inflates more than {limits.max_ratio:,.0f}:1 while streaming "
-                f"(a 7z bomb?); stopped after {self.nbytes:,} bytes "
-                f"(--max-ratio raises the limit)"
-            )
-        self.digest.update(s)
-        try:
-            return self.file.write(s) or 0
-        except OSError as exc:
-            code, words = os_cause(exc) or (None, str(exc))
-            raise WriteError(self.out, f"{words}, extracting {self.member}", code) from None
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.nbytes
-
-    def flush(self) -> None:
-        pass
-
-    def size(self) -> int:
-        return self.nbytes
-
-    def close(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-            self.sink.done.append((self.out, self.member, self.nbytes, self.digest.hexdigest()))
-            self.sink.partial = None
 
 
 def _zip_entry_problem(info: zipfile.ZipInfo, have_password: bool = False) -> str | None:

@@ -27,8 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-import pyzipper
-
 _CENTRAL = b"PK\x01\x02"
 _CENTRAL_SIZE = 46  # fixed part of a central directory entry
 _LOCAL = b"PK\x03\x04"
@@ -84,9 +82,21 @@ def _zip(file: Path | _NamesAsBytes, password: str | None) -> zipfile.ZipFile:
     the latter)."""
     if password is None:
         return zipfile.ZipFile(file)  # type: ignore[arg-type]
+    import pyzipper  # only for a password: a plain zip or folder does not load it
+
     archive = pyzipper.AESZipFile(file)
     archive.setpassword(password.encode("utf-8"))
     return archive  # type: ignore[return-value]
+
+
+def bad_zip_errors(password: str | None) -> tuple[type[Exception], ...]:
+    """What a zip read by :func:`open_zip` raises for bytes that are not a readable zip:
+    pyzipper has a class of its own, and is imported only when a password needs it."""
+    if password is None:
+        return (zipfile.BadZipFile,)
+    import pyzipper
+
+    return (zipfile.BadZipFile, pyzipper.BadZipFile)
 
 
 @contextmanager

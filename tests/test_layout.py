@@ -65,3 +65,21 @@ def test_the_command_line_loads_no_data_library_on_import(package: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert not [m for m in heavy if f"'{m}'" in loaded], loaded
+
+
+def test_analysing_a_folder_loads_no_archive_library(tmp_path: Path) -> None:
+    """py7zr and pyzipper cost start-up (issue 12) and only an archive needs them: a folder
+    of logs is analysed, in a fresh interpreter, without either being imported."""
+    bundle = ROOT / "examples" / "bundles" / "no-audit"
+    code = (
+        "import sys\n"
+        "from pipeline.analyze import AnalyzeSettings, analyze\n"
+        f"analyze([{str(bundle)!r}], {str(tmp_path / 'out')!r}, AnalyzeSettings(jobs=1))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert (tmp_path / "out" / "findings.json").is_file()
+    assert "'polars'" in loaded  # the analysis ran, and the listing is of its modules
+    assert not [m for m in ("py7zr", "pyzipper") if f"'{m}'" in loaded], loaded
