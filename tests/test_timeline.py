@@ -31,6 +31,8 @@ from pipeline.timeline import (
     write_static,
     write_timeline,
 )
+from pipeline.timeline.figure import timeline_plot
+from pipeline.timeline.plot import to_json
 from pipeline.wording import clock_words
 
 
@@ -237,6 +239,23 @@ def test_log_text_is_escaped_in_every_label(drain: Analysis) -> None:
     assert "<img" not in text and "<script" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
     assert "&lt;script&gt;x()&lt;/script&gt;" in text
+
+
+@pytest.mark.parametrize("around", [None, 0])
+def test_the_page_figure_is_what_plotly_validates(drain: Analysis, around: int | None) -> None:
+    """The timeline is written as plain JSON, without plotly's validation (issue 12: it cost
+    a third of a small analysis). Handed to plotly's Figure, it must be accepted (plotly
+    refuses an unknown property) and come back unchanged (nothing coerced), so the page
+    draws what plotly itself would have drawn. Byte equality with the pages plotly wrote
+    is tests/test_same_outputs.py's."""
+    import plotly.graph_objects as go
+
+    ids = drain.result.migrations["migration_id"].to_list()
+    settings = TimelineSettings(around=None if around is None else ids[around])
+    plot = timeline_plot(drain.result, settings).to_dict()
+    validated = go.Figure(plot).to_plotly_json()
+    assert json.loads(to_json(validated)) == json.loads(to_json(plot))
+    assert len(plot["data"]) > 5 and plot["layout"]["template"]["layout"]["plot_bgcolor"]
 
 
 def test_static_export_rejects_other_formats(drain: Analysis, tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ drawn by :mod:`pipeline.timeline.lanes` (lanes, display clock, clock notes),
 :mod:`pipeline.timeline.spans` (migrations, blackouts, quarantine windows) and
 :mod:`pipeline.timeline.markers` (event and blocked markers, per-second counts),
 with every text escaped in :mod:`pipeline.timeline.text`; this module holds the
-options (zone, window, zoom), assembles the figure and writes the pages.
+options (zone, window, zoom), assembles the figure and writes the pages. The figure
+is built as the plain JSON plotly.js reads (:mod:`pipeline.timeline.plot` says why),
+and handed to plotly's validated Figure only for a static image.
 """
 
 from __future__ import annotations
@@ -31,11 +33,9 @@ import textwrap
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import plotly.graph_objects as go
 import polars as pl
-from plotly.offline import get_plotlyjs
-from plotly.subplots import make_subplots
 
 from parsers.model import LmtraceError
 from parsers.time_values import UTC, Zone, parse_utc
@@ -44,12 +44,17 @@ from pipeline.machines import machine_of
 from pipeline.printable import printable
 from pipeline.timeline.lanes import lane_layout, legend_notes
 from pipeline.timeline.markers import add_blocked, add_context, add_counts
+from pipeline.timeline.plot import Plot, plot_div, plotly_js, shapes, trace, white_template
 from pipeline.timeline.spans import add_migrations, add_quarantine, span_frame
 from pipeline.timeline.text import escaped_text
 from pipeline.wording import verdict_css
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 TIMELINE_FILE = "timeline.html"
 PER_MIGRATION_FOLDER = "timelines"
+SCRIPT = "plotly.min.js"  # the per-migration pages' shared copy of plotly.js
 
 
 class TimelineError(LmtraceError):
@@ -108,8 +113,8 @@ def view_range(result: Correlation, settings: TimelineSettings) -> tuple[datetim
     return first - pad, last + pad
 
 
-def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figure:
-    """The timeline as a plotly figure: lanes above, blocked-per-second bars below."""
+def timeline_plot(result: Correlation, settings: TimelineSettings) -> Plot:
+    """The timeline as plotly.js reads it: lanes above, blocked-per-second bars below."""
     zone = settings.zone
     first, last = view_range(result, settings)
     migs = result.migrations.filter(
@@ -127,19 +132,30 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
     in_view = pl.col("timestamp_host").is_between(first, last)
     blocked = result.blocked.filter(in_view)
     context = result.context.filter(in_view)
-
-    fig = make_subplots(
-        rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2], vertical_spacing=0.04
+    # Two rows sharing the time axis: the lanes (80 %) above the counts, 0.04 apart.
+    fig = Plot(
+        layout={
+            "template": white_template(),
+            "xaxis": {
+                "anchor": "y",
+                "domain": [0.0, 1.0],
+                "matches": "x2",
+                "showticklabels": False,
+            },
+            "yaxis": {"anchor": "x", "domain": [0.232, 1.0]},
+            "xaxis2": {"anchor": "y2", "domain": [0.0, 1.0]},
+            "yaxis2": {"anchor": "x2", "domain": [0.0, 0.192]},
+        }
     )
     local = zone.local
     for row in (1, 2):  # plotly draws a subplot's axes only when a trace uses them
         fig.add_trace(
-            go.Scatter(
-                x=[zone.to_local(first), zone.to_local(last)], y=[0, 0], mode="markers",
-                marker={"opacity": 0}, hoverinfo="skip", showlegend=False,
+            trace(
+                "scatter", x=[zone.to_local(first), zone.to_local(last)], y=[0, 0],
+                mode="markers", marker={"opacity": 0}, hoverinfo="skip", showlegend=False,
                 meta={"lmtrace": "axis"},
             ),
-            row=row, col=1,
+            row=row,
         )  # fmt: skip
     add_migrations(fig, span_frame(migs, local, index, result.aliases))
     add_quarantine(fig, migs, index, local)
@@ -149,11 +165,13 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
     width = add_counts(fig, shown, local, first, last)
     legend_notes(fig, result, lanes)
     if result.migrations.is_empty():
-        fig.add_annotation(
-            text="No live migration was found in these logs: nothing to draw.<br>"
-            "report.html says which logs to collect.",
-            xref="paper", yref="paper", x=0.5, y=0.6, showarrow=False,
-            font={"size": 15, "color": "#616161"},
+        fig.layout["annotations"] = shapes(
+            {
+                "text": "No live migration was found in these logs: nothing to draw.<br>"
+                "report.html says which logs to collect.",
+                "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.6, "showarrow": False,
+                "font": {"size": 15, "color": "#616161"},
+            }
         )  # fmt: skip
 
     zone_label = zone.label(first)
@@ -165,33 +183,29 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
     if focus.height:
         focused = focus.row(0, named=True)
         title += f" · {escaped_text(focused['vm_name'])}"
-    fig.update_layout(
-        title={
+    fig.layout |= {
+        "title": {
             "text": f"<b>{title}</b><br><sup>verdict: {escaped_text(result.summary.verdict)} · "
             f"times in {escaped_text(zone_label)} · guest events on the host clock</sup>",
             "x": 0.01,
         },
-        template="plotly_white",
-        height=max(420, 140 + 70 * n + 160),
-        margin={"l": 10, "r": 10, "t": 80, "b": 50},
-        hovermode="closest",
-        barmode="stack",
-        legend={"groupclick": "toggleitem", "font": {"size": 11}, "tracegroupgap": 8},
-        font={"family": "Segoe UI, Helvetica, Arial, sans-serif", "size": 12},
-        meta={"lanes": list(lanes.keys), "zone": zone_label},
-    )
-    fig.update_yaxes(
-        row=1,
-        col=1,
-        tickvals=list(range(n)),
-        ticktext=list(lanes.labels),
-        range=[n - 0.5, -0.5],
-        zeroline=False,
-        showgrid=False,
-        fixedrange=True,
-    )
-    # Shapes set at once: plotly's add_hrect re-validates every shape on each call.
-    shapes: list[dict] = [
+        "margin": {"l": 10, "r": 10, "t": 80, "b": 50},
+        "legend": {"font": {"size": 11}, "groupclick": "toggleitem", "tracegroupgap": 8},
+        "font": {"family": "Segoe UI, Helvetica, Arial, sans-serif", "size": 12},
+        "height": max(420, 140 + 70 * n + 160),
+        "hovermode": "closest",
+        "barmode": "stack",
+        "meta": {"lanes": list(lanes.keys), "zone": zone_label},
+    }
+    fig.layout["yaxis"] |= {
+        "tickvals": list(range(n)),
+        "ticktext": list(lanes.labels),
+        "range": [n - 0.5, -0.5],
+        "zeroline": False,
+        "showgrid": False,
+        "fixedrange": True,
+    }
+    stripes = [
         {
             "type": "rect", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1,
             "y0": i - 0.5, "y1": i + 0.5, "layer": "below", "line": {"width": 0},
@@ -200,7 +214,7 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
         for i in range(n)
     ]  # fmt: skip
     if 0 < lanes.hosts < n:
-        shapes.append(
+        stripes.append(
             {
                 "type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1,
                 "y0": lanes.hosts - 0.5, "y1": lanes.hosts - 0.5,
@@ -209,7 +223,7 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
         )  # fmt: skip
     if focus.height:  # the migration zoomed on, drawn over the lane stripes
         ends = [t for t in (focused["end"], focused["q_end_host"], focused["start"]) if t]
-        shapes += [
+        stripes += [
             {
                 "type": "rect", "xref": "x", "yref": f"{axis} domain", "y0": 0, "y1": 1,
                 "x0": zone.to_local(focused["start"] or focused["end"]),
@@ -218,31 +232,42 @@ def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figur
             }
             for axis in ("y", "y2")
         ]  # fmt: skip
-    fig.update_layout(shapes=shapes)
-    fig.update_yaxes(
-        row=2, col=1, title_text=f"blocked<br>per {width:g} s", rangemode="tozero", fixedrange=True
-    )
-    fig.update_xaxes(
-        range=[zone.to_local(first), zone.to_local(last)], showgrid=True, gridcolor="#e0e0e0"
-    )
-    fig.update_xaxes(row=2, col=1, title_text=f"Time ({escaped_text(zone_label)})")
+    fig.layout["shapes"] = shapes(*stripes)
+    fig.layout["yaxis2"] |= {
+        "title": {"text": f"blocked<br>per {width:g} s"},
+        "rangemode": "tozero",
+        "fixedrange": True,
+    }
+    shown_range = {
+        "range": [zone.to_local(first), zone.to_local(last)],
+        "showgrid": True,
+        "gridcolor": "#e0e0e0",
+    }
+    fig.layout["xaxis"] |= shown_range
+    fig.layout["xaxis2"] |= {
+        **shown_range,
+        "title": {"text": f"Time ({escaped_text(zone_label)})"},
+    }
     return fig
+
+
+def timeline_figure(result: Correlation, settings: TimelineSettings) -> go.Figure:
+    """The same figure as plotly's validated Figure (plotly refuses a property it does not
+    know), for the static export and for a notebook to change and show."""
+    import plotly.graph_objects as go
+
+    return go.Figure(timeline_plot(result, settings).to_dict())
 
 
 # ----- pages
 
 
 def _html_page(
-    fig: go.Figure, include: bool | str, extra_html: str = "", warning: str | None = None
+    fig: Plot, script: str | None, extra_html: str = "", warning: str | None = None
 ) -> str:
     """A full page: the warning if any, the figure, then whatever table follows; plotly.js
-    embedded or local."""
-    body = fig.to_html(
-        full_html=False,
-        include_plotlyjs=include,
-        config={"displaylogo": False, "responsive": True, "toImageButtonOptions": {"scale": 2}},
-        div_id="timeline",
-    )
+    embedded (``script`` None) or loaded from the file ``script`` beside the page."""
+    body = plot_div(fig, "timeline", script)
     title = "lmtrace timeline"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -324,8 +349,8 @@ def write_timeline(
     page.parent.mkdir(parents=True, exist_ok=True)
     many = result.migrations.height > 1 and not settings.around
     table = _overview_table(result, PER_MIGRATION_FOLDER) if many else ""
-    figure = timeline_figure(result, settings)
-    page.write_text(_html_page(figure, True, table, settings.warning), encoding="utf-8")
+    figure = timeline_plot(result, settings)
+    page.write_text(_html_page(figure, None, table, settings.warning), encoding="utf-8")
     written = [page]
     if many:
         folder = page.parent / PER_MIGRATION_FOLDER
@@ -335,12 +360,12 @@ def write_timeline(
             zoom = replace(settings, around=mid)
             zoomed = folder / f"{safe_name(mid)}.html"
             zoomed.write_text(
-                _html_page(timeline_figure(result, zoom), "directory", back, settings.warning),
+                _html_page(timeline_plot(result, zoom), SCRIPT, back, settings.warning),
                 encoding="utf-8",
             )
             written.append(zoomed)
-        script = folder / "plotly.min.js"
-        script.write_text(get_plotlyjs(), encoding="utf-8")
+        script = folder / SCRIPT
+        script.write_text(plotly_js(), encoding="utf-8")
         written.append(script)
     return written
 
@@ -354,6 +379,8 @@ def write_static(fig: go.Figure, path: Path, warning: str | None = None) -> Path
         raise TimelineError(f"{path}: static export writes .png or .svg")
     if warning:
         lines = textwrap.wrap(f"Warning: {printable(warning)}.", 150)
+        import plotly.graph_objects as go
+
         fig = go.Figure(fig)  # the caller's figure stays as it was
         fig.add_annotation(
             text="<br>".join(escaped_text(line) for line in lines),

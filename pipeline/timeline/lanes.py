@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import plotly.graph_objects as go
 import polars as pl
 
 from pipeline.correlate import Correlation
+from pipeline.timeline.plot import Plot, trace
 from pipeline.timeline.text import escaped_text, lane_label
 from pipeline.wording import clock_words
 
@@ -67,7 +67,7 @@ def lane_layout(result: Correlation, wanted: set[str] | None) -> Lanes:
     )
 
 
-def legend_notes(fig: go.Figure, result: Correlation, lanes: Lanes) -> None:
+def legend_notes(fig: Plot, result: Correlation, lanes: Lanes) -> None:
     """Invisible traces whose legend entries state each guest clock offset applied."""
     offsets = guest_offsets(result).filter(pl.col("machine").is_in(list(lanes.keys)))
     computers = dict(result.machines.select("machine", "computer").iter_rows())
@@ -75,17 +75,17 @@ def legend_notes(fig: go.Figure, result: Correlation, lanes: Lanes) -> None:
         name = escaped_text(computers.get(machine, machine))
         text = f"{name}: {escaped_text(clock_words(offset, method))}"
         fig.add_trace(
-            go.Scatter(
+            trace(
+                "scatter",
                 x=[None],
                 y=[None],
                 mode="markers",
                 marker={"symbol": "hourglass", "color": "#546e7a", "size": 9},
                 name=text,
                 legendgroup="offsets",
-                legendgrouptitle_text="Guest clocks, drawn on the host clock",
+                legendgrouptitle={"text": "Guest clocks, drawn on the host clock"},
                 hoverinfo="skip",
                 meta={"lmtrace": "offset"},
             ),
             row=1,
-            col=1,
         )

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-import plotly.graph_objects as go
 import polars as pl
 
 from pipeline.catalog import ModelParams
 from pipeline.timeline.lanes import ToLocal
+from pipeline.timeline.plot import Plot, trace
 from pipeline.timeline.text import binned_hover, blocked_detail, context_detail, event_hover
 
 PROTOCOLS = {6: ("TCP", "#d62728"), 17: ("UDP", "#ff7f0e")}
@@ -103,14 +103,15 @@ def _bin_width(times: pl.Series, keys: pl.DataFrame, limit: int) -> float | None
     return BIN_WIDTHS_S[-1]
 
 
-def _add_points(fig: go.Figure, frame: pl.DataFrame, style: Markers, limit: int) -> None:
+def _add_points(fig: Plot, frame: pl.DataFrame, style: Markers, limit: int) -> None:
     """Markers, one per event, or one per (lane, bin) sized by count when too dense."""
     if frame.is_empty():
         return
     width = _bin_width(frame["timestamp_host"], frame.select("lane"), limit)
     if width is None:
         fig.add_trace(
-            go.Scatter(
+            trace(
+                "scatter",
                 x=frame["_t"].to_list(),
                 y=(frame["lane"] + style.offset).to_list(),
                 mode="markers",
@@ -127,7 +128,6 @@ def _add_points(fig: go.Figure, frame: pl.DataFrame, style: Markers, limit: int)
                 meta={"lmtrace": style.role, "events": frame.height, "binned_s": None},
             ),
             row=1,
-            col=1,
         )
         return
     us = int(width * 1e6)
@@ -143,7 +143,8 @@ def _add_points(fig: go.Figure, frame: pl.DataFrame, style: Markers, limit: int)
         .with_columns(binned_hover(width).alias("_text"))
     )
     fig.add_trace(
-        go.Scatter(
+        trace(
+            "scatter",
             x=binned["_t"].to_list(),
             y=(binned["lane"] + style.offset).to_list(),
             mode="markers",
@@ -162,7 +163,6 @@ def _add_points(fig: go.Figure, frame: pl.DataFrame, style: Markers, limit: int)
             meta={"lmtrace": style.role, "events": frame.height, "binned_s": width},
         ),
         row=1,
-        col=1,
     )
 
 
@@ -185,7 +185,7 @@ def _by_protocol(frame: pl.DataFrame) -> Iterator[tuple[int | None, str, str, pl
 
 
 def add_context(
-    fig: go.Figure,
+    fig: Plot,
     context: pl.DataFrame,
     lanes: pl.DataFrame,
     local: ToLocal,
@@ -209,7 +209,7 @@ def add_context(
 
 
 def add_blocked(
-    fig: go.Figure, blocked: pl.DataFrame, lanes: pl.DataFrame, local: ToLocal, limit: int
+    fig: Plot, blocked: pl.DataFrame, lanes: pl.DataFrame, local: ToLocal, limit: int
 ) -> None:
     """Blocked inbound connections on their guest's lane, one layer per protocol."""
     frame = _on_lanes(blocked, lanes, local, blocked_detail())
@@ -228,7 +228,7 @@ def add_blocked(
 
 
 def add_counts(
-    fig: go.Figure, blocked: pl.DataFrame, local: ToLocal, first: datetime, last: datetime
+    fig: Plot, blocked: pl.DataFrame, local: ToLocal, first: datetime, last: datetime
 ) -> float:
     """Blocked inbound per second (wider bins when the view is long), stacked by protocol."""
     span = (last - first).total_seconds()
@@ -253,7 +253,8 @@ def add_counts(
         if part.is_empty():
             continue
         fig.add_trace(
-            go.Bar(
+            trace(
+                "bar",
                 x=part["_t"].to_list(),
                 y=part["_n"].to_list(),
                 width=width * 1000 * 0.9,
@@ -265,6 +266,5 @@ def add_counts(
                 meta={"lmtrace": "count"},
             ),
             row=2,
-            col=1,
         )
     return width

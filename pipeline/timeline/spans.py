@@ -14,11 +14,11 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Mapping
 
-import plotly.graph_objects as go
 import polars as pl
 
 from pipeline.machines import machine_of
 from pipeline.timeline.lanes import ToLocal
+from pipeline.timeline.plot import Plot, trace
 from pipeline.timeline.text import blackout_hover, quarantine_hover, span_hover, span_label
 from pipeline.verdict_table import load_table
 
@@ -98,7 +98,7 @@ def span_frame(
     )
 
 
-def add_migrations(fig: go.Figure, spans: pl.DataFrame) -> None:
+def add_migrations(fig: Plot, spans: pl.DataFrame) -> None:
     """Spans coloured by verdict, their labels while few enough to read, and blackout ticks."""
     for verdict, colour in ((v.name, v.colour) for v in load_table().meanings):
         part = spans.filter(pl.col("verdict") == verdict)
@@ -106,7 +106,8 @@ def add_migrations(fig: go.Figure, spans: pl.DataFrame) -> None:
             continue
         xs, ys = _segments(part, "_s", "_m")
         fig.add_trace(
-            go.Scatter(
+            trace(
+                "scatter",
                 x=xs,
                 y=ys,
                 mode="lines+markers",
@@ -116,15 +117,15 @@ def add_migrations(fig: go.Figure, spans: pl.DataFrame) -> None:
                 hoverinfo="text",
                 name=f"Migration, {verdict} ({part['migration_id'].n_unique()})",
                 legendgroup="migrations",
-                legendgrouptitle_text="Migrations (start → completion)",
+                legendgrouptitle={"text": "Migrations (start → completion)"},
                 meta={"lmtrace": "migration", "migrations": part["migration_id"].to_list()},
             ),
             row=1,
-            col=1,
         )
     if 0 < spans.height <= LABELS_MAX:
         fig.add_trace(
-            go.Scatter(
+            trace(
+                "scatter",
                 x=spans["_m"].to_list(),
                 y=(spans["_y"] - 0.05).to_list(),
                 mode="text",
@@ -136,13 +137,13 @@ def add_migrations(fig: go.Figure, spans: pl.DataFrame) -> None:
                 meta={"lmtrace": "label"},
             ),
             row=1,
-            col=1,
         )
     black = spans.filter(pl.col("blackout_s").is_not_null() & pl.col("end").is_not_null())
     if black.height:
         xs, ys = _segments(black, "_bs", "_bs")
         fig.add_trace(
-            go.Scatter(
+            trace(
+                "scatter",
                 x=xs,
                 y=ys,
                 mode="lines+markers",  # the tick keeps a sub-pixel blackout visible
@@ -155,11 +156,10 @@ def add_migrations(fig: go.Figure, spans: pl.DataFrame) -> None:
                 meta={"lmtrace": "blackout"},
             ),
             row=1,
-            col=1,
         )
 
 
-def add_quarantine(fig: go.Figure, migs: pl.DataFrame, lanes: pl.DataFrame, local: ToLocal) -> None:
+def add_quarantine(fig: Plot, migs: pl.DataFrame, lanes: pl.DataFrame, local: ToLocal) -> None:
     """The guest's quarantine window, from q0_host to q_end_host, shaded on its lane."""
     windows = (
         migs.filter(pl.col("q0_host").is_not_null() & pl.col("q_end_host").is_not_null())
@@ -178,7 +178,8 @@ def add_quarantine(fig: go.Figure, migs: pl.DataFrame, lanes: pl.DataFrame, loca
             xs += [a, b, b, a, a, None]
             ys += [lane - 0.42, lane - 0.42, lane + 0.42, lane + 0.42, lane - 0.42, None]
         fig.add_trace(
-            go.Scatter(
+            trace(
+                "scatter",
                 x=xs,
                 y=ys,
                 mode="lines",
@@ -193,9 +194,8 @@ def add_quarantine(fig: go.Figure, migs: pl.DataFrame, lanes: pl.DataFrame, loca
                 hoverinfo="text",
                 name=f"Quarantine window, {html.escape(str(cls))} ({part.height})",
                 legendgroup="guest",
-                legendgrouptitle_text="Guest (on the host clock)",
+                legendgrouptitle={"text": "Guest (on the host clock)"},
                 meta={"lmtrace": "quarantine", "migrations": part["migration_id"].to_list()},
             ),
             row=1,
-            col=1,
         )
