@@ -153,15 +153,20 @@ def locked(path: Path) -> Iterator[Path]:
 
 def lock_holder(path: Path) -> int | None:
     """The process id of a live ingest holding the store's lock, or None."""
-    import psutil  # 0.03 s to load: only when there is a lock to check
-
     lock = path / _LOCK
     try:
         written = lock.stat().st_mtime
         pid = int(lock.read_text(encoding="ascii") or "0")
+    except (OSError, ValueError):
+        return None  # no lock, or a lock cut short by a kill
+    if pid == os.getpid():
+        return pid  # this process wrote it (an ingest marking its store): alive, no look-up
+    import psutil  # 0.02-0.03 s to load: only when there is a lock to check
+
+    try:
         started = psutil.Process(pid).create_time()
-    except (OSError, ValueError, psutil.Error):
-        return None  # no lock, a lock cut short by a kill, or its process is gone
+    except (ValueError, psutil.Error):
+        return None  # its process is gone
     return pid if started <= written + 1.0 else None
 
 
