@@ -55,12 +55,16 @@ from parsers.evtx_losses import SeenIds, duplicate_issue, duplicated, gaps, shor
 from parsers.evtx_prefilter import Prefilter, parse_time, system_time
 from parsers.evtx_rows import (
     DOC_DECODER,
+    ROW_INDEX,
     Batch,
+    Event,
     System,
     add_system,
     fit_system,
     lenient_event,
     python_payload,
+    raw_frame,
+    rows_frame,
     rust_payload,
     to_frame,
 )
@@ -76,6 +80,11 @@ from parsers.model import (
 if TYPE_CHECKING:
     from parsers.evtx_python import PyRecord
 
+try:  # compiled at install (setup.py); without a C compiler the Python rows do the same
+    from parsers import _evtx_scan
+except ImportError:
+    _evtx_scan = None
+
 Progress = Callable[[int], None]
 
 
@@ -89,6 +98,9 @@ class ReadSettings:
     # with 20,000 and 188 MB with 10,000 rows, as fast.
     batch_size: int = 10_000
     fallback: bool = True  # rust cannot open the file -> python engine, and say so
+    # Rows built by the compiled scanner (parsers/_evtx_scan.c) when it was built; False:
+    # by the Python reference code in parsers/evtx_rows.py, the same rows, 3-4x slower.
+    native_rows: bool = True
 
 
 def _in_ranges(expr: pl.Expr, ranges: list[tuple[int, int]]) -> pl.Expr:
@@ -375,13 +387,16 @@ class EvtxRead:
     # pyevtx-rs ---------------------------------------------------------------
 
     def _iter_rust(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
-        settings, report = self.settings, self.report
+        settings = self.settings
+        prefilter = Prefilter.build(settings.filter)
+        if _evtx_scan is not None and settings.native_rows and prefilter is None:
+            yield from self._iter_scanned(tracker)
+            return
+        report = self.report
         keep = _filter_expr(settings)
         batch = Batch()
         seen_any = False
         records = self._parser.records_json()
-        decode = DOC_DECODER.decode
-        prefilter = Prefilter.build(settings.filter)
         rejected = _Rejected()
         count = 0
         with warnings.catch_warnings(record=True) as caught:
@@ -404,18 +419,9 @@ class EvtxRead:
                 if prefilter is not None and prefilter.rejects(data):
                     rejected.add(header_id, data, self._seen)
                     continue
-                try:
-                    event = decode(data).Event
-                except msgspec.DecodeError as exc:
-                    loose = lenient_event(data)
-                    if loose is None:
-                        self._fail(ReadIssue(f"record not understood: {exc}", record_id=header_id))
-                        continue
-                    event, notes = loose
-                    said = "; ".join(notes) or "raw control characters escaped"
-                    report.issues.append(
-                        ReadIssue(f"record kept as decoded ({exc}): {said}", record_id=header_id)
-                    )
+                event = self._decoded(header_id, data)
+                if event is None:
+                    continue
                 add_system(batch, event.System, header_id)
                 batch.payloads.append((event.EventData, event.UserData, event.ProcessingErrorData))
                 if len(batch) >= settings.batch_size:
@@ -429,6 +435,83 @@ class EvtxRead:
         rejected.into(report)
         if len(batch) or not seen_any:
             yield to_frame(batch, self._seen, rust_payload, keep, self.provenance, "rust", report)
+
+    def _decoded(self, header_id: int, data: str) -> Event | None:
+        """One pyevtx-rs record's JSON, typed; kept as decoded (with an issue) when the typed
+        decode refuses it, None (counted unread) when nothing decodes it."""
+        try:
+            return DOC_DECODER.decode(data).Event
+        except msgspec.DecodeError as exc:
+            loose = lenient_event(data)
+            if loose is None:
+                self._fail(ReadIssue(f"record not understood: {exc}", record_id=header_id))
+                return None
+            event, notes = loose
+            said = "; ".join(notes) or "raw control characters escaped"
+            self.report.issues.append(
+                ReadIssue(f"record kept as decoded ({exc}): {said}", record_id=header_id)
+            )
+            return event
+
+    def _iter_scanned(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
+        """pyevtx-rs records through the compiled scanner: rows with no Python object per
+        record; the few records it hands back are finished by the reference code."""
+        settings, report = self.settings, self.report
+        keep = _filter_expr(settings)
+        records = self._parser.records_json()
+        seen_any = False
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            while True:
+                scanned = _evtx_scan.scan(records, settings.batch_size, tracker.at_record)
+                error = scanned.error
+                if error is not None and not seen_any and not scanned.rows:
+                    raise _RustFailed(f"pyevtx-rs could not iterate the file: {error}") from error
+                if scanned.rows or not seen_any:
+                    raw, pending = self._scanned_rows(scanned)
+                    self._absorb(caught)
+                    seen_any = True
+                    yield rows_frame(
+                        raw, pending, rust_payload, keep, self.provenance, "rust", report
+                    )
+                if error is not None:
+                    report.issues.append(ReadIssue(f"pyevtx-rs stopped: {error}"))
+                if scanned.exhausted:
+                    break
+            self._absorb(caught)
+
+    def _scanned_rows(self, scanned: Any) -> tuple[pl.DataFrame, dict[int, tuple[Any, int]]]:
+        """A scanned batch as :func:`rows_frame` takes it. The records the scanner handed
+        back are decoded here: whole rows where it left the record to Python, payloads
+        where it left only the payload; a record nothing decodes is dropped (counted)."""
+        raw = pl.DataFrame(scanned).with_columns(ROW_INDEX)
+        fallback = scanned.fallback
+        if not fallback:
+            self._seen.extend(raw["header_record_id"].to_list())
+            return raw, {}
+        pending: dict[int, tuple[Any, int]] = {}
+        redone, redone_rows, dropped = Batch(), [], []
+        for row, kind, header_id, data in fallback:
+            event = self._decoded(header_id, data)
+            if event is None or kind == "record":
+                dropped.append(row)
+            if event is None:
+                continue
+            sections = (event.EventData, event.UserData, event.ProcessingErrorData)
+            pending[row] = (sections, header_id)
+            if kind == "record":
+                add_system(redone, event.System, header_id)
+                redone.payloads.append(sections)
+                redone_rows.append(row)
+        kept = raw.filter(~pl.col("_row").is_in(pl.Series(dropped, dtype=pl.UInt32).implode()))
+        self._seen.extend(kept["header_record_id"].to_list())
+        if not redone_rows:
+            return kept, pending
+        self._seen.extend(redone.header_ids())
+        again = raw_frame(redone.columns).with_columns(
+            pl.lit(None, pl.String).alias("data"), pl.Series("_row", redone_rows, pl.UInt32)
+        )
+        return pl.concat([kept, again]).sort("_row"), pending
 
     def _absorb(self, caught: list[warnings.WarningMessage]) -> None:
         """pyevtx-rs RuntimeWarnings -> counted issues (chunks the scan knows are not recounted)."""

@@ -61,7 +61,7 @@ class System(msgspec.Struct, gc=False):
     Security: _Element | None = None
 
 
-class _Event(msgspec.Struct, gc=False):
+class Event(msgspec.Struct, gc=False):
     System: System = msgspec.field(default_factory=System)
     # Raw: the bytes are kept and decoded only for rows that pass the filters.
     # An absent section is an empty Raw (msgspec cannot express ``Raw | None``).
@@ -71,7 +71,7 @@ class _Event(msgspec.Struct, gc=False):
 
 
 class _Doc(msgspec.Struct, gc=False):
-    Event: _Event
+    Event: Event
 
 
 DOC_DECODER = msgspec.json.Decoder(_Doc, strict=False)
@@ -101,7 +101,7 @@ _PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _MAX_MISFITS = 8  # a record with more odd fields than this is damage, not a quirk
 
 
-def lenient_event(text: str) -> tuple[_Event, list[str]] | None:
+def lenient_event(text: str) -> tuple[Event, list[str]] | None:
     """A record's JSON that the typed decode refused, decoded as far as it goes.
 
     pyevtx-rs writes element names and values with raw control characters into
@@ -121,7 +121,7 @@ def lenient_event(text: str) -> tuple[_Event, list[str]] | None:
     if fitted is None:
         return None
     system, notes = fitted
-    event = _Event(
+    event = Event(
         system, loose.Event.EventData, loose.Event.UserData, loose.Event.ProcessingErrorData
     )
     return event, notes
@@ -274,6 +274,10 @@ _NORMALIZE = [
 ]
 
 
+# Each row's place in its batch, the key of a batch's pending payloads.
+ROW_INDEX = pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row")
+
+
 @dataclass
 class Batch:
     """One batch: a list per System column plus each row's undecoded payload sections."""
@@ -287,6 +291,13 @@ class Batch:
     def __len__(self) -> int:
         return len(self.payloads)
 
+    def header_ids(self) -> list[int]:
+        return self.columns[_HEADER_ID]
+
+    def pending(self) -> zip[tuple[Any, int]]:
+        """Each row's undecoded payload with its header id, in row order."""
+        return zip(self.payloads, self.columns[_HEADER_ID], strict=True)
+
 
 def to_frame(
     batch: Batch,
@@ -297,12 +308,30 @@ def to_frame(
     engine: Engine,
     report: ReadReport,
 ) -> pl.DataFrame:
-    """Normalize, count and filter one batch in a single polars query; flatten survivors."""
+    """One batch of decoded records as a normalized, filtered frame (see :func:`rows_frame`)."""
     seen.extend(batch.columns[_HEADER_ID])
-    norm = _raw_frame(batch.columns).lazy().select(_NORMALIZE)
-    kept = norm.with_row_index("_row")
-    if keep is not None:
-        kept = kept.filter(keep)
+    raw = raw_frame(batch.columns).with_columns(pl.lit(None, pl.String).alias("data"), ROW_INDEX)
+    pending = {i: (sections, header) for i, (sections, header) in enumerate(batch.pending())}
+    return rows_frame(raw, pending, payload, keep, provenance, engine, report)
+
+
+def rows_frame(
+    raw: pl.DataFrame,
+    pending: dict[int, tuple[Any, int]],
+    payload: Callable[[Any], str],
+    keep: pl.Expr | None,
+    provenance: Provenance,
+    engine: Engine,
+    report: ReadReport,
+) -> pl.DataFrame:
+    """Normalize, count and filter one batch in a single polars query; flatten survivors.
+
+    ``raw``: the System columns (``_RAW_SCHEMA``), ``data`` (null where ``pending``) and
+    ``_row``, the record's place in its batch. ``pending`` maps ``_row`` to the record's
+    undecoded payload and header id: its ``data`` is made only if the row passes ``keep``.
+    """
+    norm = raw.lazy().select(*_NORMALIZE, "data", "_row")
+    kept = norm if keep is None else norm.filter(keep)
     kept = kept.with_columns(
         pl.lit(provenance.source_path, pl.String).alias("source_path"),
         pl.lit(provenance.member, pl.String).alias("member"),
@@ -323,8 +352,13 @@ def to_frame(
     if hi is not None and (report.last_ts is None or hi > report.last_ts):
         report.last_ts = hi
     rows = frame.drop_in_place("_row")
-    data = [_payload_or_issue(payload, batch, i, report) for i in rows.to_list()]
-    frame.insert_column(EVENT_COLUMNS.index("data"), pl.Series("data", data, dtype=pl.String))
+    data = frame.drop_in_place("data")
+    if pending:
+        wanted = [(at, row) for at, row in enumerate(rows.to_list()) if row in pending]
+        if wanted:
+            texts = [_payload_or_issue(payload, *pending[row], report) for _, row in wanted]
+            data = data.scatter([at for at, _ in wanted], pl.Series(texts, dtype=pl.String))
+    frame.insert_column(EVENT_COLUMNS.index("data"), data)
     return frame
 
 
@@ -356,7 +390,7 @@ def _by_value(column: list[Any], normalize: Callable[[Any], Any]) -> list[Any]:
     return [done[value] for value in column]
 
 
-def _raw_frame(columns: list[list[Any]]) -> pl.DataFrame:
+def raw_frame(columns: list[list[Any]]) -> pl.DataFrame:
     """Columns -> frame. Damaged records can carry integers beyond Int64: those become null."""
     columns = list(columns)
     columns[_GUID] = _by_value(columns[_GUID], _guid)
@@ -370,17 +404,14 @@ def _raw_frame(columns: list[list[Any]]) -> pl.DataFrame:
 
 
 def _payload_or_issue(
-    payload: Callable[[Any], str], batch: Batch, i: int, report: ReadReport
+    payload: Callable[[Any], str], sections: Any, header_id: int, report: ReadReport
 ) -> str | None:
     """The flat payload, or null with an issue when its bytes do not decode (row kept)."""
     try:
-        return payload(batch.payloads[i])
+        return payload(sections)
     except (msgspec.DecodeError, ValueError, TypeError) as exc:
         report.issues.append(
-            ReadIssue(
-                f"payload not decoded, data left null: {exc}",
-                record_id=batch.columns[_HEADER_ID][i],
-            )
+            ReadIssue(f"payload not decoded, data left null: {exc}", record_id=header_id)
         )
         return None
 
