@@ -504,70 +504,236 @@ static const char *parse_system(const char *p, const char *e, Record *r) {
     return p;
 }
 
-/* A flat EventData (an object of text and int64 values, each key once, every escape the
- * one msgspec writes) written to the data column as it is scanned: the section's text with
- * its integers quoted, what parsers/evtx_rows.py flat_payload makes of it. Returns the end
- * of the section, or NULL when it is not flat (the column is then left as it was). */
+/* ---- the payload: the `data` text of the flat shapes, written as they are scanned
+ *
+ * parsers/evtx_payload.py's rules, for the shapes that need no walk: a payload whose
+ * values are all scalars written with the escapes msgspec itself writes (so the text is
+ * copied, never decoded and encoded again), each key once:
+ *   - EventData {name: scalar, ...}: text kept, an integer as its decimal text, null as
+ *     "", true / false as "true" / "false"; an "#attributes" member that is not text or
+ *     an integer is no key;
+ *   - UserData {wrapper: {name: scalar, ...}} with one wrapper element: its children (its
+ *     own "#attributes" are no keys);
+ *   - no payload section, or one that is null: {}.
+ * Anything else (nested elements, unnamed Data, lists, floats, a repeated key, two
+ * sections, ...) is left to Python. */
+
 #define MAX_FLAT_KEYS 256
 
-static const char *emit_flat(const char *p, const char *e, Record *r) {
-    Column *c = r->data;
-    Str keys[MAX_FLAT_KEYS];
-    int n = 0;
-    if (reserve(c, (size_t)(e - p) * 2 + 2) < 0) { /* a bound on what this section writes */
-        r->nomem = 1;
-        return NULL;
+typedef struct {
+    Column *c;
+    Str keys[MAX_FLAT_KEYS]; /* every key seen, "Data" of unnamed values included */
+    int n;
+    int emitted; /* members written */
+    int unnamed; /* Data_0 .. Data_{unnamed-1} written */
+} Writer;
+
+/* A JSON integer's text that Python's str(int(text)) gives back unchanged. */
+static const char *scan_int_text(const char *p, const char *e) {
+    const char *start = p;
+    if (p < e && *p == '-') p++;
+    if (p >= e || *p < '0' || *p > '9') return NULL;
+    if (*p == '0' && (p + 1 < e && p[1] >= '0' && p[1] <= '9')) return NULL;
+    if (*p == '0' && p > start) return NULL; /* "-0" */
+    while (p < e && *p >= '0' && *p <= '9') p++;
+    if (p < e && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
+    if (p - start > 20) return NULL; /* beyond 64 bits: rare, and left to Python */
+    return p;
+}
+
+static void put(Writer *w, const char *p, size_t n) {
+    memcpy(w->c->data + w->c->size, p, n);
+    w->c->size += n;
+}
+
+/* Is `key` a name this writer has given an unnamed value (Data_<k>, k < unnamed)? */
+static int is_unnamed_name(const Writer *w, const char *key, size_t len) {
+    if (len < 6 || memcmp(key, "Data_", 5) != 0) return 0;
+    int k = 0;
+    for (size_t i = 5; i < len; i++) {
+        if (key[i] < '0' || key[i] > '9' || k > 100000) return 0;
+        k = k * 10 + (key[i] - '0');
     }
-    char *o = c->data + c->size;
-    size_t w = 0;
-    o[w++] = '{';
+    return (len == 6 || key[5] != '0') && k < w->unnamed;
+}
+
+/* A key seen before (or one an unnamed value took): the reference numbers repeats. */
+static int key_seen(Writer *w, const Str *key) {
+    size_t len = (size_t)(key->end - key->start);
+    for (int i = 0; i < w->n; i++)
+        if ((size_t)(w->keys[i].end - w->keys[i].start) == len &&
+            memcmp(w->keys[i].start, key->start, len) == 0)
+            return 1;
+    if (is_unnamed_name(w, key->start, len) || w->n == MAX_FLAT_KEYS) return 1;
+    w->keys[w->n++] = *key;
+    return 0;
+}
+
+/* One member "key": value as `data` text; NULL when the value is not a flat scalar.
+ * `key_at` is the key's opening quote, `key` its scanned text, p the value. */
+static const char *put_scalar(Writer *w, const char *p, const char *e);
+
+static const char *put_member(Writer *w, const char *key_at, const Str *key, const char *p,
+                              const char *e) {
+    if (!key->canonical || key_seen(w, key)) return NULL;
+    if (w->emitted++) put(w, ",", 1);
+    put(w, key_at, (size_t)(key->end - key_at) + 1);
+    put(w, ":", 1);
+    return put_scalar(w, p, e);
+}
+
+/* Unnamed <Data> values, {"#text": scalar or [scalars]}: Data_0, Data_1, ... */
+static const char *put_unnamed(Writer *w, const char *p, const char *e) {
+    Str key;
     p = skip_ws(p + 1, e);
-    if (p < e && *p == '}') {
-        o[w++] = '}';
-        c->size += w;
-        return p + 1;
-    }
+    if (p >= e || *p != '"' || (p = scan_string(p, e, &key)) == NULL || !str_is(&key, "#text"))
+        return NULL;
+    p = skip_ws(p, e);
+    if (p >= e || *p != ':') return NULL;
+    p = skip_ws(p + 1, e);
+    int list = p < e && *p == '[';
+    if (list) p = skip_ws(p + 1, e);
     for (;;) {
-        Str key, value;
-        const char *at = p;
-        if (n == MAX_FLAT_KEYS || p >= e || *p != '"') return NULL;
-        if ((p = scan_string(p, e, &key)) == NULL || !key.canonical) return NULL;
-        size_t len = (size_t)(key.end - key.start);
-        for (int i = 0; i < n; i++)
-            if ((size_t)(keys[i].end - keys[i].start) == len &&
-                memcmp(keys[i].start, key.start, len) == 0)
+        char name[32];
+        int n = snprintf(name, sizeof name, "\"Data_%d\"", w->unnamed);
+        for (int i = 0; i < w->n; i++) /* a key of that name seen before: numbered apart */
+            if (w->keys[i].end - w->keys[i].start == n - 2 &&
+                memcmp(w->keys[i].start, name + 1, (size_t)n - 2) == 0)
                 return NULL;
-        keys[n++] = key;
-        memcpy(o + w, at, (size_t)(p - at));
-        w += (size_t)(p - at);
-        o[w++] = ':';
+        w->unnamed++;
+        if (w->emitted++) put(w, ",", 1);
+        put(w, name, (size_t)n);
+        put(w, ":", 1);
+        if ((p = put_scalar(w, p, e)) == NULL) return NULL;
+        p = skip_ws(p, e);
+        if (!list || p >= e || *p != ',') break;
+        p = skip_ws(p + 1, e);
+    }
+    if (list) {
+        if (p >= e || *p != ']') return NULL;
+        p = skip_ws(p + 1, e);
+    }
+    return p < e && *p == '}' ? p + 1 : NULL;
+}
+
+/* One scalar value as `data` text: text kept, integer quoted, null "", true/false. */
+static const char *put_scalar(Writer *w, const char *p, const char *e) {
+    const char *at = p;
+    Str value;
+    if (p >= e) return NULL;
+    switch (*p) {
+    case '"':
+        if ((p = scan_string(p, e, &value)) == NULL || !value.canonical) return NULL;
+        put(w, at, (size_t)(p - at));
+        return p;
+    case 'n':
+        if ((p = skip_literal(p, e, "null")) != NULL) put(w, "\"\"", 2);
+        return p;
+    case 't':
+        if ((p = skip_literal(p, e, "true")) != NULL) put(w, "\"true\"", 6);
+        return p;
+    case 'f':
+        if ((p = skip_literal(p, e, "false")) != NULL) put(w, "\"false\"", 7);
+        return p;
+    default:
+        if ((p = scan_int_text(p, e)) == NULL) return NULL;
+        put(w, "\"", 1);
+        put(w, at, (size_t)(p - at));
+        put(w, "\"", 1);
+        return p;
+    }
+}
+
+static int is_text_or_int(const char *p, const char *e) {
+    return p < e && (*p == '"' || *p == '-' || (*p >= '0' && *p <= '9'));
+}
+
+/* The members of an object (p at '{') written through `w`. `attributes_kept`: an
+ * "#attributes" member of text or an integer is a key (EventData), else never. */
+static const char *put_members(Writer *w, const char *p, const char *e, int attributes_kept) {
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}') return p + 1;
+    for (;;) {
+        Str key;
+        const char *key_at = p;
+        if (p >= e || *p != '"' || (p = scan_string(p, e, &key)) == NULL) return NULL;
         p = skip_ws(p, e);
         if (p >= e || *p != ':') return NULL;
         p = skip_ws(p + 1, e);
-        at = p;
-        if (p < e && *p == '"') {
-            if ((p = scan_string(p, e, &value)) == NULL || !value.canonical) return NULL;
-            memcpy(o + w, at, (size_t)(p - at));
-            w += (size_t)(p - at);
-        } else {
-            int64_t ignored;
-            if ((p = scan_int(p, e, &ignored)) == NULL) return NULL;
-            o[w++] = '"';
-            memcpy(o + w, at, (size_t)(p - at));
-            w += (size_t)(p - at);
-            o[w++] = '"';
-        }
+        if (str_is(&key, "#attributes") && !(attributes_kept && is_text_or_int(p, e)))
+            p = skip_value(p, e, 4);
+        else if (str_is(&key, "#text"))
+            return NULL;
+        else if (attributes_kept && str_is(&key, "Data") && p < e && *p == '{')
+            p = key_seen(w, &key) ? NULL : put_unnamed(w, p, e);
+        else
+            p = put_member(w, key_at, &key, p, e);
+        if (p == NULL) return NULL;
         p = skip_ws(p, e);
         if (p >= e) return NULL;
-        if (*p == '}') {
-            o[w++] = '}';
-            c->size += w;
-            return p + 1;
-        }
+        if (*p == '}') return p + 1;
         if (*p != ',') return NULL;
-        o[w++] = ',';
         p = skip_ws(p + 1, e);
     }
+}
+
+/* UserData (p at '{'): "#attributes" members skipped, one wrapper element whose
+ * children are written (or a scalar wrapper, written under its own name). */
+static const char *put_user_data(Writer *w, const char *p, const char *e) {
+    int wrappers = 0;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}') return p + 1;
+    for (;;) {
+        Str key;
+        const char *key_at = p;
+        if (p >= e || *p != '"' || (p = scan_string(p, e, &key)) == NULL) return NULL;
+        p = skip_ws(p, e);
+        if (p >= e || *p != ':') return NULL;
+        p = skip_ws(p + 1, e);
+        if (str_is(&key, "#attributes")) {
+            p = skip_value(p, e, 4);
+        } else {
+            if (wrappers++) return NULL;
+            if (p < e && *p == '{') p = put_members(w, p, e, 0);
+            else if (p < e && (*p == '[' || *p == '{')) return NULL;
+            else p = put_member(w, key_at, &key, p, e);
+        }
+        if (p == NULL) return NULL;
+        p = skip_ws(p, e);
+        if (p >= e) return NULL;
+        if (*p == '}') return p + 1;
+        if (*p != ',') return NULL;
+        p = skip_ws(p + 1, e);
+    }
+}
+
+/* One payload section (p at its value) written to the data column; returns the end of
+ * the section, or NULL when its shape is not one of the flat ones (the column is then
+ * as it was, and the caller scans the section again to skip it). */
+static const char *emit_section(const char *p, const char *e, Record *r, int user_data) {
+    Writer w;
+    w.c = r->data;
+    w.n = w.emitted = w.unnamed = 0;
+    if (reserve(w.c, (size_t)(e - p) * 3 + 2) < 0) { /* a bound on what a section writes */
+        r->nomem = 1;
+        return NULL;
+    }
+    size_t mark = w.c->size;
+    const char *end;
+    if (p < e && *p == 'n') {
+        end = skip_literal(p, e, "null");
+        if (end != NULL) put(&w, "{}", 2);
+        return end;
+    }
+    if (p >= e || *p != '{') return NULL;
+    put(&w, "{", 1);
+    end = user_data ? put_user_data(&w, p, e) : put_members(&w, p, e, 1);
+    if (end == NULL) {
+        w.c->size = mark;
+        return NULL;
+    }
+    put(&w, "}", 1);
+    return end;
 }
 
 static const char *parse_event(const char *p, const char *e, Record *r) {
@@ -585,8 +751,8 @@ static const char *parse_event(const char *p, const char *e, Record *r) {
             if ((*seen)++) return NULL;
             r->payload_sections++;
             const char *end = NULL;
-            if (seen == &data_seen && p < e && *p == '{') {
-                end = emit_flat(p, e, r);
+            if (seen != &errors_seen) {
+                end = emit_section(p, e, r, seen == &user_seen);
                 if (r->nomem) return NULL;
                 r->flat = end != NULL;
             }
@@ -800,7 +966,8 @@ static int put_record(Table *t, int64_t row, int64_t header, const char *p, Py_s
         understood = 0;
     c[C_HEADER].values[row] = header;
     set_valid(&c[C_HEADER], row);
-    if (!understood || !r.flat || r.payload_sections != 1)
+    int flat = (r.flat && r.payload_sections == 1) || r.payload_sections == 0;
+    if (!understood || !flat)
         c[C_DATA].size = r.data_mark; /* nothing of this record stays in `data` */
     if (!understood) { /* every other column null: Python fills the row */
         for (int i = 0; i < N_COLUMNS; i++)
@@ -838,7 +1005,8 @@ static int put_record(Table *t, int64_t row, int64_t header, const char *p, Py_s
     put_int(&c[C_PID], row, &r.execution.attrs.process_id);
     put_int(&c[C_TID], row, &r.execution.attrs.thread_id);
     if (failed) return ROW_NOMEM;
-    if (r.flat && r.payload_sections == 1) {
+    if (flat) {
+        if (r.payload_sections == 0 && put_bytes(&c[C_DATA], row, "{}", 2) < 0) return ROW_NOMEM;
         c[C_DATA].offsets[row + 1] = (int64_t)c[C_DATA].size;
         set_valid(&c[C_DATA], row);
         return ROW_DONE;

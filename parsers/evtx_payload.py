@@ -69,6 +69,12 @@ def put_unique(out: dict[str, Any], key: str, value: Any) -> None:
     out[f"{key}_{n}"] = value
 
 
+def _attributes(element: dict[str, Any]) -> dict[str, Any]:
+    """An element's attributes; pyevtx-rs always writes an object, anything else is none."""
+    attrs = element.get(_ATTRS)
+    return attrs if isinstance(attrs, dict) else {}
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -79,7 +85,7 @@ def _element(out: dict[str, str], path: str, value: Any) -> None:
         put_unique(out, path, value_text(value))
         return
     children = [(k, v) for k, v in value.items() if k not in (_ATTRS, _TEXT)]
-    attrs = value.get(_ATTRS) or {}
+    attrs = _attributes(value)
     if _TEXT in value or not children:
         put_unique(out, path, value_text(value.get(_TEXT)))
     for name, attr in attrs.items():
@@ -102,7 +108,7 @@ def _event_data(out: dict[str, str], section: dict[str, Any]) -> None:
         if key == _ATTRS:
             continue
         if key == "Data" and isinstance(value, dict) and _TEXT in value:
-            attrs = value.get(_ATTRS) or {}
+            attrs = _attributes(value)
             if "Name" not in attrs:
                 texts = value[_TEXT]
                 for text in texts if isinstance(texts, list) else [texts]:
@@ -110,7 +116,7 @@ def _event_data(out: dict[str, str], section: dict[str, Any]) -> None:
                     unnamed += 1
                 continue
         if isinstance(value, dict):
-            attrs = value.get(_ATTRS) or {}
+            attrs = _attributes(value)
             name = attrs.get("Name")
             if isinstance(name, str) and name:
                 rest = {k: v for k, v in value.items() if k != _ATTRS}
