@@ -30,11 +30,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -221,18 +226,10 @@ def _read_task(task: _Task, progress: Progress | None) -> _Result:
     result = _Result(task.index)
     try:
         frames, report = _READERS[task.source.kind](task, progress)
-        for frame in frames:
-            try:
-                part, rejected, repeats = stage_events(frame, task.staging)
-            except WriteError as e:  # the store's disk, not the file: the whole ingest stops
-                result.fatal = (e.path, e.cause, e.errno)
-                break
-            result.rejected += rejected
-            result.repeats += repeats
-            if part is not None:
-                result.parts.append(part)
-            result.channels.update(frame["channel"].drop_nulls().unique().to_list())
-            result.computers.update(frame["computer"].drop_nulls().unique().to_list())
+        with _Stager(task.staging, result) as stager:
+            for frame in frames:
+                if not stager.stage(frame):
+                    break
         result.report = report
     except UnreadableFileError as e:
         result.failure = e.reason
@@ -240,6 +237,67 @@ def _read_task(task: _Task, progress: Progress | None) -> _Result:
         result.failure = f"unexpected reader error (please report): {type(e).__name__}: {e}"
     result.seconds = time.perf_counter() - started
     return result
+
+
+class _Stager:
+    """Stages a file's batches on a thread of its own while the reader builds the next.
+
+    Writing a batch (conform, drop repeats, Parquet) is polars work that runs without
+    the GIL, so it overlaps the reader's Python and pyevtx-rs work on a second core: on
+    the 150 MB benchmark bundle it took a fifth of a reading process's time. One batch
+    is in flight at a time, so memory grows by one batch at most. A batch is staged only
+    after the one before it was (parts keep their order), and a write error stops the file
+    as it did without the thread: ``result.fatal``, no further batch staged.
+    """
+
+    def __init__(self, folder: Path, result: _Result) -> None:
+        self._folder = folder
+        self._result = result
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lmtrace-stage")
+        self._pending: Future[tuple[StagedPart | None, int, int, pl.DataFrame]] | None = None
+
+    def __enter__(self) -> _Stager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._collect()
+        finally:
+            self._pool.shutdown()
+
+    def stage(self, frame: pl.DataFrame) -> bool:
+        """Stage ``frame`` after the batch before it; False once a write has failed."""
+        if not self._collect():
+            return False
+        self._pending = self._pool.submit(self._write, frame)
+        return True
+
+    def _write(self, frame: pl.DataFrame) -> tuple[StagedPart | None, int, int, pl.DataFrame]:
+        names = frame.select(
+            pl.col("channel").drop_nulls().unique().implode(),
+            pl.col("computer").drop_nulls().unique().implode(),
+        )
+        return (*stage_events(frame, self._folder), names)
+
+    def _collect(self) -> bool:
+        """The batch in flight, once written, into the result."""
+        if self._pending is None:
+            return self._result.fatal is None
+        pending, self._pending = self._pending, None
+        try:
+            part, rejected, repeats, names = pending.result()
+        except WriteError as e:  # the store's disk, not the file: the whole ingest stops
+            self._result.fatal = (e.path, e.cause, e.errno)
+            return False
+        result = self._result
+        result.rejected += rejected
+        result.repeats += repeats
+        if part is not None:
+            result.parts.append(part)
+        channels, computers = names.row(0)
+        result.channels.update(channels)
+        result.computers.update(computers)
+        return True
 
 
 class _QueueProgress:
@@ -622,6 +680,8 @@ def _run(
             yield task, result
         return
     context = multiprocessing.get_context("spawn")  # fork + polars threads can deadlock
+    from multiprocessing.managers import SyncManager  # 2-25 ms: only for reading processes
+
     manager = SyncManager(ctx=context)
     manager.start(exit_with_parent, (os.getpid(),))  # a kill -9 here must not orphan it
     helpers = {child.pid for child in multiprocessing.active_children()}  # the manager
