@@ -183,6 +183,10 @@ CONTEXT_COLUMNS = (
 )
 
 
+_EVENT_ORDER = ["timestamp_host", "machine", "channel", "source_path", "member", "record_id"]
+"""A total order of context events: time first, then which log, then where in it."""
+
+
 def _merged_spans(frame: pl.DataFrame, begin: pl.Expr, end: pl.Expr) -> pl.DataFrame:
     """Time spans ``_from`` - ``_to`` per row of ``frame``, overlapping ones merged, sorted:
     an event then needs one as-of lookup, or one range test per span."""
@@ -260,7 +264,9 @@ def _context(
             ).alias("timestamp_host"),
             pl.col("_own").alias("timestamp"),
         )
-        .sort("timestamp_host")
+        # Ties broken down to the record: the joins above keep no row order, and events of
+        # one second (pfirewall.log's resolution) must list the same way in every run.
+        .sort(_EVENT_ORDER, nulls_last=True)
     )
     return (
         shifted.join_asof(spans, left_on="timestamp_host", right_on="_from", strategy="backward")
