@@ -388,10 +388,10 @@ class EvtxRead:
 
     def _iter_rust(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
         settings = self.settings
-        prefilter = Prefilter.build(settings.filter)
-        if _evtx_scan is not None and settings.native_rows and prefilter is None:
+        if _evtx_scan is not None and settings.native_rows:  # filters: polars, on its rows
             yield from self._iter_scanned(tracker)
             return
+        prefilter = Prefilter.build(settings.filter)
         report = self.report
         keep = _filter_expr(settings)
         batch = Batch()

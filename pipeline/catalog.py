@@ -497,16 +497,24 @@ def _unescape(frame: pl.DataFrame, columns: Iterable[str]) -> pl.DataFrame:
     """Decode JSON escapes (backslash sequences) in extracted string columns.
 
     Escaped values are rare and repeat (application paths), so each distinct one
-    is decoded once and mapped back, instead of running a JSON decoder on every row.
+    is decoded once and mapped back, instead of running a JSON decoder on every row;
+    the escaped values of every column are found in one query.
     """
-    for column in columns:
-        if frame.schema[column] != pl.String:
-            continue
-        escaped = frame[column].filter(frame[column].str.contains("\\", literal=True)).unique()
-        if escaped.len():
-            decoded = {v: json.loads(f'"{v}"') for v in escaped.to_list()}
-            frame = frame.with_columns(pl.col(column).replace(decoded))
-    return frame
+    text = [c for c in columns if frame.schema[c] == pl.String]
+    if not text:
+        return frame
+    escaped = frame.select(
+        pl.col(c).filter(pl.col(c).str.contains("\\", literal=True)).unique().implode()
+        for c in text
+    ).row(0, named=True)
+    decoded = {
+        column: {v: json.loads(f'"{v}"') for v in values}
+        for column, values in escaped.items()
+        if values
+    }
+    if not decoded:
+        return frame
+    return frame.with_columns(pl.col(c).replace(d) for c, d in decoded.items())
 
 
 def _entries_frame(catalog: Catalog) -> pl.DataFrame:

@@ -85,14 +85,16 @@ PART_BYTES = 32 << 20
 """With several reading processes, .evtx files of twice this size or more are read in
 parts of about this size (each part costs a reader its set-up, some milliseconds)."""
 
-IN_PROCESS_BYTES = 64 << 20
+IN_PROCESS_BYTES = 128 << 20
 """With ``jobs=None``, inputs smaller than this are read in the calling process.
 
 A reading process is a fresh interpreter that imports polars and the readers before
-it reads a byte: ingesting a 1 MB bundle took 0.45 s in-process and 1.3 s with two
-reading processes (load average 3.3 on 2 cores), and one process reads 30-50 MB of
-.evtx a second, so two pay for their start from about 50-80 MB. Measured with
-tests/benchmarks/bench_verdict.py and bench_ingest.py."""
+it reads a byte, about 0.5 s here; one process reads about 85 MB of .evtx a second
+(with the compiled row scanner). Measured on 2 cores at load 1-1.5, whole `lmtrace
+ingest` runs: 84 MB took 1.35 s in-process and 1.48 s with two processes, 158 MB
+2.3 s and 2.0 s, 315 MB 3.9 s and 3.1 s; two processes pay for their start from
+about 100 MB, so below 128 MiB the default is never slower than ``--jobs 1``.
+Measured with tests/benchmarks/bench_ingest.py and /usr/bin/time."""
 
 
 class IngestProgress(Protocol):

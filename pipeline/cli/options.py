@@ -187,7 +187,7 @@ Jobs = Annotated[
     int | None,
     typer.Option(
         min=1,
-        help="Reading processes, one file each (default: one per CPU for inputs of 64 MiB "
+        help="Reading processes, one file each (default: one per CPU for inputs of 128 MiB "
         "or more; smaller inputs are read in this process, sooner than processes start).",
         show_default=False,
     ),
