@@ -484,11 +484,12 @@ class EvtxRead:
         """A scanned batch as :func:`rows_frame` takes it. The records the scanner handed
         back are decoded here: whole rows where it left the record to Python, payloads
         where it left only the payload; a record nothing decodes is dropped (counted)."""
-        raw = pl.DataFrame(scanned).with_columns(ROW_INDEX)
+        raw = pl.DataFrame(scanned)
         fallback = scanned.fallback
-        if not fallback:
+        if not fallback:  # no row index needed: nothing is pending
             self._seen.extend(raw["header_record_id"].to_list())
             return raw, {}
+        raw = raw.with_columns(ROW_INDEX)
         pending: dict[int, tuple[Any, int]] = {}
         redone, redone_rows, dropped = Batch(), [], []
         for row, kind, header_id, data in fallback:

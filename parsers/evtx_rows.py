@@ -326,11 +326,12 @@ def rows_frame(
 ) -> pl.DataFrame:
     """Normalize, count and filter one batch in a single polars query; flatten survivors.
 
-    ``raw``: the System columns (``_RAW_SCHEMA``), ``data`` (null where ``pending``) and
-    ``_row``, the record's place in its batch. ``pending`` maps ``_row`` to the record's
-    undecoded payload and header id: its ``data`` is made only if the row passes ``keep``.
+    ``raw``: the System columns (``_RAW_SCHEMA``), ``data`` (null where ``pending``) and,
+    when anything is pending, ``_row``, the record's place in its batch. ``pending`` maps
+    ``_row`` to the record's undecoded payload and header id: its ``data`` is made only if
+    the row passes ``keep``.
     """
-    norm = raw.lazy().select(*_NORMALIZE, "data", "_row")
+    norm = raw.lazy().select(*_NORMALIZE, "data", *(["_row"] if pending else []))
     kept = norm if keep is None else norm.filter(keep)
     kept = kept.with_columns(
         pl.lit(provenance.source_path, pl.String).alias("source_path"),
@@ -351,9 +352,9 @@ def rows_frame(
         report.first_ts = lo
     if hi is not None and (report.last_ts is None or hi > report.last_ts):
         report.last_ts = hi
-    rows = frame.drop_in_place("_row")
     data = frame.drop_in_place("data")
     if pending:
+        rows = frame.drop_in_place("_row")
         wanted = [(at, row) for at, row in enumerate(rows.to_list()) if row in pending]
         if wanted:
             texts = [_payload_or_issue(payload, *pending[row], report) for _, row in wanted]
