@@ -1392,6 +1392,10 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
+#ifndef SCAN_SOURCE
+#define SCAN_SOURCE "unknown" /* built by hand, not by setup.py */
+#endif
+
 PyMODINIT_FUNC PyInit__evtx_scan(void) {
     if (PyType_Ready(&BatchType) < 0) return NULL;
     KEY_ID = PyUnicode_InternFromString("event_record_id");
@@ -1402,6 +1406,10 @@ PyMODINIT_FUNC PyInit__evtx_scan(void) {
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
+    if (PyModule_AddStringConstant(m, "SOURCE", SCAN_SOURCE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&BatchType);
     if (PyModule_AddObject(m, "Batch", (PyObject *)&BatchType) < 0) {
         Py_DECREF(&BatchType);

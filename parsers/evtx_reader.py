@@ -76,14 +76,13 @@ from parsers.model import (
     ReadReport,
     UnreadableFileError,
 )
+from parsers.native import compiled_scanner
 
 if TYPE_CHECKING:
     from parsers.evtx_python import PyRecord
 
-try:  # compiled at install (setup.py); without a C compiler the Python rows do the same
-    from parsers import _evtx_scan
-except ImportError:
-    _evtx_scan = None
+# Compiled at install (setup.py); without it the Python rows do the same, slower.
+_evtx_scan, _ = compiled_scanner()
 
 Progress = Callable[[int], None]
 

@@ -39,7 +39,14 @@ scanner = pytest.importorskip(
     "the reader uses the Python rows, and there is nothing to compare",
 )
 
-BATCH = 64
+
+def test_the_build_is_of_the_source_beside_it() -> None:
+    """A stale build is not used by the reader: every comparison below would then compare
+    the Python rows with themselves. Rebuild with `pip install -e .`."""
+    from parsers.native import compiled_scanner, source_digest
+
+    assert source_digest() == scanner.SOURCE, "parsers/_evtx_scan.c changed: pip install -e ."
+    assert compiled_scanner()[0] is scanner
 
 
 def _read(path: Path, native: bool) -> tuple[pl.DataFrame | None, str]:

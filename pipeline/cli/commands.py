@@ -145,18 +145,11 @@ app = typer.Typer(
 
 def _print_version(asked: bool) -> None:
     if asked:
-        from importlib.util import find_spec
-
+        from parsers.native import compiled_scanner
         from pipeline import __version__
 
         typer.echo(f"lmtrace {__version__}")
-        if find_spec("parsers._evtx_scan") is None:  # found without loading polars or evtx
-            typer.echo(
-                "EVTX rows: built in Python (the compiled scanner was not built: no C compiler "
-                "at install); reading is 2-4x slower, the rows are the same"
-            )
-        else:
-            typer.echo("EVTX rows: compiled scanner (parsers/_evtx_scan.c)")
+        typer.echo(f"EVTX rows: {compiled_scanner()[1]}")
         raise typer.Exit()
 
 
