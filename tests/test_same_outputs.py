@@ -18,6 +18,7 @@ once cannot pass unseen.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import parsers.evtx_rows
 from parsers.pfirewall import PfirewallSettings
 from parsers.time_values import parse_zone
 from pipeline.analyze import STORE_FOLDER, AnalyzeSettings, analyze
+from pipeline.report import md
 from pipeline.store import scan_events, scan_files
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bundles"
@@ -117,8 +119,10 @@ def _normalized(out: Path, name: str) -> bytes:
         text = _GENERATED.sub("Generated", text)
         text = _PLOTLY_JS.sub("<script>plotly.js</script>", text)
     for place, word in ((out, "OUT"), (EXAMPLES, "EXAMPLES")):
-        # as written, and as plotly's JSON writes it in timeline.html ('/' as \u002f)
-        text = text.replace(str(place), word).replace(str(place).replace("/", "\\u002f"), word)
+        # as written; in report.md, Markdown-escaped (a checkout at /work/ci_check shows as
+        # ci\_check); in report.html, HTML-escaped; in timeline.html's JSON, '/' as \u002f
+        for form in (str(place), md(str(place)), html.escape(str(place))):
+            text = text.replace(form, word).replace(form.replace("/", "\\u002f"), word)
     return text.encode()
 
 
