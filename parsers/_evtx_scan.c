@@ -433,8 +433,11 @@ static const char *opt_int(const char *p, const char *e, OptInt *out) {
 static int str_present(const OptStr *o) { return o->set == 2 && o->s.start != NULL; }
 static int int_present(const OptInt *o) { return o->set == 2; }
 
-/* Iterate an object's members: p at '{'. */
-#define FOR_MEMBERS(p, e, key, BODY)                                         \
+/* Iterate an object's members, p at its '{': for each, `key` is the key's scanned text,
+ * `key_at` its opening quote, and BODY runs with p at the value and moves p past it (NULL:
+ * not understood). The enclosing function returns NULL for anything but a well-formed
+ * object, and for a key holding an escape unless `escaped_keys`; p ends after the '}'. */
+#define FOR_MEMBERS(p, e, key, key_at, escaped_keys, BODY)                   \
     do {                                                                     \
         p = skip_ws(p + 1, e);                                               \
         if (p < e && *p == '}') {                                            \
@@ -442,9 +445,11 @@ static int int_present(const OptInt *o) { return o->set == 2; }
             break;                                                           \
         }                                                                    \
         for (;;) {                                                           \
+            const char *key_at = p;                                          \
+            (void)key_at;                                                    \
             if (p >= e || *p != '"' || (p = scan_string(p, e, &key)) == NULL) \
                 return NULL;                                                 \
-            if (key.escaped) return NULL;                                    \
+            if (key.escaped && !(escaped_keys)) return NULL;                 \
             p = skip_ws(p, e);                                               \
             if (p >= e || *p != ':') return NULL;                            \
             p = skip_ws(p + 1, e);                                           \
@@ -464,7 +469,7 @@ static int int_present(const OptInt *o) { return o->set == 2; }
 static const char *parse_attrs(const char *p, const char *e, Attrs *a) {
     if (p >= e || *p != '{') return NULL; /* null here fails the typed decode */
     Str key;
-    FOR_MEMBERS(p, e, key, {
+    FOR_MEMBERS(p, e, key, key_at, 0, {
         if (str_is(&key, "Name")) p = opt_string(p, e, &a->name);
         else if (str_is(&key, "Guid")) p = opt_string(p, e, &a->guid);
         else if (str_is(&key, "EventSourceName")) p = opt_string(p, e, &a->source_name);
@@ -489,7 +494,7 @@ static const char *parse_element(const char *p, const char *e, Element *el) {
     el->set = 1;
     int attrs_seen = 0;
     Str key;
-    FOR_MEMBERS(p, e, key, {
+    FOR_MEMBERS(p, e, key, key_at, 0, {
         if (str_is(&key, "#attributes")) {
             if (attrs_seen++) return NULL;
             p = parse_attrs(p, e, &el->attrs);
@@ -506,7 +511,7 @@ static const char *parse_system(const char *p, const char *e, Record *r) {
     if (p >= e || *p != '{') return NULL;
     Str key;
     int event_id_seen = 0;
-    FOR_MEMBERS(p, e, key, {
+    FOR_MEMBERS(p, e, key, key_at, 0, {
         if (str_is(&key, "Provider")) p = parse_element(p, e, &r->provider);
         else if (str_is(&key, "EventID")) {
             if (event_id_seen++) return NULL;
@@ -675,15 +680,8 @@ static int is_text_or_int(const char *p, const char *e) {
 /* The members of an object (p at '{') written through `w`. `attributes_kept`: an
  * "#attributes" member of text or an integer is a key (EventData), else never. */
 static const char *put_members(Writer *w, const char *p, const char *e, int attributes_kept) {
-    p = skip_ws(p + 1, e);
-    if (p < e && *p == '}') return p + 1;
-    for (;;) {
-        Str key;
-        const char *key_at = p;
-        if (p >= e || *p != '"' || (p = scan_string(p, e, &key)) == NULL) return NULL;
-        p = skip_ws(p, e);
-        if (p >= e || *p != ':') return NULL;
-        p = skip_ws(p + 1, e);
+    Str key;
+    FOR_MEMBERS(p, e, key, key_at, 1, {
         if (str_is(&key, "#attributes") && !(attributes_kept && is_text_or_int(p, e)))
             p = skip_value(p, e, 4);
         else if (str_is(&key, "#text"))
@@ -692,43 +690,24 @@ static const char *put_members(Writer *w, const char *p, const char *e, int attr
             p = key_seen(w, &key) ? NULL : put_unnamed(w, p, e);
         else
             p = put_member(w, key_at, &key, p, e);
-        if (p == NULL) return NULL;
-        p = skip_ws(p, e);
-        if (p >= e) return NULL;
-        if (*p == '}') return p + 1;
-        if (*p != ',') return NULL;
-        p = skip_ws(p + 1, e);
-    }
+    });
+    return p;
 }
 
 /* UserData (p at '{'): "#attributes" members skipped, one wrapper element whose
  * children are written (or a scalar wrapper, written under its own name). */
 static const char *put_user_data(Writer *w, const char *p, const char *e) {
     int wrappers = 0;
-    p = skip_ws(p + 1, e);
-    if (p < e && *p == '}') return p + 1;
-    for (;;) {
-        Str key;
-        const char *key_at = p;
-        if (p >= e || *p != '"' || (p = scan_string(p, e, &key)) == NULL) return NULL;
-        p = skip_ws(p, e);
-        if (p >= e || *p != ':') return NULL;
-        p = skip_ws(p + 1, e);
+    Str key;
+    FOR_MEMBERS(p, e, key, key_at, 1, {
         if (str_is(&key, "#attributes")) {
             p = skip_value(p, e, 4);
         } else {
-            if (wrappers++) return NULL;
-            if (p < e && *p == '{') p = put_members(w, p, e, 0);
-            else if (p < e && (*p == '[' || *p == '{')) return NULL;
-            else p = put_member(w, key_at, &key, p, e);
+            if (wrappers++ || (p < e && *p == '[')) return NULL;
+            p = p < e && *p == '{' ? put_members(w, p, e, 0) : put_member(w, key_at, &key, p, e);
         }
-        if (p == NULL) return NULL;
-        p = skip_ws(p, e);
-        if (p >= e) return NULL;
-        if (*p == '}') return p + 1;
-        if (*p != ',') return NULL;
-        p = skip_ws(p + 1, e);
-    }
+    });
+    return p;
 }
 
 /* One payload section (p at its value) written to the data column; returns the end of
@@ -764,7 +743,7 @@ static const char *parse_event(const char *p, const char *e, Record *r) {
     if (p >= e || *p != '{') return NULL;
     Str key;
     int system_seen = 0, data_seen = 0, user_seen = 0, errors_seen = 0;
-    FOR_MEMBERS(p, e, key, {
+    FOR_MEMBERS(p, e, key, key_at, 0, {
         if (str_is(&key, "System")) {
             if (system_seen++) return NULL;
             p = parse_system(p, e, r);
@@ -791,7 +770,7 @@ static const char *parse_event(const char *p, const char *e, Record *r) {
 /* The whole record: {"Event": {...}} and nothing after it. */
 static const char *parse_root(const char *p, const char *e, Record *r, int *event_seen) {
     Str key;
-    FOR_MEMBERS(p, e, key, {
+    FOR_MEMBERS(p, e, key, key_at, 0, {
         if (str_is(&key, "Event")) {
             if ((*event_seen)++) return NULL;
             p = parse_event(p, e, r);

@@ -58,6 +58,7 @@ from parsers.evtx_rows import (
     ROW_INDEX,
     Batch,
     Event,
+    Framing,
     System,
     add_system,
     fit_system,
@@ -366,11 +367,7 @@ class EvtxRead:
         found = recover(self.path, self.layout, wanting, self._ids_in(ranges))
         self._recovered = found.by_chunk
         if len(found.batch):
-            keep = _filter_expr(self.settings)
-            report = self.report
-            yield to_frame(
-                found.batch, self._seen, python_payload, keep, self.provenance, "python", report
-            )
+            yield to_frame(found.batch, self._seen, self._framing("python"))
         for chunk in +found.by_chunk:
             if chunk in self._skipped_chunks:  # pyevtx-rs had skipped all of it
                 self._skipped_chunks.discard(chunk)
@@ -392,7 +389,7 @@ class EvtxRead:
             return
         prefilter = Prefilter.build(settings.filter)
         report = self.report
-        keep = _filter_expr(settings)
+        framing = self._framing("rust")
         batch = Batch()
         seen_any = False
         records = self._parser.records_json()
@@ -426,14 +423,17 @@ class EvtxRead:
                 if len(batch) >= settings.batch_size:
                     self._absorb(caught)
                     seen_any = True
-                    yield to_frame(
-                        batch, self._seen, rust_payload, keep, self.provenance, "rust", report
-                    )
+                    yield to_frame(batch, self._seen, framing)
                     batch = Batch()
             self._absorb(caught)
         rejected.into(report)
         if len(batch) or not seen_any:
-            yield to_frame(batch, self._seen, rust_payload, keep, self.provenance, "rust", report)
+            yield to_frame(batch, self._seen, framing)
+
+    def _framing(self, engine: Engine) -> Framing:
+        payload = rust_payload if engine == "rust" else python_payload
+        keep = _filter_expr(self.settings)
+        return Framing(engine, payload, keep, self.provenance, self.report)
 
     def _decoded(self, header_id: int, data: str) -> Event | None:
         """One pyevtx-rs record's JSON, typed; kept as decoded (with an issue) when the typed
@@ -456,7 +456,7 @@ class EvtxRead:
         """pyevtx-rs records through the compiled scanner: rows with no Python object per
         record; the few records it hands back are finished by the reference code."""
         settings, report = self.settings, self.report
-        keep = _filter_expr(settings)
+        framing = self._framing("rust")
         records = self._parser.records_json()
         seen_any = False
         with warnings.catch_warnings(record=True) as caught:
@@ -470,9 +470,7 @@ class EvtxRead:
                     raw, pending = self._scanned_rows(scanned)
                     self._absorb(caught)
                     seen_any = True
-                    yield rows_frame(
-                        raw, pending, rust_payload, keep, self.provenance, "rust", report
-                    )
+                    yield rows_frame(raw, pending, framing)
                 if error is not None:
                     report.issues.append(ReadIssue(f"pyevtx-rs stopped: {error}"))
                 if scanned.exhausted:
@@ -542,8 +540,8 @@ class EvtxRead:
     def _iter_python(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:
         from parsers.evtx_python import iter_records
 
-        settings, report = self.settings, self.report
-        keep = _filter_expr(settings)
+        settings = self.settings
+        framing = self._framing("python")
         batch = Batch()
         seen_any = False
         for item in iter_records(self.path, self.layout):
@@ -558,14 +556,10 @@ class EvtxRead:
             tracker.at_record(item.header_id)
             if len(batch) >= settings.batch_size:
                 seen_any = True
-                yield to_frame(
-                    batch, self._seen, python_payload, keep, self.provenance, "python", report
-                )
+                yield to_frame(batch, self._seen, framing)
                 batch = Batch()
         if len(batch) or not seen_any:
-            yield to_frame(
-                batch, self._seen, python_payload, keep, self.provenance, "python", report
-            )
+            yield to_frame(batch, self._seen, framing)
 
     def _python_system(self, item: PyRecord) -> System | None:
         fitted = fit_system(item.system)

@@ -299,30 +299,28 @@ class Batch:
         return zip(self.payloads, self.columns[_HEADER_ID], strict=True)
 
 
-def to_frame(
-    batch: Batch,
-    seen: MutableSequence[int],
-    payload: Callable[[Any], str],
-    keep: pl.Expr | None,
-    provenance: Provenance,
-    engine: Engine,
-    report: ReadReport,
-) -> pl.DataFrame:
+@dataclass(frozen=True)
+class Framing:
+    """What turns one read's batches into rows: its engine and that engine's payload
+    flattener, the filter, where the records come from, and the report that counts them."""
+
+    engine: Engine
+    payload: Callable[[Any], str]
+    keep: pl.Expr | None
+    provenance: Provenance
+    report: ReadReport
+
+
+def to_frame(batch: Batch, seen: MutableSequence[int], framing: Framing) -> pl.DataFrame:
     """One batch of decoded records as a normalized, filtered frame (see :func:`rows_frame`)."""
     seen.extend(batch.columns[_HEADER_ID])
     raw = raw_frame(batch.columns).with_columns(pl.lit(None, pl.String).alias("data"), ROW_INDEX)
     pending = {i: (sections, header) for i, (sections, header) in enumerate(batch.pending())}
-    return rows_frame(raw, pending, payload, keep, provenance, engine, report)
+    return rows_frame(raw, pending, framing)
 
 
 def rows_frame(
-    raw: pl.DataFrame,
-    pending: dict[int, tuple[Any, int]],
-    payload: Callable[[Any], str],
-    keep: pl.Expr | None,
-    provenance: Provenance,
-    engine: Engine,
-    report: ReadReport,
+    raw: pl.DataFrame, pending: dict[int, tuple[Any, int]], framing: Framing
 ) -> pl.DataFrame:
     """Normalize, count and filter one batch in a single polars query; flatten survivors.
 
@@ -331,13 +329,14 @@ def rows_frame(
     ``_row`` to the record's undecoded payload and header id: its ``data`` is made only if
     the row passes ``keep``.
     """
+    provenance, report = framing.provenance, framing.report
     norm = raw.lazy().select(*_NORMALIZE, "data", *(["_row"] if pending else []))
-    kept = norm if keep is None else norm.filter(keep)
+    kept = norm if framing.keep is None else norm.filter(framing.keep)
     kept = kept.with_columns(
         pl.lit(provenance.source_path, pl.String).alias("source_path"),
         pl.lit(provenance.member, pl.String).alias("member"),
         pl.lit(provenance.file_sha256, pl.String).alias("file_sha256"),
-        pl.lit(engine, pl.String).alias("engine"),
+        pl.lit(framing.engine, pl.String).alias("engine"),
     )
     stats = norm.select(
         pl.len().alias("n"),
@@ -357,7 +356,7 @@ def rows_frame(
         rows = frame.drop_in_place("_row")
         wanted = [(at, row) for at, row in enumerate(rows.to_list()) if row in pending]
         if wanted:
-            texts = [_payload_or_issue(payload, *pending[row], report) for _, row in wanted]
+            texts = [_payload_or_issue(framing.payload, *pending[row], report) for _, row in wanted]
             data = data.scatter([at for at, _ in wanted], pl.Series(texts, dtype=pl.String))
     frame.insert_column(EVENT_COLUMNS.index("data"), data)
     return frame
