@@ -389,8 +389,17 @@ _SECTIONS = st.fixed_dictionaries(
 )
 
 
+# Header ids from 2**63 on do not fit the column: the scanner hands such records back.
+_HEADER_ID = st.integers(0, 10**7) | st.integers(0, 2**64 - 1)
+# Half the records are an ordinary System with one field drawn anew, so that many are written
+# by the scanner and compared field by field (from _SYSTEM alone, two in three are handed back).
+_ANY_SYSTEM = _SYSTEM | st.builds(
+    lambda changes: {**ORDINARY_SYSTEM, **dict(list(changes.items())[:1])}, _SYSTEM
+)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(_SYSTEM, _SECTIONS, st.integers(0, 2**64 - 1)), min_size=1, max_size=6))
+@given(st.lists(st.tuples(_ANY_SYSTEM, _SECTIONS, _HEADER_ID), min_size=1, max_size=6))
 def test_generated_records_are_written_as_the_reference_writes_them(records) -> None:
     _check([_record(system, sections, header) for system, sections, header in records])
 
