@@ -15,9 +15,8 @@
  *     the typed msgspec decode expects, a repeated key, an escape in a key, a raw
  *     control character, a number that is not a plain int64, ...) is returned whole
  *     ("record" fallback) and its row is filled by Python;
- *   - a record whose payload is not a flat EventData of text and integers, written
- *     with the escapes msgspec itself writes, gets a null `data` and is returned for
- *     its payload only ("payload" fallback).
+ *   - a record whose payload has a shape it leaves to Python (see "the payload" below)
+ *     gets a null `data` and is returned for its payload only ("payload" fallback).
  * So every row this module writes equals the row the Python path writes: the
  * differential tests (tests/test_evtx_scan.py) compare both on every record of the
  * public corpus and on generated records.  All scanning is bounds-checked against the
@@ -533,28 +532,32 @@ static const char *parse_system(const char *p, const char *e, Record *r) {
     return p;
 }
 
-/* ---- the payload: the `data` text of the flat shapes, written as they are scanned
+/* ---- the payload: the `data` text, written as it is scanned
  *
- * parsers/evtx_payload.py's rules, for the shapes that need no walk: a payload whose
- * values are all scalars written with the escapes msgspec itself writes (so the text is
- * copied, never decoded and encoded again), each key once:
- *   - EventData {name: scalar, ...}: text kept, an integer as its decimal text, null as
- *     "", true / false as "true" / "false"; an "#attributes" member that is not text or
- *     an integer is no key;
- *   - UserData {wrapper: {name: scalar, ...}} with one wrapper element: its children (its
- *     own "#attributes" are no keys);
+ * parsers/evtx_payload.py's rules (docs/schema.md), for payloads whose every key comes
+ * out once and whose every text is written with the escapes msgspec itself writes (so
+ * text is copied, never decoded and encoded again):
+ *   - EventData: each member an element under its key (an element with a non-empty Name
+ *     attribute under that name), unnamed Data values as Data_0, Data_1, ...;
+ *   - UserData with one wrapper element: the wrapper's children, each an element;
+ *   - an element: its text under its path, its attributes at path.attribute (xmlns
+ *     declarations are none), its children at path.child; a value's text: text as written,
+ *     integers in decimal, null "", true / false, a list's items joined with ',';
  *   - no payload section, or one that is null: {}.
- * Anything else (nested elements, unnamed Data, lists, floats, a repeated key, two
- * sections, ...) is left to Python. */
+ * Anything else (a key the reference would number as a repeat, floats, integers beyond 64
+ * bits, two sections, ProcessingErrorData, nesting deeper than 16, ...) is left to Python. */
 
-#define MAX_FLAT_KEYS 256
+#define MAX_KEYS 256    /* keys one payload may write */
+#define MAX_CHILDREN 64 /* members of one element */
+#define MAX_DEPTH_PAYLOAD 16
 
 typedef struct {
     Column *c;
-    Str keys[MAX_FLAT_KEYS]; /* every key seen, "Data" of unnamed values included */
-    int n;
-    int emitted; /* members written */
+    size_t key_at[MAX_KEYS]; /* each key written: where its text starts in c->data */
+    size_t key_len[MAX_KEYS];
+    int n;       /* keys written */
     int unnamed; /* Data_0 .. Data_{unnamed-1} written */
+    int nomem;
 } Writer;
 
 /* A JSON integer's text that Python's str(int(text)) gives back unchanged. */
@@ -571,47 +574,218 @@ static const char *scan_int_text(const char *p, const char *e) {
 }
 
 static void put(Writer *w, const char *p, size_t n) {
+    if (w->nomem) return;
+    if (reserve(w->c, n) < 0) {
+        w->nomem = 1;
+        return;
+    }
     memcpy(w->c->data + w->c->size, p, n);
     w->c->size += n;
 }
 
-/* Is `key` a name this writer has given an unnamed value (Data_<k>, k < unnamed)? */
-static int is_unnamed_name(const Writer *w, const char *key, size_t len) {
-    if (len < 6 || memcmp(key, "Data_", 5) != 0) return 0;
-    int k = 0;
-    for (size_t i = 5; i < len; i++) {
-        if (key[i] < '0' || key[i] > '9' || k > 100000) return 0;
-        k = k * 10 + (key[i] - '0');
-    }
-    return (len == 6 || key[5] != '0') && k < w->unnamed;
+static int same_text(const Str *a, const Str *b) {
+    return a->end - a->start == b->end - b->start &&
+           memcmp(a->start, b->start, (size_t)(a->end - a->start)) == 0;
 }
 
-/* A key seen before (or one an unnamed value took): the reference numbers repeats. */
-static int key_seen(Writer *w, const Str *key) {
-    size_t len = (size_t)(key->end - key->start);
+/* Start a member: a comma after the one before, then the key's opening quote; returns
+ * where the key's text starts. */
+static size_t key_begin(Writer *w) {
+    if (w->n) put(w, ",", 1);
+    put(w, "\"", 1);
+    return w->c->size;
+}
+
+/* End the key begun at `start`: 0, or -1 when the payload already has a key of that text
+ * (the reference numbers repeats: left to it). */
+static int key_end(Writer *w, size_t start) {
+    if (w->nomem || w->n == MAX_KEYS) return -1;
+    size_t len = w->c->size - start;
     for (int i = 0; i < w->n; i++)
-        if ((size_t)(w->keys[i].end - w->keys[i].start) == len &&
-            memcmp(w->keys[i].start, key->start, len) == 0)
-            return 1;
-    if (is_unnamed_name(w, key->start, len) || w->n == MAX_FLAT_KEYS) return 1;
-    w->keys[w->n++] = *key;
-    return 0;
+        if (w->key_len[i] == len && memcmp(w->c->data + w->key_at[i], w->c->data + start, len) == 0)
+            return -1;
+    w->key_at[w->n] = start;
+    w->key_len[w->n] = len;
+    w->n++;
+    put(w, "\":", 2);
+    return w->nomem ? -1 : 0;
 }
 
-/* One member "key": value as `data` text; NULL when the value is not a flat scalar.
- * `key_at` is the key's opening quote, `key` its scanned text, p the value. */
-static const char *put_scalar(Writer *w, const char *p, const char *e);
-
-static const char *put_member(Writer *w, const char *key_at, const Str *key, const char *p,
-                              const char *e) {
-    if (!key->canonical || key_seen(w, key)) return NULL;
-    if (w->emitted++) put(w, ",", 1);
-    put(w, key_at, (size_t)(key->end - key_at) + 1);
-    put(w, ":", 1);
-    return put_scalar(w, p, e);
+/* The key of an element: its path, names joined with '.' as _join joins them (each as the
+ * source wrote it, which is how msgspec writes it, every escape being canonical). */
+static int put_key(Writer *w, const Str *path, int depth) {
+    size_t start = key_begin(w);
+    for (int i = 0; i < depth; i++) {
+        if (i && w->c->size > start) put(w, ".", 1); /* an empty path so far takes no dot */
+        put(w, path[i].start, (size_t)(path[i].end - path[i].start));
+    }
+    return key_end(w, start);
 }
 
-/* Unnamed <Data> values, {"#text": scalar or [scalars]}: Data_0, Data_1, ... */
+static const char *put_text(Writer *w, const char *p, const char *e, int depth);
+
+/* An element met as a value (p at '{'): the text of its "#text", or nothing. */
+static const char *put_element_text(Writer *w, const char *p, const char *e, int depth) {
+    const char *text = NULL;
+    Str key;
+    FOR_MEMBERS(p, e, key, key_at, 1, {
+        if (str_is(&key, "#text")) {
+            if (text != NULL) return NULL;
+            text = p;
+        }
+        p = skip_value(p, e, 4);
+    });
+    if (text != NULL && put_text(w, text, e, depth + 1) == NULL) return NULL;
+    return p;
+}
+
+/* A value's text, as parsers/evtx_payload.py value_text makes it (inside a JSON string):
+ * text as written, an integer in decimal, null nothing, true / false, a list's items
+ * joined with ',', an element its "#text". A float: NULL (left to Python). */
+static const char *put_text(Writer *w, const char *p, const char *e, int depth) {
+    const char *at = p;
+    Str s;
+    if (p >= e || depth > MAX_DEPTH_PAYLOAD) return NULL;
+    switch (*p) {
+    case '"':
+        if ((p = scan_string(p, e, &s)) == NULL || !s.canonical) return NULL;
+        put(w, s.start, (size_t)(s.end - s.start));
+        return p;
+    case 'n':
+        return skip_literal(p, e, "null");
+    case 't':
+        if ((p = skip_literal(p, e, "true")) != NULL) put(w, "true", 4);
+        return p;
+    case 'f':
+        if ((p = skip_literal(p, e, "false")) != NULL) put(w, "false", 5);
+        return p;
+    case '[':
+        p = skip_ws(p + 1, e);
+        if (p < e && *p == ']') return p + 1;
+        for (int first = 1;; first = 0) {
+            if (!first) put(w, ",", 1);
+            if ((p = put_text(w, p, e, depth + 1)) == NULL) return NULL;
+            p = skip_ws(p, e);
+            if (p >= e) return NULL;
+            if (*p == ']') return p + 1;
+            if (*p != ',') return NULL;
+            p = skip_ws(p + 1, e);
+        }
+    case '{':
+        return put_element_text(w, p, e, depth);
+    default:
+        if ((p = scan_int_text(p, e)) == NULL) return NULL;
+        put(w, at, (size_t)(p - at));
+        return p;
+    }
+}
+
+/* "key": "text of the value" */
+static const char *put_value(Writer *w, const Str *path, int depth, const char *p,
+                             const char *e) {
+    if (put_key(w, path, depth) < 0) return NULL;
+    put(w, "\"", 1);
+    p = put_text(w, p, e, depth);
+    put(w, "\"", 1);
+    return p;
+}
+
+/* One element at `path` (parsers/evtx_payload.py _element): a value is written under the
+ * path; an object writes its text (when it has one, or nothing else), then its attributes
+ * (path.name; xmlns declarations and, with `skip_name`, Name are none), then each child
+ * element at path.child. `path` has room for MAX_DEPTH_PAYLOAD + 1 names. */
+static const char *put_element(Writer *w, Str *path, int depth, const char *p, const char *e,
+                               int skip_name) {
+    if (p >= e || depth > MAX_DEPTH_PAYLOAD) return NULL;
+    if (*p != '{') return put_value(w, path, depth, p, e);
+    const char *text = NULL, *attrs = NULL;
+    Str names[MAX_CHILDREN];
+    const char *values[MAX_CHILDREN];
+    int n = 0;
+    Str key;
+    FOR_MEMBERS(p, e, key, key_at, 1, {
+        if (!key.canonical) return NULL;
+        if (str_is(&key, "#text")) {
+            if (text != NULL) return NULL;
+            text = p;
+        } else if (str_is(&key, "#attributes")) {
+            if (attrs != NULL) return NULL;
+            attrs = p;
+        } else {
+            if (n == MAX_CHILDREN) return NULL;
+            for (int i = 0; i < n; i++)
+                if (same_text(&names[i], &key)) return NULL; /* numbered by the reference */
+            names[n] = key;
+            values[n++] = p;
+        }
+        p = skip_value(p, e, 4);
+    });
+    if (text != NULL || n == 0) {
+        if (put_key(w, path, depth) < 0) return NULL;
+        put(w, "\"", 1);
+        if (text != NULL && put_text(w, text, e, depth) == NULL) return NULL;
+        put(w, "\"", 1);
+    }
+    if (attrs != NULL && *attrs == '{') { /* attributes that are no object: none */
+        const char *a = attrs;
+        FOR_MEMBERS(a, e, key, key_at, 1, {
+            if (!key.canonical) return NULL;
+            size_t len = (size_t)(key.end - key.start);
+            if ((len >= 5 && memcmp(key.start, "xmlns", 5) == 0) ||
+                (skip_name && str_is(&key, "Name"))) {
+                a = skip_value(a, e, 4);
+            } else {
+                path[depth] = key;
+                a = put_value(w, path, depth + 1, a, e);
+            }
+        });
+    }
+    for (int i = 0; i < n; i++) {
+        path[depth] = names[i];
+        if (put_element(w, path, depth + 1, values[i], e, 0) == NULL) return NULL;
+    }
+    return p;
+}
+
+/* The Name attribute of the attributes object at p, when it is non-empty text: `*named`
+ * 1 and `name` its text; else `*named` 0. NULL: a shape to leave to Python. */
+static const char *attribute_name(const char *p, const char *e, Str *name, int *named) {
+    Str key;
+    int seen = 0;
+    FOR_MEMBERS(p, e, key, key_at, 1, {
+        if (str_is(&key, "Name")) {
+            if (seen++) return NULL;
+            if (p < e && *p == '"') {
+                if ((p = scan_string(p, e, name)) == NULL || !name->canonical) return NULL;
+                *named = name->end > name->start;
+            } else {
+                p = skip_value(p, e, 4);
+            }
+        } else {
+            p = skip_value(p, e, 4);
+        }
+    });
+    return p;
+}
+
+/* An EventData element (p at '{') whose attributes name it (Name, non-empty text): the
+ * key it is written under (parsers/evtx_payload.py _event_data). NULL: leave to Python. */
+static const char *element_name(const char *p, const char *e, Str *name, int *named) {
+    int attributes = 0;
+    Str key;
+    *named = 0;
+    FOR_MEMBERS(p, e, key, key_at, 1, {
+        if (str_is(&key, "#attributes")) {
+            if (attributes++) return NULL;
+            p = p < e && *p == '{' ? attribute_name(p, e, name, named) : skip_value(p, e, 4);
+        } else {
+            p = skip_value(p, e, 4);
+        }
+    });
+    return p;
+}
+
+/* Unnamed <Data> values, {"#text": value or [values]}: Data_0, Data_1, ... */
 static const char *put_unnamed(Writer *w, const char *p, const char *e) {
     Str key;
     p = skip_ws(p + 1, e);
@@ -623,17 +797,14 @@ static const char *put_unnamed(Writer *w, const char *p, const char *e) {
     int list = p < e && *p == '[';
     if (list) p = skip_ws(p + 1, e);
     for (;;) {
-        char name[32];
-        int n = snprintf(name, sizeof name, "\"Data_%d\"", w->unnamed);
-        for (int i = 0; i < w->n; i++) /* a key of that name seen before: numbered apart */
-            if (w->keys[i].end - w->keys[i].start == n - 2 &&
-                memcmp(w->keys[i].start, name + 1, (size_t)n - 2) == 0)
-                return NULL;
-        w->unnamed++;
-        if (w->emitted++) put(w, ",", 1);
+        char name[24];
+        int n = snprintf(name, sizeof name, "Data_%d", w->unnamed++);
+        size_t start = key_begin(w);
         put(w, name, (size_t)n);
-        put(w, ":", 1);
-        if ((p = put_scalar(w, p, e)) == NULL) return NULL;
+        if (key_end(w, start) < 0) return NULL;
+        put(w, "\"", 1);
+        if ((p = put_text(w, p, e, 1)) == NULL) return NULL;
+        put(w, "\"", 1);
         p = skip_ws(p, e);
         if (!list || p >= e || *p != ',') break;
         p = skip_ws(p + 1, e);
@@ -645,66 +816,52 @@ static const char *put_unnamed(Writer *w, const char *p, const char *e) {
     return p < e && *p == '}' ? p + 1 : NULL;
 }
 
-/* One scalar value as `data` text: text kept, integer quoted, null "", true/false. */
-static const char *put_scalar(Writer *w, const char *p, const char *e) {
-    const char *at = p;
-    Str value;
-    if (p >= e) return NULL;
-    switch (*p) {
-    case '"':
-        if ((p = scan_string(p, e, &value)) == NULL || !value.canonical) return NULL;
-        put(w, at, (size_t)(p - at));
-        return p;
-    case 'n':
-        if ((p = skip_literal(p, e, "null")) != NULL) put(w, "\"\"", 2);
-        return p;
-    case 't':
-        if ((p = skip_literal(p, e, "true")) != NULL) put(w, "\"true\"", 6);
-        return p;
-    case 'f':
-        if ((p = skip_literal(p, e, "false")) != NULL) put(w, "\"false\"", 7);
-        return p;
-    default:
-        if ((p = scan_int_text(p, e)) == NULL) return NULL;
-        put(w, "\"", 1);
-        put(w, at, (size_t)(p - at));
-        put(w, "\"", 1);
-        return p;
-    }
-}
-
 static int is_text_or_int(const char *p, const char *e) {
     return p < e && (*p == '"' || *p == '-' || (*p >= '0' && *p <= '9'));
 }
 
-/* The members of an object (p at '{') written through `w`. `attributes_kept`: an
- * "#attributes" member of text or an integer is a key (EventData), else never. */
-static const char *put_members(Writer *w, const char *p, const char *e, int attributes_kept) {
-    Str key;
+/* The members of EventData (`event_data`) or of a UserData wrapper element, p at '{'
+ * (parsers/evtx_payload.py _event_data, _user_data): each an element under its key; in
+ * EventData an element with a Name attribute under that name, unnamed Data values as
+ * Data_0.., and an "#attributes" member of text or an integer a key like any other. */
+static const char *put_members(Writer *w, const char *p, const char *e, int event_data) {
+    Str key, names[MAX_CHILDREN], path[MAX_DEPTH_PAYLOAD + 2];
+    int n = 0;
     FOR_MEMBERS(p, e, key, key_at, 1, {
-        if (str_is(&key, "#attributes") && !(attributes_kept && is_text_or_int(p, e)))
+        if (!key.canonical || n == MAX_CHILDREN) return NULL;
+        for (int i = 0; i < n; i++)
+            if (same_text(&names[i], &key)) return NULL; /* a key written twice */
+        names[n++] = key;
+        path[0] = key;
+        if (str_is(&key, "#attributes") && !(event_data && is_text_or_int(p, e))) {
             p = skip_value(p, e, 4);
-        else if (str_is(&key, "#text"))
+        } else if (str_is(&key, "#text")) {
             return NULL;
-        else if (attributes_kept && str_is(&key, "Data") && p < e && *p == '{')
-            p = key_seen(w, &key) ? NULL : put_unnamed(w, p, e);
-        else
-            p = put_member(w, key_at, &key, p, e);
+        } else if (event_data && str_is(&key, "Data") && p < e && *p == '{') {
+            p = put_unnamed(w, p, e);
+        } else if (event_data && p < e && *p == '{') {
+            int named;
+            if (element_name(p, e, &path[0], &named) == NULL) return NULL;
+            p = put_element(w, path, 1, p, e, named);
+        } else {
+            p = put_element(w, path, 1, p, e, 0);
+        }
     });
     return p;
 }
 
 /* UserData (p at '{'): "#attributes" members skipped, one wrapper element whose
- * children are written (or a scalar wrapper, written under its own name). */
+ * children are written (or a value, written under the wrapper's name). */
 static const char *put_user_data(Writer *w, const char *p, const char *e) {
     int wrappers = 0;
-    Str key;
+    Str key, path[1];
     FOR_MEMBERS(p, e, key, key_at, 1, {
         if (str_is(&key, "#attributes")) {
             p = skip_value(p, e, 4);
         } else {
-            if (wrappers++ || (p < e && *p == '[')) return NULL;
-            p = p < e && *p == '{' ? put_members(w, p, e, 0) : put_member(w, key_at, &key, p, e);
+            if (wrappers++ || !key.canonical) return NULL;
+            path[0] = key;
+            p = p < e && *p == '{' ? put_members(w, p, e, 0) : put_value(w, path, 1, p, e);
         }
     });
     return p;
@@ -716,26 +873,24 @@ static const char *put_user_data(Writer *w, const char *p, const char *e) {
 static const char *emit_section(const char *p, const char *e, Record *r, int user_data) {
     Writer w;
     w.c = r->data;
-    w.n = w.emitted = w.unnamed = 0;
-    if (reserve(w.c, (size_t)(e - p) * 3 + 2) < 0) { /* a bound on what a section writes */
-        r->nomem = 1;
-        return NULL;
-    }
+    w.n = w.unnamed = w.nomem = 0;
     size_t mark = w.c->size;
     const char *end;
     if (p < e && *p == 'n') {
         end = skip_literal(p, e, "null");
         if (end != NULL) put(&w, "{}", 2);
-        return end;
+    } else if (p < e && *p == '{') {
+        put(&w, "{", 1);
+        end = user_data ? put_user_data(&w, p, e) : put_members(&w, p, e, 1);
+        put(&w, "}", 1);
+    } else {
+        end = NULL;
     }
-    if (p >= e || *p != '{') return NULL;
-    put(&w, "{", 1);
-    end = user_data ? put_user_data(&w, p, e) : put_members(&w, p, e, 1);
-    if (end == NULL) {
+    if (w.nomem) r->nomem = 1;
+    if (end == NULL || w.nomem) {
         w.c->size = mark;
         return NULL;
     }
-    put(&w, "}", 1);
     return end;
 }
 

@@ -216,6 +216,24 @@ ORDINARY = {
         "EventData": {"Data": {"#text": ["", "11", "60", "-60 W. Europe"]}, "Binary": None}
     },
     "one unnamed Data": {"EventData": {"Data": {"#text": 7}}},
+    "named nested element (ComplexData)": {
+        "EventData": {
+            "Group": 0,
+            "ComplexData": {"#attributes": {"Name": "IdleState"}, "#text": "01"},
+            "ComplexData_1": {"#attributes": {"Name": "PerfState", "Size": 4}},
+        }
+    },
+    "nested UserData (RestartManager)": {
+        "UserData": {
+            "RmRestartEvent": {
+                "#attributes": {"xmlns": "http://www.microsoft.com/2005/08/Windows/Reliability"},
+                "RmSessionId": 0,
+                "Applications": {"Application": [".NET Runtime", "spoolsv"]},
+                "Status": {"#attributes": {"Code": 5, "xmlns:x": "u"}, "#text": None},
+            }
+        }
+    },
+    "list and element values": {"EventData": {"a": [1, None, True, "x"], "b": {"c": {"d": "e"}}}},
     "no payload": {},
     "null EventData": {"EventData": None},
     "escapes and non-ASCII": {
@@ -237,9 +255,9 @@ ODD = {
         "EventData": {"Data_1": "x", "Data": {"#text": ["a", "b"]}}
     },
     "unnamed Data with attributes": {"EventData": {"Data": {"#attributes": {}, "#text": "a"}}},
-    "nested element": {"EventData": {"ComplexData": {"#attributes": {"Name": "x"}, "#text": "1"}}},
     "float": {"EventData": {"a": 1.5}},
-    "list": {"EventData": {"a": [1, 2]}},
+    "float in a nested element": {"UserData": {"W": {"Stats": {"Rate": 0.5}}}},
+    "nested keys that meet": {"EventData": {"A": {"#attributes": {"b": "1"}, "b": "2"}}},
     "two wrappers": {"UserData": {"A": {"x": "1"}, "B": {"y": "2"}}},
     "two sections": {"EventData": {"a": "1"}, "UserData": {"W": {"b": "2"}}},
     "processing error": {"ProcessingErrorData": {"ErrorCode": 15005}},
