@@ -555,10 +555,18 @@ typedef struct {
     Column *c;
     size_t key_at[MAX_KEYS]; /* each key written: where its text starts in c->data */
     size_t key_len[MAX_KEYS];
+    uint64_t key_hash[MAX_KEYS];
     int n;       /* keys written */
     int unnamed; /* Data_0 .. Data_{unnamed-1} written */
     int nomem;
 } Writer;
+
+/* FNV-1a: repeated keys are looked for by hash first. */
+static uint64_t text_hash(const char *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+    return h;
+}
 
 /* A JSON integer's text that Python's str(int(text)) gives back unchanged. */
 static const char *scan_int_text(const char *p, const char *e) {
@@ -573,14 +581,14 @@ static const char *scan_int_text(const char *p, const char *e) {
     return p;
 }
 
-static void put(Writer *w, const char *p, size_t n) {
-    if (w->nomem) return;
-    if (reserve(w->c, n) < 0) {
+static inline void put(Writer *w, const char *p, size_t n) {
+    Column *c = w->c;
+    if (c->size + n > c->capacity && (w->nomem || reserve(c, n) < 0)) {
         w->nomem = 1;
         return;
     }
-    memcpy(w->c->data + w->c->size, p, n);
-    w->c->size += n;
+    memcpy(c->data + c->size, p, n);
+    c->size += n;
 }
 
 static int same_text(const Str *a, const Str *b) {
@@ -591,8 +599,8 @@ static int same_text(const Str *a, const Str *b) {
 /* Start a member: a comma after the one before, then the key's opening quote; returns
  * where the key's text starts. */
 static size_t key_begin(Writer *w) {
-    if (w->n) put(w, ",", 1);
-    put(w, "\"", 1);
+    if (w->n) put(w, ",\"", 2);
+    else put(w, "\"", 1);
     return w->c->size;
 }
 
@@ -601,11 +609,15 @@ static size_t key_begin(Writer *w) {
 static int key_end(Writer *w, size_t start) {
     if (w->nomem || w->n == MAX_KEYS) return -1;
     size_t len = w->c->size - start;
+    const char *text = w->c->data + start;
+    uint64_t hash = text_hash(text, len);
     for (int i = 0; i < w->n; i++)
-        if (w->key_len[i] == len && memcmp(w->c->data + w->key_at[i], w->c->data + start, len) == 0)
+        if (w->key_hash[i] == hash && w->key_len[i] == len &&
+            memcmp(w->c->data + w->key_at[i], text, len) == 0)
             return -1;
     w->key_at[w->n] = start;
     w->key_len[w->n] = len;
+    w->key_hash[w->n] = hash;
     w->n++;
     put(w, "\":", 2);
     return w->nomem ? -1 : 0;
@@ -615,6 +627,10 @@ static int key_end(Writer *w, size_t start) {
  * source wrote it, which is how msgspec writes it, every escape being canonical). */
 static int put_key(Writer *w, const Str *path, int depth) {
     size_t start = key_begin(w);
+    if (depth == 1) {
+        put(w, path[0].start, (size_t)(path[0].end - path[0].start));
+        return key_end(w, start);
+    }
     for (int i = 0; i < depth; i++) {
         if (i && w->c->size > start) put(w, ".", 1); /* an empty path so far takes no dot */
         put(w, path[i].start, (size_t)(path[i].end - path[i].start));
@@ -684,6 +700,13 @@ static const char *put_text(Writer *w, const char *p, const char *e, int depth) 
 static const char *put_value(Writer *w, const Str *path, int depth, const char *p,
                              const char *e) {
     if (put_key(w, path, depth) < 0) return NULL;
+    if (p < e && *p == '"') { /* text: copied with its quotes, as most values are */
+        const char *at = p;
+        Str s;
+        if ((p = scan_string(p, e, &s)) == NULL || !s.canonical) return NULL;
+        put(w, at, (size_t)(p - at));
+        return p;
+    }
     put(w, "\"", 1);
     p = put_text(w, p, e, depth);
     put(w, "\"", 1);
@@ -826,11 +849,14 @@ static int is_text_or_int(const char *p, const char *e) {
  * Data_0.., and an "#attributes" member of text or an integer a key like any other. */
 static const char *put_members(Writer *w, const char *p, const char *e, int event_data) {
     Str key, names[MAX_CHILDREN], path[MAX_DEPTH_PAYLOAD + 2];
+    uint64_t hashes[MAX_CHILDREN];
     int n = 0;
     FOR_MEMBERS(p, e, key, key_at, 1, {
         if (!key.canonical || n == MAX_CHILDREN) return NULL;
+        uint64_t hash = text_hash(key.start, (size_t)(key.end - key.start));
         for (int i = 0; i < n; i++)
-            if (same_text(&names[i], &key)) return NULL; /* a key written twice */
+            if (hashes[i] == hash && same_text(&names[i], &key)) return NULL; /* written twice */
+        hashes[n] = hash;
         names[n++] = key;
         path[0] = key;
         if (str_is(&key, "#attributes") && !(event_data && is_text_or_int(p, e))) {
@@ -875,6 +901,8 @@ static const char *emit_section(const char *p, const char *e, Record *r, int use
     w.c = r->data;
     w.n = w.unnamed = w.nomem = 0;
     size_t mark = w.c->size;
+    if (reserve(w.c, (size_t)(e - p) * 2 + 16) < 0) /* most sections fit: one check */
+        w.nomem = 1;
     const char *end;
     if (p < e && *p == 'n') {
         end = skip_literal(p, e, "null");
