@@ -5,7 +5,7 @@
  * row in Python (decode, one append per column, flatten the payload, convert the lists)
  * cost ~9 us more, so ingest ran at a fifth of the speed of the read itself.  This module
  * pulls records from the pyevtx-rs iterator, scans each record's JSON once and writes
- * the System columns and the flat payload text straight into Arrow buffers, which polars
+ * the System columns and the payload's `data` text straight into Arrow buffers, which polars
  * takes through the Arrow PyCapsule interface (no copy, no per-value conversion).
  *
  * It is deliberately partial.  It handles exactly the shapes pyevtx-rs writes for
@@ -397,10 +397,10 @@ typedef struct {
     Element event_id_element;
     OptInt version, level, task, opcode, record_id;
     OptStr keywords, channel, computer;
-    Column *data;       /* the `data` column: a flat EventData is written as it is scanned */
+    Column *data;       /* the `data` column: a payload is written to it as it is scanned */
     size_t data_mark;   /* the column's size before this record */
     int payload_sections; /* EventData, UserData, ProcessingErrorData seen */
-    int flat;             /* EventData was flat and is written past data_mark */
+    int written;          /* the payload section seen last is written past data_mark */
     int nomem;
 } Record;
 
@@ -894,8 +894,8 @@ static const char *put_user_data(Writer *w, const char *p, const char *e) {
 }
 
 /* One payload section (p at its value) written to the data column; returns the end of
- * the section, or NULL when its shape is not one of the flat ones (the column is then
- * as it was, and the caller scans the section again to skip it). */
+ * the section, or NULL when it holds a shape left to Python (the column is then as it
+ * was, and the caller scans the section again to skip it). */
 static const char *emit_section(const char *p, const char *e, Record *r, int user_data) {
     Writer w;
     w.c = r->data;
@@ -940,7 +940,7 @@ static const char *parse_event(const char *p, const char *e, Record *r) {
             if (seen != &errors_seen) {
                 end = emit_section(p, e, r, seen == &user_seen);
                 if (r->nomem) return NULL;
-                r->flat = end != NULL;
+                r->written = end != NULL;
             }
             p = end != NULL ? end : skip_value(p, e, 2);
         } else {
@@ -1152,8 +1152,8 @@ static int put_record(Table *t, int64_t row, int64_t header, const char *p, Py_s
         understood = 0;
     c[C_HEADER].values[row] = header;
     set_valid(&c[C_HEADER], row);
-    int flat = (r.flat && r.payload_sections == 1) || r.payload_sections == 0;
-    if (!understood || !flat)
+    int payload = (r.written && r.payload_sections == 1) || r.payload_sections == 0;
+    if (!understood || !payload)
         c[C_DATA].size = r.data_mark; /* nothing of this record stays in `data` */
     if (!understood) { /* every other column null: Python fills the row */
         for (int i = 0; i < N_COLUMNS; i++)
@@ -1191,7 +1191,7 @@ static int put_record(Table *t, int64_t row, int64_t header, const char *p, Py_s
     put_int(&c[C_PID], row, &r.execution.attrs.process_id);
     put_int(&c[C_TID], row, &r.execution.attrs.thread_id);
     if (failed) return ROW_NOMEM;
-    if (flat) {
+    if (payload) {
         if (r.payload_sections == 0 && put_bytes(&c[C_DATA], row, "{}", 2) < 0) return ROW_NOMEM;
         c[C_DATA].offsets[row + 1] = (int64_t)c[C_DATA].size;
         set_valid(&c[C_DATA], row);

@@ -11,10 +11,13 @@ Problem: support bundles carry damaged, dirty and truncated .evtx files, and a
   (from :func:`parsers.evtx_layout.scan_layout`); and records a chunk header
   declares that no engine produced (pyevtx-rs stops a chunk at some bad records
   without saying how many follow).
-* The default engine is pyevtx-rs. With filters, a conservative look at each
-  record's JSON text rejects most records undecoded (parsers/evtx_prefilter.py);
-  the rest become rows in parsers/evtx_rows.py (typed System decode, batch
-  normalization and filtering in polars, payload flattened only for kept rows).
+* The default engine is pyevtx-rs. Its records become rows in the compiled
+  scanner (parsers/_evtx_scan.c, through parsers/native.py) when it was built,
+  any record it hands back and every record without it in parsers/evtx_rows.py
+  (typed System decode, payload flattened only for kept rows; without the
+  scanner, with filters, a conservative look at each record's JSON text first
+  rejects most records undecoded: parsers/evtx_prefilter.py); batches are
+  normalized and filtered in polars.
 * The python engine (python-evtx, parsers/evtx_python.py) reads every chunk
   slot, also past the header's count, and builds the same JSON shape, so both
   engines share the row code and give identical rows.

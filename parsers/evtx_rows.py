@@ -1,7 +1,10 @@
 """pyevtx-rs JSON / python-evtx records -> normalized, filtered polars frames.
 
-Problem: turning a record into a row is where ingest time goes, so this is
-the one place that does it, for both engines. ``System`` is decoded with typed
+Problem: turning a record into a row is where ingest time goes. With pyevtx-rs
+the compiled scanner (parsers/_evtx_scan.c) does it for ordinary records; this
+module is the reference, for both engines and for every record the scanner
+hands back, and normalizes and filters every batch (:func:`rows_frame`).
+``System`` is decoded with typed
 msgspec Structs (``gc=False``: no cycles, less collector work) while the
 payload sections stay raw bytes; per batch, the System fields are appended to
 one list per column, normalized and filtered with polars in one query, and the
