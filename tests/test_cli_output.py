@@ -172,9 +172,11 @@ def test_a_reader_that_went_away_is_no_error(argv: list[str], example_analysis) 
 def test_a_window_end_is_worded_the_same_everywhere_and_never_as_a_code(
     example_analysis, capsys
 ) -> None:
-    """The CLI, report.md, report.html and the timeline say what closed the window in the
-    same words (quarantine.END_WORDS), and none shows the internal code for it."""
-    from pipeline.quarantine import END_WORDS
+    """The CLI, report.md, report.html and the timeline say what closed the window, and
+    what class of window it was, in the same words (quarantine.END_WORDS, CLASS_WORDS),
+    and none shows the internal code for either (the terminal table's "class" column
+    showed ``safety-timeout``, the timeline's hover and legend too)."""
+    from pipeline.quarantine import CLASS_WORDS, END_WORDS
 
     analysis = example_analysis("quarantine-bug")
     print_verdict(analysis.result, analysis.out)
@@ -184,7 +186,10 @@ def test_a_window_end_is_worded_the_same_everywhere_and_never_as_a_code(
         "timeline.html": (analysis.out / "timeline.html").read_text(),
     }
     (words,) = analysis.result.migrations["end_words"].to_list()
-    assert "safety timeout" in words
+    (code,) = analysis.result.migrations["quarantine_class"].to_list()
+    assert "safety timeout" in words and code == "safety-timeout"
     for name, text in shown.items():
         assert words in html.unescape(text), name  # HTML escapes the apostrophe
-        assert not [code for code in END_WORDS if code in text], name
+        assert CLASS_WORDS[code] in html.unescape(text), name
+        assert not [end for end in END_WORDS if end in text], name
+        assert code not in text, name

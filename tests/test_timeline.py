@@ -8,6 +8,7 @@ wrote, never from the timeline code. Browser rendering is in test_browser.py.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -190,6 +191,12 @@ def test_pages_overview_links_every_migration(drain: Analysis, findings: dict) -
     assert sorted(mid for _, mid in links) == sorted(
         m["migration_id"] for m in findings["migrations"]
     )
+    # The Quarantine column words each window's class as the reports do, never its code.
+    rows = re.findall(r"<tr><td><a [^>]*>(M\d+)</a>(?:</td><td>[^<]*){3}</td><td>([^<]*)", text)
+    words = {m["migration_id"]: m["window_words"] for m in findings["migrations"]}
+    assert len(rows) == len(words) and any(words.values())
+    for mid, cell in rows:
+        assert html.unescape(cell).startswith(words[mid] or "—"), (mid, cell)
     for href, _ in links:
         page = (drain.out / href).read_text(encoding="utf-8")
         assert '<script charset="utf-8" src="plotly.min.js"></script>' in page

@@ -159,7 +159,7 @@ def print_verdict(result: Correlation, out: Path) -> None:
     for note in result.notes:
         typer.echo(f"lmtrace: note: {printable(note)}", err=True)
     if result.migrations.height:
-        print_table(verdict_rows(result.migrations), title="Live migrations")
+        print_table(verdict_rows(result.migrations), free="class", title="Live migrations")
     doc = {
         "reasons": result.summary.reasons,
         "migrations": result.migrations.select("vm_name", "verdict").to_dicts(),
@@ -182,7 +182,7 @@ VERDICT_TABLE = {
     "completed (UTC)": pl.col("end").dt.strftime("%Y-%m-%d %H:%M:%S"),
     "blackout s": pl.col("blackout_s").cast(pl.String),
     "quarantine s": pl.col("q_duration_s").round(1).cast(pl.String),
-    "class": pl.col("quarantine_class"),
+    "class": pl.col("window_words"),  # findings' words for quarantine_class, as the reports
     # no guest, nothing counted: a dash, not a reassuring 0
     "blocked in": pl.when(pl.col("machine").is_not_null()).then(
         pl.col("blocked_inbound").cast(pl.String)

@@ -300,7 +300,7 @@ def _overview_table(result: Correlation, folder: str) -> str:
     for m in result.migrations.sort("start", nulls_last=True).iter_rows(named=True):
         link = f"{folder}/{safe_name(m['migration_id'])}.html"
         start = m["start"].strftime("%Y-%m-%d %H:%M:%S UTC") if m["start"] else "not logged"
-        q = f"{m['quarantine_class'] or '—'}" + (
+        q = f"{m['window_words'] or '—'}" + (
             f" ({m['q_duration_s']:.1f} s)" if m["q_duration_s"] is not None else ""
         )
         cells = [

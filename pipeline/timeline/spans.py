@@ -11,7 +11,6 @@ by None, so each point of a shape repeats its hover text (:func:`_per_point`).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable, Mapping
 
 import polars as pl
@@ -19,7 +18,13 @@ import polars as pl
 from pipeline.machines import machine_of
 from pipeline.timeline.lanes import ToLocal
 from pipeline.timeline.plot import Plot, trace
-from pipeline.timeline.text import blackout_hover, quarantine_hover, span_hover, span_label
+from pipeline.timeline.text import (
+    blackout_hover,
+    escaped_text,
+    quarantine_hover,
+    span_hover,
+    span_label,
+)
 from pipeline.verdict_table import load_table
 
 QUARANTINE_COLOURS = {
@@ -192,7 +197,7 @@ def add_quarantine(fig: Plot, migs: pl.DataFrame, lanes: pl.DataFrame, local: To
                 hovertext=_per_point(part["_hover"].to_list(), 5),
                 hoveron="fills+points",
                 hoverinfo="text",
-                name=f"Quarantine window, {html.escape(str(cls))} ({part.height})",
+                name=f"Quarantine window, {escaped_text(part['window_words'][0])} ({part.height})",
                 legendgroup="guest",
                 legendgrouptitle={"text": "Guest (on the host clock)"},
                 meta={"lmtrace": "quarantine", "migrations": part["migration_id"].to_list()},

@@ -139,9 +139,7 @@ def quarantine_hover() -> pl.Expr:
     """A quarantine window: class, guest, migration, length, what ended it, traffic blocked."""
     return markup(
         (
-            "<b>quarantine ",
-            escaped(pl.col("quarantine_class")),
-            "</b> on ",
+            "<b>quarantine</b> on ",
             escaped(pl.col("machine")),
             " (",
             escaped(pl.col("migration_id")),
