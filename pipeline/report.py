@@ -28,6 +28,7 @@ from pipeline.printable import printable
 from pipeline.verdict_table import load_table
 from pipeline.wording import (
     clock_words,
+    generated_by,
     kind_words,
     source_words,
     verdict_css,
@@ -114,11 +115,6 @@ def clock_step_words(m: Mapping[str, Any]) -> str | None:
     if not ref or not m.get("clock_steps_s"):
         return None
     return f"clock step (Kernel-General 1, {float(ref.get('delta_s') or 0):+.3f} s)"
-
-
-def generated_by(doc: Doc) -> str:
-    version = doc.get("lmtrace_version")
-    return f"lmtrace {version}" if version else "lmtrace"
 
 
 def integrity_text(integ: Mapping[str, Any]) -> str:
@@ -295,7 +291,7 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
     parts = [
         "<h1>Hyper-V live migration: network impact</h1>",
         f'<p class="meta">Generated {h(utc(doc.get("generated_at"), precise=False))} by'
-        f" {h(generated_by(doc))}."
+        f" {h(generated_by(doc.get('lmtrace_version')))}."
         " All times are UTC; guest times are as the guest logged them unless marked"
         " host clock.</p>",
         f'<section class="verdict verdict-{h(verdict)}" id="verdict"><b>'
@@ -536,7 +532,8 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
         f"## Hyper-V live migration network check: **{md(verdict.upper())}**",
         "",
         f"{md(headline(verdict))}. Generated "
-        f"{md(utc(doc.get('generated_at'), precise=False))} by {md(generated_by(doc))};"
+        f"{md(utc(doc.get('generated_at'), precise=False))}"
+        f" by {md(generated_by(doc.get('lmtrace_version')))};"
         " all times UTC.",
         "",
     ]

@@ -66,6 +66,12 @@ def kind_words(kind: object) -> str:
     return text.replace("wfp ", "WFP ").replace("pflog ", "pfirewall.log ")
 
 
+def generated_by(version: object) -> str:
+    """'lmtrace 1.2.0': the program that wrote a page, as every page states it (a reader
+    of an archived page must know which version made it); 'lmtrace' when not known."""
+    return f"lmtrace {version}" if version else "lmtrace"
+
+
 def source_words(confidence: object) -> str:
     return SOURCE_WORDS.get(str(confidence), str(confidence))
 

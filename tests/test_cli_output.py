@@ -36,6 +36,7 @@ def test_version_everywhere(example_analysis) -> None:
     assert json.loads((out / "findings.json").read_text())["lmtrace_version"] == __version__
     assert f"by lmtrace {__version__}" in (out / "report.html").read_text()
     assert f"by lmtrace {__version__}" in (out / "report.md").read_text()
+    assert f"by lmtrace {html.escape(__version__)}." in (out / "timeline.html").read_text()
 
 
 def _commands() -> dict[str, typer.main.click.Command]:
