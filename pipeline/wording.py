@@ -60,10 +60,24 @@ def clock_words_expr(offset_s: pl.Expr, method: pl.Expr | None = None) -> pl.Exp
     return pl.when(offset_s.is_null()).then(words).otherwise(words + how)
 
 
+KIND_SPELLING = ((".", " "), ("_", " "), ("wfp ", "WFP "), ("pflog ", "pfirewall.log "))
+"""How a catalog kind becomes words, in order: 'wfp.blocked_packet' -> 'WFP blocked packet'."""
+
+
 def kind_words(kind: object) -> str:
     """A catalog kind as words: 'migration.completed' -> 'migration completed'."""
-    text = str(kind or "event").replace(".", " ").replace("_", " ")
-    return text.replace("wfp ", "WFP ").replace("pflog ", "pfirewall.log ")
+    text = str(kind or "event")
+    for code, word in KIND_SPELLING:
+        text = text.replace(code, word)
+    return text
+
+
+def kind_words_expr(kind: pl.Expr) -> pl.Expr:
+    """:func:`kind_words` as a polars expression (the timeline's hover texts)."""
+    text = kind.cast(pl.String).fill_null("event")
+    for code, word in KIND_SPELLING:
+        text = text.str.replace_all(code, word, literal=True)
+    return text
 
 
 def generated_by(version: object) -> str:

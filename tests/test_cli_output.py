@@ -194,3 +194,23 @@ def test_a_window_end_is_worded_the_same_everywhere_and_never_as_a_code(
         assert CLASS_WORDS[code] in html.unescape(text), name
         assert not [end for end in END_WORDS if end in text], name
         assert code not in text, name
+
+
+def test_event_kinds_are_worded_the_same_in_the_reports_and_the_timeline(
+    example_analysis,
+) -> None:
+    """A catalog kind reaches a page as words (wording.kind_words), in the reports and
+    in the timeline's hover texts alike; the timeline showed ``migration.completed``."""
+    from pipeline.catalog import load_catalog
+    from pipeline.wording import kind_words, kind_words_expr
+
+    codes = sorted(load_catalog().kinds)
+    words = pl.select(kind_words_expr(pl.Series(codes))).to_series().to_list()
+    assert words == [kind_words(code) for code in codes]  # one spelling, two forms
+    out = example_analysis("quarantine-bug").out
+    (m,) = json.loads((out / "findings.json").read_text())["migrations"]
+    shown = {p: html.unescape((out / p).read_text()) for p in ("report.html", "timeline.html")}
+    for name, text in shown.items():
+        for event in m["host_evidence"]:
+            assert kind_words(event["kind"]) in text, (name, event["kind"])
+        assert not [code for code in codes if "." in code and code in text], name

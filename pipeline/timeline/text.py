@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from pipeline.printable import printable, printable_expr
-from pipeline.wording import clock_words_expr
+from pipeline.wording import clock_words_expr, kind_words_expr
 
 Part = str | pl.Expr
 """A piece of text: ``str`` is lmtrace's own markup, an expression a value (already escaped)."""
@@ -101,7 +101,7 @@ def span_hover() -> pl.Expr:
     last = pl.col("host_evidence").list.last()  # the event that ended it, in time order
     last_event = markup(
         (
-            escaped(last.struct.field("kind")),
+            escaped(kind_words_expr(last.struct.field("kind"))),
             " (event ",
             last.struct.field("event_id").cast(pl.String),
             ") in ",
@@ -166,7 +166,12 @@ def quarantine_hover() -> pl.Expr:
 def event_hover(detail: pl.Expr) -> pl.Expr:
     """One event: kind, event id, machine, both clocks, the layer's ``detail``, file and record."""
     return markup(
-        ("<b>", escaped(pl.col("kind")), "</b> · event ", shown(pl.col("event_id"))),
+        (
+            "<b>",
+            escaped(kind_words_expr(pl.col("kind"))),
+            "</b> · event ",
+            shown(pl.col("event_id")),
+        ),
         (
             escaped(pl.col("computer")),
             " · ",
