@@ -396,8 +396,8 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
     collect = list(doc.get("collect", []))
     parts.append(
         _table(
-            ["Needed", "When", "How"],
-            [[h(c.get("id")), h(c.get("when")), h(c.get("how"))] for c in collect],
+            ["Missing when", "How to collect it"],  # the catalog's id is a code, not shown
+            [[h(c.get("when")), h(c.get("how"))] for c in collect],
         )
         if collect
         else "<p>Nothing: the bundle holds every log the verdict needs.</p>"

@@ -214,3 +214,15 @@ def test_event_kinds_are_worded_the_same_in_the_reports_and_the_timeline(
         for event in m["host_evidence"]:
             assert kind_words(event["kind"]) in text, (name, event["kind"])
         assert not [code for code in codes if "." in code and code in text], name
+
+
+def test_what_to_collect_is_worded_not_named_by_its_catalog_id(example_analysis) -> None:
+    """report.html listed each log to collect under its catalog id (``wfp-audit``);
+    both reports say what is missing and how to collect it, in words only."""
+    out = example_analysis("no-audit").out
+    (hint,) = json.loads((out / "findings.json").read_text())["collect"]
+    assert hint["id"] == "wfp-audit"
+    for name in ("report.html", "report.md"):
+        text = (out / name).read_text()
+        assert hint["id"] not in text, name
+        assert "no 5152/5157/5156 in the guest" in text and "auditpol /set" in text, name
