@@ -298,6 +298,11 @@ def safe_name(migration_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", migration_id)[:64] or "migration"
 
 
+def _cell(value: object) -> str:
+    """A logged value for the overview table, escaped; a dash where none was logged."""
+    return "—" if value is None else html.escape(printable(value))
+
+
 def _overview_table(result: Correlation, folder: str) -> str:
     rows = []
     for m in result.migrations.sort("start", nulls_last=True).iter_rows(named=True):
@@ -308,11 +313,12 @@ def _overview_table(result: Correlation, folder: str) -> str:
         )
         cells = [
             f'<a href="{html.escape(link)}">{html.escape(m["migration_id"])}</a>',
-            html.escape(printable(m["vm_name"])),
-            f"{html.escape(printable(m['source']))} → {html.escape(printable(m['destination']))}",
+            _cell(m["vm_name"]),
+            f"{_cell(m['source'])} → {_cell(m['destination'])}",
             start,
             html.escape(q),
-            str(m["blocked_inbound"]),
+            # no guest, nothing counted: a dash, as the reports and the terminal say
+            _cell(m["blocked_inbound"] if m["machine"] else None),
             f'<span class="v-{html.escape(m["verdict"])}">{html.escape(m["verdict"])}</span>',
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
