@@ -31,6 +31,7 @@
 /* ---- Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html) */
 
 #define ARROW_FLAG_NULLABLE 2
+#define FIRST_ROWS 256 /* rows a batch's table has room for at first (it doubles) */
 
 struct ArrowSchema {
     const char *format;
@@ -129,6 +130,30 @@ static Table *table_new(int64_t capacity) {
 fail:
     table_free(t);
     return NULL;
+}
+
+/* Room for ``capacity`` rows; the added bytes zeroed, as table_new's are. Tables start
+ * small and double: a batch of a small log then holds about what it uses. */
+static void *grown_zeroed(void *buffer, size_t used, size_t want) {
+    char *grown = realloc(buffer, want);
+    if (grown != NULL) memset(grown + used, 0, want - used);
+    return grown;
+}
+
+static int table_grow(Table *t, int64_t capacity) {
+    size_t old = (size_t)t->capacity, rows = (size_t)capacity;
+    for (int i = 0; i < N_COLUMNS; i++) {
+        Column *c = &t->columns[i];
+        uint8_t *valid = grown_zeroed(c->valid, old / 8 + 1, rows / 8 + 1);
+        if (valid == NULL) return -1;
+        c->valid = valid;
+        int64_t **per_row = c->kind == K_STR ? &c->offsets : &c->values;
+        int64_t *grown = grown_zeroed(*per_row, (old + 1) * 8, (rows + 1) * 8);
+        if (grown == NULL) return -1;
+        *per_row = grown;
+    }
+    t->capacity = capacity;
+    return 0;
 }
 
 static int reserve(Column *c, size_t more) {
@@ -1291,6 +1316,29 @@ fail:
 }
 
 /* The table's columns move into the returned array; the table is freed. */
+/* A buffer cut down to the bytes in use. polars keeps numeric buffers as they come, so
+ * a small batch exported with the capacity of a full one pins it for as long as the
+ * frame lives (a group of small logs' batches held 250 MB of it). */
+static void *shrunk(void *buffer, size_t used) {
+    void *smaller = realloc(buffer, used > 0 ? used : 1);
+    return smaller != NULL ? smaller : buffer; /* a failed shrink keeps the larger one */
+}
+
+static void table_shrink(Table *t) {
+    size_t rows = (size_t)t->rows;
+    for (int i = 0; i < N_COLUMNS; i++) {
+        Column *c = &t->columns[i];
+        c->valid = shrunk(c->valid, rows / 8 + 1);
+        if (c->kind == K_STR) {
+            c->offsets = shrunk(c->offsets, (rows + 1) * sizeof(int64_t));
+            c->data = shrunk(c->data, c->size);
+            c->capacity = c->size > 0 ? c->size : 1;
+        } else {
+            c->values = shrunk(c->values, (rows + 1) * sizeof(int64_t));
+        }
+    }
+}
+
 static struct ArrowArray *export_array(Table *t) {
     struct ArrowArray *a = calloc(1, sizeof(*a));
     ArrayPrivate *priv = calloc(1, sizeof(*priv));
@@ -1298,6 +1346,7 @@ static struct ArrowArray *export_array(Table *t) {
     if (a == NULL || priv == NULL) goto fail;
     for (int i = 0; i < N_COLUMNS; i++)
         if ((kids[i] = calloc(1, sizeof(ChildPrivate))) == NULL) goto fail;
+    if (t->rows < t->capacity) table_shrink(t);
     for (int i = 0; i < N_COLUMNS; i++) {
         Column *c = &t->columns[i];
         ChildPrivate *kid = kids[i];
@@ -1459,7 +1508,7 @@ static PyObject *scan(PyObject *module, PyObject *args) {
     }
     Batch *batch = PyObject_New(Batch, &BatchType);
     if (batch == NULL) return NULL;
-    batch->table = table_new(limit);
+    batch->table = table_new(limit < FIRST_ROWS ? limit : FIRST_ROWS);
     batch->fallback = PyList_New(0);
     batch->error = Py_None;
     Py_INCREF(Py_None);
@@ -1502,6 +1551,11 @@ static PyObject *scan(PyObject *module, PyObject *args) {
         const char *text = overflow ? NULL : PyUnicode_AsUTF8AndSize(data, &n);
         int64_t row = t->rows;
         int outcome;
+        if (row == t->capacity && table_grow(t, row * 2 < limit ? row * 2 : limit) < 0) {
+            Py_DECREF(record);
+            Py_DECREF(batch);
+            return PyErr_NoMemory();
+        }
         if (text == NULL) { /* a header id beyond int64, or a lone surrogate */
             PyErr_Clear();
             outcome = -1;
