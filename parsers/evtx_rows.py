@@ -325,7 +325,7 @@ def to_frame(batch: Batch, seen: MutableSequence[int], framing: Framing) -> pl.D
 def rows_frame(
     raw: pl.DataFrame, pending: dict[int, tuple[Any, int]], framing: Framing
 ) -> pl.DataFrame:
-    """Normalize, count and filter one batch in a single polars query; flatten survivors.
+    """Normalize, count and filter one batch; flatten the survivors' payloads.
 
     ``raw``: the System columns (``_RAW_SCHEMA``), ``data`` (null where ``pending``) and,
     when anything is pending, ``_row``, the record's place in its batch. ``pending`` maps
@@ -333,22 +333,20 @@ def rows_frame(
     the row passes ``keep``.
     """
     provenance, report = framing.provenance, framing.report
-    norm = raw.lazy().select(*_NORMALIZE, "data", *(["_row"] if pending else []))
-    kept = norm if framing.keep is None else norm.filter(framing.keep)
-    kept = kept.with_columns(
+    # Eager, not one lazy query: planning a query costs more than running it on the
+    # small batches of the many small logs a real bundle holds (0.5 ms against 0.2 ms
+    # for a 20-record batch), and a big batch computes the same columns either way.
+    norm = raw.select(*_NORMALIZE, "data", *(["_row"] if pending else []))
+    frame = norm if framing.keep is None else norm.filter(framing.keep)
+    frame = frame.with_columns(
         pl.lit(provenance.source_path, pl.String).alias("source_path"),
         pl.lit(provenance.member, pl.String).alias("member"),
         pl.lit(provenance.file_sha256, pl.String).alias("file_sha256"),
         pl.lit(framing.engine, pl.String).alias("engine"),
     )
-    stats = norm.select(
-        pl.len().alias("n"),
-        pl.col("timestamp").min().alias("lo"),
-        pl.col("timestamp").max().alias("hi"),
-    )
-    frame, counts = pl.collect_all([kept, stats])
-    n, lo, hi = counts.row(0)
-    report.records += n
+    times = norm.get_column("timestamp")
+    lo, hi = times.min(), times.max()
+    report.records += norm.height
     report.records_kept += frame.height
     if lo is not None and (report.first_ts is None or lo < report.first_ts):
         report.first_ts = lo
