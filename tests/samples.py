@@ -13,6 +13,7 @@ import random
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -199,6 +200,28 @@ def renamed_bundle(bundle: Path, store: Path, out: Path, names: Mapping[str, str
     for log in bundle.rglob("pfirewall.log"):
         shutil.copyfile(log, out / log.relative_to(bundle))
     return out
+
+
+def large_log(path: Path, min_bytes: int) -> Path:
+    """A Security log of at least ``min_bytes``, written by the project's writer: numbered
+    WFP events (5156) a few milliseconds apart."""
+    start = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
+    per_event = 256  # fewer bytes than a record of this shape takes (about 315)
+    specs = (
+        EventSpec(
+            timestamp=start + timedelta(milliseconds=7 * i),
+            provider="Microsoft-Windows-Security-Auditing",
+            provider_guid="{54849625-5478-4994-a5ba-3e3b0328c30d}",
+            event_id=5156,
+            channel="Security",
+            computer="HV-NODE1.corp.contoso.com",
+            event_data=(("ProcessID", 4), ("SourcePort", str(49152 + i % 16000))),
+        )
+        for i in range(min_bytes // per_event + 1)
+    )
+    write_evtx(path, specs)
+    assert path.stat().st_size >= min_bytes
+    return path
 
 
 # --- damage that engines do not report --------------------------------------------

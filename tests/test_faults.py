@@ -283,14 +283,14 @@ def test_a_full_disk_is_one_line_in_every_command_that_writes(
     store = disk / "store"
     need = used_by(disk, lambda: ingest([EXAMPLE], store, jobs=1))
     clear(disk)
-    leave_free(disk, need - 8192)  # room for all but the files table
+    leave_free(disk, need - 4096)  # room for all but a page of the files table (3 pages)
     line = one_error_line(
         runner.invoke(app, ["ingest", str(EXAMPLE), "--out", str(store), "--jobs", "1"]),
         "No space left on device",
     )
     assert line.startswith(f"lmtrace: error: {store}/")
     said = runner.invoke(app, ["correlate", str(store), "--out", str(tmp_path / "c")])
-    assert said.exit_code == 1 and "the store is incomplete: an ingest failed: " in said.stderr
+    assert said.exit_code == 1 and "the store is incomplete: an ingest " in said.stderr
 
     # analyze: the store fits; the outputs do not, first the tables, then the timeline page
     for room, output in ((16 << 10, "migrations.parquet"), (1 << 20, "timeline.html")):

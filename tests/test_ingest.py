@@ -15,8 +15,9 @@ from parsers.evtx_reader import ReadSettings
 from parsers.model import EventFilter, LmtraceError
 from parsers.pfirewall import PfirewallSettings
 from parsers.time_values import parse_zone
-from pipeline.ingest import ingest
+from pipeline.ingest import SMALL_FILE_BYTES, ingest
 from pipeline.store import StoreError, incomplete, scan_events, scan_files
+from tests.samples import large_log
 
 SYSTEM = "network/tugix456__System.evtx"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bundles" / "quarantine-bug"
@@ -216,8 +217,10 @@ class CtrlCOnSecondFile(Recorder):
 
 
 def test_an_interrupted_ingest_keeps_finished_files_with_their_rows(corpus_dir, tmp_path):
+    # the first log is large enough to be read alone: small logs are read and committed
+    # in groups (SMALL_FILE_BYTES), and a group is kept whole or not at all
     inputs = [tmp_path / "a-System.evtx", tmp_path / "b-Small.evtx"]
-    shutil.copyfile(corpus_dir / SYSTEM, inputs[0])
+    large_log(inputs[0], SMALL_FILE_BYTES)
     shutil.copyfile(corpus_dir / SMALL, inputs[1])
     store = tmp_path / "store"
     stop = CtrlCOnSecondFile(inputs[0].stat().st_size)

@@ -51,9 +51,9 @@ def store(tmp_path: Path) -> Path:
 
 
 def commit_frame(store: Path, frame: pl.DataFrame, staging: Path) -> tuple[int, int]:
-    part, rejected, repeats = stage_events(frame, staging)
-    assert rejected == 0 and repeats == 0 and part is not None
-    return EventCommitter(store).commit(part)
+    staged = stage_events([(0, frame)], staging)
+    assert staged.rejected == {0: 0} and staged.repeats == {0: 0} and staged.part is not None
+    return EventCommitter(store).commit(staged.part)[0]
 
 
 def test_conform_drops_and_counts_rows_that_do_not_fit(system):
@@ -84,15 +84,15 @@ def test_overlapping_batches_store_each_event_once(store, system, tmp_path):
     n = system.height
     cut, start = n * 2 // 3, n // 3
     first, second = system.head(cut), system.slice(start)
-    staged, _, _ = stage_events(first, tmp_path / "staged")
+    staged = stage_events([(0, first)], tmp_path / "staged").part
     assert staged is not None
     committer = EventCommitter(store)
-    assert committer.commit(staged) == (cut, 0)
+    assert committer.commit(staged) == {0: (cut, 0)}
     # a part that overlaps nothing is moved into place, not rewritten
     assert (store / "events" / staged.path.name).is_file() and not staged.path.exists()
-    staged2, _, _ = stage_events(second, tmp_path / "staged")
+    staged2 = stage_events([(0, second)], tmp_path / "staged").part
     assert staged2 is not None
-    assert committer.commit(staged2) == (n - cut, cut - start)
+    assert committer.commit(staged2) == {0: (n - cut, cut - start)}
     stored = scan_events(store).collect()
     assert stored.height == system.height
     assert stored.sort("record_id").equals(system.sort("record_id"))
@@ -113,9 +113,38 @@ def test_same_record_id_with_another_time_is_another_event(store, system, tmp_pa
 
 
 def test_repeats_inside_one_batch_are_counted(system, tmp_path):
-    part, rejected, repeats = stage_events(pl.concat([system, system.head(50)]), tmp_path)
-    assert part is not None and (part.rows, rejected, repeats) == (system.height, 0, 50)
+    staged = stage_events([(0, pl.concat([system, system.head(50)]))], tmp_path)
+    part = staged.part
+    assert part is not None and part.rows == system.height
+    assert (staged.rejected, staged.repeats) == ({0: 0}, {0: 50})
     assert pl.read_parquet(part.path).select(DEDUPE_KEY).is_duplicated().sum() == 0
+
+
+def test_files_staged_together_are_counted_each_on_its_own(store, system, firewall, tmp_path):
+    """Small logs share a part: each one's repeats, rejects and stored events are its own."""
+    n = system.height
+    commit_frame(store, system.head(40), tmp_path / "before")  # file 7's first 40 events
+    wide = firewall.head(5).with_columns(
+        pl.when(pl.int_range(pl.len()) == 1).then(2**40).otherwise("event_id").alias("event_id")
+    )  # one of file 8's rows does not fit the schema
+    staged = stage_events(
+        [(7, system), (8, wide), (9, system.slice(n - 30)), (9, firewall.slice(5))],
+        tmp_path / "staged",
+    )  # file 9 repeats file 7's last 30 events and none of file 8's
+    part = staged.part
+    assert part is not None
+    assert staged.rejected == {7: 0, 8: 1, 9: 0}
+    assert staged.repeats == {7: 0, 8: 0, 9: 30}
+    assert part.owners == ((7, n), (8, 4), (9, firewall.height - 5))
+    assert part.rows == n + 4 + firewall.height - 5
+    assert EventCommitter(store).commit(part) == {
+        7: (n - 40, 40),
+        8: (4, 0),
+        9: (firewall.height - 5, 0),
+    }
+    stored = scan_events(store).collect()
+    assert stored.height == n + firewall.height - 1
+    assert stored.select(DEDUPE_KEY).is_duplicated().sum() == 0
 
 
 def test_filters_match_a_plain_python_selection(store, system, firewall, tmp_path):
