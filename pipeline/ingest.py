@@ -286,12 +286,12 @@ class _Stager:
     Writing a batch (conform, drop repeats, Parquet) is polars work that runs without
     the GIL, so it overlaps the reader's Python and pyevtx-rs work on a second core: on
     the 150 MB benchmark bundle it took a fifth of a reading process's time. Batches
-    are gathered until they hold ``rows`` rows, across the files of a group, and staged
-    as one part: a part per small log cost more than reading it (260 logs of the public
-    corpus: 2.1 ms each, against 0.1 s for all of them as one part). One write is in
-    flight at a time, so memory grows by two batches at most. Parts keep the order of
-    the batches, and a write error stops the group as it did without the thread:
-    ``fatal`` on each result, no further batch staged.
+    are gathered, across the files of a group, up to ``rows`` rows (a full read batch)
+    and staged as one part: a part per small log cost more than reading it (260 logs
+    of the public corpus: 2.1 ms each, against 0.1 s for all of them as one part).
+    One write is in flight at a time, so memory grows by two batches at most. Parts
+    keep the order of the batches, and a write error stops the group as it did without
+    the thread: ``fatal`` on each result, no further batch staged.
     """
 
     def __init__(self, folder: Path, results: dict[int, _Result], rows: int) -> None:
@@ -321,6 +321,8 @@ class _Stager:
         has failed."""
         if self.failed:
             return False
+        if self._gathered_rows + frame.height > self._rows and not self._flush():
+            return False  # what was gathered first: a part holds one batch's rows at most
         self._gathered.append((owner, frame))
         self._gathered_rows += frame.height
         return self._gathered_rows < self._rows or self._flush()

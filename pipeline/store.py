@@ -145,8 +145,10 @@ def locked(path: Path) -> Iterator[Path]:
         except FileExistsError:
             raise StoreError(f"{path}: another ingest is writing to this store") from None
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)  # also when the disk is full: a kept fd blocks a remount read-only
         yield path
     finally:
         lock.unlink(missing_ok=True)
