@@ -15,7 +15,7 @@ from parsers.evtx_reader import ReadSettings
 from parsers.model import EventFilter, LmtraceError
 from parsers.pfirewall import PfirewallSettings
 from parsers.time_values import parse_zone
-from pipeline.ingest import SMALL_FILE_BYTES, ingest
+from pipeline.ingest import SMALL_FILE_BYTES, FileOutcome, ingest
 from pipeline.store import StoreError, incomplete, scan_events, scan_files
 from tests.samples import large_log
 
@@ -335,3 +335,48 @@ def test_a_big_evtx_is_read_in_parts_as_one_reader_reads_it(tmp_path, monkeypatc
     assert events.equals(one_events) and files.equals(one_files)
     damaged = files.filter(pl.col("source_path").str.ends_with("damaged.evtx")).row(0, named=True)
     assert damaged["records_recovered"] > 0 and damaged["errors"]  # read whole, as it said
+
+
+GROUPED = (
+    SECURITY,
+    SECURITY_AGAIN,  # repeats every event of the file before it
+    BAD_CHUNK,  # partly read
+    # python-evtx reads a chunk of it again
+    "parsers/omerbenamram-evtx__Microsoft-Windows-HelloForBusiness%4Operational.evtx",
+    "parsers/omerbenamram-evtx__sample-with-zero-data-size-event.evtx",  # a record not read
+    SMALL,
+)
+
+
+def test_small_logs_read_as_a_group_are_stored_and_counted_as_one_by_one(corpus_dir, tmp_path):
+    """Small logs are read as one group, staged into shared parts; the store, the files
+    table and each file's outcome are those of ingesting the same files one at a time
+    (each then a group of its own), repeats across files and unread records included."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for i, name in enumerate(GROUPED):
+        shutil.copyfile(corpus_dir / name, bundle / f"{i}-{Path(name).name}")
+    together = ingest([bundle], tmp_path / "together", jobs=1)
+    one_by_one = [
+        ingest([bundle / Path(o.source_path).name], tmp_path / "alone", jobs=1)
+        for o in together.outcomes
+    ]
+
+    def outcome(o: FileOutcome) -> tuple:
+        return (o.source_path, o.status, o.records, o.records_skipped, o.events_stored)
+
+    assert [outcome(o) for o in together.outcomes] == [
+        outcome(o) for s in one_by_one for o in s.outcomes
+    ]
+    assert together.events_stored == sum(s.events_stored for s in one_by_one)
+    assert together.events_duplicate == sum(s.events_duplicate for s in one_by_one) > 0
+    assert {o.status for o in together.outcomes} == {"read", "partial"}
+
+    def stored(store: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+        events = scan_events(store).collect()
+        files = scan_files(store).drop("seconds").collect()
+        return events.sort(events.columns), files.sort("source_path")
+
+    grouped, alone = stored(tmp_path / "together"), stored(tmp_path / "alone")
+    assert grouped[0].equals(alone[0]) and grouped[1].equals(alone[1])
+    assert len(list((tmp_path / "together" / "events").glob("*.parquet"))) < len(GROUPED)
