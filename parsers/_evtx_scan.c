@@ -1317,8 +1317,9 @@ fail:
 
 /* The table's columns move into the returned array; the table is freed. */
 /* A buffer cut down to the bytes in use. polars keeps numeric buffers as they come, so
- * a small batch exported with the capacity of a full one pins it for as long as the
- * frame lives (a group of small logs' batches held 250 MB of it). */
+ * the room a table has not filled (its first 256 rows, up to half of it after doubling)
+ * stays pinned as long as the frame lives: 200 one-record batches held 67 MB of RSS
+ * without the cut, 59 MB with it. Tables start small (table_grow) for the bigger part. */
 static void *shrunk(void *buffer, size_t used) {
     void *smaller = realloc(buffer, used > 0 ? used : 1);
     return smaller != NULL ? smaller : buffer; /* a failed shrink keeps the larger one */

@@ -7,7 +7,7 @@ hands back, and normalizes and filters every batch (:func:`rows_frame`).
 ``System`` is decoded with typed
 msgspec Structs (``gc=False``: no cycles, less collector work) while the
 payload sections stay raw bytes; per batch, the System fields are appended to
-one list per column, normalized and filtered with polars in one query, and the
+one list per column, normalized and filtered with eager polars, and the
 payload is flattened only for the rows that pass: a flat ``EventData`` of text and
 integers (most events) by one typed decode and one encode (:func:`flat_payload`),
 anything else by parsers/evtx_payload.py.
