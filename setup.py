@@ -8,6 +8,7 @@ source in the module (``SOURCE``), so that a checkout whose C changed after its 
 """
 
 import hashlib
+import os
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -23,6 +24,8 @@ setup(
                 ("SCAN_SOURCE", '"' + hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16] + '"')
             ],
             extra_compile_args=["-O2"],
+            # its rows are written by a second thread beside the puller (POSIX threads)
+            extra_link_args=["-pthread"] if os.name == "posix" else [],
             optional=True,
         )
     ]

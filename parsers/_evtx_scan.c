@@ -1498,11 +1498,237 @@ static int add_fallback(PyObject *list, int64_t row, PyObject *kind, PyObject *i
     return failed;
 }
 
+/* ---- writing rows beside the iterator
+ *
+ * Pulling a record from pyevtx-rs needs the GIL and costs about as much as writing its
+ * row; writing a row needs no Python at all (the record's UTF-8 text is immutable and
+ * held).  So once a batch proves longer than THREAD_AFTER records, a second thread writes
+ * the rows while this one pulls the next records: a read then takes about as long as
+ * pyevtx-rs alone, on a machine with a core to spare.  The two share a ring of RING
+ * pulled records; the puller keeps every record alive until its row is written and then
+ * hands back what Python must finish, in row order, so the batch is the same either way
+ * (tests/test_evtx_scan.py scans every case both ways).  Without POSIX threads the rows
+ * are written by the puller, as before. */
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define HAVE_WRITER_THREAD 1
+#else
+#define HAVE_WRITER_THREAD 0
+#endif
+
+#define RING 2048       /* pulled records held at most (a record's text is ~1-2 KB) */
+#define HAND_OVER 64    /* records pulled between two hand-overs to the writer */
+#define THREAD_AFTER 512 /* a batch this long starts a writer thread */
+
+typedef struct {
+    PyObject *record; /* held until its row is written; owns id and data */
+    PyObject *id, *data;
+    int64_t header;
+    const char *text; /* the record's UTF-8, or NULL: every column null, Python reads it */
+    Py_ssize_t n;
+    int outcome;
+} Pulled;
+
+typedef struct {
+    Table *t;
+    Pulled ring[RING];
+    int64_t pulled;    /* puller only */
+    int64_t reaped;    /* puller only: rows whose outcome was handed to Python */
+    int64_t published; /* rows the writer may write (under `lock` once threaded) */
+    int64_t written;   /* rows written (under `lock` once threaded) */
+    int nomem;         /* under `lock` once threaded */
+    int threaded, closing, writer_waits, puller_waits;
+#if HAVE_WRITER_THREAD
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t more, progress; /* rows published / rows written */
+#endif
+} Scan;
+
+/* Rows from..to-1 into the table; 0 if memory ran out (the rest is not written). */
+static int write_rows(Table *t, Pulled *ring, int64_t from, int64_t to) {
+    for (int64_t i = from; i < to; i++) {
+        Pulled *item = &ring[i % RING];
+        int64_t row = t->rows;
+        if (row == t->capacity && table_grow(t, row * 2) < 0) return 0;
+        if (item->text == NULL) {
+            for (int c = 0; c < N_COLUMNS; c++) put_null(&t->columns[c], row);
+            item->outcome = -1;
+        } else {
+            item->outcome = put_record(t, row, item->header, item->text, item->n);
+            if (item->outcome == ROW_NOMEM) return 0;
+        }
+        t->rows++;
+    }
+    return 1;
+}
+
+#if HAVE_WRITER_THREAD
+static void *writer(void *arg) {
+    Scan *s = arg;
+    pthread_mutex_lock(&s->lock);
+    int64_t next = s->written; /* the puller may have written the first rows itself */
+    for (;;) {
+        int64_t upto = s->published;
+        if (next == upto) {
+            if (s->closing) break;
+            s->writer_waits = 1;
+            pthread_cond_wait(&s->more, &s->lock);
+            s->writer_waits = 0;
+            continue;
+        }
+        int nomem = s->nomem;
+        pthread_mutex_unlock(&s->lock);
+        int ok = nomem || write_rows(s->t, s->ring, next, upto);
+        pthread_mutex_lock(&s->lock);
+        next = s->written = upto;
+        if (!ok) s->nomem = 1;
+        if (s->puller_waits) pthread_cond_signal(&s->progress);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+#endif
+
+/* The rows pulled so far may be written; without a thread they are written now. */
+static void hand_over(Scan *s) {
+#if HAVE_WRITER_THREAD
+    if (s->threaded) {
+        pthread_mutex_lock(&s->lock);
+        s->published = s->pulled;
+        if (s->writer_waits) pthread_cond_signal(&s->more);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+#endif
+    if (!s->nomem && !write_rows(s->t, s->ring, s->written, s->pulled)) s->nomem = 1;
+    s->published = s->written = s->pulled;
+}
+
+/* Rows written so far (waits, without the GIL, until at least `need` are). */
+static int64_t written_rows(Scan *s, int64_t need) {
+#if HAVE_WRITER_THREAD
+    if (s->threaded) {
+        pthread_mutex_lock(&s->lock);
+        if (s->written < need) {
+            Py_BEGIN_ALLOW_THREADS
+            s->puller_waits = 1;
+            while (s->written < need) pthread_cond_wait(&s->progress, &s->lock);
+            s->puller_waits = 0;
+            Py_END_ALLOW_THREADS
+        }
+        int64_t written = s->written;
+        pthread_mutex_unlock(&s->lock);
+        return written;
+    }
+#endif
+    (void)need;
+    return s->written;
+}
+
+static void start_writer(Scan *s) {
+#if HAVE_WRITER_THREAD
+    if (pthread_mutex_init(&s->lock, NULL) != 0) return;
+    if (pthread_cond_init(&s->more, NULL) != 0) {
+        pthread_mutex_destroy(&s->lock);
+        return;
+    }
+    if (pthread_cond_init(&s->progress, NULL) != 0) {
+        pthread_cond_destroy(&s->more);
+        pthread_mutex_destroy(&s->lock);
+        return;
+    }
+    if (pthread_create(&s->thread, NULL, writer, s) != 0) { /* the puller writes, as before */
+        pthread_cond_destroy(&s->progress);
+        pthread_cond_destroy(&s->more);
+        pthread_mutex_destroy(&s->lock);
+        return;
+    }
+    s->threaded = 1;
+#else
+    (void)s;
+#endif
+}
+
+/* Everything pulled is written and the writer, if any, has ended. */
+static void stop_writer(Scan *s) {
+    hand_over(s);
+#if HAVE_WRITER_THREAD
+    if (!s->threaded) return;
+    pthread_mutex_lock(&s->lock);
+    s->closing = 1;
+    if (s->writer_waits) pthread_cond_signal(&s->more);
+    pthread_mutex_unlock(&s->lock);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(s->thread, NULL);
+    Py_END_ALLOW_THREADS
+    pthread_cond_destroy(&s->progress);
+    pthread_cond_destroy(&s->more);
+    pthread_mutex_destroy(&s->lock);
+    s->threaded = 0;
+#endif
+}
+
+/* Rows up to `upto` written: what Python must finish goes to the batch, in row order, and
+ * their records are let go.  After a failure (`keep` 0) they are only let go. */
+static int reap(Scan *s, Batch *batch, int64_t upto, int keep) {
+    int failed = 0;
+    for (; s->reaped < upto; s->reaped++) {
+        Pulled *item = &s->ring[s->reaped % RING];
+        if (keep && !failed && item->outcome != ROW_DONE && item->outcome != ROW_NOMEM) {
+            PyObject *kind = item->outcome == ROW_PAYLOAD ? KIND_PAYLOAD : KIND_RECORD;
+            failed = add_fallback(batch->fallback, s->reaped, kind, item->id, item->data);
+        }
+        Py_CLEAR(item->record);
+    }
+    return failed ? -1 : 0;
+}
+
+/* One record from the iterator into the ring: 1 pulled, 0 the iterator ended (its error,
+ * if any, kept in the batch), -1 a Python error. */
+static int pull(Scan *s, Batch *batch, PyObject *records) {
+    PyObject *record = PyIter_Next(records);
+    if (record == NULL) {
+        if (PyErr_Occurred()) {
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            if (traceback != NULL) PyException_SetTraceback(value, traceback);
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+            Py_DECREF(batch->error);
+            batch->error = value != NULL ? value : Py_None;
+            if (value == NULL) Py_INCREF(Py_None);
+        }
+        batch->exhausted = 1;
+        return 0;
+    }
+    PyObject *id = PyDict_Check(record) ? PyDict_GetItemWithError(record, KEY_ID) : NULL;
+    PyObject *data = PyDict_Check(record) ? PyDict_GetItemWithError(record, KEY_DATA) : NULL;
+    if (id == NULL || data == NULL || !PyLong_Check(id) || !PyUnicode_Check(data)) {
+        Py_DECREF(record);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "not a pyevtx-rs records_json() record");
+        return -1;
+    }
+    int overflow = 0;
+    long long header = PyLong_AsLongLongAndOverflow(id, &overflow);
+    Py_ssize_t n = 0;
+    const char *text = overflow ? NULL : PyUnicode_AsUTF8AndSize(data, &n);
+    if (text == NULL) PyErr_Clear(); /* a header id beyond int64, or a lone surrogate */
+    Pulled *item = &s->ring[s->pulled % RING];
+    *item = (Pulled){record, id, data, header, text, n, ROW_DONE};
+    s->pulled++;
+    return 1;
+}
+
 static PyObject *scan(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *records, *at_record = Py_None;
-    Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "On|O", &records, &limit, &at_record)) return NULL;
+    Py_ssize_t limit, thread_after = THREAD_AFTER;
+    if (!PyArg_ParseTuple(args, "On|On", &records, &limit, &at_record, &thread_after))
+        return NULL;
     if (limit < 1) {
         PyErr_SetString(PyExc_ValueError, "limit must be at least 1");
         return NULL;
@@ -1515,91 +1741,55 @@ static PyObject *scan(PyObject *module, PyObject *args) {
     Py_INCREF(Py_None);
     batch->exhausted = 0;
     batch->rows = 0;
-    if (batch->table == NULL || batch->fallback == NULL) {
+    Scan *s = calloc(1, sizeof(Scan));
+    if (batch->table == NULL || batch->fallback == NULL || s == NULL) {
+        free(s);
         Py_DECREF(batch);
         return PyErr_NoMemory();
     }
-    Table *t = batch->table;
-    while (t->rows < limit) {
-        PyObject *record = PyIter_Next(records);
-        if (record == NULL) {
-            if (PyErr_Occurred()) {
-                PyObject *type, *value, *traceback;
-                PyErr_Fetch(&type, &value, &traceback);
-                PyErr_NormalizeException(&type, &value, &traceback);
-                if (traceback != NULL) PyException_SetTraceback(value, traceback);
-                Py_XDECREF(type);
-                Py_XDECREF(traceback);
-                Py_DECREF(batch->error);
-                batch->error = value != NULL ? value : Py_None;
-                if (value == NULL) Py_INCREF(Py_None);
-            }
-            batch->exhausted = 1;
+    s->t = batch->table;
+    int failed = 0, started = 0;
+    while (s->pulled < limit) {
+        if (s->pulled - s->reaped == RING) { /* the ring is full: let written rows go */
+            hand_over(s);
+            int64_t written = written_rows(s, s->reaped + HAND_OVER);
+            if ((failed = reap(s, batch, written, 1)) != 0) break;
+        }
+        int got = pull(s, batch, records);
+        if (got <= 0) {
+            failed = got < 0;
             break;
         }
-        PyObject *id = PyDict_Check(record) ? PyDict_GetItemWithError(record, KEY_ID) : NULL;
-        PyObject *data = PyDict_Check(record) ? PyDict_GetItemWithError(record, KEY_DATA) : NULL;
-        if (id == NULL || data == NULL || !PyLong_Check(id) || !PyUnicode_Check(data)) {
-            Py_DECREF(record);
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "not a pyevtx-rs records_json() record");
-            Py_DECREF(batch);
-            return NULL;
-        }
-        int overflow = 0;
-        long long header = PyLong_AsLongLongAndOverflow(id, &overflow);
-        Py_ssize_t n = 0;
-        const char *text = overflow ? NULL : PyUnicode_AsUTF8AndSize(data, &n);
-        int64_t row = t->rows;
-        int outcome;
-        if (row == t->capacity && table_grow(t, row * 2 < limit ? row * 2 : limit) < 0) {
-            Py_DECREF(record);
-            Py_DECREF(batch);
-            return PyErr_NoMemory();
-        }
-        if (text == NULL) { /* a header id beyond int64, or a lone surrogate */
-            PyErr_Clear();
-            outcome = -1;
-        } else {
-            outcome = put_record(t, row, header, text, n);
-        }
-        if (outcome == ROW_NOMEM) {
-            Py_DECREF(record);
-            Py_DECREF(batch);
-            return PyErr_NoMemory();
-        }
-        int failed = 0;
-        if (outcome == -1) {
-            /* a header id beyond int64, or text with a lone surrogate: Python reads it */
-            Column *c = t->columns;
-            for (int i = 0; i < N_COLUMNS; i++) put_null(&c[i], row);
-            failed = add_fallback(batch->fallback, row, KIND_RECORD, id, data);
-        } else if (outcome == ROW_RECORD) {
-            failed = add_fallback(batch->fallback, row, KIND_RECORD, id, data);
-        } else if (outcome == ROW_PAYLOAD) {
-            failed = add_fallback(batch->fallback, row, KIND_PAYLOAD, id, data);
-        }
-        if (!failed && at_record != Py_None && (t->rows & 255) == 255) {
-            PyObject *said = PyObject_CallOneArg(at_record, id);
-            failed = said == NULL;
+        if ((s->pulled & 255) == 0 && at_record != Py_None) {
+            PyObject *said = PyObject_CallOneArg(at_record, s->ring[(s->pulled - 1) % RING].id);
             Py_XDECREF(said);
+            if ((failed = said == NULL) != 0) break;
         }
-        Py_DECREF(record);
-        t->rows++;
-        batch->rows = t->rows;
-        if (failed) {
-            Py_DECREF(batch);
-            return NULL;
+        if (!started && s->pulled >= thread_after && s->pulled < limit) {
+            started = 1;
+            start_writer(s);
         }
+        if (s->threaded && s->pulled % HAND_OVER == 0) hand_over(s);
+    }
+    stop_writer(s);
+    int nomem = s->nomem;
+    if (!failed && !nomem) failed = reap(s, batch, s->pulled, 1);
+    reap(s, batch, s->pulled, 0);
+    batch->rows = s->t->rows;
+    free(s);
+    if (failed || nomem) {
+        Py_DECREF(batch);
+        return nomem && !failed ? PyErr_NoMemory() : NULL;
     }
     return (PyObject *)batch;
 }
 
 static PyMethodDef module_methods[] = {
     {"scan", scan, METH_VARARGS,
-     "scan(records, limit, at_record=None) -> Batch: up to `limit` records from a pyevtx-rs "
-     "records_json() iterator, scanned into Arrow columns; `at_record(header id)` is called "
-     "every 256 records (progress)."},
+     "scan(records, limit, at_record=None, thread_after=512) -> Batch: up to `limit` records "
+     "from a pyevtx-rs records_json() iterator, scanned into Arrow columns; `at_record(header "
+     "id)` is called every 256 records (progress); a batch longer than `thread_after` records "
+     "is written by a second thread while this one pulls (0: from the first record)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +143,23 @@ def _reference(records: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
     return rows
 
 
+# A batch longer than this many records has its rows written by a second thread; the
+# checks below scan each case both ways (0: the thread writes every row).
+_INLINE, _THREADED = 2**62, 0
+
+
 def _check(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Scan ``records``; every row written must equal the reference. Returns how many
-    rows were written, and handed back by kind."""
-    scanned = scanner.scan(iter(records), len(records) + 1)
+    """Scan ``records`` with and without the writer thread: the same batch both ways, and
+    every row written equal to the reference. Returns how many rows were written, and
+    handed back by kind."""
+    inline = _check_one(records, _INLINE)
+    threaded = _check_one(records, _THREADED)
+    assert inline == threaded
+    return inline
+
+
+def _check_one(records: list[dict[str, Any]], thread_after: int) -> dict[str, int]:
+    scanned = scanner.scan(iter(records), len(records) + 1, None, thread_after)
     assert scanned.exhausted and scanned.error is None and scanned.rows == len(records)
     back = {row: kind for row, kind, _, _ in scanned.fallback}
     for row, _, header, data in scanned.fallback:  # handed back as it came
@@ -338,6 +353,91 @@ def test_damaged_text_is_handed_back() -> None:
     records = [{"event_record_id": i, "data": text} for i, text in enumerate(damaged)]
     counts = _check(records)
     assert counts["written"] == 0
+
+
+def _mixed(n: int) -> list[dict[str, Any]]:
+    """``n`` records: mostly ordinary, every 7th handed back whole, every 11th for its
+    payload only, every 13th with a header id beyond int64 (handed back unscanned)."""
+    good = _record(ORDINARY_SYSTEM, ORDINARY["flat EventData"])["data"]
+    odd_payload = _record(ORDINARY_SYSTEM, ODD["two sections"])["data"]
+    records = []
+    for i in range(n):
+        data = good.replace('"EventRecordID":986', f'"EventRecordID":{i}')
+        if i % 7 == 3:
+            data = data[:-1]
+        elif i % 11 == 5:
+            data = odd_payload
+        header = 2**64 - 1 if i % 13 == 6 else i
+        records.append({"event_record_id": header, "data": data})
+    return records
+
+
+def _batches(records: list[dict[str, Any]], limit: int, thread_after: int) -> list[tuple]:
+    """Each batch of a scan of ``records``: rows, handed back, exhausted, frame."""
+    it, batches = iter(records), []
+    while not batches or not batches[-1][2]:
+        batch = scanner.scan(it, limit, None, thread_after)
+        batches.append((batch.rows, batch.fallback, batch.exhausted, pl.DataFrame(batch)))
+    return batches
+
+
+def _same_batches(a: list[tuple], b: list[tuple]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x[:3] == y[:3] and x[3].equals(y[3])
+
+
+def test_long_batches_are_the_same_with_the_writer_thread() -> None:
+    """Batches longer than the ring of held records (2,048), cut at several limits, with
+    records handed back throughout: the writer thread and the puller alone write the same
+    rows and hand back the same records, in row order."""
+    records = _mixed(9_000)
+    for limit in (1, 700, 4_096, 10_000):
+        inline = _batches(records, limit, _INLINE)
+        _same_batches(inline, _batches(records, limit, _THREADED))
+        _same_batches(inline, _batches(records, limit, 512))
+    rows, fallback, _, _ = _batches(records, 10_000, 512)[0]
+    kinds = Counter(kind for _, kind, _, _ in fallback)
+    assert rows == 9_000 and kinds["record"] > 1_500 and kinds["payload"] > 500
+    assert [row for row, *_ in fallback] == sorted(row for row, *_ in fallback)
+
+
+def _failing(records: list[dict[str, Any]], at: int, error: BaseException):
+    yield from records[:at]
+    raise error
+
+
+def test_an_iterator_failing_midway_keeps_the_rows_before_it() -> None:
+    records = _mixed(5_000)
+    for thread_after in (_INLINE, _THREADED):
+        batch = scanner.scan(_failing(records, 3_001, RuntimeError("chunk 3")), 10_000, None,
+                             thread_after)  # fmt: skip
+        assert str(batch.error) == "chunk 3"
+        got = (batch.rows, batch.fallback, batch.exhausted, pl.DataFrame(batch))
+        _same_batches([got], _batches(records[:3_001], 10_000, _INLINE))
+        assert got[0] == 3_001
+
+
+def test_a_failing_progress_callback_or_a_foreign_record_raises() -> None:
+    """The error stops the scan at once; the writer thread is stopped and every held
+    record let go (no crash, no leak of the batch)."""
+
+    def progress(header: int) -> None:
+        if header >= 2_000:
+            raise KeyboardInterrupt
+
+    records = _mixed(5_000)
+    for thread_after in (_INLINE, _THREADED):
+        with pytest.raises(KeyboardInterrupt):
+            scanner.scan(iter(records), 10_000, progress, thread_after)
+        foreign = [*records[:2_500], ("not", "a", "record")]
+        with pytest.raises(TypeError, match="records_json"):
+            scanner.scan(iter(foreign), 10_000, None, thread_after)
+    held = records[100]
+    before = sys.getrefcount(held)
+    with pytest.raises(KeyboardInterrupt):
+        scanner.scan(iter(records), 10_000, progress, _THREADED)
+    assert sys.getrefcount(held) == before
 
 
 # --- generated records ----------------------------------------------------------
