@@ -264,6 +264,50 @@ def _read_group(group: Sequence[_Task], progress: Mapping[int, Progress]) -> lis
     return list(results.values())
 
 
+def _read_in_process(
+    tasks: Sequence[_Task], progress: IngestProgress | None
+) -> Iterator[tuple[_Task, _Result]]:
+    """Read every group in this process, in order, through one stager.
+
+    A group's results are yielded once the next group is read, when the stager has
+    written the group's last part meanwhile: a stager per group waited for that write
+    at each group's end (0.12 s of the 1.7 s the 150 MB benchmark bundle took). On
+    Ctrl-C the group read before is still yielded first, so that it is stored, as
+    when each group was written before the next was read.
+    """
+    if not tasks:
+        return
+    results: dict[int, _Result] = {}
+    done: list[tuple[_Task, _Counted]] = []  # read, their last part perhaps in flight
+
+    def finished() -> Iterator[tuple[_Task, _Result]]:
+        for task, counted in done:
+            counted.finish(task.source.size)
+            yield task, results.pop(task.index)
+
+    with _Stager(tasks[0].staging, results, tasks[0].settings.batch_size) as stager:
+        for group in _groups(tasks):
+            read = []
+            try:
+                for task in group:
+                    counted = _Counted(progress)
+                    results[task.index] = _Result(task.index)
+                    _read_task(task, results[task.index], stager, counted)
+                    read.append((task, counted))
+                    if stager.failed:
+                        break
+            except KeyboardInterrupt:
+                stager.collect()  # the write in flight, perhaps the group before's last
+                yield from finished()
+                raise
+            stager.flush()  # the parts before this group's last one are written now
+            yield from finished()
+            done = read
+            if stager.failed:  # the disk of the store: the results say so, reading stops
+                break
+    yield from finished()
+
+
 def _read_task(task: _Task, result: _Result, stager: _Stager, progress: Progress | None) -> None:
     """Read one file into ``result``, its batches handed to ``stager``."""
     started = time.perf_counter()
@@ -311,8 +355,8 @@ class _Stager:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         try:
             if exc_type is None:
-                self._flush()
-            self._collect()
+                self.flush()
+            self.collect()
         finally:
             self._pool.shutdown()
 
@@ -321,15 +365,16 @@ class _Stager:
         has failed."""
         if self.failed:
             return False
-        if self._gathered_rows + frame.height > self._rows and not self._flush():
+        if self._gathered_rows + frame.height > self._rows and not self.flush():
             return False  # what was gathered first: a part holds one batch's rows at most
         self._gathered.append((owner, frame))
         self._gathered_rows += frame.height
-        return self._gathered_rows < self._rows or self._flush()
+        return self._gathered_rows < self._rows or self.flush()
 
-    def _flush(self) -> bool:
-        """Write what is gathered, after the write in flight."""
-        if not self._collect():
+    def flush(self) -> bool:
+        """Write what is gathered, after the write in flight (this waits for that one);
+        False once a write has failed."""
+        if not self.collect():
             return False
         if self._gathered_rows:
             batches, self._gathered, self._gathered_rows = self._gathered, [], 0
@@ -353,7 +398,7 @@ class _Stager:
         )
         return stage_events(batches, self._folder), names
 
-    def _collect(self) -> bool:
+    def collect(self) -> bool:
         """The write in flight, once done, into the results of its owners."""
         if self._pending is None:
             return not self.failed
@@ -759,12 +804,7 @@ def _run(
     """Yield (task, result) in task order, reading with ``jobs`` processes."""
     work = {task.index: _parts(task, jobs) for task in tasks}
     if jobs <= 1 or sum(len(parts) for parts in work.values()) <= 1:
-        for group in _groups(tasks):
-            counted = {task.index: _Counted(progress) for task in group}
-            results = _read_group(group, counted)
-            for task, result in zip(group, results, strict=True):
-                counted[task.index].finish(task.source.size)
-                yield task, result
+        yield from _read_in_process(tasks, progress)
         return
     context = multiprocessing.get_context("spawn")  # fork + polars threads can deadlock
     from multiprocessing.managers import SyncManager  # 2-25 ms: only for reading processes
