@@ -120,6 +120,32 @@ def test_repeats_inside_one_batch_are_counted(system, tmp_path):
     assert pl.read_parquet(part.path).select(DEDUPE_KEY).is_duplicated().sum() == 0
 
 
+def test_staging_drops_only_true_repeats_and_notes_each_range(system, firewall, tmp_path):
+    """Batches of distinct record ids skip the search for repeats, and a part of one
+    computer and channel skips the grouping of its ranges: both short ways must give what
+    the long ways give (the same ids on another computer are no repeat)."""
+    other = system.with_columns(pl.lit("OTHER-HOST").alias("computer"))
+    cases = [
+        [(0, system.head(100))],  # one computer and channel (the log has two computers)
+        [(0, system), (1, other)],
+        [(0, system), (1, firewall), (2, system.head(7))],
+    ]
+    shapes = []
+    for n, batches in enumerate(cases):
+        staged = stage_events(batches, tmp_path / str(n))
+        combined = pl.concat([frame for _, frame in batches])
+        kept = combined.unique(list(DEDUPE_KEY), keep="first", maintain_order=True)
+        part = staged.part
+        assert part is not None and pl.read_parquet(part.path).equals(kept)
+        assert sum(staged.repeats.values()) == combined.height - kept.height
+        ranges = kept.group_by("computer", "channel", maintain_order=True).agg(
+            pl.col("record_id").min(), pl.col("record_id").max().alias("hi")
+        )
+        assert part.ranges == tuple(ranges.rows())
+        shapes.append((len(part.ranges), sum(staged.repeats.values())))
+    assert shapes[0] == (1, 0) and shapes[1][1] == 0 and shapes[2][1] == 7
+
+
 def test_files_staged_together_are_counted_each_on_its_own(store, system, firewall, tmp_path):
     """Small logs share a part: each one's repeats, rejects and stored events are its own."""
     n = system.height
