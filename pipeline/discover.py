@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
@@ -179,60 +180,67 @@ class _Walk:
     # ----- entry points
 
     def input(self, path: Path) -> None:
-        """One command-line input: a folder (walked) or a file."""
-        if path.is_dir():
-            for folder, dirs, files in os.walk(path, onerror=self._unlistable):
-                dirs.sort()
-                here = Path(folder)
-                if self.exclude is not None and _inside(here, self.exclude):
-                    dirs.clear()
-                    continue
-                for name in sorted(files):
-                    entry = here / name
-                    if entry.is_symlink():
-                        self.skip(
-                            str(entry),
-                            None,
-                            "unknown",
-                            "symbolic link inside a folder: not followed",
-                            problem=False,
-                        )
-                    else:
-                        self._disk_file(entry)
-        else:
-            self._disk_file(path)
+        """One command-line input: a folder (walked) or a file.
 
-    def _unlistable(self, error: OSError) -> None:
-        """A folder that cannot be listed is reported (os.walk would skip it silently)."""
-        reason = f"cannot list folder: {error.strerror}"
-        self.skip(str(error.filename), None, "unknown", reason, problem=True)
+        A folder's files are hashed ahead by a few threads (hashlib lets go of the GIL),
+        and classified here one by one in walk order, so the results are those of a walk
+        that hashed each file in turn: it took 7% of a 150 MB bundle's ingest, alone.
+        """
+        if not path.is_dir():
+            self._disk_file(path, _peek(path, lambda n: self.advance(n, 1)))
+            return
+        entries = list(self._walk(path))
+        pool = ThreadPoolExecutor(_HASHING_THREADS, thread_name_prefix="lmtrace-hash")
+        try:
+            peeks = [pool.submit(_peek, e, None) if isinstance(e, Path) else None for e in entries]
+            for entry, peek in zip(entries, peeks, strict=True):
+                if isinstance(entry, OSError):
+                    reason = f"cannot list folder: {entry.strerror}"
+                    self.skip(str(entry.filename), None, "unknown", reason, problem=True)
+                elif isinstance(entry, str):
+                    reason = "symbolic link inside a folder: not followed"
+                    self.skip(entry, None, "unknown", reason, problem=False)
+                elif peek is not None:
+                    peeked = peek.result()
+                    self.advance(peeked.hashed, 1)
+                    self._disk_file(entry, peeked)
+        finally:
+            pool.shutdown(cancel_futures=True)
 
-    def _disk_file(self, path: Path) -> None:
+    def _walk(self, path: Path) -> Iterator[Path | str | OSError]:
+        """A folder's contents in name order: files (Path), symbolic links (their name) and
+        folders that cannot be listed (the error; os.walk would skip them silently)."""
+        errors: list[OSError] = []
+        for folder, dirs, files in os.walk(path, onerror=errors.append):
+            yield from errors
+            errors.clear()
+            dirs.sort()
+            here = Path(folder)
+            if self.exclude is not None and _inside(here, self.exclude):
+                dirs.clear()
+                continue
+            for name in sorted(files):
+                entry = here / name
+                yield str(entry) if entry.is_symlink() else entry
+        yield from errors
+
+    def _disk_file(self, path: Path, peeked: _Peeked) -> None:
         """A file on disk given by the user: read in place, never copied."""
         source_path = str(path)
-        try:
-            if not stat.S_ISREG(path.stat().st_mode):
-                self.skip(source_path, None, "unknown", "not a regular file", problem=False)
-                return
-            with path.open("rb") as f:
-                head = f.read(HEAD_SIZE)
-        except OSError as e:
-            self.skip(source_path, None, "unknown", f"cannot open: {e.strerror}", problem=True)
-            return
-        kind = kind_of(head)
-        size = path.stat().st_size
-        if kind in READABLE_KINDS:
-            try:
-                sha256 = _hash_file(path, lambda n: self.advance(n, 1))
-            except OSError as e:
-                self.skip(source_path, None, kind, f"cannot read: {e.strerror}", problem=True)
-                return
-            self._readable(path, source_path, None, size, sha256, kind, extracted=False)
-        elif kind in ARCHIVE_KINDS:
-            self.archives.open(path, kind, source_path, None, depth=1)
+        if peeked.problem is not None:
+            self.skip(source_path, None, peeked.kind, peeked.problem, problem=True)
+        elif not peeked.regular:
+            self.skip(source_path, None, "unknown", "not a regular file", problem=False)
+        elif peeked.kind in READABLE_KINDS and peeked.sha256 is not None:
+            self._readable(
+                path, source_path, None, peeked.size, peeked.sha256, peeked.kind, extracted=False
+            )
+        elif peeked.kind in ARCHIVE_KINDS:
+            self.archives.open(path, peeked.kind, source_path, None, depth=1)
         else:
-            self.advance(size, 1)
-            self.skip(source_path, None, "unknown", _unknown_reason(size), problem=False, size=size)
+            self.advance(peeked.size, 1)
+            reason = _unknown_reason(peeked.size)
+            self.skip(source_path, None, "unknown", reason, problem=False, size=peeked.size)
 
     # ----- classification of a file's bytes
 
@@ -346,13 +354,53 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _hash_file(path: Path, advance: Callable[[int], None]) -> str:
+_HASHING_THREADS = min(4, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class _Peeked:
+    """What a look at a file on disk found: its kind from its first bytes, and the
+    SHA-256 of a readable one (``hashed`` bytes read for it); ``problem`` is why it
+    could not be opened or read, with the kind known by then."""
+
+    regular: bool = True
+    kind: str = "unknown"
+    size: int = 0
+    sha256: str | None = None
+    hashed: int = 0
+    problem: str | None = None
+
+
+def _peek(path: Path, advance: Callable[[int], None] | None) -> _Peeked:
+    """Look at ``path`` (``advance(n)`` per block hashed, when given); never raises."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return _Peeked(regular=False)
+        with path.open("rb") as f:
+            head = f.read(HEAD_SIZE)
+    except OSError as e:
+        return _Peeked(problem=f"cannot open: {e.strerror}")
+    kind = kind_of(head)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return _Peeked(kind=kind, problem=f"cannot read: {e.strerror}")
+    if kind not in READABLE_KINDS:
+        return _Peeked(kind=kind, size=size)
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(COPY_BLOCK):
-            digest.update(block)
-            advance(len(block))
-    return digest.hexdigest()
+    hashed = 0
+    try:
+        with path.open("rb") as f:
+            while block := f.read(COPY_BLOCK):
+                digest.update(block)
+                hashed += len(block)
+                if advance is not None:
+                    advance(len(block))
+    except OSError as e:
+        problem = f"cannot read: {e.strerror}"
+        return _Peeked(kind=kind, size=size, hashed=0 if advance else hashed, problem=problem)
+    # the bytes went to the progress as they were read, or go now
+    return _Peeked(kind=kind, size=size, sha256=digest.hexdigest(), hashed=0 if advance else hashed)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import shutil
 import struct
 import tarfile
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.discover import InputError, Limits, discover
+from pipeline.discover import InputError, Limits, discover, input_bytes
 
 SMALL = "parsers/python-evtx__issue_38.evtx"  # 1 record, one chunk
 OTHER = "parsers/dissect.eventlog__TestLogX.evtx"  # 5 records
@@ -64,6 +65,39 @@ def run(inputs: list[Path], out: Path, scratch: Path, limits: Limits | None = No
 
 
 # ----- ordinary inputs
+
+
+def test_a_folder_is_classified_in_walk_order_with_each_oddity_named(
+    layout: tuple[Path, Path, Path],
+) -> None:
+    """Files are hashed ahead by threads but judged in walk order: the first of two equal
+    logs is read, links and other non-files are named, and progress counts each byte."""
+    inputs, _, scratch = layout
+    (inputs / "a").mkdir()
+    shutil.copyfile(inputs / "Small.evtx", inputs / "a" / "Copy.evtx")  # read once
+    (inputs / "a" / "Link.evtx").symlink_to(inputs / "Other.evtx")
+    os.mkfifo(inputs / "a" / "Pipe")
+    (inputs / "a" / "notes.txt").write_text("collected by the customer")
+    (inputs / "b").mkdir()
+    shutil.copyfile(inputs / "Other.evtx", inputs / "b" / "Other.evtx")  # after the first
+    counted: list[int] = []
+    found = discover([inputs], scratch, progress=counted.append)
+    assert [Path(s.source_path).relative_to(inputs).as_posix() for s in found.sources] == [
+        "Other.evtx",
+        "Small.evtx",
+    ]
+    skipped = [
+        (Path(s.source_path).relative_to(inputs).as_posix(), s.reason) for s in found.skipped
+    ]
+    assert skipped == [
+        ("a/Copy.evtx", f"same bytes as {inputs / 'Small.evtx'}: read once"),
+        ("a/Link.evtx", "symbolic link inside a folder: not followed"),
+        ("a/Pipe", "not a regular file"),
+        ("a/notes.txt", "not a recognized log (neither EVTX nor a known text log)"),
+        ("b/Other.evtx", f"same bytes as {inputs / 'Other.evtx'}: read once"),
+    ]
+    assert sum(counted) == input_bytes([inputs])
+    assert all(s.sha256 == sha256(Path(s.source_path)) for s in found.sources)
 
 
 def test_folders_and_nested_archives_name_each_member(layout):
