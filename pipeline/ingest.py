@@ -62,7 +62,7 @@ from pipeline.discover import (
     display_path,
     input_bytes,
 )
-from pipeline.lifeline import exit_with_parent, reading_process_setup
+from pipeline.lifeline import reading_process_setup
 from pipeline.store import (
     SCRATCH_PREFIX,
     EventCommitter,
@@ -443,7 +443,25 @@ class _QueueProgress:
             self._pending = 0
 
 
-def _worker(group: list[_Task], sink: Any) -> list[_Result]:
+class _ReadingProcess:
+    """What a reading process is handed as it starts: the queue its progress goes to.
+
+    A multiprocessing queue reaches a process only as the process starts (through the
+    pool's initializer), so it is kept here, once per process. A manager's queue could
+    be handed with each task, but the manager is a process of its own: starting it cost
+    0.1 s of every ingest with reading processes.
+    """
+
+    sink: Any = None
+
+
+def _start_reading_process(parent: int, sink: Any) -> None:
+    reading_process_setup(parent)
+    _ReadingProcess.sink = sink
+
+
+def _worker(group: list[_Task]) -> list[_Result]:
+    sink = _ReadingProcess.sink
     progress = {task.index: _QueueProgress(sink, task.index) for task in group}
     results = _read_group(group, progress)
     for counter in progress.values():
@@ -707,7 +725,7 @@ def _ingest_locked(
 
     try:
         # closed at once when commit raises (a full disk): its reading processes stop now,
-        # not when the error's traceback is freed, after the manager they use is gone
+        # not when the error's traceback is freed, after the scratch they write to is gone
         with closing(_run(tasks, reading_processes(tasks, jobs), progress)) as results:
             for task, result in results:
                 commit(task, result)
@@ -807,16 +825,15 @@ def _run(
         yield from _read_in_process(tasks, progress)
         return
     context = multiprocessing.get_context("spawn")  # fork + polars threads can deadlock
-    from multiprocessing.managers import SyncManager  # 2-25 ms: only for reading processes
-
-    manager = SyncManager(ctx=context)
-    manager.start(exit_with_parent, (os.getpid(),))  # a kill -9 here must not orphan it
-    helpers = {child.pid for child in multiprocessing.active_children()}  # the manager
+    helpers = {child.pid for child in multiprocessing.active_children()}  # not ours to stop
+    sink = context.Queue()
     pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=reading_process_setup, initargs=(os.getpid(),)
+        jobs,
+        mp_context=context,
+        initializer=_start_reading_process,
+        initargs=(os.getpid(), sink),
     )
-    with manager, pool:
-        sink = manager.Queue()
+    with closing(sink), pool:
         # Largest first, so that one big log does not start last and run alone; results
         # are still yielded (and stored) in input order.
         by_size = sorted(
@@ -825,7 +842,7 @@ def _run(
             reverse=True,
         )
         futures: dict[Future[list[_Result]], list[_Task]] = {
-            pool.submit(_worker, group, sink): group for group in by_size
+            pool.submit(_worker, group): group for group in by_size
         }
         done: dict[int, _Result] = {}
         gathered: dict[int, dict[int, _Result]] = {}  # file -> first slot -> part's result
@@ -860,7 +877,7 @@ def _run(
                             for staged in part.parts:
                                 staged.path.unlink(missing_ok=True)
                         whole = [tasks[task.index]]
-                        again = pool.submit(_worker, whole, sink)
+                        again = pool.submit(_worker, whole)
                         futures[again] = whole
                         pending.add(again)
                 while next_index in done:
@@ -875,8 +892,8 @@ def _run(
             pool.shutdown(wait=False, cancel_futures=True)
             if not all_read:
                 # and the reading processes stop now: left to run, each one would take up
-                # the tasks already handed to it after the manager below is gone, and
-                # print a traceback for each (seen on a full disk with --jobs 2)
+                # the tasks already handed to it, for nobody, and print a traceback for
+                # each once its scratch is gone (seen on a full disk with --jobs 2)
                 for child in multiprocessing.active_children():
                     if child.pid not in helpers:
                         child.terminate()
