@@ -170,8 +170,8 @@ class ChunkInfo:
     offset: int
     valid_magic: bool
     header: ChunkHeader | None
-    header_crc_ok: bool
-    records_crc_ok: bool
+    header_crc_ok: bool | None  # None: not checked (scan_layout's ``checksums``)
+    records_crc_ok: bool | None
     truncated: bool  # the slot runs past the end of the file
 
     @property
@@ -202,36 +202,43 @@ def is_evtx(head: bytes) -> bool:
     return head[:8] == FILE_MAGIC
 
 
-def _iter_chunks(f: BinaryIO, size: int, slots: range | None = None) -> Iterator[ChunkInfo]:
+def _iter_chunks(
+    f: BinaryIO, size: int, slots: range | None, checksums: bool
+) -> Iterator[ChunkInfo]:
     index = 0 if slots is None else slots.start
     offset = FILE_HEADER_SIZE + index * CHUNK_SIZE
     while offset + CHUNK_HEADER_FIELDS_SIZE <= size and (slots is None or index < slots.stop):
         f.seek(offset)
-        data = f.read(CHUNK_SIZE)
-        truncated = len(data) < CHUNK_SIZE
+        data = f.read(CHUNK_SIZE if checksums else CHUNK_HEADER_SIZE)
+        truncated = offset + CHUNK_SIZE > size
         valid = data[:8] == CHUNK_MAGIC
         header: ChunkHeader | None = None
-        header_ok = records_ok = False
+        header_ok = records_ok = False if checksums else None
         if valid and len(data) >= CHUNK_HEADER_SIZE:
             header = ChunkHeader.unpack(data)
-            tables = data[CHUNK_HEADER_FIELDS_SIZE:CHUNK_HEADER_SIZE]
-            header_ok = header.computed_checksum(tables) == header.checksum
-            end = header.free_space_offset
-            records_ok = (
-                CHUNK_HEADER_SIZE <= end <= len(data)
-                and crc32(data[CHUNK_HEADER_SIZE:end]) == header.records_checksum
-            )
+            if checksums:
+                tables = data[CHUNK_HEADER_FIELDS_SIZE:CHUNK_HEADER_SIZE]
+                header_ok = header.computed_checksum(tables) == header.checksum
+                end = header.free_space_offset
+                records_ok = (
+                    CHUNK_HEADER_SIZE <= end <= len(data)
+                    and crc32(memoryview(data)[CHUNK_HEADER_SIZE:end]) == header.records_checksum
+                )
         yield ChunkInfo(index, offset, valid, header, header_ok, records_ok, truncated)
         offset += CHUNK_SIZE
         index += 1
 
 
-def scan_layout(path: str | Path, slots: range | None = None) -> FileLayout:
+def scan_layout(
+    path: str | Path, slots: range | None = None, *, checksums: bool = False
+) -> FileLayout:
     """Read the file header and every chunk header without decoding records.
 
-    Costs one 64 KiB read per chunk (the records checksum needs the chunk's
-    bytes). ``slots`` limits the scan to those chunk slots (a part of a big file
-    that one of several readers reads; the chunks keep their index and offset).
+    ``slots`` limits the scan to those chunk slots (a part of a big file that one
+    of several readers reads; the chunks keep their index and offset).
+    ``checksums``: also check each chunk's header and records checksums, at the
+    cost of reading the whole file (the reader does not use them: without, the
+    scan reads 512 bytes a chunk, and took a twentieth of an ingest with).
     Raises ValueError when the file is not EVTX.
     """
     path = Path(path)
@@ -240,7 +247,7 @@ def scan_layout(path: str | Path, slots: range | None = None) -> FileLayout:
         head = f.read(FILE_HEADER_FIELDS_SIZE)
         header = FileHeader.unpack(head)
         header_ok = header.computed_checksum() == header.checksum
-        chunks = tuple(_iter_chunks(f, size, slots))
+        chunks = tuple(_iter_chunks(f, size, slots, checksums))
     return FileLayout(header, header_ok, size, chunks)
 
 

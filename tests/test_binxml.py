@@ -45,7 +45,7 @@ def _windows_chunks(corpus_dir: Path, manifest: list[dict[str, str]]) -> Iterato
         if row["condition"] != "clean":
             continue
         path = corpus_dir / row["file"]
-        layout = scan_layout(path)
+        layout = scan_layout(path, checksums=True)
         if layout.chunks and layout.chunks[0].header_crc_ok:
             with path.open("rb") as f:
                 f.seek(FILE_HEADER_SIZE)

@@ -391,7 +391,7 @@ def test_header_chunks_and_checksums_describe_the_file(tmp_path: Path) -> None:
     events = [security_event(i) if i % 3 else vmms_event(i) for i in range(600)]
     path = tmp_path / "Security.evtx"
     stats = write_evtx(path, events)
-    layout = scan_layout(path)
+    layout = scan_layout(path, checksums=True)
     assert stats.records == 600
     assert layout.size == stats.bytes == FILE_HEADER_SIZE + stats.chunks * CHUNK_SIZE
     assert layout.header_crc_ok and layout.header.flags == 0 and not layout.header.dirty
@@ -561,7 +561,7 @@ def test_empty_log_is_a_valid_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.evtx"
     stats = write_evtx(path, [])
     assert (stats.records, stats.chunks, stats.bytes) == (0, 0, FILE_HEADER_SIZE)
-    layout = scan_layout(path)
+    layout = scan_layout(path, checksums=True)
     assert layout.header_crc_ok and layout.header.next_record_id == 1
     assert read_rust(path) == [] and read_libevtx(path) == [] and read_python(path) == []
 
@@ -590,7 +590,7 @@ def test_unwritable_events_raise_value_error_and_leave_a_valid_file(
             w.write(bad)
         w.write(security_event(2))
     assert [p.header_id for p in read_rust(path)] == [1, 2]
-    assert scan_layout(path).chunks[0].records_crc_ok
+    assert scan_layout(path, checksums=True).chunks[0].records_crc_ok
 
 
 def test_attribute_values_with_double_quotes(tmp_path: Path) -> None:
@@ -627,7 +627,7 @@ def _rust_ids(path: Path, **kwargs: object) -> list[int]:
 
 def test_dirty_header_with_chunks_past_its_count(tmp_path: Path) -> None:
     path, events = _damaged(tmp_path, Damage(uncounted_chunks=2))
-    layout = scan_layout(path)
+    layout = scan_layout(path, checksums=True)
     assert layout.header.dirty and layout.header_crc_ok
     assert layout.header.chunk_count == 2 and layout.chunks_beyond_header == 2
     assert layout.header.next_record_id == 21
@@ -638,7 +638,7 @@ def test_dirty_header_with_chunks_past_its_count(tmp_path: Path) -> None:
 
 def test_truncated_last_chunk(tmp_path: Path) -> None:
     path, _ = _damaged(tmp_path, Damage(truncate_bytes=CHUNK_SIZE - 1000))
-    layout = scan_layout(path)
+    layout = scan_layout(path, checksums=True)
     assert layout.size == FILE_HEADER_SIZE + 3 * CHUNK_SIZE + 1000
     assert layout.chunks[-1].truncated and not any(c.truncated for c in layout.chunks[:-1])
     ids = _rust_ids(path)
@@ -656,7 +656,7 @@ def test_truncated_last_chunk(tmp_path: Path) -> None:
 )
 def test_chunk_damage_breaks_that_chunk_only(tmp_path: Path, damage: Damage, broken: str) -> None:
     path, _ = _damaged(tmp_path, damage)
-    layout = scan_layout(path)
+    layout = scan_layout(path, checksums=True)
     index = (damage.bad_chunk_magic + damage.bad_chunk_header_crc + damage.bad_records_crc)[0]
     for chunk in layout.chunks:
         hit = chunk.index == index
@@ -671,7 +671,7 @@ def test_chunk_damage_breaks_that_chunk_only(tmp_path: Path, damage: Damage, bro
 
 def test_bad_file_header_checksum(tmp_path: Path) -> None:
     path, events = _damaged(tmp_path, Damage(bad_file_header_crc=True))
-    layout = scan_layout(path)
+    layout = scan_layout(path, checksums=True)
     assert not layout.header_crc_ok
     assert all(c.header_crc_ok and c.records_crc_ok for c in layout.chunks)
     assert layout.header.chunk_count == 4 and not layout.header.dirty
@@ -766,7 +766,9 @@ def test_random_events_read_back_identically_in_all_readers(
 ) -> None:
     path = tmp_path_factory.mktemp("prop") / "random.evtx"
     write_evtx(path, events, WriteOptions(max_records_per_chunk=per_chunk))
-    assert all(c.records_crc_ok and c.header_crc_ok for c in scan_layout(path).chunks)
+    assert all(
+        c.records_crc_ok and c.header_crc_ok for c in scan_layout(path, checksums=True).chunks
+    )
     check_file(path, events, tuple(READERS))
 
 
