@@ -254,10 +254,34 @@ _RAW_SCHEMA = {
     "user_sid": pl.String,
 }
 
+# System/TimeCreated/@SystemTime as pyevtx-rs writes it: six digits of fraction. polars
+# parses a fixed-width format three times faster (1 ms against 3 ms for 10,000 records,
+# the most of normalizing); a time in another form is parsed again by the general one.
+_TIME_FIXED = "%Y-%m-%dT%H:%M:%S.%6fZ"
+_TIME_ANY = "%Y-%m-%dT%H:%M:%S%.fZ"
+
+
+def _time_expr(texts: pl.Expr, time_format: str) -> pl.Expr:
+    return texts.str.to_datetime(
+        time_format, time_unit="us", time_zone="UTC", strict=False, cache=False
+    )
+
+
+def event_times(texts: pl.Series, fast: pl.Series | None = None) -> pl.Series:
+    """SystemTime texts as UTC datetimes (null where unreadable). ``fast`` is the fixed-
+    width parse of ``texts`` when already made: every time it leaves null but
+    ``texts`` holds is parsed by the general format (which gives what the fixed one
+    gives, where that one reads a time at all: tests/test_evtx_rows.py)."""
+    if fast is None:
+        fast = texts.to_frame().select(_time_expr(pl.first(), _TIME_FIXED)).to_series()
+    if fast.null_count() == texts.null_count():
+        return fast.alias(texts.name)
+    general = texts.to_frame().select(_time_expr(pl.first(), _TIME_ANY)).to_series()
+    return fast.fill_null(general).alias(texts.name)
+
+
 _NORMALIZE = [
-    pl.col("time")
-    .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False)
-    .alias("timestamp"),
+    _time_expr(pl.col("time"), _TIME_FIXED).alias("timestamp"),
     pl.col("computer"),
     pl.col("channel"),
     pl.col("provider"),
@@ -337,6 +361,10 @@ def rows_frame(
     # small batches of the many small logs a real bundle holds (0.5 ms against 0.2 ms
     # for a 20-record batch), and a big batch computes the same columns either way.
     norm = raw.select(*_NORMALIZE, "data", *(["_row"] if pending else []))
+    fast = norm.get_column("timestamp")
+    times = event_times(raw.get_column("time"), fast)
+    if times.null_count() < fast.null_count():  # times in another form than pyevtx-rs's
+        norm = norm.with_columns(times.alias("timestamp"))
     frame = norm if framing.keep is None else norm.filter(framing.keep)
     frame = frame.with_columns(
         pl.lit(provenance.source_path, pl.String).alias("source_path"),

@@ -1,12 +1,18 @@
-"""parsers/evtx_rows.py: the flat payload fast path writes what the general walk writes."""
+"""parsers/evtx_rows.py: the fast paths (flat payloads, event times) give what the general
+ones give."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
+import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parsers.evtx_payload import decode_section, payload_json
-from parsers.evtx_rows import flat_payload
+from parsers.evtx_rows import event_times, flat_payload
 
 SECTIONS = {
     "text and integers": '{"ProcessID":1104,"Application":"\\\\device\\\\x.exe","Port":"445"}',
@@ -46,3 +52,75 @@ def test_flat_payload_takes_the_common_events() -> None:
 
 def _raw(section: str) -> msgspec.Raw:
     return msgspec.json.decode(f'{{"s":{section}}}', type=dict[str, msgspec.Raw])["s"]
+
+
+# --- event times: the fixed-width parse, and the general one where it reads nothing ----
+
+_ODD_TIMES = [
+    "2025-03-04T09:35:43.591590Z",  # pyevtx-rs's form
+    "2025-03-04T09:35:43.59159Z",  # five digits of fraction: the general parse only
+    "2025-03-04T09:35:43.5915901Z",
+    "2021-11-19T16:52:33.833733500Z",  # nine digits: a forwarded (WEC) Exchange log
+    "2025-03-04T09:35:43Z",
+    "2025-03-04T09:35:4.3591590Z",
+    "2025-3-4T9:35:43.591590Z",
+    "2016-12-31T23:59:60.000000Z",  # a leap second
+    "2024-02-29T00:00:00.000000Z",
+    "2025-02-29T00:00:00.000000Z",
+    "0000-01-01T00:00:00.000000Z",
+    "9999-12-31T23:59:59.999999Z",
+    "1601-01-01T00:00:00.000000Z",  # FILETIME zero
+    "1969-12-31T23:59:59.999999Z",
+    " 2025-03-04T09:35:43.591590Z",
+    "+2025-03-04T09:35:43.591590Z",
+    "-0001-03-04T09:35:43.591590Z",
+    "2025-03-04T09:35:43.591590",
+    "2025-03-04 09:35:43.591590Z",
+    "2025-03-04T24:00:00.000000Z",
+    "2025-03-04T09:35:43,591590Z",
+    "\uff12\uff10\uff12\uff15-03-04T09:35:43.591590Z",  # full-width digits
+    "",
+    None,
+]
+
+
+def _general(texts: pl.Series) -> pl.Series:
+    """The reference: the general format alone, as times were parsed before."""
+    return texts.str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False
+    )
+
+
+def _same_times(texts: list[str | None]) -> None:
+    series = pl.Series("time", texts, dtype=pl.String)
+    got, want = event_times(series), _general(series)
+    assert got.dtype == want.dtype
+    assert got.dt.epoch("us").to_list() == want.dt.epoch("us").to_list(), texts
+
+
+def test_event_times_are_those_of_the_general_format() -> None:
+    _same_times(_ODD_TIMES)
+    _same_times(_ODD_TIMES[:1] * 3)  # all in pyevtx-rs's form: the fixed parse alone
+    _same_times([None, ""])
+
+
+_DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    st.lists(st.tuples(st.integers(0, 30), st.sampled_from([*"0123456789-:.TZ +", ""])),
+             max_size=3),
+    _DIGITS,
+)  # fmt: skip
+def test_event_times_of_altered_texts_are_those_of_the_general_format(
+    moment: datetime, edits: list[tuple[int, str]], fraction: str
+) -> None:
+    """pyevtx-rs's form, and that form with characters replaced or dropped, or another
+    fraction: wherever the fixed-width parse reads a time, it is the general one's."""
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    altered = text
+    for at, piece in edits:
+        altered = altered[:at] + piece + altered[at + 1 :]
+    _same_times([text, altered, text[:20] + fraction + "Z"])
