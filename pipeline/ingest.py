@@ -455,9 +455,14 @@ class _ReadingProcess:
     sink: Any = None
 
 
+_STARTED = (-1, 0)
+"""What a reading process puts on its queue once it is up (before it reads anything)."""
+
+
 def _start_reading_process(parent: int, sink: Any) -> None:
     reading_process_setup(parent)
     _ReadingProcess.sink = sink
+    sink.put(_STARTED)
 
 
 def _worker(group: list[_Task]) -> list[_Result]:
@@ -846,19 +851,22 @@ def _run(
         }
         done: dict[int, _Result] = {}
         gathered: dict[int, dict[int, _Result]] = {}  # file -> first slot -> part's result
-        reported = [0] * len(tasks)
+        relay = _Relay(sink, len(tasks), progress)
         next_index = 0
         pending = set(futures)
         all_read = False
         try:
             while next_index < len(tasks):
                 finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(sink, reported, progress)
+                relay.drain()
                 for future in finished:
                     group = futures.pop(future)
                     try:
                         results = future.result()
                     except BrokenProcessPool:
+                        relay.drain()
+                        if not relay.started:
+                            raise ReadersFailedError(_READERS_FAILED) from None
                         died = "the reading process died while reading this file"
                         results = [_Result(task.index, failure=died) for task in group]
                     for task, result in zip(group, results, strict=True):
@@ -881,10 +889,10 @@ def _run(
                         futures[again] = whole
                         pending.add(again)
                 while next_index in done:
-                    _drain(sink, reported, progress)
+                    relay.drain()
                     task = tasks[next_index]
                     if progress is not None:
-                        progress.advance(max(task.source.size - reported[next_index], 0))
+                        progress.advance(max(task.source.size - relay.reported[next_index], 0))
                     yield task, done.pop(next_index)
                     next_index += 1
             all_read = True
@@ -906,15 +914,40 @@ def _bytes(task: _Task) -> int:
     return len(task.slots) * CHUNK_SIZE
 
 
-def _drain(sink: Any, reported: list[int], progress: IngestProgress | None) -> None:
-    while True:
-        try:
-            index, nbytes = sink.get_nowait()
-        except queue.Empty:
-            return
-        reported[index] += nbytes
-        if progress is not None:
-            progress.advance(nbytes)
+class ReadersFailedError(LmtraceError):
+    """The reading processes ended before any of them was up to read."""
+
+
+_READERS_FAILED = (
+    "the reading processes ended before reading anything (their error is above). A script "
+    "that calls ingest() with more than one job must call it under "
+    '`if __name__ == "__main__":`: reading processes import the script again'
+)
+
+
+class _Relay:
+    """What the reading processes put on their queue: bytes read per file (``reported``,
+    passed on to ``progress``), and that one of them is up (``started``)."""
+
+    def __init__(self, sink: Any, files: int, progress: IngestProgress | None) -> None:
+        self._sink = sink
+        self._progress = progress
+        self.reported = [0] * files
+        self.started = False
+
+    def drain(self) -> None:
+        while True:
+            try:
+                message = self._sink.get_nowait()
+            except queue.Empty:
+                return
+            if message == _STARTED:
+                self.started = True
+                continue
+            index, nbytes = message
+            self.reported[index] += nbytes
+            if self._progress is not None:
+                self._progress.advance(nbytes)
 
 
 class _Counted:

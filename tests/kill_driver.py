@@ -54,7 +54,7 @@ def main() -> None:
 
     target = Path(marker)
     if moment == "reading":
-        _stop_after(ingest, "_drain", target)
+        _stop_after(ingest._Relay, "drain", target)
     elif moment == "committed":
         _stop_after(store.EventCommitter, "commit", target)
     elif moment == "files":
