@@ -23,7 +23,6 @@ the reader's progress callback.
 
 from __future__ import annotations
 
-import importlib.metadata
 import multiprocessing
 import os
 import queue
@@ -46,6 +45,7 @@ from typing import Any, Literal, Protocol
 
 import polars as pl
 
+import pipeline
 from parsers.evtx_layout import CHUNK_SIZE
 from parsers.evtx_reader import Progress, Provenance, ReadSettings, read_evtx, split_slots
 from parsers.model import FILE_SCHEMA, LmtraceError, ReadReport, UnreadableFileError
@@ -677,7 +677,7 @@ def _ingest_locked(
     marks: _Marks,
     password: str | None = None,
 ) -> IngestSummary:
-    version = importlib.metadata.version("lmtrace")
+    version = pipeline.__version__  # read here: reading processes import this module too
     if progress is not None:
         progress.phase("discovering", input_bytes(inputs, exclude=store))
     found = discover(
