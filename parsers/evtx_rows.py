@@ -360,18 +360,22 @@ def rows_frame(
     # Eager, not one lazy query: planning a query costs more than running it on the
     # small batches of the many small logs a real bundle holds (0.5 ms against 0.2 ms
     # for a 20-record batch), and a big batch computes the same columns either way.
-    norm = raw.select(*_NORMALIZE, "data", *(["_row"] if pending else []))
-    fast = norm.get_column("timestamp")
-    times = event_times(raw.get_column("time"), fast)
-    if times.null_count() < fast.null_count():  # times in another form than pyevtx-rs's
-        norm = norm.with_columns(times.alias("timestamp"))
-    frame = norm if framing.keep is None else norm.filter(framing.keep)
-    frame = frame.with_columns(
+    # where the rows come from, in the same select: normalizing a 20-record batch took
+    # 0.26 ms with a second query for them, 0.18 ms so (the filters never read them)
+    norm = raw.select(
+        *_NORMALIZE,
+        "data",
+        *(["_row"] if pending else []),
         pl.lit(provenance.source_path, pl.String).alias("source_path"),
         pl.lit(provenance.member, pl.String).alias("member"),
         pl.lit(provenance.file_sha256, pl.String).alias("file_sha256"),
         pl.lit(framing.engine, pl.String).alias("engine"),
     )
+    fast = norm.get_column("timestamp")
+    times = event_times(raw.get_column("time"), fast)
+    if times.null_count() < fast.null_count():  # times in another form than pyevtx-rs's
+        norm = norm.with_columns(times.alias("timestamp"))
+    frame = norm if framing.keep is None else norm.filter(framing.keep)
     times = norm.get_column("timestamp")
     lo, hi = times.min(), times.max()
     report.records += norm.height
