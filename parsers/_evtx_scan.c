@@ -1522,8 +1522,8 @@ static int add_fallback(PyObject *list, int64_t row, PyObject *kind, PyObject *i
 #define THREAD_AFTER 512 /* a batch this long starts a writer thread */
 
 typedef struct {
-    PyObject *record; /* held until its row is written; owns id and data */
-    PyObject *id, *data;
+    PyObject *record; /* record, id and data held until the row is reaped: an iterator */
+    PyObject *id, *data; /* may reuse its dict and replace their values meanwhile */
     int64_t header;
     const char *text; /* the record's UTF-8, or NULL: every column null, Python reads it */
     Py_ssize_t n;
@@ -1680,6 +1680,8 @@ static int reap(Scan *s, Batch *batch, int64_t upto, int keep) {
             PyObject *kind = item->outcome == ROW_PAYLOAD ? KIND_PAYLOAD : KIND_RECORD;
             failed = add_fallback(batch->fallback, s->reaped, kind, item->id, item->data);
         }
+        Py_CLEAR(item->id);
+        Py_CLEAR(item->data);
         Py_CLEAR(item->record);
     }
     return failed ? -1 : 0;
@@ -1717,6 +1719,8 @@ static int pull(Scan *s, Batch *batch, PyObject *records) {
     Py_ssize_t n = 0;
     const char *text = overflow ? NULL : PyUnicode_AsUTF8AndSize(data, &n);
     if (text == NULL) PyErr_Clear(); /* a header id beyond int64, or a lone surrogate */
+    Py_INCREF(id);
+    Py_INCREF(data);
     Pulled *item = &s->ring[s->pulled % RING];
     *item = (Pulled){record, id, data, header, text, n, ROW_DONE};
     s->pulled++;

@@ -296,11 +296,11 @@ def _read_in_process(
                     read.append((task, counted))
                     if stager.failed:
                         break
+                stager.flush()  # the parts before this group's last one are written now
             except KeyboardInterrupt:
                 stager.collect()  # the write in flight, perhaps the group before's last
                 yield from finished()
                 raise
-            stager.flush()  # the parts before this group's last one are written now
             yield from finished()
             done = read
             if stager.failed:  # the disk of the store: the results say so, reading stops
@@ -402,11 +402,14 @@ class _Stager:
         """The write in flight, once done, into the results of its owners."""
         if self._pending is None:
             return not self.failed
-        pending, self._pending = self._pending, None
         results = self._results
         try:
-            staging, names = pending.result()
+            # let go of the write only once it is done: a Ctrl-C in this wait must leave it
+            # for the interrupted reader's collect(), or its rows are lost to its owners
+            staging, names = self._pending.result()
+            self._pending = None
         except WriteError as e:  # the store's disk, not the file: the whole ingest stops
+            self._pending = None
             for owner in self._pending_owners:
                 results[owner].fatal = (e.path, e.cause, e.errno)
             self.failed = True

@@ -563,3 +563,21 @@ def test_altered_real_records_are_written_as_the_reference_or_handed_back(
         text = text[:at] + text[at : at + size] + text[at:]
     record["data"] = text
     _check([record])
+
+
+def test_an_iterator_that_reuses_its_dict_is_read_safely() -> None:
+    """Rows are written and handed back after later records are pulled: a record's values
+    must stay alive even when the iterator puts new ones into the same dict."""
+    records = _mixed(3_000)
+
+    def reusing():
+        shared: dict[str, Any] = {}
+        for record in records:
+            shared["event_record_id"] = record["event_record_id"]
+            shared["data"] = "".join(record["data"])  # a fresh string each time
+            yield shared
+
+    for thread_after in (_INLINE, _THREADED):
+        batch = scanner.scan(reusing(), 10_000, None, thread_after)
+        got = (batch.rows, batch.fallback, batch.exhausted, pl.DataFrame(batch))
+        _same_batches([got], _batches(records, 10_000, _INLINE))
