@@ -1533,6 +1533,7 @@ typedef struct {
 typedef struct {
     Table *t;
     Pulled ring[RING];
+    int64_t limit;     /* rows the batch may hold */
     int64_t pulled;    /* puller only */
     int64_t reaped;    /* puller only: rows whose outcome was handed to Python */
     int64_t published; /* rows the writer may write (under `lock` once threaded) */
@@ -1547,11 +1548,13 @@ typedef struct {
 } Scan;
 
 /* Rows from..to-1 into the table; 0 if memory ran out (the rest is not written). */
-static int write_rows(Table *t, Pulled *ring, int64_t from, int64_t to) {
+static int write_rows(Scan *s, int64_t from, int64_t to) {
+    Table *t = s->t;
     for (int64_t i = from; i < to; i++) {
-        Pulled *item = &ring[i % RING];
+        Pulled *item = &s->ring[i % RING];
         int64_t row = t->rows;
-        if (row == t->capacity && table_grow(t, row * 2) < 0) return 0;
+        int64_t grown = row * 2 < s->limit ? row * 2 : s->limit;
+        if (row == t->capacity && table_grow(t, grown) < 0) return 0;
         if (item->text == NULL) {
             for (int c = 0; c < N_COLUMNS; c++) put_null(&t->columns[c], row);
             item->outcome = -1;
@@ -1580,7 +1583,7 @@ static void *writer(void *arg) {
         }
         int nomem = s->nomem;
         pthread_mutex_unlock(&s->lock);
-        int ok = nomem || write_rows(s->t, s->ring, next, upto);
+        int ok = nomem || write_rows(s, next, upto);
         pthread_mutex_lock(&s->lock);
         next = s->written = upto;
         if (!ok) s->nomem = 1;
@@ -1602,7 +1605,7 @@ static void hand_over(Scan *s) {
         return;
     }
 #endif
-    if (!s->nomem && !write_rows(s->t, s->ring, s->written, s->pulled)) s->nomem = 1;
+    if (!s->nomem && !write_rows(s, s->written, s->pulled)) s->nomem = 1;
     s->published = s->written = s->pulled;
 }
 
@@ -1752,6 +1755,7 @@ static PyObject *scan(PyObject *module, PyObject *args) {
         return PyErr_NoMemory();
     }
     s->t = batch->table;
+    s->limit = limit;
     int failed = 0, started = 0;
     while (s->pulled < limit) {
         if (s->pulled - s->reaped == RING) { /* the ring is full: let written rows go */
