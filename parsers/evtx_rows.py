@@ -376,7 +376,6 @@ def rows_frame(
     if times.null_count() < fast.null_count():  # times in another form than pyevtx-rs's
         norm = norm.with_columns(times.alias("timestamp"))
     frame = norm if framing.keep is None else norm.filter(framing.keep)
-    times = norm.get_column("timestamp")
     lo, hi = times.min(), times.max()
     report.records += norm.height
     report.records_kept += frame.height

@@ -257,11 +257,22 @@ def _read_group(group: Sequence[_Task], progress: Mapping[int, Progress]) -> lis
     bad bytes. ``progress`` holds each file's byte counter, by task index."""
     results = {task.index: _Result(task.index) for task in group}
     with _Stager(group[0].staging, results, group[0].settings.batch_size) as stager:
-        for task in group:
-            _read_task(task, results[task.index], stager, progress[task.index])
-            if stager.failed:
-                break
+        _read_files(group, results, stager, progress)
     return list(results.values())
+
+
+def _read_files(
+    group: Sequence[_Task],
+    results: Mapping[int, _Result],
+    stager: _Stager,
+    progress: Mapping[int, Progress],
+) -> None:
+    """Read a group's files one after another into their ``results``, their batches
+    handed to ``stager``; a failed write (the store's disk) ends the group."""
+    for task in group:
+        _read_task(task, results[task.index], stager, progress[task.index])
+        if stager.failed:
+            return
 
 
 def _read_in_process(
@@ -287,22 +298,17 @@ def _read_in_process(
 
     with _Stager(tasks[0].staging, results, tasks[0].settings.batch_size) as stager:
         for group in _groups(tasks):
-            read = []
+            counted = {task.index: _Counted(progress) for task in group}
+            results.update((task.index, _Result(task.index)) for task in group)
             try:
-                for task in group:
-                    counted = _Counted(progress)
-                    results[task.index] = _Result(task.index)
-                    _read_task(task, results[task.index], stager, counted)
-                    read.append((task, counted))
-                    if stager.failed:
-                        break
+                _read_files(group, results, stager, counted)
                 stager.flush()  # the parts before this group's last one are written now
             except KeyboardInterrupt:
                 stager.collect()  # the write in flight, perhaps the group before's last
                 yield from finished()
                 raise
             yield from finished()
-            done = read
+            done = [(task, counted[task.index]) for task in group]
             if stager.failed:  # the disk of the store: the results say so, reading stops
                 break
     yield from finished()

@@ -4,8 +4,8 @@ Problem: a kill -9 of ``lmtrace ingest``, ``analyze`` or ``batch`` cannot run an
 clean-up in the killed process. Its reading processes would be re-parented to
 init and go on reading, holding hundreds of MB, for nobody. Each child therefore
 watches its parent itself: when its parent process id changes (the parent died
-and the child was re-parented), it exits at once. Polling ``os.getppid`` once a second works
-on every POSIX system without signals or platform calls (Linux's
+and the child was re-parented), it exits at once. Polling ``os.getppid`` once a
+second works on every POSIX system without signals or platform calls (Linux's
 ``PR_SET_PDEATHSIG`` fires when the parent *thread* ends, and process pools start
 workers from helper threads).
 """
