@@ -15,6 +15,7 @@ come from one definition.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from collections.abc import Iterator
@@ -38,6 +39,8 @@ _FILE_HEADER = struct.Struct("<8sQQQIHHHH76sII")
 _CHUNK_HEADER = struct.Struct("<8sQQQQIIII64sII")
 _RECORD_HEADER = struct.Struct("<4sIQQ")
 RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 24; the record ends with a copy of its size
+MAX_RECORDS_PER_CHUNK = (CHUNK_SIZE - CHUNK_HEADER_SIZE) // (RECORD_HEADER_SIZE + 4)
+"""A record needs at least its 24-byte header and a 4-byte size copy."""
 
 
 def crc32(data: bytes) -> int:
@@ -170,16 +173,34 @@ class ChunkInfo:
     offset: int
     valid_magic: bool
     header: ChunkHeader | None
-    header_crc_ok: bool | None  # None: not checked (scan_layout's ``checksums``)
-    records_crc_ok: bool | None
+    header_crc_ok: bool | None  # None: no complete header to check
+    records_crc_ok: bool | None  # None: not checked (scan_layout's ``checksums``)
     truncated: bool  # the slot runs past the end of the file
+    walked: range | None = None  # ids found by walking the records (header_crc_ok False)
 
     @property
-    def record_ids(self) -> range:
-        """The record ids this chunk declares (empty when the header is unreadable)."""
+    def declared_ids(self) -> range:
+        """The record ids the header declares (empty when the header is unreadable)."""
         if self.header is None or self.header.last_record_id < self.header.first_record_id:
             return range(0)
         return range(self.header.first_record_id, self.header.last_record_id + 1)
+
+    @property
+    def holds_records(self) -> bool:
+        """Whether the chunk holds records: its free space starts after its header, or,
+        where the header fails its checksum, walking its records found some."""
+        if self.header is None:
+            return False
+        return self.walked is not None or self.header.free_space_offset > CHUNK_HEADER_SIZE
+
+    @property
+    def record_ids(self) -> range:
+        """The record ids this chunk holds: as its header declares them, or, where the
+        header fails its checksum, as :func:`held_ids` makes them out from its records."""
+        declared = self.declared_ids
+        if self.walked is None:
+            return declared
+        return held_ids(declared, self.walked, self.header)
 
 
 @dataclass(frozen=True)
@@ -195,6 +216,55 @@ class FileLayout:
     def chunks_beyond_header(self) -> int:
         """Valid chunks past the header's chunk count (a dirty, unclosed log)."""
         return sum(1 for c in self.chunks if c.valid_magic and c.index >= self.header.chunk_count)
+
+
+def _header_crc(chunk: memoryview) -> int:
+    """The checksum a chunk header should carry, over its bytes as they are on disk
+    (:meth:`ChunkHeader.computed_checksum` packs the fields again, zeroing bytes it
+    does not model, which a damaged or foreign header need not hold)."""
+    return zlib.crc32(chunk[CHUNK_HEADER_FIELDS_SIZE:CHUNK_HEADER_SIZE], crc32(chunk[:120]))
+
+
+def walk_records(chunk: bytes, free_space_offset: int) -> range | None:
+    """The record ids a chunk's records carry, found by following each record's size
+    from the first record to the free space (to the end of the chunk where the free
+    space offset is out of bounds): None unless they run one by one upwards.
+
+    For a chunk whose header fails its checksum: pyevtx-rs stops a chunk at the last
+    record id its header declares, so a header damaged there hides the records after
+    it (one overwritten byte in a real Security log's chunk hid 31 of its 101 records).
+    Where the walk meets a damaged record it stops; what follows stays the header's.
+    """
+    end = free_space_offset if CHUNK_HEADER_SIZE < free_space_offset <= len(chunk) else len(chunk)
+    at, ids = CHUNK_HEADER_SIZE, []
+    while at + RECORD_HEADER_SIZE <= end:
+        magic, size, record_id, _ = _RECORD_HEADER.unpack_from(chunk, at)
+        if magic != RECORD_MAGIC or size < RECORD_HEADER_SIZE + 4 or at + size > end:
+            break
+        ids.append(record_id)
+        at += size
+    if not ids or any(b != a + 1 for a, b in itertools.pairwise(ids)):
+        return None
+    return range(ids[0], ids[-1] + 1)
+
+
+def held_ids(declared: range, walked: range, header: ChunkHeader | None) -> range:
+    """The ids a chunk with a failed header checksum holds: those its records carry,
+    and those its header declares where the declaration is still credible (its record
+    numbers span as many records as its ids do; a damaged id field breaks that).
+
+    Joining both counts records the walk did not reach (a damaged record stops it),
+    and a damaged declaration cannot hide records nor invent them.
+    """
+    credible = (
+        header is not None
+        and 0 < declared.stop - declared.start <= MAX_RECORDS_PER_CHUNK  # len() overflows
+        and header.last_record_number - header.first_record_number
+        == declared.stop - declared.start - 1
+    )
+    if not credible or declared.stop < walked.start or walked.stop < declared.start:
+        return walked
+    return range(min(declared.start, walked.start), max(declared.stop, walked.stop))
 
 
 def is_evtx(head: bytes) -> bool:
@@ -213,18 +283,25 @@ def _iter_chunks(
         truncated = offset + CHUNK_SIZE > size
         valid = data[:8] == CHUNK_MAGIC
         header: ChunkHeader | None = None
-        header_ok = records_ok = False if checksums else None
+        header_ok: bool | None = None
+        records_ok: bool | None = None
+        walked: range | None = None
         if valid and len(data) >= CHUNK_HEADER_SIZE:
             header = ChunkHeader.unpack(data)
+            view = memoryview(data)
+            header_ok = _header_crc(view) == header.checksum
             if checksums:
-                tables = data[CHUNK_HEADER_FIELDS_SIZE:CHUNK_HEADER_SIZE]
-                header_ok = header.computed_checksum(tables) == header.checksum
                 end = header.free_space_offset
                 records_ok = (
                     CHUNK_HEADER_SIZE <= end <= len(data)
-                    and crc32(memoryview(data)[CHUNK_HEADER_SIZE:end]) == header.records_checksum
+                    and crc32(view[CHUNK_HEADER_SIZE:end]) == header.records_checksum
                 )
-        yield ChunkInfo(index, offset, valid, header, header_ok, records_ok, truncated)
+            if not header_ok and not truncated:
+                if len(data) < CHUNK_SIZE:
+                    f.seek(offset)
+                    data = f.read(CHUNK_SIZE)
+                walked = walk_records(data, header.free_space_offset)
+        yield ChunkInfo(index, offset, valid, header, header_ok, records_ok, truncated, walked)
         offset += CHUNK_SIZE
         index += 1
 

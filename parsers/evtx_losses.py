@@ -30,11 +30,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from parsers.evtx_layout import CHUNK_HEADER_SIZE, CHUNK_SIZE, FileLayout
+from parsers.evtx_layout import MAX_RECORDS_PER_CHUNK, FileLayout
 from parsers.model import ReadIssue
 
-_MAX_RECORDS_PER_CHUNK = (CHUNK_SIZE - CHUNK_HEADER_SIZE) // 28
-"""A record needs at least its 24-byte header and a 4-byte size copy."""
 _MAX_GAP_LINES = 8
 _SMALL = 50_000  # ids: below, a Python list and bisect beat polars' per-call overhead
 
@@ -63,12 +61,33 @@ def spans(layout: FileLayout, skipped: set[int]) -> list[Span]:
     for c in layout.chunks:
         if not c.valid_magic or c.truncated or c.index in skipped:
             continue
-        if c.header is None or c.header.free_space_offset <= CHUNK_HEADER_SIZE:
+        if not c.holds_records:
             continue
         span = Span(c.index, c.offset, c.record_ids.start, c.record_ids.stop - 1)
-        if 0 < span.declared <= _MAX_RECORDS_PER_CHUNK:
+        if 0 < span.declared <= MAX_RECORDS_PER_CHUNK:
             found.append(span)
     return found
+
+
+def misdeclared(layout: FileLayout) -> list[ReadIssue]:
+    """Chunks whose header fails its checksum and declares other record ids than the
+    chunk holds: the reader counts what the records carry
+    (:func:`parsers.evtx_layout.held_ids`), and the report says so."""
+    return [
+        ReadIssue(
+            f"chunk header fails its checksum and declares records "
+            f"{_ids(c.declared_ids)}; its records run {_ids(c.record_ids)}, which are "
+            "counted",
+            chunk=c.index,
+            offset=c.offset,
+        )
+        for c in layout.chunks
+        if c.walked is not None and c.record_ids != c.declared_ids
+    ]
+
+
+def _ids(ids: range) -> str:
+    return f"{ids.start}..{ids.stop - 1}" if ids else "none"
 
 
 class SeenIds:

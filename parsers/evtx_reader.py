@@ -54,7 +54,16 @@ from parsers.evtx_layout import (
     is_evtx,
     scan_layout,
 )
-from parsers.evtx_losses import SeenIds, duplicate_issue, duplicated, gaps, short, spans, unread
+from parsers.evtx_losses import (
+    SeenIds,
+    duplicate_issue,
+    duplicated,
+    gaps,
+    misdeclared,
+    short,
+    spans,
+    unread,
+)
 from parsers.evtx_prefilter import Prefilter, parse_time, system_time
 from parsers.evtx_rows import (
     DOC_DECODER,
@@ -283,6 +292,7 @@ class EvtxRead:
         report = self.report
         report.issues.extend(self._chunk_issues)
         report.chunks_skipped += len(self._chunk_issues)
+        report.issues.extend(misdeclared(self.layout))
         report.issues.extend(duplicate_issue(copy, earlier) for copy, earlier in self._copies)
         report.chunks_duplicated = len(self._copies)
         tracker = _ProgressMap(self.layout, *self._extent, self._progress)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parsers.engines import Engine
-from parsers.evtx_layout import CHUNK_SIZE, scan_layout
+from parsers.evtx_layout import CHUNK_SIZE, FILE_HEADER_SIZE, scan_layout
 from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
 from parsers.model import EVENT_SCHEMA, EventFilter, ReadReport, UnreadableFileError
 from tests import samples
@@ -121,6 +121,59 @@ def test_records_a_chunk_declares_but_no_engine_reads_are_counted(corpus_dir: Pa
         unread = [i for i in report.issues if i.chunk == 0 and "declares" in i.message]
         assert len(unread) == 1, engine
         assert f"{len(chunk0.record_ids) - read_in_chunk0} were not read" in unread[0].message
+
+
+# The chunk header fields (libyal's EVTX documentation): record numbers at 8 and 16,
+# record ids at 24 and 32, free space offset at 48 (all little-endian).
+_LAST_ID, _FIRST_ID, _FREE_SPACE = 32, 24, 48
+
+
+def _header_byte(src: Path, tmp_path: Path, at: int, value: int) -> Path:
+    """A copy of ``src`` whose first chunk header has byte ``at`` set to ``value``
+    (its checksum left as it was, as damage leaves it)."""
+    data = bytearray(src.read_bytes())
+    data[FILE_HEADER_SIZE + at] = value
+    out = tmp_path / f"{src.stem}.hdr{at}_{value}.evtx"
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("at", "value", "engine"),
+    [
+        (_LAST_ID, 70, "rust"),  # declares 1..70: pyevtx-rs stops there
+        (_LAST_ID, 70, "python"),
+        (_LAST_ID, 255, "rust"),  # declares 1..255: 154 records that never were
+        (_FIRST_ID, 5, "rust"),  # declares 5..101
+    ],
+)
+def test_a_damaged_chunk_header_neither_hides_nor_invents_records(
+    corpus_dir: Path, tmp_path: Path, at: int, value: int, engine: Engine
+) -> None:
+    """Found by test_random_mutations_never_crash: one byte of a chunk header's last
+    record id hid 31 of the chunk's 101 records, with no word in the report."""
+    src = sample_path(corpus_dir, "security_5156")
+    full, clean = read(src)
+    assert not clean.issues and full.height == len(scan_layout(src).chunks[0].record_ids)
+    frame, report = read(_header_byte(src, tmp_path, at, value), engine=engine)
+    differ = ["source_path", "file_sha256", "engine"]  # the copy, and who read each record
+    assert frame.drop(differ).sort("header_record_id").equals(full.drop(differ))
+    assert report.records_skipped == report.records_missing == 0
+    assert "chunk header fails its checksum" in str(report.issues[0])
+    assert f"its records run 1..{full.height}" in str(report.issues[0])
+
+
+def test_records_behind_a_damaged_free_space_offset_are_counted(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """A free space offset cut below the header marked the chunk empty: its records
+    were lost without a word. Both engines stop at that offset; the loss is counted."""
+    src = sample_path(corpus_dir, "security_5156")
+    declared = len(scan_layout(src).chunks[0].record_ids)
+    for engine in ("rust", "python"):
+        frame, report = read(_header_byte(src, tmp_path, _FREE_SPACE + 1, 0), engine=engine)
+        assert frame.height + report.records_skipped == declared, engine
+        assert report.partial
 
 
 @settings(
