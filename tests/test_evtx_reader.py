@@ -163,6 +163,32 @@ def test_a_damaged_chunk_header_neither_hides_nor_invents_records(
     assert f"its records run 1..{full.height}" in str(report.issues[0])
 
 
+@pytest.mark.parametrize("sample", ["security_5156", MULTI_CHUNK])
+def test_no_single_chunk_header_byte_hides_or_invents_a_record(
+    corpus_dir: Path, tmp_path: Path, sample: str
+) -> None:
+    """Every field byte of a chunk header (the first chunk of one, the fourth of the
+    other), set to 0x00, 0xff and with its low bit flipped: each record is read or
+    counted as lost, and no record that is not in the file is counted."""
+    src = sample_path(corpus_dir, sample)
+    full, clean = read(src)
+    counted_clean = clean.records_skipped + clean.records_missing  # the sample's own gaps
+    chunk = 0 if sample == "security_5156" else 3
+    at_chunk = FILE_HEADER_SIZE + chunk * CHUNK_SIZE
+    data = src.read_bytes()
+    damaged = tmp_path / "damaged.evtx"
+    for at in range(8, 128):  # past the magic, up to the offset tables
+        for value in {0x00, 0xFF, data[at_chunk + at] ^ 1} - {data[at_chunk + at]}:
+            copy = bytearray(data)
+            copy[at_chunk + at] = value
+            damaged.write_bytes(bytes(copy))
+            frame, report = read(damaged)
+            lost = full.height - frame.height
+            counted = report.records_skipped + report.records_missing - counted_clean
+            assert counted == lost, (at, value, frame.height, report.issues)
+            assert report.partial or lost == 0, (at, value)
+
+
 def test_records_behind_a_damaged_free_space_offset_are_counted(
     corpus_dir: Path, tmp_path: Path
 ) -> None:
