@@ -39,6 +39,7 @@ _FILE_HEADER = struct.Struct("<8sQQQIHHHH76sII")
 _CHUNK_HEADER = struct.Struct("<8sQQQQIIII64sII")
 _RECORD_HEADER = struct.Struct("<4sIQQ")
 RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 24; the record ends with a copy of its size
+_FIRST_RECORD_END = CHUNK_HEADER_SIZE + len(RECORD_MAGIC)  # a chunk header and a record magic
 MAX_RECORDS_PER_CHUNK = (CHUNK_SIZE - CHUNK_HEADER_SIZE) // (RECORD_HEADER_SIZE + 4)
 """A record needs at least its 24-byte header and a 4-byte size copy."""
 
@@ -150,9 +151,10 @@ class ChunkHeader:
         return self._fields(checksum) + tables
 
     @classmethod
-    def unpack(cls, data: bytes) -> ChunkHeader:
-        """Parse a chunk header; raises ValueError when the magic is not ``ElfChnk``."""
-        if len(data) < CHUNK_HEADER_FIELDS_SIZE or data[:8] != CHUNK_MAGIC:
+    def unpack(cls, data: bytes, *, signed: bool = True) -> ChunkHeader:
+        """Parse a chunk header; raises ValueError when the magic is not ``ElfChnk``
+        (``signed=False``: read the fields behind a damaged signature all the same)."""
+        if len(data) < CHUNK_HEADER_FIELDS_SIZE or (signed and data[:8] != CHUNK_MAGIC):
             raise ValueError("bad chunk signature (expected ElfChnk)")
         (_, fnum, lnum, fid, lid, hsize, last_off, free_off, rec_crc, _, flags, checksum) = (
             _CHUNK_HEADER.unpack_from(data)
@@ -184,6 +186,13 @@ class ChunkInfo:
         if self.header is None or self.header.last_record_id < self.header.first_record_id:
             return range(0)
         return range(self.header.first_record_id, self.header.last_record_id + 1)
+
+    @property
+    def readable(self) -> bool:
+        """Whether an engine can be asked for the chunk's records: the slot is complete
+        and its signature is right, or, behind a damaged signature, records were found
+        (pyevtx-rs skips such a chunk; python-evtx reads it)."""
+        return not self.truncated and (self.valid_magic or self.walked is not None)
 
     @property
     def holds_records(self) -> bool:
@@ -279,15 +288,20 @@ def _iter_chunks(
     offset = FILE_HEADER_SIZE + index * CHUNK_SIZE
     while offset + CHUNK_HEADER_FIELDS_SIZE <= size and (slots is None or index < slots.stop):
         f.seek(offset)
-        data = f.read(CHUNK_SIZE if checksums else CHUNK_HEADER_SIZE)
+        data = f.read(CHUNK_SIZE if checksums else _FIRST_RECORD_END)
         truncated = offset + CHUNK_SIZE > size
         valid = data[:8] == CHUNK_MAGIC
         header: ChunkHeader | None = None
         header_ok: bool | None = None
         records_ok: bool | None = None
         walked: range | None = None
-        if valid and len(data) >= CHUNK_HEADER_SIZE:
-            header = ChunkHeader.unpack(data)
+        # A damaged signature over a chunk that still starts with a record: its header
+        # fails its checksum below, and its records are walked as for any such header.
+        signed = valid or (
+            not truncated and data[CHUNK_HEADER_SIZE:_FIRST_RECORD_END] == RECORD_MAGIC
+        )
+        if signed and len(data) >= CHUNK_HEADER_SIZE:
+            header = ChunkHeader.unpack(data, signed=False)
             view = memoryview(data)
             header_ok = _header_crc(view) == header.checksum
             if checksums:
@@ -301,6 +315,8 @@ def _iter_chunks(
                     f.seek(offset)
                     data = f.read(CHUNK_SIZE)
                 walked = walk_records(data, header.free_space_offset)
+            if not valid and walked is None:  # no record behind the damage after all
+                header, header_ok = None, None
         yield ChunkInfo(index, offset, valid, header, header_ok, records_ok, truncated, walked)
         offset += CHUNK_SIZE
         index += 1

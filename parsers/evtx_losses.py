@@ -59,7 +59,7 @@ def spans(layout: FileLayout, skipped: set[int]) -> list[Span]:
     """
     found = []
     for c in layout.chunks:
-        if not c.valid_magic or c.truncated or c.index in skipped:
+        if not c.readable or c.index in skipped:
             continue
         if not c.holds_records:
             continue
@@ -70,20 +70,27 @@ def spans(layout: FileLayout, skipped: set[int]) -> list[Span]:
 
 
 def misdeclared(layout: FileLayout) -> list[ReadIssue]:
-    """Chunks whose header fails its checksum and declares other record ids than the
-    chunk holds: the reader counts what the records carry
-    (:func:`parsers.evtx_layout.held_ids`), and the report says so."""
-    return [
-        ReadIssue(
-            f"chunk header fails its checksum and declares records "
-            f"{_ids(c.declared_ids)}; its records run {_ids(c.record_ids)}, which are "
-            "counted",
-            chunk=c.index,
-            offset=c.offset,
+    """Chunks whose header is damaged and whose records were counted from the records
+    themselves (:func:`parsers.evtx_layout.held_ids`): a signature that is not
+    ``ElfChnk`` (pyevtx-rs skips the chunk; python-evtx reads it), or a header that
+    fails its checksum and declares other ids than its records carry."""
+    issues = []
+    for c in layout.chunks:
+        if c.walked is None:
+            continue
+        if not c.valid_magic:
+            said = f"has no ElfChnk signature, but its records run {_ids(c.record_ids)}"
+        elif c.record_ids != c.declared_ids:
+            said = (
+                f"fails its checksum and declares records {_ids(c.declared_ids)}; its "
+                f"records run {_ids(c.record_ids)}"
+            )
+        else:
+            continue
+        issues.append(
+            ReadIssue(f"chunk header {said}, which are counted", chunk=c.index, offset=c.offset)
         )
-        for c in layout.chunks
-        if c.walked is not None and c.record_ids != c.declared_ids
-    ]
+    return issues
 
 
 def _ids(ids: range) -> str:

@@ -257,18 +257,15 @@ def iter_records(
     header id)`` is false are passed over undecoded (decoding is where python-evtx
     spends its time).
 
-    A chunk slot is tried when its magic is valid and it is complete; the caller
-    counts the other slots from the layout. A record that fails is reported and
+    A chunk slot is tried when the layout finds it readable (complete, with a valid
+    signature or records behind a damaged one); the caller counts the other slots
+    from the layout. A record that fails is reported and
     skipped; when the chunk's record walk itself breaks, the rest of that chunk
     is reported as one issue.
     """
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         for info in layout.chunks:
-            if (
-                not info.valid_magic
-                or info.truncated
-                or (only is not None and info.index not in only)
-            ):
+            if not info.readable or (only is not None and info.index not in only):
                 continue
             chunk = ChunkHeader(buf, info.offset)
             records = chunk.records()

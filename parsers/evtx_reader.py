@@ -186,7 +186,7 @@ def _chunk_issues(path: Path, layout: FileLayout) -> list[ReadIssue]:
     issues: list[ReadIssue] = []
     with path.open("rb") as f:
         for c in layout.chunks:
-            if c.valid_magic and not c.truncated:
+            if c.readable:
                 continue
             f.seek(c.offset)
             data = f.read(CHUNK_SIZE)
@@ -250,6 +250,9 @@ class EvtxRead:
         self.report = ReadReport(engine=settings.engine, dirty=layout.header.dirty)
         self._chunk_issues = _chunk_issues(path, layout)
         self._skipped_chunks = {i.chunk for i in self._chunk_issues}
+        # chunks with a damaged signature but records: pyevtx-rs skips them (with a
+        # warning), python-evtx reads them (_recover)
+        self._unsigned = {c.index for c in layout.chunks if c.readable and not c.valid_magic}
         self._parser: Any = None
         # Header ids of every record decoded (before filters), 8 bytes each: a list of
         # Python ints took 36 (65 MB for a 700 MB Security.evtx, at the reader's peak).
@@ -276,7 +279,7 @@ class EvtxRead:
             raise UnreadableFileError(
                 str(self.path), f"{reason} (fallback to python-evtx is off)", self.provenance.member
             )
-        if not any(c.valid_magic and not c.truncated for c in self.layout.chunks):
+        if not any(c.readable for c in self.layout.chunks):
             raise UnreadableFileError(
                 str(self.path),
                 f"{reason}; python-evtx finds no complete chunk either",
@@ -532,8 +535,8 @@ class EvtxRead:
             record_id = _number_after(text, "record number ")
             if record_id is not None:
                 self._fail(ReadIssue(text, chunk=self._chunk_of(record_id), record_id=record_id))
-            elif chunk is not None and chunk in self._skipped_chunks:
-                continue
+            elif chunk is not None and chunk in self._skipped_chunks | self._unsigned:
+                continue  # counted from the layout, or read by python-evtx
             elif chunk is not None:
                 self.report.chunks_skipped += 1
                 self.report.issues.append(ReadIssue(text, chunk=chunk))
