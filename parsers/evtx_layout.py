@@ -178,7 +178,9 @@ class ChunkInfo:
     header_crc_ok: bool | None  # None: no complete header to check
     records_crc_ok: bool | None  # None: not checked (scan_layout's ``checksums``)
     truncated: bool  # the slot runs past the end of the file
-    walked: range | None = None  # ids found by walking the records (header_crc_ok False)
+    # ids found by walking the records: where the header fails its checksum (a damaged
+    # signature fails it too), and in a chunk cut short, the records wholly present
+    walked: range | None = None
 
     @property
     def declared_ids(self) -> range:
@@ -190,9 +192,10 @@ class ChunkInfo:
     @property
     def readable(self) -> bool:
         """Whether an engine can be asked for the chunk's records: the slot is complete
-        and its signature is right, or, behind a damaged signature, records were found
-        (pyevtx-rs skips such a chunk; python-evtx reads it)."""
-        return not self.truncated and (self.valid_magic or self.walked is not None)
+        and its signature is right, or walking it found records, behind a damaged
+        signature or before the end of a file that cuts it short (pyevtx-rs skips such
+        a chunk; python-evtx reads it)."""
+        return self.walked is not None or (self.valid_magic and not self.truncated)
 
     @property
     def holds_records(self) -> bool:
@@ -236,8 +239,9 @@ def _header_crc(chunk: memoryview) -> int:
 
 def walk_records(chunk: bytes, free_space_offset: int) -> range | None:
     """The record ids a chunk's records carry, found by following each record's size
-    from the first record to the free space (to the end of the chunk where the free
-    space offset is out of bounds): None unless they run one by one upwards.
+    from the first record to the free space (to the end of ``chunk`` where the free
+    space offset is out of bounds: a damaged header, or a chunk the end of the file
+    cuts short): None unless they run one by one upwards.
 
     For a chunk whose header fails its checksum: pyevtx-rs stops a chunk at the last
     record id its header declares, so a header damaged there hides the records after
@@ -310,10 +314,10 @@ def _iter_chunks(
                     CHUNK_HEADER_SIZE <= end <= len(data)
                     and crc32(view[CHUNK_HEADER_SIZE:end]) == header.records_checksum
                 )
-            if not header_ok and not truncated:
+            if not header_ok or truncated:
                 if len(data) < CHUNK_SIZE:
                     f.seek(offset)
-                    data = f.read(CHUNK_SIZE)
+                    data = f.read(CHUNK_SIZE)  # all there is of a chunk cut short
                 walked = walk_records(data, header.free_space_offset)
             if not valid and walked is None:  # no record behind the damage after all
                 header, header_ok = None, None

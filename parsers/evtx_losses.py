@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from parsers.evtx_layout import MAX_RECORDS_PER_CHUNK, FileLayout
+from parsers.evtx_layout import CHUNK_SIZE, MAX_RECORDS_PER_CHUNK, FileLayout
 from parsers.model import ReadIssue
 
 _MAX_GAP_LINES = 8
@@ -70,26 +70,32 @@ def spans(layout: FileLayout, skipped: set[int]) -> list[Span]:
 
 
 def misdeclared(layout: FileLayout) -> list[ReadIssue]:
-    """Chunks whose header is damaged and whose records were counted from the records
-    themselves (:func:`parsers.evtx_layout.held_ids`): a signature that is not
-    ``ElfChnk`` (pyevtx-rs skips the chunk; python-evtx reads it), or a header that
-    fails its checksum and declares other ids than its records carry."""
+    """Chunks whose records were counted from the records themselves, not from their
+    header alone (:func:`parsers.evtx_layout.held_ids`): a chunk the end of the file
+    cuts short, or with a signature that is not ``ElfChnk`` (pyevtx-rs skips both;
+    python-evtx reads the records present), or with a header that fails its checksum
+    and declares other ids than its records carry."""
     issues = []
     for c in layout.chunks:
         if c.walked is None:
             continue
-        if not c.valid_magic:
-            said = f"has no ElfChnk signature, but its records run {_ids(c.record_ids)}"
+        held = _ids(c.record_ids)
+        if c.truncated:
+            said = (
+                f"chunk cut short by the end of the file ({layout.size - c.offset} of "
+                f"{CHUNK_SIZE} bytes present): of its records {held}, {_ids(c.walked)} "
+                "are wholly present; all are counted"
+            )
+        elif not c.valid_magic:
+            said = f"chunk header has no ElfChnk signature, but its records run {held}"
         elif c.record_ids != c.declared_ids:
             said = (
-                f"fails its checksum and declares records {_ids(c.declared_ids)}; its "
-                f"records run {_ids(c.record_ids)}"
+                f"chunk header fails its checksum and declares records "
+                f"{_ids(c.declared_ids)}; its records run {held}, which are counted"
             )
         else:
             continue
-        issues.append(
-            ReadIssue(f"chunk header {said}, which are counted", chunk=c.index, offset=c.offset)
-        )
+        issues.append(ReadIssue(said, chunk=c.index, offset=c.offset))
     return issues
 
 
@@ -200,6 +206,8 @@ def unread(
         missing = s.declared - n - still[s.chunk]
         if missing > 0:
             lost.append((s, missing))
+        elif missing < 0:  # more failures than records absent: python-evtx also counts
+            forgiven -= missing  # a record walk stopping past a chunk's last record
     unexplained = sum(m for _, m in lost) - unknown_left
     if unexplained <= 0:
         return -forgiven, []

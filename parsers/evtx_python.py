@@ -24,7 +24,7 @@ from typing import Any
 from Evtx import Nodes as nodes
 from Evtx.Evtx import ChunkHeader
 
-from parsers.evtx_layout import FileLayout
+from parsers.evtx_layout import CHUNK_SIZE, ChunkInfo, FileLayout
 from parsers.evtx_payload import PAYLOAD_SECTIONS, put_unique
 from parsers.model import ReadIssue
 
@@ -267,7 +267,7 @@ def iter_records(
         for info in layout.chunks:
             if not info.readable or (only is not None and info.index not in only):
                 continue
-            chunk = ChunkHeader(buf, info.offset)
+            chunk, base, end = _chunk(buf, info, layout.size)
             records = chunk.records()
             while True:
                 try:
@@ -277,6 +277,8 @@ def iter_records(
                 except Exception as exc:  # python-evtx raises many types on bad bytes
                     yield ReadIssue(f"record walk stopped: {exc!r}", chunk=info.index)
                     break
+                if record.offset() + record.size() > end:
+                    break  # cut by the end of the file: the caller counts it as not read
                 if wanted is not None and not wanted(info.index, _safe_id(record)):
                     continue
                 try:
@@ -286,8 +288,23 @@ def iter_records(
                         f"record could not be decoded: {exc!r}",
                         chunk=info.index,
                         record_id=_safe_id(record),
-                        offset=record.offset(),
+                        offset=base + record.offset(),
                     )
+
+
+def _chunk(buf: mmap.mmap, info: ChunkInfo, size: int) -> tuple[Any, int, int]:
+    """python-evtx's view of one chunk, what to add to its offsets to make them the
+    file's, and the offset in that view where the file's bytes end.
+
+    A chunk the end of the file cuts short is read from a copy padded with zero
+    bytes to its full size: python-evtx reads every common string the chunk's header
+    lists when it decodes the first record, also those of records past the cut, and
+    without the padding that fails every record of the chunk. Records are decoded
+    only where they end before the cut: the padding must not fill a record in."""
+    if not info.truncated:
+        return ChunkHeader(buf, info.offset), 0, info.offset + CHUNK_SIZE
+    padded = buf[info.offset : info.offset + CHUNK_SIZE].ljust(CHUNK_SIZE, b"\x00")
+    return ChunkHeader(padded, 0), info.offset, size - info.offset
 
 
 def _safe_id(record: Any) -> int | None:

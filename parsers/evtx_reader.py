@@ -250,9 +250,11 @@ class EvtxRead:
         self.report = ReadReport(engine=settings.engine, dirty=layout.header.dirty)
         self._chunk_issues = _chunk_issues(path, layout)
         self._skipped_chunks = {i.chunk for i in self._chunk_issues}
-        # chunks with a damaged signature but records: pyevtx-rs skips them (with a
-        # warning), python-evtx reads them (_recover)
-        self._unsigned = {c.index for c in layout.chunks if c.readable and not c.valid_magic}
+        # chunks cut short, or with a damaged signature, that hold records: pyevtx-rs
+        # skips them (with a warning), python-evtx reads them (_recover)
+        self._for_python = {
+            c.index for c in layout.chunks if c.readable and (c.truncated or not c.valid_magic)
+        }
         self._parser: Any = None
         # Header ids of every record decoded (before filters), 8 bytes each: a list of
         # Python ints took 36 (65 MB for a 700 MB Security.evtx, at the reader's peak).
@@ -535,7 +537,7 @@ class EvtxRead:
             record_id = _number_after(text, "record number ")
             if record_id is not None:
                 self._fail(ReadIssue(text, chunk=self._chunk_of(record_id), record_id=record_id))
-            elif chunk is not None and chunk in self._skipped_chunks | self._unsigned:
+            elif chunk is not None and chunk in self._skipped_chunks | self._for_python:
                 continue  # counted from the layout, or read by python-evtx
             elif chunk is not None:
                 self.report.chunks_skipped += 1

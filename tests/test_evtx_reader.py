@@ -55,17 +55,27 @@ def _declared(path: Path, index: int) -> int:
 # --- damage -----------------------------------------------------------------
 
 
-def test_truncated_file_keeps_whole_chunks_and_counts_the_cut_one(
-    multi: Path, tmp_path: Path
+@pytest.mark.parametrize("engine", ["rust", "python"])
+def test_a_file_cut_inside_a_chunk_keeps_the_records_before_the_cut(
+    multi: Path, tmp_path: Path, engine: Engine
 ) -> None:
+    """pyevtx-rs skips a chunk the end of the file cuts short, with all its records;
+    the records wholly before the cut are read (python-evtx), the others counted.
+    Which records lie wholly before the cut, python-evtx's record offsets on the
+    whole file say."""
     full, _ = read(multi)
-    cut = samples.truncated(multi, tmp_path, samples.chunk_offset(3) + CHUNK_SIZE // 2)
-    frame, report = read(cut)
-    kept_chunks = sum(_declared(multi, i) for i in range(3))
-    assert frame.height == kept_chunks
+    cut_at = samples.chunk_offset(3) + CHUNK_SIZE // 2
+    with Evtx(str(multi)) as log:
+        chunk3 = next(c for c in log.chunks() if c.offset() == samples.chunk_offset(3))
+        before = [r.record_num() for r in chunk3.records() if r.offset() + r.size() <= cut_at]
+    whole = [i for c in range(3) for i in scan_layout(multi).chunks[c].record_ids]
+    frame, report = read(samples.truncated(multi, tmp_path, cut_at), engine=engine)
+    assert sorted(frame["header_record_id"]) == sorted(whole + before)
     assert frame["header_record_id"].is_in(full["header_record_id"].implode()).all()
-    assert report.chunks_skipped == 1
-    assert any(i.chunk == 3 and i.offset == samples.chunk_offset(3) for i in report.issues)
+    assert report.chunks_skipped == 0 and report.records_missing == 0
+    assert report.records_skipped == _declared(multi, 3) - len(before)
+    cut = next(i for i in report.issues if i.chunk == 3)
+    assert cut.offset == samples.chunk_offset(3) and "cut short" in cut.message
 
 
 def test_zero_filled_chunk_is_counted_and_the_rest_read(multi: Path, tmp_path: Path) -> None:
