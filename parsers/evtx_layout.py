@@ -223,6 +223,9 @@ class FileLayout:
     header_crc_ok: bool
     size: int
     chunks: tuple[ChunkInfo, ...]
+    # The file's own header has no ElfFile signature: ``header`` is rebuilt from the
+    # chunks (:func:`rebuilt_header`), and readers are given it in place of the file's.
+    header_rebuilt: bool = False
 
     @property
     def chunks_beyond_header(self) -> int:
@@ -280,9 +283,28 @@ def held_ids(declared: range, walked: range, header: ChunkHeader | None) -> rang
     return range(min(declared.start, walked.start), max(declared.stop, walked.stop))
 
 
+EVTX_HEAD_SIZE = FILE_HEADER_SIZE + len(CHUNK_MAGIC)
+"""The leading bytes :func:`is_evtx` looks at: the file header and a chunk signature."""
+
+
 def is_evtx(head: bytes) -> bool:
-    """Whether the first bytes of a file carry the EVTX signature."""
-    return head[:8] == FILE_MAGIC
+    """Whether the first bytes of a file (up to :data:`EVTX_HEAD_SIZE`) are EVTX: the
+    ElfFile signature, or, behind a file header without it, a first chunk's ElfChnk
+    (a damaged header over chunks that can still be read)."""
+    return head[:8] == FILE_MAGIC or head[FILE_HEADER_SIZE:EVTX_HEAD_SIZE] == CHUNK_MAGIC
+
+
+def rebuilt_header(chunks: tuple[ChunkInfo, ...]) -> FileHeader:
+    """A file header for chunks whose own file header lost its signature: it counts
+    the chunks up to the first slot that is not one (the lost header's count is
+    unknown, and a rebuilt one must not call an empty slot wiped), and its next
+    record id follows the highest id they hold. pyevtx-rs refuses a file without the
+    signature, and reads the chunks past a header's count as in a dirty log."""
+    count = next((c.index for c in chunks if not c.readable), len(chunks))
+    next_id = max((c.record_ids.stop for c in chunks if c.readable and c.record_ids), default=1)
+    return FileHeader(
+        first_chunk=0, last_chunk=max(count - 1, 0), next_record_id=next_id, chunk_count=count
+    )
 
 
 def _iter_chunks(
@@ -341,11 +363,14 @@ def scan_layout(
     path = Path(path)
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(FILE_HEADER_FIELDS_SIZE)
-        header = FileHeader.unpack(head)
-        header_ok = header.computed_checksum() == header.checksum
+        head = f.read(EVTX_HEAD_SIZE)
+        if not is_evtx(head):
+            raise ValueError("not an EVTX file (no ElfFile signature)")
         chunks = tuple(_iter_chunks(f, size, slots, checksums))
-    return FileLayout(header, header_ok, size, chunks)
+    if head[:8] != FILE_MAGIC:
+        return FileLayout(rebuilt_header(chunks), False, size, chunks, header_rebuilt=True)
+    header = FileHeader.unpack(head)
+    return FileLayout(header, header.computed_checksum() == header.checksum, size, chunks)
 
 
 def declared_ids(path: str | Path) -> list[range | None]:

@@ -48,6 +48,7 @@ import polars as pl
 
 from parsers.evtx_layout import (
     CHUNK_SIZE,
+    EVTX_HEAD_SIZE,
     FILE_HEADER_SIZE,
     FileLayout,
     declared_ids,
@@ -245,7 +246,9 @@ class EvtxRead:
         self.layout = layout
         self._progress = progress
         self._extent = _extent(layout.size, slots)
-        self._view = _ChunkView(path, slots) if slots is not None else None
+        self._part = slots is not None
+        rebuilt = layout.header.pack() if layout.header_rebuilt else None
+        self._view = _ChunkView(path, slots, rebuilt) if self._part or rebuilt is not None else None
         self._file: BinaryIO | None = None  # an open file for a name pyevtx-rs cannot open
         self.report = ReadReport(engine=settings.engine, dirty=layout.header.dirty)
         self._chunk_issues = _chunk_issues(path, layout)
@@ -297,6 +300,14 @@ class EvtxRead:
         report = self.report
         report.issues.extend(self._chunk_issues)
         report.chunks_skipped += len(self._chunk_issues)
+        if self.layout.header_rebuilt:
+            report.issues.append(
+                ReadIssue(
+                    "file header has no ElfFile signature: its chunks are read, with a file "
+                    "header rebuilt from them",
+                    offset=0,
+                )
+            )
         report.issues.extend(misdeclared(self.layout))
         report.issues.extend(duplicate_issue(copy, earlier) for copy, earlier in self._copies)
         report.chunks_duplicated = len(self._copies)
@@ -349,7 +360,7 @@ class EvtxRead:
         report.issues += issues
         # A part's chunks may hold ids that run apart (a log that wrapped round), and
         # split_slots cuts only files without a hole: holes are a whole read's to count.
-        if self._view is None:
+        if not self._part:
             report.records_missing, holes = gaps(readable, seen)
             report.issues += holes
         if self._copies:  # each record of a copied range counts once
@@ -641,15 +652,19 @@ def _number_after(text: str, marker: str) -> int | None:
 
 
 class _ChunkView(io.RawIOBase):
-    """An .evtx file seen as its header and the chunk slots ``slots`` only: what
-    pyevtx-rs reads for one part of a file several readers share. pyevtx-rs reads
-    chunks until the end of what it is given, whatever the header's chunk count."""
+    """An .evtx file seen as its header and the chunk slots ``slots`` only (all when
+    None): what pyevtx-rs reads for one part of a file several readers share.
+    pyevtx-rs reads chunks until the end of what it is given, whatever the header's
+    chunk count. ``header``: the 4096 bytes to show in place of the file's own (a
+    header rebuilt for chunks whose file header lost its signature)."""
 
-    def __init__(self, path: Path, slots: range) -> None:
+    def __init__(self, path: Path, slots: range | None, header: bytes | None = None) -> None:
         super().__init__()
         self._file = path.open("rb")
-        self._first = FILE_HEADER_SIZE + slots.start * CHUNK_SIZE
+        self._header = header
         size = path.stat().st_size
+        slots = slots if slots is not None else range(0, size // CHUNK_SIZE + 1)
+        self._first = FILE_HEADER_SIZE + slots.start * CHUNK_SIZE
         self._size = FILE_HEADER_SIZE + max(
             0, min(size, FILE_HEADER_SIZE + slots.stop * CHUNK_SIZE) - self._first
         )
@@ -674,11 +689,15 @@ class _ChunkView(io.RawIOBase):
         if want <= 0:
             return 0
         if self._at < FILE_HEADER_SIZE:
-            self._file.seek(self._at)
             want = min(want, FILE_HEADER_SIZE - self._at)
+            if self._header is not None:
+                data = self._header[self._at : self._at + want]
+            else:
+                self._file.seek(self._at)
+                data = self._file.read(want)
         else:
             self._file.seek(self._first + self._at - FILE_HEADER_SIZE)
-        data = self._file.read(want)
+            data = self._file.read(want)
         buffer[: len(data)] = data
         self._at += len(data)
         return len(data)
@@ -744,13 +763,13 @@ def read_evtx(
     report then counts that part alone.
 
     Raises UnreadableFileError (naming the file) when the bytes are not EVTX
-    (no ``ElfFile`` signature; the extension is never trusted) or when no engine
-    can read the file.
+    (no ``ElfFile`` signature, nor a first chunk's ``ElfChnk`` behind a damaged one;
+    the extension is never trusted) or when no engine can read the file.
     """
     path = Path(path)
     try:
         with path.open("rb") as f:
-            head = f.read(8)
+            head = f.read(EVTX_HEAD_SIZE)
     except OSError as exc:
         raise UnreadableFileError(str(path), f"cannot open: {exc}", provenance.member) from exc
     if not is_evtx(head):

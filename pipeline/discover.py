@@ -8,8 +8,8 @@ and never modify an input.
 
 How: inputs are opened read-only; folders are walked in name order without
 following links. The first bytes of each file are shown to the parsers, which
-say whether they recognize them (EVTX by its ``ElfFile`` signature, never by
-extension); archives are recognized by their own signatures and handed to
+say whether they recognize them (EVTX by its ``ElfFile`` signature, or a first
+chunk's behind a damaged one; never by extension); archives are recognized by their own signatures and handed to
 pipeline/archives.py, which streams their members into a scratch folder the
 caller owns (inside the output store), refuses hostile members and stops bombs,
 and hands each copied member back here to be classified the same way. Every
@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
-from parsers.evtx_layout import is_evtx
+from parsers.evtx_layout import EVTX_HEAD_SIZE, is_evtx
 from parsers.model import LmtraceError
 from parsers.pfirewall import is_pfirewall
 from pipeline.archives import COPY_BLOCK, ArchiveWalker, Limits, unsafe_member_name
@@ -50,8 +50,9 @@ __all__ = [
     "unsafe_member_name",
 ]
 
-HEAD_SIZE = 4096
-"""How many leading bytes each parser is shown to recognize a file."""
+HEAD_SIZE = EVTX_HEAD_SIZE
+"""How many leading bytes each parser is shown to recognize a file (EVTX needs the
+most: a first chunk's signature tells an EVTX file whose own header is damaged)."""
 
 RECOGNIZERS: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
     ("evtx", is_evtx),

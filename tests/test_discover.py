@@ -143,6 +143,23 @@ def test_kind_comes_from_the_bytes_not_the_extension(layout):
     assert not scratch.exists() or not any(scratch.iterdir())
 
 
+def test_an_evtx_whose_file_header_lost_its_signature_is_still_evtx(layout):
+    """A first chunk's ElfChnk, 4096 bytes in, tells an EVTX file whose own ElfFile
+    signature is damaged; a file with neither stays unknown."""
+    inputs, out, scratch = layout
+    damaged = bytearray((inputs / "Other.evtx").read_bytes())
+    damaged[:8] = bytes(8)
+    (inputs / "Other.evtx").write_bytes(bytes(damaged))
+    damaged[4096:4104] = bytes(8)
+    (inputs / "Neither.evtx").write_bytes(bytes(damaged))
+    found = run([inputs], out, scratch)
+    assert {Path(s.source_path).name: s.kind for s in found.sources} == {
+        "Other.evtx": "evtx",
+        "Small.evtx": "evtx",
+    }
+    assert [Path(s.source_path).name for s in found.skipped] == ["Neither.evtx"]
+
+
 def test_identical_bytes_are_read_once(layout):
     inputs, out, scratch = layout
     with zipfile.ZipFile(inputs / "again.zip", "w") as zf:

@@ -257,6 +257,26 @@ def _assert_sane(frame: pl.DataFrame, report: ReadReport, undamaged: int) -> Non
     assert all(isinstance(msgspec.json.decode(t), dict) for t in payloads)
 
 
+@pytest.mark.parametrize("engine", ["rust", "python"])
+def test_a_file_header_without_its_signature_is_rebuilt_from_the_chunks(
+    multi: Path, tmp_path: Path, engine: Engine
+) -> None:
+    """pyevtx-rs refuses a file whose ElfFile signature is damaged, and lmtrace took
+    such a file for no log at all: every record of its intact chunks was lost."""
+    full, clean = read(multi)
+    data = bytearray(multi.read_bytes())
+    data[:8] = bytes(8)
+    damaged = tmp_path / "System.evtx"
+    damaged.write_bytes(bytes(data))
+    frame, report = read(damaged, engine=engine)
+    differ = ["source_path", "file_sha256", "engine"]
+    assert frame.drop(differ).equals(full.drop(differ))
+    assert report.records_missing == clean.records_missing  # the log's own gap, no more
+    assert report.records_skipped == report.chunks_skipped == 0
+    rebuilt = [i for i in report.issues if i.offset == 0]
+    assert len(rebuilt) == 1 and "no ElfFile signature" in rebuilt[0].message
+
+
 # --- not EVTX, fallback --------------------------------------------------------
 
 
