@@ -9,10 +9,11 @@ and never modify an input.
 How: inputs are opened read-only; folders are walked in name order without
 following links. The first bytes of each file are shown to the parsers, which
 say whether they recognize them (EVTX by its ``ElfFile`` signature, or a first
-chunk's behind a damaged one; never by extension); archives are recognized by their own signatures and handed to
-pipeline/archives.py, which streams their members into a scratch folder the
-caller owns (inside the output store), refuses hostile members and stops bombs,
-and hands each copied member back here to be classified the same way. Every
+chunk's behind a damaged one; never by extension); archives are recognized by
+their own signatures and handed to pipeline/archives.py, which streams their
+members into a scratch folder the caller owns (inside the output store), refuses
+hostile members and stops bombs, and hands each copied member back here to be
+classified the same way. Every
 file found becomes a :class:`Source` (path, archive member, size, SHA-256,
 kind) or a :class:`Skipped` with its reason. Files with identical bytes (same
 SHA-256) are read once.
