@@ -8,8 +8,9 @@ make it easy to get wrong, so this module owns them:
   (``tz``: a :class:`~parsers.time_values.Zone`, an IANA name such as
   ``Europe/Berlin`` or a fixed offset such as ``+02:00``) rows are converted to
   UTC here. A local time that does not exist
-  (the spring DST gap) cannot be placed and is counted as skipped; an ambiguous
-  one (the autumn repeat) takes the earlier. When it does not (``tz`` None), the
+  (the spring DST gap) cannot be placed and is counted as skipped; the hour the
+  autumn change repeats is told apart by the log's order (parsers/wall_clock.py),
+  and an issue names the lines nothing tells apart. When it does not (``tz`` None), the
   local times are stored as if they were UTC and every row says so in its payload
   (``"local_zone": "unknown"``), so that whoever learns the zone later (the
   guest's own System log names it) can place them; with a zone, ``local_zone``
@@ -33,6 +34,7 @@ import polars as pl
 
 from parsers.model import EVENT_SCHEMA, ReadIssue, ReadReport
 from parsers.time_values import Zone
+from parsers.wall_clock import to_utc, undecided
 
 PROVIDER = "pfirewall.log"
 ACTION_IDS = {"DROP": 1, "ALLOW": 2}
@@ -85,6 +87,23 @@ def _lines(path: Path, report: ReadReport) -> tuple[list[str], list[dict[str, st
     return numbers, rows
 
 
+def repeated_hour_issues(frame: pl.DataFrame, zone: str | None) -> list[ReadIssue]:
+    """One issue for the lines (``_line``) marked ``_undecided``: in an hour repeated
+    when daylight saving time ended, with nothing in the log to tell which pass
+    (parsers/wall_clock.py). Their records are read; only their hour is uncertain."""
+    lines = frame.filter(pl.col("_undecided"))["_line"]
+    if lines.is_empty():
+        return []
+    return [
+        ReadIssue(
+            f"lines {lines.min()}..{lines.max()}: {lines.len()} line(s) fall in the hour "
+            f"repeated when daylight saving time ended in {zone}, and nothing in the log "
+            "tells which of the two passes: read at the offset before the change (an hour "
+            "early if they were written after it)"
+        )
+    ]
+
+
 def read_pfirewall(
     path: Path,
     settings: PfirewallSettings,
@@ -118,10 +137,10 @@ def read_pfirewall(
         "%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"
     )
     frame = frame.with_columns(
-        local.dt.replace_time_zone(zone or "UTC", ambiguous="earliest", non_existent="null")
-        .dt.convert_time_zone("UTC")
-        .alias("timestamp")
+        to_utc(local, zone or "UTC").alias("timestamp"),
+        undecided(local, zone or "UTC").alias("_undecided"),
     )
+    report.issues.extend(repeated_hour_issues(frame, zone))
     bad = frame.filter(pl.col("timestamp").is_null())
     report.records_skipped += bad.height
     report.issues.extend(

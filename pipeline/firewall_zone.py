@@ -20,8 +20,10 @@ from datetime import timedelta, timezone
 import polars as pl
 
 from parsers.pfirewall import LOCAL_ZONE, PROVIDER, UNKNOWN_ZONE
+from parsers.wall_clock import repeats, to_utc, undecided
 from pipeline.machines import machine_of
 
+LOG = ["source_path", "member"]  # one pfirewall.log, whose lines run in record_id order
 UNRESOLVED = (pl.col("provider") == PROVIDER) & pl.col("data").str.contains(
     f'"{LOCAL_ZONE}": ?"{UNKNOWN_ZONE}"'
 )
@@ -96,7 +98,11 @@ def resolve(
     zones = _zone_of(facts)
     notes = _disagreements(events, machine, zones)
     unresolved = (
-        events.filter(UNRESOLVED).select(machine.alias("machine"), local.alias("_local")).collect()
+        events.filter(UNRESOLVED)
+        .select(
+            machine.alias("machine"), local.alias("_local"), "source_path", "member", "record_id"
+        )
+        .collect()
     )
     if unresolved.is_empty():
         return events, notes
@@ -110,21 +116,33 @@ def resolve(
             )
             continue
         zone, why = zones[name]
-        in_zone = local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
-        placed = (
-            pl.when(UNRESOLVED & (machine == name))
-            .then(in_zone.dt.convert_time_zone("UTC"))
-            .otherwise(placed)
-        )
-        gap = lines.select(
-            pl.col("_local")
-            .dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+        # the hour repeated in autumn is told apart by the order each log wrote its
+        # lines in (parsers/wall_clock.py); a window over every event costs a sort, so
+        # only a log with lines in such an hour pays for it
+        in_log = to_utc(local, zone)
+        if lines.select(repeats(pl.col("_local"), zone).any()).item():
+            in_log = in_log.over(LOG, order_by="record_id")
+        placed = pl.when(UNRESOLVED & (machine == name)).then(in_log).otherwise(placed)
+        read = lines.select(
+            to_utc(pl.col("_local"), zone)
+            .over(LOG, order_by="record_id")
             .is_null()
             .sum()
-        ).item()
+            .alias("gap"),
+            undecided(pl.col("_local"), zone)
+            .over(LOG, order_by="record_id")
+            .sum()
+            .alias("undecided"),
+        ).row(0, named=True)
         note = f"pfirewall.log of {name}: local times read in {zone}, {why}; --guest-tz overrides"
-        if gap:
-            note += f"; {gap} line(s) fall in a daylight-saving gap and cannot be placed"
+        if read["gap"]:
+            note += f"; {read['gap']} line(s) fall in a daylight-saving gap and cannot be placed"
+        if read["undecided"]:
+            note += (
+                f"; {read['undecided']} line(s) fall in the hour repeated when daylight saving"
+                " time ended, and nothing in the log tells which pass: read at the offset"
+                " before the change"
+            )
         notes.append(note)
     if unresolved["machine"].null_count():
         notes.append(

@@ -274,6 +274,13 @@ def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Corre
         "patched": {"scenario": "host-patched"},
         "renamed": {"rename_guest": True, "guest_clock_jump": 4.0},
         "zone": {"scenario": "no-audit", "pfirewall": True, "guest_tz": "America/New_York"},
+        # the migration falls in the second pass of New York's repeated hour (01:00 EST)
+        "fold": {
+            "scenario": "no-audit",
+            "pfirewall": True,
+            "guest_tz": "America/New_York",
+            "start": datetime(2025, 11, 2, 5, 50, tzinfo=timezone.utc),
+        },
     }
     return {
         name: _simulated(tmp_path_factory.mktemp(name), **knobs)  # type: ignore[arg-type]
@@ -427,6 +434,27 @@ def test_pfirewall_zone_from_the_guests_6013(scenarios) -> None:
         else:
             assert other.notes == ()
             assert other.blocked.drop("source_path").equals(result.blocked.drop("source_path"))
+
+
+def test_drops_in_the_hour_repeated_in_autumn_are_placed_in_their_pass(scenarios) -> None:
+    """New York shows 01:00-01:59 twice on 2025-11-02; the migration comes in the second
+    pass, the log's first lines in the first. Read at the first pass's offset, every
+    drop landed an hour before the migration: likely-affected instead of affected.
+    With the zone from the guest's 6013 and with --guest-tz alike, they are in it."""
+    from parsers.pfirewall import PfirewallSettings
+
+    result, truth = scenarios["fold"]
+    assert result.summary.verdict == truth["verdict"] == "affected"
+    assert result.migrations["blocked_inbound"].item() > 0
+    assert not any("repeated" in note for note in result.notes)
+    tmp = Path(truth["bundle"]).parent
+    ingest(
+        [Path(truth["bundle"])],
+        tmp / "given",
+        firewall=PfirewallSettings(tz=parse_zone("America/New_York")),
+    )
+    given = correlate(scan_events(tmp / "given"), load_catalog())
+    assert given.blocked.drop("source_path").equals(result.blocked.drop("source_path"))
 
 
 # --- a name from before a rename means the machine it is now, everywhere ------------------

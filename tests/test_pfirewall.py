@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from parsers.pfirewall import (
     PfirewallSettings,
@@ -96,4 +97,37 @@ def test_without_a_zone_times_stay_local_and_say_so(tmp_path: Path) -> None:
     assert json.loads(frame["data"][0])["local_zone"] == "unknown"
     given, _ = _read(path, tz="Europe/Berlin")
     assert json.loads(given["data"][0])["local_zone"] == "Europe/Berlin"
+    assert report.records_skipped == 0
+
+
+def _drop(local: str) -> str:
+    return f"{local} DROP TCP 203.0.113.9 10.0.0.5 51000 443 52 S 1 0 8192 - - - RECEIVE\n"
+
+
+def test_the_hour_repeated_in_autumn_is_read_by_the_order_of_the_log(tmp_path: Path) -> None:
+    """Berlin shows 02:00-02:59 twice on 2024-10-27. The log writes in order, so the
+    lines after the clock steps back are the second pass (UTC+01:00), those before it
+    the first (UTC+02:00); read at one offset, the second pass landed an hour early.
+    The expected instants are Python's zoneinfo's, with ``fold`` saying which pass."""
+    walls = ["01:55:00", "02:10:00", "02:59:58", "02:00:03", "02:10:00", "02:59:59", "03:00:02"]
+    folds = [0, 0, 0, 1, 1, 1, 0]
+    path = _log(tmp_path, "".join(_drop(f"2024-10-27 {w}") for w in walls))
+    frame, report = _read(path, tz="Europe/Berlin")
+    berlin = ZoneInfo("Europe/Berlin")
+    expected = [
+        datetime.fromisoformat(f"2024-10-27T{w}").replace(tzinfo=berlin, fold=f)
+        for w, f in zip(walls, folds, strict=True)
+    ]
+    assert frame["timestamp"].to_list() == [e.astimezone(timezone.utc) for e in expected]
+    assert not report.issues
+
+
+def test_a_repeated_hour_the_log_cannot_place_is_named(tmp_path: Path) -> None:
+    """No line before the step back (a quiet night): nothing tells which pass 02:20 is.
+    It is read at the offset before the change, and an issue names the line."""
+    path = _log(tmp_path, _drop("2024-10-27 01:40:00") + _drop("2024-10-27 02:20:00"))
+    frame, report = _read(path, tz="Europe/Berlin")
+    assert frame["timestamp"][1] == datetime(2024, 10, 27, 0, 20, tzinfo=timezone.utc)
+    (issue,) = report.issues
+    assert str(issue).startswith("lines 7..7: 1 line(s) fall in the hour repeated")
     assert report.records_skipped == 0
