@@ -30,6 +30,7 @@ from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
 from parsers.evtx_layout import EVTX_HEAD_SIZE, is_evtx
+from parsers.foreign_logs import foreign_log
 from parsers.model import LmtraceError
 from parsers.pfirewall import is_pfirewall
 from pipeline.archives import COPY_BLOCK, ArchiveWalker, Limits, unsafe_member_name
@@ -241,7 +242,7 @@ class _Walk:
             self.archives.open(path, peeked.kind, source_path, None, depth=1)
         else:
             self.advance(peeked.size, 1)
-            reason = _unknown_reason(peeked.size)
+            reason = _unknown_reason(peeked.size, peeked.head)
             self.skip(source_path, None, "unknown", reason, problem=False, size=peeked.size)
 
     # ----- classification of a file's bytes
@@ -292,7 +293,7 @@ class _Walk:
                 source_path,
                 member,
                 "unknown",
-                _unknown_reason(size),
+                _unknown_reason(size, head),
                 problem=False,
                 size=size,
                 sha256=sha256,
@@ -367,6 +368,7 @@ class _Peeked:
 
     regular: bool = True
     kind: str = "unknown"
+    head: bytes = b""  # the first bytes, for the reason an unknown file is not read
     size: int = 0
     sha256: str | None = None
     hashed: int = 0
@@ -388,7 +390,7 @@ def _peek(path: Path, advance: Callable[[int], None] | None) -> _Peeked:
     except OSError as e:
         return _Peeked(kind=kind, problem=f"cannot read: {e.strerror}")
     if kind not in READABLE_KINDS:
-        return _Peeked(kind=kind, size=size)
+        return _Peeked(kind=kind, head=head, size=size)
     digest = hashlib.sha256()
     hashed = 0
     try:
@@ -409,7 +411,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _unknown_reason(size: int) -> str:
+def _unknown_reason(size: int, head: bytes) -> str:
     if size == 0:
         return "empty file"
-    return "not a recognized log (neither EVTX nor a known text log)"
+    return foreign_log(head) or "not a recognized log (neither EVTX nor a known text log)"

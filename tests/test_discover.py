@@ -160,6 +160,38 @@ def test_an_evtx_whose_file_header_lost_its_signature_is_still_evtx(layout):
     assert [Path(s.source_path).name for s in found.skipped] == ["Neither.evtx"]
 
 
+def test_event_logs_in_forms_lmtrace_does_not_read_are_named(layout, corpus_dir):
+    """Exports customers send instead of .evtx are skipped (not problems: their
+    events may be in the .evtx beside them) with what they are and what to ask for."""
+    inputs, out, scratch = layout
+    xml = (
+        '<?xml version="1.0" encoding="UTF-16"?>\r\n<Events><Event xmlns="http://schemas.'
+        'microsoft.com/win/2004/08/events/event"><System><EventID>14</EventID></System>'
+    )
+    (inputs / "System.xml").write_bytes(b"\xff\xfe" + xml.encode("utf-16-le"))
+    (inputs / "System.csv").write_text(
+        "Level,Date and Time,Source,Event ID,Task Category\n"
+        'Information,3/4/2025 9:11:18 AM,Microsoft-Windows-Hyper-V-Netvsc,14,None,"x"\n'
+    )
+    (inputs / "events.csv").write_text(
+        '#TYPE System.Diagnostics.Eventing.Reader.EventLogRecord\n"Id","Version"\n'
+    )
+    (inputs / "SysEvent.Evt").write_bytes(struct.pack("<I", 0x30) + b"LfLe" + bytes(40))
+    (inputs / "notes.txt").write_text("VM lost network after migration\n")
+    real = corpus_dir / "parsers/ts-evtx__System.xml"  # an XML rendering of a real System log
+    shutil.copyfile(real, inputs / "real.xml")
+    found = run([inputs], out, scratch)
+    reasons = {Path(s.source_path).name: s.reason for s in found.skipped}
+    assert not any(s.problem for s in found.skipped)
+    assert reasons["System.xml"].startswith("an event log exported as XML, not EVTX")
+    assert reasons["real.xml"] == reasons["System.xml"]
+    assert reasons["System.csv"].startswith("an event list exported as CSV or text")
+    assert reasons["events.csv"].startswith("events exported by PowerShell's Export-Csv")
+    assert reasons["SysEvent.Evt"].startswith("a legacy .evt event log")
+    assert all("wevtutil epl" in reasons[n] for n in ("System.xml", "System.csv", "events.csv"))
+    assert reasons["notes.txt"] == "not a recognized log (neither EVTX nor a known text log)"
+
+
 def test_identical_bytes_are_read_once(layout):
     inputs, out, scratch = layout
     with zipfile.ZipFile(inputs / "again.zip", "w") as zf:
