@@ -375,6 +375,8 @@ def rows_frame(
     times = event_times(raw.get_column("time"), fast)
     if times.null_count() < fast.null_count():  # times in another form than pyevtx-rs's
         norm = norm.with_columns(times.alias("timestamp"))
+    if times.null_count():
+        report.issues.extend(_timeless(raw, times))
     frame = norm if framing.keep is None else norm.filter(framing.keep)
     lo, hi = times.min(), times.max()
     report.records += norm.height
@@ -392,6 +394,32 @@ def rows_frame(
             data = data.scatter([at for at, _ in wanted], pl.Series(texts, dtype=pl.String))
     frame.insert_column(EVENT_COLUMNS.index("data"), data)
     return frame
+
+
+_TIMELESS_NAMED = 20  # issues per batch naming a record without a readable time
+
+
+def _timeless(raw: pl.DataFrame, times: pl.Series) -> list[ReadIssue]:
+    """Issues for the records whose TimeCreated cannot be read (damaged bytes): they are
+    kept, without a time, so that they count, but nothing can place them."""
+    lost = raw.select("header_record_id", "time").filter(times.is_null())
+    issues = [
+        ReadIssue(
+            "record kept without a time: "
+            + (
+                "no TimeCreated SystemTime was decoded"
+                if text is None
+                else f"its TimeCreated {text!r:.60} is no time"
+            ),
+            record_id=header_id,
+        )
+        for header_id, text in lost.head(_TIMELESS_NAMED).iter_rows()
+    ]
+    if lost.height > _TIMELESS_NAMED:
+        issues.append(
+            ReadIssue(f"{lost.height - _TIMELESS_NAMED} more records kept without a time")
+        )
+    return issues
 
 
 _INT_FIELDS = [i for i, name in enumerate(_RAW_SCHEMA) if _RAW_SCHEMA[name] == pl.Int64]

@@ -283,12 +283,40 @@ def _host_names(migs: pl.DataFrame, renamed: dict[str, str]) -> dict[str, str]:
     return dict(zip(frame["computer"].str.to_lowercase(), frame["machine"], strict=True))
 
 
+_TIMELESS_NAMED = 5
+
+
+def _timeless_notes(timeless: pl.DataFrame) -> list[str]:
+    """A note on the events of known kinds left out because their time is unreadable."""
+    if timeless.is_empty():
+        return []
+    named = "; ".join(
+        f"{kind} in {path} record {record}"
+        for kind, path, record in timeless.select("kind", "source_path", "record_id")
+        .head(_TIMELESS_NAMED)
+        .iter_rows()
+    )
+    more = timeless.height - _TIMELESS_NAMED
+    return [
+        f"{timeless.height} event(s) lmtrace correlates have no readable time (damaged "
+        f"records) and are left out: {named}" + (f"; and {more} more" if more > 0 else "")
+    ]
+
+
 def correlate(
     events: pl.LazyFrame, catalog: Catalog, settings: CorrelateSettings = CorrelateSettings()
 ) -> Correlation:
     """Run every correlation step over one bundle's events."""
     model = catalog.model
     events = machines.attribute_unnamed(events)
+    # A record whose time could not be read (damaged bytes; the files table says which)
+    # cannot be placed next to anything: left out, and named where the catalog knows it.
+    timeless = events.filter(pl.col("timestamp").is_null())
+    if timeless.select(pl.len()).collect().item():  # rare: tagging costs a scan of every event
+        timeless_known = tag(timeless, catalog)
+        events = events.filter(pl.col("timestamp").is_not_null())
+    else:
+        timeless_known = pl.DataFrame()
     traffic_catalog, other_catalog = catalog.split(model.blocked_kinds + model.allowed_kinds)
     tagged = tag(events, other_catalog)
     # A renamed computer is one machine: every step below names machines through this.
@@ -296,6 +324,7 @@ def correlate(
     tagged = tagged.with_columns(_machine(renamed))
     facts = machine_facts.extract(tagged)
     events, notes = firewall_zone.resolve(events, facts.facts, renamed)
+    notes += _timeless_notes(timeless_known)
     cover = machines.coverage(events).with_columns(_machine(renamed))
     roles = machines.classify(cover, tagged, settings.hosts, settings.guests, renamed)
     notes += machines.given_name_notes(

@@ -121,6 +121,21 @@ def flipped_chunk_magic(src: Path, tmp_path: Path, index: int) -> Path:
     return dst
 
 
+def timeless_vmms_log(folder: Path) -> Path:
+    """The quarantine-bug example's HV-NODE1 VMMS-Admin log (its 2 records written by the
+    project's writer) in ``folder``, with one byte of the template's 'SystemTime' name
+    overwritten: both records decode without a time, as a byte damaged there leaves them."""
+    name = "Microsoft-Windows-Hyper-V-VMMS-Admin.evtx"
+    src = Path(__file__).resolve().parents[1] / "examples/bundles/quarantine-bug/HV-NODE1" / name
+    data = bytearray(src.read_bytes())
+    at = data.find("SystemTime".encode("utf-16-le"))
+    assert at > 0 and data.count("SystemTime".encode("utf-16-le")) == 1
+    data[at] = 0x02
+    out = folder / name
+    out.write_bytes(bytes(data))
+    return out
+
+
 def corrupted_crcs(src: Path, tmp_path: Path) -> Path:
     """A copy with the file header CRC and every chunk's header and data CRCs inverted."""
     dst, data = _copy(src, tmp_path, "crc")

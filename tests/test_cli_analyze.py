@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.simulate import simulate
 from pipeline.simulate.plan import SimulateOptions
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bundles"
 
 
 def lmtrace(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,6 +63,26 @@ def test_analyze_prints_the_verdict_and_writes_findings(
     assert again.returncode == 0, again.stderr
     redo = json.loads((tmp_path / "again" / "findings.json").read_text(encoding="utf-8"))
     assert redo["verdict"] == findings["verdict"]
+
+
+def test_events_whose_time_cannot_be_read_are_left_out_and_named(tmp_path: Path) -> None:
+    """A host's VMMS log whose two migration events lost their time (one damaged byte)
+    made two timeless migrations, and the timeline stopped on them with a traceback.
+    They are left out and named; the other host's events still show the migration."""
+    from tests import samples
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(EXAMPLES / "quarantine-bug", bundle)
+    samples.timeless_vmms_log(bundle / "HV-NODE1")
+    done = lmtrace("analyze", bundle, "--out", tmp_path / "out", "--json")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    doc = json.loads(done.stdout)
+    truth = json.loads((bundle / "ground_truth.json").read_text(encoding="utf-8"))
+    assert doc["verdict"] == truth["verdict"] == "affected"
+    assert len(doc["migrations"]) == len(truth["migrations"])
+    left_out = [n for n in doc["notes"] if "no readable time" in n]
+    assert len(left_out) == 1 and left_out[0].startswith("2 event(s)")
+    assert (tmp_path / "out" / "timeline.html").is_file()
 
 
 @pytest.mark.parametrize(

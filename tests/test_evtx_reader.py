@@ -277,6 +277,14 @@ def test_a_file_header_without_its_signature_is_rebuilt_from_the_chunks(
     assert len(rebuilt) == 1 and "no ElfFile signature" in rebuilt[0].message
 
 
+def test_a_record_whose_time_cannot_be_read_is_kept_and_named(tmp_path: Path) -> None:
+    frame, report = read(samples.timeless_vmms_log(tmp_path))
+    assert frame.height == 2 and frame["timestamp"].null_count() == 2
+    timeless = [i for i in report.issues if "kept without a time" in i.message]
+    assert [i.record_id for i in timeless] == [1, 2]
+    assert report.partial
+
+
 # --- not EVTX, fallback --------------------------------------------------------
 
 
