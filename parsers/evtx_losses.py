@@ -6,7 +6,10 @@ overwritten by a copy of another chunk reads cleanly, twice, while the records i
 held are gone; a log whose middle chunks were wiped or never flushed reads
 cleanly with a hole in its record ids. None of these raise an error.
 
-How: each readable chunk's header declares the record ids it holds (first..last).
+How: each readable chunk's header declares the record ids it holds (first..last);
+where the header cannot be taken at its word (it fails its checksum, its signature
+is damaged, or the file cuts the chunk short), the ids its records carry count
+(parsers/evtx_layout.py, ``held_ids``; :func:`counted_from_records` says so).
 Compared with the header ids the engines produced (:class:`SeenIds`, sorted and
 unique), that gives
 
@@ -69,7 +72,7 @@ def spans(layout: FileLayout, skipped: set[int]) -> list[Span]:
     return found
 
 
-def misdeclared(layout: FileLayout) -> list[ReadIssue]:
+def counted_from_records(layout: FileLayout) -> list[ReadIssue]:
     """Chunks whose records were counted from the records themselves, not from their
     header alone (:func:`parsers.evtx_layout.held_ids`): a chunk the end of the file
     cuts short, or with a signature that is not ``ElfChnk`` (pyevtx-rs skips both;

@@ -57,10 +57,10 @@ from parsers.evtx_layout import (
 )
 from parsers.evtx_losses import (
     SeenIds,
+    counted_from_records,
     duplicate_issue,
     duplicated,
     gaps,
-    misdeclared,
     short,
     spans,
     unread,
@@ -308,7 +308,7 @@ class EvtxRead:
                     offset=0,
                 )
             )
-        report.issues.extend(misdeclared(self.layout))
+        report.issues.extend(counted_from_records(self.layout))
         report.issues.extend(duplicate_issue(copy, earlier) for copy, earlier in self._copies)
         report.chunks_duplicated = len(self._copies)
         tracker = _ProgressMap(self.layout, *self._extent, self._progress)
