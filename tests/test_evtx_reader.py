@@ -55,27 +55,32 @@ def _declared(path: Path, index: int) -> int:
 # --- damage -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ["rust", "python"])
+@pytest.mark.parametrize(
+    ("sample", "chunk", "engine"), [(MULTI_CHUNK, 3, "rust"), ("security_5156", 0, "python")]
+)
 def test_a_file_cut_inside_a_chunk_keeps_the_records_before_the_cut(
-    multi: Path, tmp_path: Path, engine: Engine
+    corpus_dir: Path, tmp_path: Path, sample: str, chunk: int, engine: Engine
 ) -> None:
     """pyevtx-rs skips a chunk the end of the file cuts short, with all its records;
     the records wholly before the cut are read (python-evtx), the others counted.
     Which records lie wholly before the cut, python-evtx's record offsets on the
-    whole file say."""
-    full, _ = read(multi)
-    cut_at = samples.chunk_offset(3) + CHUNK_SIZE // 2
-    with Evtx(str(multi)) as log:
-        chunk3 = next(c for c in log.chunks() if c.offset() == samples.chunk_offset(3))
-        before = [r.record_num() for r in chunk3.records() if r.offset() + r.size() <= cut_at]
-    whole = [i for c in range(3) for i in scan_layout(multi).chunks[c].record_ids]
-    frame, report = read(samples.truncated(multi, tmp_path, cut_at), engine=engine)
+    whole file say. (python-evtx reads about a hundred records a second: it gets the
+    one-chunk log.)"""
+    src = sample_path(corpus_dir, sample)
+    full, _ = read(src)
+    at = samples.chunk_offset(chunk)
+    cut_at = at + CHUNK_SIZE // 2
+    with Evtx(str(src)) as log:
+        cut_chunk = next(c for c in log.chunks() if c.offset() == at)
+        before = [r.record_num() for r in cut_chunk.records() if r.offset() + r.size() <= cut_at]
+    whole = [i for c in range(chunk) for i in scan_layout(src).chunks[c].record_ids]
+    frame, report = read(samples.truncated(src, tmp_path, cut_at), engine=engine)
     assert sorted(frame["header_record_id"]) == sorted(whole + before)
     assert frame["header_record_id"].is_in(full["header_record_id"].implode()).all()
     assert report.chunks_skipped == 0 and report.records_missing == 0
-    assert report.records_skipped == _declared(multi, 3) - len(before)
-    cut = next(i for i in report.issues if i.chunk == 3)
-    assert cut.offset == samples.chunk_offset(3) and "cut short" in cut.message
+    assert report.records_skipped == _declared(src, chunk) - len(before)
+    cut = next(i for i in report.issues if i.chunk == chunk)
+    assert cut.offset == at and "cut short" in cut.message
 
 
 def test_zero_filled_chunk_is_counted_and_the_rest_read(multi: Path, tmp_path: Path) -> None:
@@ -92,21 +97,26 @@ def test_zero_filled_chunk_is_counted_and_the_rest_read(multi: Path, tmp_path: P
     ]
 
 
-@pytest.mark.parametrize("engine", ["rust", "python"])
+# python-evtx reads about a hundred records a second: it gets the one-chunk log
+BY_ENGINE = [(MULTI_CHUNK, 2, "rust"), ("security_5156", 0, "python")]
+
+
+@pytest.mark.parametrize(("sample", "chunk", "engine"), BY_ENGINE)
 def test_a_chunk_behind_a_damaged_signature_is_read(
-    multi: Path, tmp_path: Path, engine: Engine
+    corpus_dir: Path, tmp_path: Path, sample: str, chunk: int, engine: Engine
 ) -> None:
     """pyevtx-rs skips a chunk whose ElfChnk signature is damaged, and its records went
     uncounted (the gap they leave is at the edge of the file's ids, or hid a real gap
     when they were the last chunk's); python-evtx reads them."""
-    full, clean = read(multi)
-    frame, report = read(samples.flipped_chunk_magic(multi, tmp_path, 2), engine=engine)
+    src = sample_path(corpus_dir, sample)
+    full, clean = read(src)
+    frame, report = read(samples.flipped_chunk_magic(src, tmp_path, chunk), engine=engine)
     differ = ["source_path", "file_sha256", "engine"]  # recovered rows come last
     assert frame.drop(differ).sort("header_record_id").equals(full.drop(differ))
     assert report.chunks_skipped == 0 and report.records_missing == clean.records_missing
-    assert report.records_recovered == (_declared(multi, 2) if engine == "rust" else 0)
+    assert report.records_recovered == (_declared(src, chunk) if engine == "rust" else 0)
     first = report.issues[0]
-    assert first.chunk == 2 and first.offset == samples.chunk_offset(2)
+    assert first.chunk == chunk and first.offset == samples.chunk_offset(chunk)
     assert "no ElfChnk signature" in first.message
 
 
@@ -257,14 +267,15 @@ def _assert_sane(frame: pl.DataFrame, report: ReadReport, undamaged: int) -> Non
     assert all(isinstance(msgspec.json.decode(t), dict) for t in payloads)
 
 
-@pytest.mark.parametrize("engine", ["rust", "python"])
+@pytest.mark.parametrize(("sample", "engine"), [(s, e) for s, _, e in BY_ENGINE])
 def test_a_file_header_without_its_signature_is_rebuilt_from_the_chunks(
-    multi: Path, tmp_path: Path, engine: Engine
+    corpus_dir: Path, tmp_path: Path, sample: str, engine: Engine
 ) -> None:
     """pyevtx-rs refuses a file whose ElfFile signature is damaged, and lmtrace took
     such a file for no log at all: every record of its intact chunks was lost."""
-    full, clean = read(multi)
-    data = bytearray(multi.read_bytes())
+    src = sample_path(corpus_dir, sample)
+    full, clean = read(src)
+    data = bytearray(src.read_bytes())
     data[:8] = bytes(8)
     damaged = tmp_path / "System.evtx"
     damaged.write_bytes(bytes(data))
