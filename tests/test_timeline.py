@@ -12,11 +12,13 @@ import html
 import json
 import re
 import shutil
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -307,6 +309,27 @@ def test_static_png_and_svg_export(drain: Analysis, tmp_path: Path) -> None:
     assert "<svg" in svg[:500]
     assert "APP-VM01" in svg or "app-vm01" in svg.lower()
     assert "Warning: the store is incomplete: &#60;x&#62;." in svg
+
+
+def test_a_static_export_past_its_deadline_is_stopped_and_said(
+    drain: Analysis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kaleido's Chrome once did not answer in a loaded test run, and the export waited
+    for ever. A deadline shorter than any export here stands for that: each try is
+    stopped, the second too, and the error says so; no partial file is left."""
+    pytest.importorskip("kaleido", reason="static export needs kaleido (in the test extras)")
+    from pipeline.timeline import static_image
+
+    monkeypatch.setattr(static_image, "DEADLINE_S", 1.0)
+    png = tmp_path / "t.png"
+    started = time.monotonic()
+    with pytest.raises(TimelineError, match=r"did not finish in 1 s, 2 tries"):
+        write_static(timeline_figure(drain.result, TimelineSettings()), png)
+    assert time.monotonic() - started < 20
+    assert not png.exists()
+    running = [p.info["cmdline"] or [] for p in psutil.process_iter(["cmdline"])]
+    children = [line for line in running if str(png) in line]
+    assert not children  # the exporting process was killed, not left behind
 
 
 def test_cli_timeline(drain: Analysis, tmp_path: Path, findings: dict) -> None:

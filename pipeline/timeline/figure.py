@@ -404,8 +404,7 @@ def write_static(fig: go.Figure, path: Path, warning: str | None = None) -> Path
             f"{path}: static PNG/SVG export needs the kaleido package (pip install kaleido) "
             "and a Chrome it can drive; the HTML timeline was written without it"
         ) from None
-    try:
-        fig.write_image(path, width=1600, height=max(600, int(fig.layout.height or 600)), scale=2)
-    except Exception as e:  # kaleido reports a missing browser in many ways
-        raise TimelineError(f"{path}: static export failed: {e}") from None
+    from pipeline.timeline.static_image import export  # it imports TimelineError from here
+
+    export(fig.to_json(), path, 1600, max(600, int(fig.layout.height or 600)), 2)
     return path
