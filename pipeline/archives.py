@@ -15,7 +15,9 @@ while it is copied. Bombs are stopped by a cap on the bytes extracted in all, a
 compression-ratio limit checked on declared sizes before anything is written and
 again while streaming, and a nesting-depth limit; separately, a member that would
 leave less than a set amount of free space on the scratch disk is refused, with
-its own message (the two have different remedies). What a copied member is,
+its own message (the two have different remedies). A zip whose central directory
+is gone (cut short) is read from its members' local headers (pipeline/zip_salvage.py),
+under the same guards. What a copied member is,
 and whether it is read, walked again or dropped, is the caller's decision
 (:class:`Finds`): pipeline/discover.py classifies files, this module only opens
 archives.
@@ -40,6 +42,7 @@ from typing import BinaryIO, Protocol
 from pipeline.limits import Limits
 from pipeline.writes import WriteError, os_cause
 from pipeline.zip_names import bad_zip_errors, open_zip
+from pipeline.zip_salvage import MemberStream, local_members
 
 COPY_BLOCK = 1 << 20
 """How many bytes are copied or hashed at a time."""
@@ -142,7 +145,10 @@ class ArchiveWalker:
         with ExitStack() as opened:
             try:
                 archive = opened.enter_context(open_zip(path, self.password))
-            except (*bad_zip, OSError, ValueError) as e:
+            except bad_zip as e:  # no readable directory: cut short or damaged
+                self._salvage_zip(path, source_path, parent, depth, e)
+                return
+            except (OSError, ValueError) as e:
                 self.finds.skip(
                     source_path, parent, "zip", f"not a readable zip archive: {e}", problem=True
                 )
@@ -192,6 +198,46 @@ class ArchiveWalker:
                             size=info.file_size,
                         )
                 self.finds.advance(info.compress_size, depth)
+
+    def _salvage_zip(
+        self, path: Path, source_path: str, parent: str | None, depth: int, error: Exception
+    ) -> None:
+        """Members of a zip whose directory zipfile cannot read, from their local headers
+        (pipeline/zip_salvage.py), under the same guards; one problem names the archive,
+        how many members were read, and the one the file cuts short, read as far as it goes."""
+        read, cut = 0, None
+        with path.open("rb") as f:
+            for found in local_members(f):
+                if found.name.endswith("/"):  # a folder: its (empty) data passed over
+                    if found.stream is not None and not _passed_over(found.stream):
+                        break
+                    continue
+                member = _join(parent, found.name)
+                problem = found.problem or unsafe_member_name(found.name)
+                if problem is not None or found.stream is None:
+                    self.finds.skip(source_path, member, "unknown", problem or "", problem=True)
+                    continue
+                stream = found.stream
+                try:
+                    copied = self._copy_member(
+                        stream, lambda s=stream: s.consumed, source_path, member, depth
+                    )
+                except zlib.error as e:
+                    self.finds.skip(
+                        source_path, member, "unknown", f"damaged zip member: {e}", problem=True
+                    )
+                    break
+                self.finds.advance(stream.consumed, depth)
+                if not copied:
+                    break
+                read += 1
+                if not stream.complete:
+                    cut = member
+                    break
+        said = f"not a readable zip archive ({error}): {read} member(s) read from local headers"
+        if cut is not None:
+            said += f"; {cut} is cut short or damaged, and read as far as it goes"
+        self.finds.skip(source_path, parent, "zip", said, problem=True)
 
     def _7z(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
         """A 7-Zip archive (py7zr), its members checked as a zip's are, then decompressed in
@@ -447,6 +493,15 @@ def _scratch_file(path: Path, what: str) -> Iterator[Callable[[bytes], object]]:
 
     with f:
         yield write
+
+
+def _passed_over(stream: MemberStream, most: int = COPY_BLOCK) -> bool:
+    """Read a folder entry's data, which should be empty, up to ``most`` bytes: whether
+    it ended (a folder with more is not a folder, and the walk stops there)."""
+    seen = 0
+    while seen <= most and (block := stream.read(COPY_BLOCK)):
+        seen += len(block)
+    return seen <= most and stream.ended
 
 
 def _mount_point(path: Path) -> Path:

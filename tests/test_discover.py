@@ -395,6 +395,75 @@ def test_overlapping_zip_members_are_refused(layout):
     assert not found.sources
 
 
+class _Unseekable(io.RawIOBase):
+    """A file zipfile cannot seek in: it then writes each member's sizes and CRC-32 in
+    a descriptor after its data (flag bit 3), as streaming zip tools do."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[no-untyped-def]
+        self.data += b
+        return len(b)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["sizes-first", "descriptors"])
+def test_a_zip_cut_short_gives_the_members_before_the_cut(layout, corpus_dir, streamed):
+    """zipfile refuses a zip without its central directory (an upload cut short): every
+    log in it was lost. The members are read from their local headers; the one the cut
+    reaches is read as far as it goes, and the archive is named as a problem."""
+    inputs, out, scratch = layout
+    big = (corpus_dir / "parsers/omerbenamram-evtx__2-vss_7-System.evtx").read_bytes()
+    members = {
+        "a/Small.evtx": (inputs / "Small.evtx").read_bytes(),
+        "a/": b"",
+        "b/Other.evtx": (inputs / "Other.evtx").read_bytes(),
+        "c/System.evtx": big,
+    }
+    sink = _Unseekable() if streamed else io.BytesIO()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    whole = bytes(sink.data if streamed else sink.getvalue())
+    assert bool(struct.unpack_from("<H", whole, 6)[0] & 0x8) is streamed
+    cut_at = whole.index(b"PK\x03\x04c/System.evtx"[:4], whole.index(b"c/System.evtx") - 30)
+    cut_at += 30 + len("c/System.evtx") + 20_000  # inside the last member's data
+    (inputs / "bundle.zip").write_bytes(whole[:cut_at])
+    for name in ("Small.evtx", "Other.evtx"):
+        (inputs / name).unlink()
+    found = run([inputs / "bundle.zip"], out, scratch)
+    got = {s.member: s for s in found.sources}
+    assert set(got) == {"a/Small.evtx", "b/Other.evtx", "c/System.evtx"}
+    for name in ("a/Small.evtx", "b/Other.evtx"):
+        assert got[name].sha256 == hashlib.sha256(members[name]).hexdigest()
+    cut = got["c/System.evtx"]
+    assert 0 < cut.size < len(big)
+    (problem,) = [s for s in found.skipped if s.problem]
+    assert problem.member is None and "3 member(s) read from local headers" in problem.reason
+    assert "c/System.evtx is cut short" in problem.reason
+
+
+def test_a_bomb_in_a_zip_without_its_directory_is_stopped_while_streaming(layout):
+    """The salvage of a cut zip goes through the same guards: a member of zeros that
+    inflates past the ratio limit is refused part-way, and nothing after it is read."""
+    inputs, out, scratch = layout
+    limits = Limits()
+    zeros = bytes(limits.ratio_grace_bytes * 2)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb.evtx", zeros)
+        zf.write(inputs / "Small.evtx", "after.evtx")
+    whole = buffer.getvalue()
+    (inputs / "cut.zip").write_bytes(whole[: whole.index(b"PK\x01\x02")])  # no directory
+    found = run([inputs / "cut.zip"], out, scratch, limits)
+    assert not found.sources
+    assert "inflates more than" in refused(found, "bomb.evtx")
+    assert list(scratch.iterdir()) == []
+
+
 def test_total_extraction_cap(layout):
     inputs, out, scratch = layout
     with zipfile.ZipFile(inputs / "two.zip", "w") as zf:
@@ -445,8 +514,11 @@ def test_damaged_archives_are_reported(layout):
     found = run([inputs / "cut.zip", inputs / "cut.tar.gz"], out, scratch)
     reasons = {Path(s.source_path).name: s.reason for s in found.skipped if s.problem}
     assert reasons["cut.zip"].startswith("not a readable zip archive")
+    assert "Other.evtx is cut short" in reasons["cut.zip"]  # read from its local header
     assert reasons["cut.tar.gz"].startswith("damaged")
-    assert not found.sources
+    (salvaged,) = found.sources
+    assert Path(salvaged.source_path).name == "cut.zip" and salvaged.member == "Other.evtx"
+    assert salvaged.size < (inputs / "Other.evtx").stat().st_size
 
 
 def test_a_gzip_of_one_log_is_read_as_that_log(layout):
