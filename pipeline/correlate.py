@@ -303,6 +303,19 @@ def _timeless_notes(timeless: pl.DataFrame) -> list[str]:
     ]
 
 
+def _nameless_notes(nameless: pl.DataFrame) -> list[str]:
+    """A note on the events that name no computer, by channel."""
+    if nameless.is_empty():
+        return []
+    rows = nameless.select("channel", "events").iter_rows()
+    channels = ", ".join(f"{c or '?'} ({n:,})" for c, n in rows)
+    return [
+        f"{nameless['events'].sum():,} event(s) name no computer and belong to no machine: "
+        f"{channels}. A pfirewall.log takes the computer of the logs beside it; with none, "
+        "put the guest's System log beside it, or name it (lmtrace ingest --firewall-computer)"
+    ]
+
+
 def correlate(
     events: pl.LazyFrame, catalog: Catalog, settings: CorrelateSettings = CorrelateSettings()
 ) -> Correlation:
@@ -326,6 +339,10 @@ def correlate(
     events, notes = firewall_zone.resolve(events, facts.facts, renamed)
     notes += _timeless_notes(timeless_known)
     cover = machines.coverage(events).with_columns(_machine(renamed))
+    # Rows naming no computer (a pfirewall.log with no named log beside it) are no
+    # machine: left out, and said.
+    notes += _nameless_notes(cover.filter(pl.col("computer").is_null()))
+    cover = cover.filter(pl.col("computer").is_not_null())
     roles = machines.classify(cover, tagged, settings.hosts, settings.guests, renamed)
     notes += machines.given_name_notes(
         {

@@ -85,6 +85,24 @@ def test_events_whose_time_cannot_be_read_are_left_out_and_named(tmp_path: Path)
     assert (tmp_path / "out" / "timeline.html").is_file()
 
 
+def test_a_firewall_log_with_no_computer_is_said_not_a_crash(tmp_path: Path) -> None:
+    """A guest folder holding only its pfirewall.log (the log names no computer, and no
+    log beside it does): its rows made a machine named null, and the report stopped with
+    a TypeError. They are left out and said; without the guest's logs, inconclusive."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(EXAMPLES / "quarantine-bug", bundle)
+    for log in (bundle / "APP-VM01").glob("*.evtx"):
+        log.unlink()
+    done = lmtrace("analyze", bundle, "--out", tmp_path / "out", "--json")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["verdict"] == "inconclusive"
+    lines = (bundle / "APP-VM01" / "pfirewall.log").read_text().splitlines()
+    rows = sum(1 for line in lines if line and not line.startswith("#"))
+    (note,) = [n for n in doc["notes"] if "name no computer" in n]
+    assert note.startswith(f"{rows} event(s) name no computer") and "pfirewall.log" in note
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
