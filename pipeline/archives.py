@@ -213,7 +213,15 @@ class ArchiveWalker:
                         break
                     continue
                 member = _join(parent, found.name)
-                problem = found.problem or unsafe_member_name(found.name)
+                problem = (
+                    found.problem
+                    or unsafe_member_name(found.name)
+                    or (
+                        None
+                        if found.compressed is None
+                        else self._declared_size_problem(found.size, found.compressed)
+                    )
+                )
                 if problem is not None or found.stream is None:
                     self.finds.skip(source_path, member, "unknown", problem or "", problem=True)
                     continue

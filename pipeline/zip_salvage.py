@@ -29,6 +29,9 @@ _SIGNATURE = b"PK\x03\x04"
 _DESCRIPTOR = b"PK\x07\x08"
 _STORED, _DEFLATED = 0, 8
 _BLOCK = 1 << 20
+_INFLATE_BLOCK = 16 << 10
+"""Compressed bytes inflated at a time: deflate reaches about 1,000:1, so one call makes
+at most some 16 MiB, and the ratio limit is checked before a bomb fills memory."""
 
 
 @dataclass
@@ -37,6 +40,7 @@ class LocalMember:
 
     name: str
     size: int  # as the local header declares it (0 when it follows the data)
+    compressed: int | None  # likewise (None when it follows the data)
     problem: str | None  # why its bytes cannot be read (encrypted, another method)
     stream: MemberStream | None
 
@@ -63,7 +67,8 @@ class MemberStream:
         while True:
             if self.ended:
                 return b""
-            want = _BLOCK if self._left is None else min(_BLOCK, self._left)
+            block = _BLOCK if self._inflate is None else _INFLATE_BLOCK
+            want = block if self._left is None else min(block, self._left)
             self._f.seek(self._at)
             raw = self._f.read(want) if want else b""
             if not raw:
@@ -128,13 +133,13 @@ def local_members(f: BinaryIO) -> Iterator[LocalMember]:
         elif follows and method == _STORED:
             problem = "stored member whose size follows its data: its end cannot be found"
         if problem is not None:
-            yield LocalMember(name, size, problem, None)
+            yield LocalMember(name, size, None if follows else compressed, problem, None)
             if follows:
                 return  # its end is unknown: nothing after it can be found
             at = start + compressed
             continue
         stream = MemberStream(f, start, method, None if follows else compressed, crc)
-        yield LocalMember(name, size, None, stream)
+        yield LocalMember(name, size, None if follows else compressed, None, stream)
         if not stream.ended:
             return  # not read to its end (refused, or the file ends in it)
         at = stream.end

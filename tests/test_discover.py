@@ -13,6 +13,8 @@ import io
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
 import zlib
@@ -446,9 +448,10 @@ def test_a_zip_cut_short_gives_the_members_before_the_cut(layout, corpus_dir, st
     assert "c/System.evtx is cut short" in problem.reason
 
 
-def test_a_bomb_in_a_zip_without_its_directory_is_stopped_while_streaming(layout):
-    """The salvage of a cut zip goes through the same guards: a member of zeros that
-    inflates past the ratio limit is refused part-way, and nothing after it is read."""
+def test_a_bomb_in_a_zip_without_its_directory_is_refused_by_its_declared_sizes(layout):
+    """The salvage of a cut zip goes through the same guards: a member of zeros whose
+    local header declares a ratio past the limit is refused before a byte is written,
+    and nothing after it is read (a header that lies: the next test)."""
     inputs, out, scratch = layout
     limits = Limits()
     zeros = bytes(limits.ratio_grace_bytes * 2)
@@ -460,8 +463,33 @@ def test_a_bomb_in_a_zip_without_its_directory_is_stopped_while_streaming(layout
     (inputs / "cut.zip").write_bytes(whole[: whole.index(b"PK\x01\x02")])  # no directory
     found = run([inputs / "cut.zip"], out, scratch, limits)
     assert not found.sources
-    assert "inflates more than" in refused(found, "bomb.evtx")
+    assert "exceeds 200:1 (a zip bomb?)" in refused(found, "bomb.evtx")
     assert list(scratch.iterdir()) == []
+
+
+def test_a_bomb_in_a_cut_zip_does_not_fill_memory(tmp_path):
+    """1 GiB of zeros deflates to 1 MiB; inflated a megabyte of input at a time it
+    filled a gibibyte of memory before the ratio limit could see it. In a process of
+    its own, the discovery of such a cut zip stays far below that."""
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = bytes(1 << 20)
+    deflated = b"".join(squeeze.compress(block) for _ in range(1024)) + squeeze.flush()
+    # its header lies (it declares the compressed size as the size), as a bomb's does,
+    # so that only the ratio limit while streaming can stop it
+    local = zip_with_raw_member("bomb.evtx", deflated, len(deflated), 0)
+    (tmp_path / "cut.zip").write_bytes(local[: local.index(b"PK\x01\x02")])
+    probe = (
+        "import resource, sys; from pathlib import Path; from pipeline.discover import discover;"
+        "found = discover([Path(sys.argv[1])], Path(sys.argv[2]), None, exclude=None);"
+        "assert not found.sources;"
+        "assert any('inflates more than' in s.reason for s in found.skipped);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "cut.zip"), str(tmp_path / "scratch")],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert int(out.stdout.split()[-1]) < 400, out.stdout  # MB; the bomb alone is 1,024
 
 
 def test_total_extraction_cap(layout):
