@@ -87,7 +87,7 @@ def _lines(path: Path, report: ReadReport) -> tuple[list[str], list[dict[str, st
     return numbers, rows
 
 
-def repeated_hour_issues(frame: pl.DataFrame, zone: str | None) -> list[ReadIssue]:
+def _repeated_hour_issues(frame: pl.DataFrame, zone: str | None) -> list[ReadIssue]:
     """One issue for the lines (``_line``) marked ``_undecided``: in an hour repeated
     when daylight saving time ended, with nothing in the log to tell which pass
     (parsers/wall_clock.py). Their records are read; only their hour is uncertain."""
@@ -140,7 +140,7 @@ def read_pfirewall(
         to_utc(local, zone or "UTC").alias("timestamp"),
         undecided(local, zone or "UTC").alias("_undecided"),
     )
-    report.issues.extend(repeated_hour_issues(frame, zone))
+    report.issues.extend(_repeated_hour_issues(frame, zone))
     bad = frame.filter(pl.col("timestamp").is_null())
     report.records_skipped += bad.height
     report.issues.extend(

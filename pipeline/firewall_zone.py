@@ -124,11 +124,7 @@ def resolve(
             in_log = in_log.over(LOG, order_by="record_id")
         placed = pl.when(UNRESOLVED & (machine == name)).then(in_log).otherwise(placed)
         read = lines.select(
-            to_utc(pl.col("_local"), zone)
-            .over(LOG, order_by="record_id")
-            .is_null()
-            .sum()
-            .alias("gap"),
+            to_utc(pl.col("_local"), zone).is_null().sum().alias("gap"),  # in any order
             undecided(pl.col("_local"), zone)
             .over(LOG, order_by="record_id")
             .sum()

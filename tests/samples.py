@@ -112,6 +112,15 @@ def zero_filled_chunk(src: Path, tmp_path: Path, index: int) -> Path:
     return dst
 
 
+def chunk_header_byte(src: Path, tmp_path: Path, at: int, value: int) -> Path:
+    """A copy whose first chunk header has byte ``at`` set to ``value`` (its checksum
+    left as it was, as damage leaves it)."""
+    dst, data = _copy(src, tmp_path, f"hdr{at}_{value}")
+    data[chunk_offset(0) + at] = value
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 def flipped_chunk_magic(src: Path, tmp_path: Path, index: int) -> Path:
     """A copy whose chunk ``index`` has a damaged ElfChnk signature, data intact."""
     dst, data = _copy(src, tmp_path, f"magic{index}")

@@ -28,7 +28,10 @@ from tests.samples import sample_path
 
 pytestmark = pytest.mark.corpus
 
-MULTI_CHUNK = "dirty_chunks_beyond_header"  # 11 valid chunks, 1160 records
+MULTI_CHUNK = "dirty_chunks_beyond_header"
+# Columns a damaged copy's rows differ in from the original's: the copy's path and hash,
+# and the engine of rows python-evtx recovered.
+COPY_COLUMNS = ["source_path", "file_sha256", "engine"]  # 11 valid chunks, 1160 records
 NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
 
 
@@ -111,8 +114,8 @@ def test_a_chunk_behind_a_damaged_signature_is_read(
     src = sample_path(corpus_dir, sample)
     full, clean = read(src)
     frame, report = read(samples.flipped_chunk_magic(src, tmp_path, chunk), engine=engine)
-    differ = ["source_path", "file_sha256", "engine"]  # recovered rows come last
-    assert frame.drop(differ).sort("header_record_id").equals(full.drop(differ))
+    # recovered rows come last
+    assert frame.drop(COPY_COLUMNS).sort("header_record_id").equals(full.drop(COPY_COLUMNS))
     assert report.chunks_skipped == 0 and report.records_missing == clean.records_missing
     assert report.records_recovered == (_declared(src, chunk) if engine == "rust" else 0)
     first = report.issues[0]
@@ -158,16 +161,6 @@ def test_records_a_chunk_declares_but_no_engine_reads_are_counted(corpus_dir: Pa
 _LAST_ID, _FIRST_ID, _FREE_SPACE = 32, 24, 48
 
 
-def _header_byte(src: Path, tmp_path: Path, at: int, value: int) -> Path:
-    """A copy of ``src`` whose first chunk header has byte ``at`` set to ``value``
-    (its checksum left as it was, as damage leaves it)."""
-    data = bytearray(src.read_bytes())
-    data[FILE_HEADER_SIZE + at] = value
-    out = tmp_path / f"{src.stem}.hdr{at}_{value}.evtx"
-    out.write_bytes(bytes(data))
-    return out
-
-
 @pytest.mark.parametrize(
     ("at", "value", "engine"),
     [
@@ -185,9 +178,8 @@ def test_a_damaged_chunk_header_neither_hides_nor_invents_records(
     src = sample_path(corpus_dir, "security_5156")
     full, clean = read(src)
     assert not clean.issues and full.height == len(scan_layout(src).chunks[0].record_ids)
-    frame, report = read(_header_byte(src, tmp_path, at, value), engine=engine)
-    differ = ["source_path", "file_sha256", "engine"]  # the copy, and who read each record
-    assert frame.drop(differ).sort("header_record_id").equals(full.drop(differ))
+    frame, report = read(samples.chunk_header_byte(src, tmp_path, at, value), engine=engine)
+    assert frame.drop(COPY_COLUMNS).sort("header_record_id").equals(full.drop(COPY_COLUMNS))
     assert report.records_skipped == report.records_missing == 0
     assert "chunk header fails its checksum" in str(report.issues[0])
     assert f"its records run 1..{full.height}" in str(report.issues[0])
@@ -226,8 +218,9 @@ def test_records_behind_a_damaged_free_space_offset_are_counted(
     were lost without a word. Both engines stop at that offset; the loss is counted."""
     src = sample_path(corpus_dir, "security_5156")
     declared = len(scan_layout(src).chunks[0].record_ids)
+    damaged = samples.chunk_header_byte(src, tmp_path, _FREE_SPACE + 1, 0)
     for engine in ("rust", "python"):
-        frame, report = read(_header_byte(src, tmp_path, _FREE_SPACE + 1, 0), engine=engine)
+        frame, report = read(damaged, engine=engine)
         assert frame.height + report.records_skipped == declared, engine
         assert report.partial
 
@@ -280,8 +273,7 @@ def test_a_file_header_without_its_signature_is_rebuilt_from_the_chunks(
     damaged = tmp_path / "System.evtx"
     damaged.write_bytes(bytes(data))
     frame, report = read(damaged, engine=engine)
-    differ = ["source_path", "file_sha256", "engine"]
-    assert frame.drop(differ).equals(full.drop(differ))
+    assert frame.drop(COPY_COLUMNS).equals(full.drop(COPY_COLUMNS))
     assert report.records_missing == clean.records_missing  # the log's own gap, no more
     assert report.records_skipped == report.chunks_skipped == 0
     rebuilt = [i for i in report.issues if i.offset == 0]
