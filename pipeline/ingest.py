@@ -847,7 +847,7 @@ def _run(
         initializer=_start_reading_process,
         initargs=(os.getpid(), sink),
     )
-    with closing(sink), pool:
+    with closing(sink):
         # Largest first, so that one big log does not start last and run alone; results
         # are still yielded (and stored) in input order.
         by_size = sorted(
@@ -905,15 +905,20 @@ def _run(
                     yield task, done.pop(next_index)
                     next_index += 1
             all_read = True
-        finally:  # stopped early (a fatal error, Ctrl-C): queued files are not started
-            pool.shutdown(wait=False, cancel_futures=True)
+        finally:
             if not all_read:
-                # and the reading processes stop now: left to run, each one would take up
-                # the tasks already handed to it, for nobody, and print a traceback for
-                # each once its scratch is gone (seen on a full disk with --jobs 2)
+                # Stopped early (a fatal error, Ctrl-C): the reading processes stop now.
+                # Left to run, each one would take up the tasks already handed to it, for
+                # nobody, and print a traceback for each once its scratch is gone (seen on
+                # a full disk with --jobs 2).
                 for child in multiprocessing.active_children():
                     if child.pid not in helpers:
                         child.terminate()
+            # The pool's manager thread must have ended before this returns: at exit,
+            # Python 3.11 wakes it through a pipe without taking its lock, and if the
+            # thread is closing that pipe just then the exit prints a traceback ("Bad file
+            # descriptor"; 1 full-disk run in 30 under load).
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _bytes(task: _Task) -> int:
