@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import InitVar, dataclass, field
@@ -194,8 +195,11 @@ class _Walk:
             return
         entries = list(self._walk(path))
         pool = ThreadPoolExecutor(_HASHING_THREADS, thread_name_prefix="lmtrace-hash")
+        stop = threading.Event()  # set when the walk ends early: running hashes end too
         try:
-            peeks = [pool.submit(_peek, e, None) if isinstance(e, Path) else None for e in entries]
+            peeks = [
+                pool.submit(_peek, e, None, stop) if isinstance(e, Path) else None for e in entries
+            ]
             for entry, peek in zip(entries, peeks, strict=True):
                 if isinstance(entry, OSError):
                     reason = f"cannot list folder: {entry.strerror}"
@@ -208,6 +212,9 @@ class _Walk:
                     self.advance(peeked.hashed, 1)
                     self._disk_file(entry, peeked)
         finally:
+            # A Ctrl-C (or an error) waits for no whole-file hash: those running stop at
+            # their next block, the queued ones never start.
+            stop.set()
             pool.shutdown(cancel_futures=True)
 
     def _walk(self, path: Path) -> Iterator[Path | str | OSError]:
@@ -375,8 +382,13 @@ class _Peeked:
     problem: str | None = None
 
 
-def _peek(path: Path, advance: Callable[[int], None] | None) -> _Peeked:
-    """Look at ``path`` (``advance(n)`` per block hashed, when given); never raises."""
+def _peek(
+    path: Path, advance: Callable[[int], None] | None, stop: threading.Event | None = None
+) -> _Peeked:
+    """Look at ``path`` (``advance(n)`` per block hashed, when given); never raises.
+
+    Once ``stop`` is set, hashing ends at the next block and the result has no digest
+    (nobody reads it: the walk that wanted it has ended)."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             return _Peeked(regular=False)
@@ -396,6 +408,8 @@ def _peek(path: Path, advance: Callable[[int], None] | None) -> _Peeked:
     try:
         with path.open("rb") as f:
             while block := f.read(COPY_BLOCK):
+                if stop is not None and stop.is_set():
+                    return _Peeked(kind=kind, size=size, problem="not hashed: the walk ended")
                 digest.update(block)
                 hashed += len(block)
                 if advance is not None:

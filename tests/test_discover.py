@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -557,3 +558,25 @@ def test_a_gzip_of_one_log_is_read_as_that_log(layout):
     [source] = found.sources
     assert (source.member, source.kind) == ("System.evtx", "evtx")
     assert source.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_a_ctrl_c_while_logs_are_hashed_waits_for_no_whole_hash(tmp_path: Path) -> None:
+    """A folder's logs are hashed ahead by threads. A Ctrl-C (raised here by the progress
+    once the first, small log is hashed) ends discover at once: the hashes already running
+    stop at their next block. Before, it waited for each of them to read its whole file:
+    here 16 GiB each (sparse, so no disk space), seconds at the least."""
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    (folder / "a.evtx").write_bytes(b"ElfFile\0" + bytes(4096))
+    for name in ("b.evtx", "c.evtx", "d.evtx"):
+        with (folder / name).open("wb") as f:
+            f.write(b"ElfFile\0")
+            f.truncate(16 << 30)
+
+    def interrupt(nbytes: int) -> None:
+        raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        discover([folder], tmp_path / "scratch", progress=interrupt)
+    assert time.monotonic() - started < 5
