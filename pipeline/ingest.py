@@ -900,8 +900,7 @@ def _run(
                 while next_index in done:
                     relay.drain()
                     task = tasks[next_index]
-                    if progress is not None:
-                        progress.advance(max(task.source.size - relay.reported[next_index], 0))
+                    relay.finish(next_index, task.source.size)
                     yield task, done.pop(next_index)
                     next_index += 1
             all_read = True
@@ -940,14 +939,25 @@ _READERS_FAILED = (
 
 
 class _Relay:
-    """What the reading processes put on their queue: bytes read per file (``reported``,
-    passed on to ``progress``), and that one of them is up (``started``)."""
+    """What the reading processes put on their queue: bytes read per file (passed on to
+    ``progress``), and that one of them is up (``started``).
+
+    A file's result can overtake its last byte counts (they travel on another queue), so
+    :meth:`finish` tops the file up to its size, and counts that come after are dropped:
+    the progress then ends at the input's size, not past it.
+    """
 
     def __init__(self, sink: Any, files: int, progress: IngestProgress | None) -> None:
         self._sink = sink
         self._progress = progress
-        self.reported = [0] * files
+        self._reported: list[int | None] = [0] * files  # None: finished
         self.started = False
+
+    def finish(self, index: int, size: int) -> None:
+        reported = self._reported[index]
+        self._reported[index] = None
+        if self._progress is not None and reported is not None and size > reported:
+            self._progress.advance(size - reported)
 
     def drain(self) -> None:
         while True:
@@ -959,7 +969,10 @@ class _Relay:
                 self.started = True
                 continue
             index, nbytes = message
-            self.reported[index] += nbytes
+            reported = self._reported[index]
+            if reported is None:
+                continue  # late: the file was topped up when its result came
+            self._reported[index] = reported + nbytes
             if self._progress is not None:
                 self._progress.advance(nbytes)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from parsers.evtx_reader import ReadSettings
 from parsers.model import EventFilter, LmtraceError
 from parsers.pfirewall import PfirewallSettings
 from parsers.time_values import parse_zone
-from pipeline.ingest import SMALL_FILE_BYTES, FileOutcome, ingest
+from pipeline.ingest import SMALL_FILE_BYTES, FileOutcome, _Relay, ingest
 from pipeline.store import StoreError, incomplete, scan_events, scan_files
 from tests.samples import large_log
 
@@ -98,6 +99,25 @@ def test_progress_counts_every_byte(network_stores, corpus_dir):
     for jobs in (1, 2):
         _, _, progress = network_stores[jobs]
         assert progress.phases == [["discovering", size, size], ["reading", size, size]], jobs
+
+
+def test_byte_counts_that_come_after_their_file_do_not_pass_its_size() -> None:
+    """A reading process's last byte counts travel on another queue than its result, and
+    can come after it. The file is topped up to its size when its result comes, and its
+    late counts are dropped: the progress ends at the input's size. (They were added, so
+    the progress passed 100%, and test_progress_counts_every_byte failed now and then.)"""
+    sink: queue.Queue[tuple[int, int]] = queue.Queue()
+    progress = Recorder()
+    progress.phase("reading", 300)
+    relay = _Relay(sink, 2, progress)
+    sink.put((0, 60))
+    relay.drain()
+    relay.finish(0, 100)  # file 0's result, before its last 40 bytes
+    sink.put((0, 40))
+    sink.put((1, 150))
+    relay.drain()
+    relay.finish(1, 200)
+    assert progress.phases == [["reading", 300, 300]]
 
 
 def test_identical_files_are_read_once(corpus_dir, manifest, tmp_path):
