@@ -316,6 +316,16 @@ def _nameless_notes(nameless: pl.DataFrame) -> list[str]:
     ]
 
 
+def _undecided_notes(undecided: pl.DataFrame) -> list[str]:
+    """A note per clock step back whose span holds events no log order placed."""
+    return [
+        f"{machine}: {n:,} event(s) lie in the {old:%H:%M:%S} clock step back's span and no "
+        "log order tells whether they came before or after it; taken as before (so none "
+        "of them ends a quarantine)"
+        for machine, old, n in undecided.iter_rows()
+    ]
+
+
 def correlate(
     events: pl.LazyFrame, catalog: Catalog, settings: CorrelateSettings = CorrelateSettings()
 ) -> Correlation:
@@ -374,7 +384,15 @@ def correlate(
     tagged = pl.concat(
         [tagged, tag(near, traffic_catalog).with_columns(_machine(renamed))], how="diagonal"
     )
+    # Where a guest's clock stepped back, its log's order tells which events came before.
+    tagged, undecided = guest_clock.misplaced(tagged, logged_steps)
+    notes += _undecided_notes(undecided)
     guest_events = tagged.filter(pl.col("machine").is_in(guest_names["machine"].implode()))
+    # The quarantine is measured on the clock each migration's window is on (its offset
+    # holds the steps before it): an event its log puts before a step back is read there.
+    on_window_clock = guest_events.with_columns(
+        pl.col("timestamp") + pl.duration(microseconds=pl.col(guest_clock.FIX) * 1e6)
+    )
     # A machine whose Netvsc driver logged anything is a Hyper-V guest: the one fact that
     # tells a VM's guest from a physical server exported alongside it.
     virtual = guest_events.filter(pl.col("kind").str.starts_with("guest."))["machine"].unique()
@@ -403,7 +421,7 @@ def correlate(
         pairs.select(
             "migration_id", "machine", "end", "clock_offset_s", "clock_steps_s", "clock_step_ref"
         ),
-        guest_events,
+        on_window_clock,
         model,
         tolerance,
     )
@@ -411,7 +429,7 @@ def correlate(
         cover, _logging(events, traffic_catalog, renamed), netvsc, candidates, catalog
     )
     windows, blocked = quarantine.measure(
-        found, guest_events, evidence.classification_logs, model, catalog.scopes
+        found, on_window_clock, evidence.classification_logs, model, catalog.scopes
     )
     window_columns = windows.select(WINDOW_COLUMNS)
     table = pairs.join(window_columns, on="migration_id", how="left").with_columns(

@@ -11,6 +11,12 @@ those into a continuous clock: on it, the guest runs at one offset to its hosts,
 the offset is estimated as for any guest, and each migration's own offset is that
 base plus the steps the guest logged up to its resume. Steps no guest logged are
 left to the bounded clock-jump search of :mod:`pipeline.quarantine`.
+
+A step back is harder: for as long as it stepped back, the clock shows again times it
+already showed, so an event's time alone does not say on which side of the step it
+happened. An inbound connection allowed just before the migration then reads as one
+allowed just after it, inside the quarantine, and the quarantine looks over before it
+began. Each log's own order says it (:func:`misplaced`).
 """
 
 from __future__ import annotations
@@ -50,20 +56,106 @@ def steps(clock_changes: pl.DataFrame) -> pl.DataFrame:
 
 def continuous(events: pl.DataFrame, logged: pl.DataFrame) -> pl.DataFrame:
     """``events`` (with ``machine`` and ``timestamp`` on the guest's own clock) with
-    ``timestamp`` moved onto the continuous clock: minus every step logged before it."""
+    ``timestamp`` moved onto the continuous clock: minus every step logged before it
+    (before it in its log's order, where :func:`misplaced` gave a ``clock_fix_s``)."""
     if logged.is_empty():
         return events
     applied = logged.select(
         "machine", "timestamp", (pl.col("before_s") + pl.col("delta_s")).alias("_s")
     ).sort("timestamp")
+    steps_by_time = pl.col("_s").fill_null(0.0)
+    if FIX in events.columns:  # a step its time puts it after, but its log's order before
+        steps_by_time = steps_by_time - pl.col(FIX)
     return (
         events.sort("timestamp")
         .join_asof(
             applied, on="timestamp", by="machine", strategy="backward", check_sortedness=False
         )
-        .with_columns(_shift(pl.col("timestamp"), pl.col("_s").fill_null(0.0)).alias("timestamp"))
+        .with_columns(_shift(pl.col("timestamp"), steps_by_time).alias("timestamp"))
         .drop("_s")
     )
+
+
+FIX = "clock_fix_s"
+"""Seconds to add to an event's time to read it on the clock its time wrongly puts it on."""
+
+DECREASE_S = 0.1
+"""A log whose times fall back by more than this, inside a step back's span, has met the
+step there. Smaller falls are the ordinary jitter of events written by several threads."""
+
+_FILE = ["source_path", "member"]
+
+
+def misplaced(events: pl.DataFrame, logged: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``events`` with ``clock_fix_s``: for an event its log's order puts before a step
+    back although its time lies in the step's span, the step (so that time plus the fix is
+    what the clock read after the step); 0 for every other event. Also returns, per guest
+    and step, the events whose side no order tells (taken as before; for a note).
+
+    An event's side of a step, in its own log: in the log that holds the step's record
+    (the System log's Kernel-General 1), its record id against the step's. In any other
+    log, times after the step's old time are after it; inside the span, the first record
+    whose time falls back (the clock's step, seen in this log) starts the after side.
+    Where nothing falls back, the span's events are taken as before the step: read as
+    after it, one inbound connection allowed before the migration would end its
+    quarantine before it began.
+    """
+    back = (
+        logged.filter(pl.col("delta_s") < 0)
+        .select(
+            "machine",
+            pl.col("timestamp").alias("_new"),
+            pl.col("old_time").alias("_old"),
+            "delta_s",
+            pl.col("source_path").alias("_step_path"),
+            pl.col("member").alias("_step_member"),
+            pl.col("record_id").alias("_step_record"),
+        )
+        .with_row_index("_step")
+    )
+    no_fix = events.with_columns(pl.lit(0.0).alias(FIX))
+    undecided_schema = {"machine": pl.String, "_old": pl.Datetime("us", "UTC"), "events": pl.UInt32}
+    if back.is_empty():
+        return no_fix, pl.DataFrame(schema=undecided_schema)
+    ts = pl.col("timestamp")
+    in_span = (ts >= pl.col("_new")) & (ts < pl.col("_old"))
+    keys = ["machine", *_FILE, "record_id"]
+    rows = (
+        events.select(*keys, "timestamp")
+        .drop_nulls(["machine", "record_id", "timestamp"])
+        .unique(keys)
+        .join(back, on="machine")
+    )
+    spanned = rows.filter(in_span).select("_step", *_FILE).unique()
+    per_file = ["_step", *_FILE]
+    rows = rows.join(spanned, on=per_file, nulls_equal=True).sort(*per_file, "record_id")
+    falls = in_span & ((ts.shift(1).over(per_file) - ts) > pl.duration(seconds=DECREASE_S))
+    own_log = (pl.col("source_path") == pl.col("_step_path")) & pl.col("member").eq_missing(
+        pl.col("_step_member")
+    )
+    seen_after = pl.col("record_id").filter(falls | (ts >= pl.col("_old"))).min().over(per_file)
+    told = pl.col("record_id").filter(falls).count().over(per_file) > 0
+    placed = rows.with_columns(
+        pl.when(own_log)
+        .then(pl.col("_step_record") + 1)
+        .otherwise(seen_after)
+        .alias("_after_from"),
+        (own_log | told).alias("_told"),
+    ).filter(in_span)
+    before = placed.filter(
+        pl.col("_after_from").is_null() | (pl.col("record_id") < pl.col("_after_from"))
+    )
+    fixes = before.group_by(keys).agg(pl.col("delta_s").sum().alias(FIX))
+    undecided = (
+        before.filter(~pl.col("_told"))
+        .group_by("machine", "_old")
+        .agg(pl.len().cast(pl.UInt32).alias("events"))
+        .sort("machine", "_old")
+    )
+    fixed = events.join(
+        fixes, on=keys, how="left", nulls_equal=True, maintain_order="left"
+    ).with_columns(pl.col(FIX).fill_null(0.0))
+    return fixed, undecided
 
 
 def offsets_at(pairs: pl.DataFrame, logged: pl.DataFrame, reach_s: float) -> pl.DataFrame:
