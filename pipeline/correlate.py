@@ -316,12 +316,26 @@ def _nameless_notes(nameless: pl.DataFrame) -> list[str]:
     ]
 
 
+def _differ(windows: pl.DataFrame, other: pl.DataFrame) -> pl.Series:
+    """Migrations whose quarantine differs between two measures of it: found or not, its
+    class, or whether inbound packets were blocked in it."""
+    facts = [pl.col("quarantine_class"), pl.col("blocked_inbound").fill_null(0) > 0]
+    one = windows.select("migration_id", *facts)
+    two = other.select("migration_id", *facts)
+    both = one.join(two, on="migration_id", how="full", coalesce=True, nulls_equal=True)
+    same = pl.col("quarantine_class").eq_missing(pl.col("quarantine_class_right")) & pl.col(
+        "blocked_inbound"
+    ).eq_missing(pl.col("blocked_inbound_right"))
+    return both.filter(~same)["migration_id"]
+
+
 def _undecided_notes(undecided: pl.DataFrame) -> list[str]:
     """A note per clock step back whose span holds events no log order placed."""
     return [
-        f"{machine}: {n:,} event(s) lie in the {old:%H:%M:%S} clock step back's span and no "
-        "log order tells whether they came before or after it; taken as before (so none "
-        "of them ends a quarantine)"
+        f"{machine}: {n:,} event(s) lie in the span its clock stepped back over at "
+        f"{old:%H:%M:%S} UTC, and no log's order tells whether they came before or after the "
+        "step: the quarantine is measured both ways, and where the two differ, the verdict "
+        "is inconclusive"
         for machine, old, n in undecided.iter_rows()
     ]
 
@@ -388,11 +402,6 @@ def correlate(
     tagged, undecided = guest_clock.misplaced(tagged, logged_steps)
     notes += _undecided_notes(undecided)
     guest_events = tagged.filter(pl.col("machine").is_in(guest_names["machine"].implode()))
-    # The quarantine is measured on the clock each migration's window is on (its offset
-    # holds the steps before it): an event its log puts before a step back is read there.
-    on_window_clock = guest_events.with_columns(
-        pl.col("timestamp") + pl.duration(microseconds=pl.col(guest_clock.FIX) * 1e6)
-    )
     # A machine whose Netvsc driver logged anything is a Hyper-V guest: the one fact that
     # tells a VM's guest from a physical server exported alongside it.
     virtual = guest_events.filter(pl.col("kind").str.starts_with("guest."))["machine"].unique()
@@ -417,24 +426,45 @@ def correlate(
     roles = machines.unrelated(roles, matches, covers, migs.height > 0)
 
     tolerance = settings.match.tolerance_s or model.tolerance_s
-    found = quarantine.find_windows(
-        pairs.select(
-            "migration_id", "machine", "end", "clock_offset_s", "clock_steps_s", "clock_step_ref"
-        ),
-        on_window_clock,
-        model,
-        tolerance,
-    )
     evidence = _bundle_facts(
         cover, _logging(events, traffic_catalog, renamed), netvsc, candidates, catalog
     )
-    windows, blocked = quarantine.measure(
-        found, on_window_clock, evidence.classification_logs, model, catalog.scopes
-    )
+
+    def measured(fix: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Windows and blocked packets, the guests' events moved by ``fix`` seconds: onto
+        the clock each migration's window is on (its offset holds the steps before it)."""
+        on_window_clock = guest_events.with_columns(
+            pl.col("timestamp") + pl.duration(microseconds=fix * 1e6)
+        )
+        found = quarantine.find_windows(
+            pairs.select(
+                "migration_id", "machine", "end", "clock_offset_s", "clock_steps_s",
+                "clock_step_ref",
+            ),
+            on_window_clock,
+            model,
+            tolerance,
+        )  # fmt: skip
+        return quarantine.measure(
+            found, on_window_clock, evidence.classification_logs, model, catalog.scopes
+        )
+
+    windows, blocked = measured(pl.col(guest_clock.FIX))  # untold sides taken as before
     window_columns = windows.select(WINDOW_COLUMNS)
     table = pairs.join(window_columns, on="migration_id", how="left").with_columns(
-        pl.col("blocked_inbound", "blocked_tcp", "blocked_udp", "blocked_other").fill_null(0)
+        pl.col("blocked_inbound", "blocked_tcp", "blocked_udp", "blocked_other").fill_null(0),
+        pl.lit("told").alias("step_sides"),
     )
+    if not undecided.is_empty():  # and taken as after: where the two differ, untold
+        after, _ = measured(
+            pl.when(pl.col(guest_clock.UNTOLD)).then(0.0).otherwise(pl.col(guest_clock.FIX))
+        )
+        table = table.with_columns(
+            pl.when(pl.col("migration_id").is_in(_differ(windows, after).implode()))
+            .then(pl.lit("untold"))
+            .otherwise(pl.lit("told"))
+            .alias("step_sides")
+        )
     verdicts = load_table()
     assessed = findings.assess(table, evidence, catalog, verdicts).sort("migration_id")
     host_of = _host_names(assessed, renamed)

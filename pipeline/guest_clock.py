@@ -79,6 +79,9 @@ def continuous(events: pl.DataFrame, logged: pl.DataFrame) -> pl.DataFrame:
 FIX = "clock_fix_s"
 """Seconds to add to an event's time to read it on the clock its time wrongly puts it on."""
 
+UNTOLD = "clock_side_untold"
+"""The event lies in a step back's span and no log order tells its side (taken as before)."""
+
 DECREASE_S = 0.1
 """A log whose times fall back by more than this, inside a step back's span, has met the
 step there. Smaller falls are the ordinary jitter of events written by several threads."""
@@ -89,8 +92,10 @@ _FILE = ["source_path", "member"]
 def misplaced(events: pl.DataFrame, logged: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``events`` with ``clock_fix_s``: for an event its log's order puts before a step
     back although its time lies in the step's span, the step (so that time plus the fix is
-    what the clock read after the step); 0 for every other event. Also returns, per guest
-    and step, the events whose side no order tells (taken as before; for a note).
+    what the clock read after the step); 0 for every other event. ``clock_side_untold``
+    marks the events of a span whose side no order tells: they are taken as before, and
+    the correlator measures their quarantine both ways. Also returns how many there are,
+    per guest and step (for a note).
 
     An event's side of a step, in its own log: in the log that holds the step's record
     (the System log's Kernel-General 1), its record id against the step's. In any other
@@ -113,7 +118,7 @@ def misplaced(events: pl.DataFrame, logged: pl.DataFrame) -> tuple[pl.DataFrame,
         )
         .with_row_index("_step")
     )
-    no_fix = events.with_columns(pl.lit(0.0).alias(FIX))
+    no_fix = events.with_columns(pl.lit(0.0).alias(FIX), pl.lit(False).alias(UNTOLD))
     undecided_schema = {"machine": pl.String, "_old": pl.Datetime("us", "UTC"), "events": pl.UInt32}
     if back.is_empty():
         return no_fix, pl.DataFrame(schema=undecided_schema)
@@ -145,7 +150,9 @@ def misplaced(events: pl.DataFrame, logged: pl.DataFrame) -> tuple[pl.DataFrame,
     before = placed.filter(
         pl.col("_after_from").is_null() | (pl.col("record_id") < pl.col("_after_from"))
     )
-    fixes = before.group_by(keys).agg(pl.col("delta_s").sum().alias(FIX))
+    fixes = before.group_by(keys).agg(
+        pl.col("delta_s").sum().alias(FIX), (~pl.col("_told")).any().alias(UNTOLD)
+    )
     undecided = (
         before.filter(~pl.col("_told"))
         .group_by("machine", "_old")
@@ -154,7 +161,7 @@ def misplaced(events: pl.DataFrame, logged: pl.DataFrame) -> tuple[pl.DataFrame,
     )
     fixed = events.join(
         fixes, on=keys, how="left", nulls_equal=True, maintain_order="left"
-    ).with_columns(pl.col(FIX).fill_null(0.0))
+    ).with_columns(pl.col(FIX).fill_null(0.0), pl.col(UNTOLD).fill_null(False))
     return fixed, undecided
 
 

@@ -98,7 +98,7 @@ def test_outputs_equal_the_pristine_paths(name: str, reference, example_analysis
 # (tests/output_digests.json). A change that alters an output on purpose records them
 # again, deliberately, and says so in its commit:
 #
-#     LMTRACE_RECORD_DIGESTS=1 pytest -q -p no:xdist tests/test_same_outputs.py -k digests
+#     LMTRACE_RECORD_DIGESTS=1 pytest -q -n 0 tests/test_same_outputs.py -k digests
 
 DIGESTS = Path(__file__).with_name("output_digests.json")
 _PLOTLY_JS = re.compile(r"<script>/\*\*\n\* plotly\.js v[^<]*</script>")

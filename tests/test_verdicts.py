@@ -27,6 +27,7 @@ VALUES = {
     "window": ["none", "normal", "prolonged", "safety-timeout", "undetermined"],
     "drops_observable": [True, False],
     "blocked": [True, False],
+    "step_sides": ["told", "untold"],
 }
 
 
@@ -63,6 +64,7 @@ def _verdict(**facts: object) -> str:
         "window": "normal",
         "drops_observable": True,
         "blocked": False,
+        "step_sides": "told",
     }
     return decide(TABLE.migration, base | facts).verdict
 
@@ -88,6 +90,10 @@ def _verdict(**facts: object) -> str:
         ({"network_change": False, "trigger_log": "missing"}, "inconclusive"),
         ({"guest": "candidates"}, "inconclusive"),
         ({"completion": False, "window": "safety-timeout", "blocked": True}, "inconclusive"),
+        # Events a clock step back makes ambiguous may decide nothing, either way.
+        ({"step_sides": "untold", "window": "safety-timeout", "blocked": True}, "inconclusive"),
+        ({"step_sides": "untold", "window": "normal"}, "inconclusive"),
+        ({"network_change": False, "step_sides": "untold"}, "not-affected"),
     ],
 )
 def test_decisions(facts: dict[str, object], verdict: str) -> None:

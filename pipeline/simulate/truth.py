@@ -72,6 +72,7 @@ def _facts(**observed: object) -> dict[str, object]:
         "window": "none",
         "drops_observable": True,
         "blocked": False,
+        "step_sides": "told",
     }
     return facts | observed
 
@@ -93,6 +94,10 @@ def migration_facts(
         window=_window(plan, r, late),
         drops_observable=bool(observed.wfp_events or observed.pfirewall),
         blocked=bool(logged),
+        # The simulator writes each log in the order of the guest's clock, not in the order
+        # things happened (Windows' order), so across a step back no log shows where the step
+        # fell: the events of the span it stepped back over cannot be placed.
+        step_sides="untold" if g.clock_jump_s < 0 and r.network_change_us is not None else "told",
     )
 
 
