@@ -94,10 +94,11 @@ def migration_facts(
         window=_window(plan, r, late),
         drops_observable=bool(observed.wfp_events or observed.pfirewall),
         blocked=bool(logged),
-        # The simulator writes each log in the order of the guest's clock, not in the order
-        # things happened (Windows' order), so across a step back no log shows where the step
-        # fell: the events of the span it stepped back over cannot be placed.
-        step_sides="untold" if g.clock_jump_s < 0 and r.network_change_us is not None else "told",
+        # Stated as the analysis should find it in Windows' logs, which hold every event in
+        # the order things happened. The simulator writes its logs in the guest clock's order
+        # (docs/simulate.md), so across a step back the analysis may find the sides untold
+        # and answer inconclusive where this says more: the simulator's limit, not the rule's.
+        step_sides="told",
     )
 
 
