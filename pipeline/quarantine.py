@@ -189,14 +189,21 @@ def find_windows(
 
 
 def _without_duplicate_sources(guest_events: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
-    """Drop fallback-source traffic (pfirewall.log) of guests that have WFP audit events."""
-    traffic = model.blocked_kinds + model.allowed_kinds
-    primary = guest_events.filter(
-        pl.col("kind").is_in(traffic) & ~pl.col("kind").is_in(model.fallback_kinds)
-    )["machine"].unique()
-    return guest_events.filter(
-        ~(pl.col("kind").is_in(model.fallback_kinds) & pl.col("machine").is_in(primary.implode()))
-    )
+    """Drop fallback-source traffic (pfirewall.log) where WFP auditing logged its kind:
+    its dropped packets for guests with WFP blocked events, its allowed ones for guests
+    with WFP allowed events. Auditing failures only (5152/5157 but no 5156, a success
+    audit) is common, and there pfirewall.log's ALLOW lines are the only allowed
+    connections the logs hold: the first one after the network change ends the window."""
+    kept = guest_events
+    for family in (model.blocked_kinds, model.allowed_kinds):
+        fallback = [k for k in family if k in model.fallback_kinds]
+        primary = guest_events.filter(
+            pl.col("kind").is_in(family) & ~pl.col("kind").is_in(model.fallback_kinds)
+        )["machine"].unique()
+        kept = kept.filter(
+            ~(pl.col("kind").is_in(fallback) & pl.col("machine").is_in(primary.implode()))
+        )
+    return kept
 
 
 def _last_network_event(

@@ -332,6 +332,29 @@ def test_pfirewall_log_shows_the_drops_when_auditing_is_missing(tmp_path: Path) 
     assert wrong.blocked.is_empty()
 
 
+def test_pfirewall_allow_lines_end_the_window_when_only_failures_are_audited(
+    tmp_path: Path,
+) -> None:
+    """A guest that audits WFP failures only logs 5152/5157 but no 5156 (a success audit);
+    its pfirewall.log logs both. Its ALLOW lines are then the only allowed connections the
+    logs hold, and they count: with the workaround in the guest (no quarantine), the first
+    inbound connection allowed after Netvsc 14 shows the guest reachable. They were dropped
+    with every pfirewall.log line of a guest with WFP events, and the verdict was
+    likely-affected (the bug's 7 s by the classification logs' silence)."""
+    options = SimulateOptions(
+        scenario="quarantine-disabled", seed=709, pfirewall=True, wfp_audit="failure-only"
+    )
+    bundle, truth = _bundle(tmp_path, options)
+    assert truth["verdict"] == "not-affected"
+    result = _analyse_with_tz(tmp_path, bundle, "UTC")
+    row = result.migrations.row(0, named=True)
+    assert (row["verdict"], row["quarantine_class"]) == ("not-affected", "none"), row
+    assert row["end_ref"]["source_path"].endswith("pfirewall.log")
+    assert row["end_ref"]["kind"] == "pflog.allow"
+    # Its DROP lines still count only where no 5152/5157 shows the same packets.
+    assert "pflog.drop" not in set(result.blocked["kind"])
+
+
 REALISM = dict(
     multicast_drops=True,
     loopback_connections=True,
