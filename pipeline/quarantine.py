@@ -13,6 +13,9 @@ event. So a window:
   (catalog ``end_kinds``, whose entries' value conditions turn "no network",
   "no connectivity" and "Identifying..." into other kinds); an allowed inbound
   TCP connection from another machine (traffic flows again); the safety timeout.
+* is as long as its quarantine lasted unbroken: where one of those shows the
+  quarantine over between two changes of the chain, the length counts from the
+  later change (``_restarted``).
 
 What closed it is ``end_evidence``:
 
@@ -244,6 +247,47 @@ def _last_network_event(
     )
 
 
+EVIDENCE = ["machine", "timestamp"]
+
+
+def _restarted(windows: pl.DataFrame, triggers: pl.DataFrame, over: pl.DataFrame) -> pl.DataFrame:
+    """Add ``q_from``: where ``over`` (a classification, an allowed inbound connection)
+    shows a chain's quarantine over between two of its network changes, the quarantine
+    that lasts begins again at the later change; else at ``q0``.
+
+    A guest that answered inbound connections between two changes was not cut off
+    across them: measured from the first change, three short quarantines 3.5 s apart
+    read as one prolonged one.
+    """
+    changes = (
+        windows.select("migration_id", "machine", "q0", "last_change_at")
+        .join(triggers.select("machine", "timestamp").unique(), on="machine")
+        .filter(pl.col("timestamp").is_between(pl.col("q0"), pl.col("last_change_at")))
+        .sort("timestamp")
+    )
+    seen = over.rename({"timestamp": "_over_at"}).sort("_over_at")
+    # Each change with the one before it, and the last sign of the quarantine over before it.
+    ordered = changes.with_columns(
+        pl.col("timestamp").shift(1).over("migration_id", order_by="timestamp").alias("_previous")
+    ).join_asof(
+        seen,
+        left_on="timestamp",
+        right_on="_over_at",
+        by="machine",
+        strategy="backward",
+        allow_exact_matches=False,
+        check_sortedness=False,
+    )
+    again = (
+        ordered.filter(pl.col("_over_at") > pl.col("_previous"))
+        .group_by("migration_id")
+        .agg(pl.col("timestamp").max().alias("q_from"))
+    )
+    return windows.join(again, on="migration_id", how="left", maintain_order="left").with_columns(
+        pl.coalesce("q_from", "q0").alias("q_from")
+    )
+
+
 def _first_after(
     windows: pl.DataFrame, events: pl.DataFrame, name: str, after: str, horizon_s: float
 ) -> pl.DataFrame:
@@ -335,6 +379,7 @@ def measure(
     )
     w = _first_after(w, ends, "classified", "last_change_at", model.window_max_s)
     w = _first_after(w, allowed, "allowed", "last_change_at", model.window_max_s)
+    w = _restarted(w, triggers, pl.concat([ends.select(EVIDENCE), allowed.select(EVIDENCE)]))
     inside = (
         traffic.filter(pl.col("kind").is_in(model.blocked_kinds))
         .sort("timestamp")
@@ -436,7 +481,7 @@ def _close(w: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
     covered = (pl.col("logged_from") <= pl.col("q0")) & (
         pl.col("last_seen") >= pl.col("timeout_at")
     )
-    blocked_until = _seconds(pl.col("last_drop_at") - pl.col("q0"))
+    blocked_until = _seconds(pl.col("last_drop_at") - pl.col("q_from"))
     bracketed = pl.col("allowed_at").is_not_null() & (blocked_until >= model.safety_timeout_s - 1.0)
     evidence = (
         pl.when(classified)
@@ -460,7 +505,7 @@ def _close(w: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
         evidence.alias("end_evidence"),
         end.alias("q_end"),
         blocked_until.alias("blocked_until_s"),
-    ).with_columns(_seconds(pl.col("q_end") - pl.col("q0")).alias("q_duration_s"))
+    ).with_columns(_seconds(pl.col("q_end") - pl.col("q_from")).alias("q_duration_s"))
     observed = pl.col("end_evidence").is_in(["classified", "allowed-inbound"])
     by_duration = (
         pl.when(pl.col("q_duration_s") <= model.normal_quarantine_max_s)
@@ -484,4 +529,4 @@ def _close(w: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
         end_ref.alias("end_ref"),
         _on_host_clock("q0").alias("q0_host"),
         _on_host_clock("q_end").alias("q_end_host"),
-    ).drop("classified_ref", "allowed_ref", "logged_from", "last_seen")
+    ).drop("classified_ref", "allowed_ref", "logged_from", "last_seen", "q_from")

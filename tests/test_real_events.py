@@ -258,3 +258,42 @@ def test_a_clock_step_back_is_placed_by_each_logs_order(
         assert (row["verdict"], row["rule"]) == ("inconclusive", "clock-step-untold"), row
         assert "stepped back" in row["reason"]
         assert any("measured both ways" in note for note in result.notes)
+
+
+def test_connections_allowed_between_network_changes_end_each_quarantine(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """Three Netvsc 14 a few seconds apart form one chain: the bug's quarantine lasts 7 s
+    after the last. A real inbound connection allowed after each of them shows each
+    quarantine over before the next change came, and so the guest reachable across the
+    chain: no quarantine to speak of. Measured from the first change to the connection
+    after the last, it read as one prolonged quarantine, likely-affected (found with
+    quarantine-disabled, the guest's workaround, and extra changes).
+
+    The simulated guest runs workaround 1 and has no inbound load of its own. Changed
+    beyond time and computer: the connection's addresses (the corpus's only TCP inbound
+    5156 is on loopback) are made a remote client's connection to the guest's RDP port."""
+    out = tmp_path / "bundle"
+    options = SimulateOptions(
+        scenario="quarantine-disabled", seed=1, noise=60.0, load=0.0, extra_network_changes=2
+    )
+    truth = simulate(options, out).ground_truth
+    [migration] = truth["migrations"]
+    changes = [
+        datetime.fromisoformat(c["time"].replace("Z", "+00:00"))
+        for c in migration["network_changes"]
+    ]
+    assert len(changes) == 3
+    guest = next(m for m in truth["machines"] if m["role"] == "guest")
+    allowed = as_spec(real_event(corpus_dir, RDP_TUNNEL, 26), changes[0], guest["name"])
+    unicast = {"SourceAddress": "10.20.1.11", "DestAddress": "10.30.7.21", "DestPort": "50211"}
+    allowed = replace(
+        allowed, event_data=tuple((k, unicast.get(k, v)) for k, v in allowed.event_data)
+    )
+    after_each = [replace(allowed, timestamp=at(change, 0.2)) for change in changes]
+    graft(out, guest["folder"], "between", after_each)
+
+    row = _row(_analyse(out, tmp_path))
+    assert row["network_changes"] == 3
+    assert (row["verdict"], row["quarantine_class"]) == ("not-affected", "none"), row
+    assert row["q_duration_s"] < 0.5
