@@ -171,16 +171,26 @@ def _by_name(vms: pl.DataFrame, guests: pl.DataFrame, aliases: Mapping[str, str]
     return _labelled(pairs, "name", 0.9, "VM name equals the guest's host name")
 
 
+def chain_starts(netvsc: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
+    """The first Netvsc 14 of each chain: a guest's network changes less than the safety
+    timeout apart (one per NIC, or a repeated indication) follow one resume, and the
+    first is the one that follows the completion by the notification lag. Paired with
+    the completion, a later one of the chain gives an offset seconds off, and a window
+    that starts at it misses the quarantine's first seconds."""
+    gap = (pl.col("timestamp").diff().over("machine", order_by="timestamp")).dt.total_microseconds()
+    return netvsc.filter(gap.is_null() | (gap > model.safety_timeout_s * 1e6))
+
+
 def clock_differences(
     migrations: pl.DataFrame, netvsc: pl.DataFrame, model: ModelParams
 ) -> pl.DataFrame:
-    """Every (VM, guest, completion, Netvsc 14) pair within the offset search range, with
-    ``diff_s`` = Netvsc 14 time - completion time. Timing matches and clock offsets both
-    come from these, so they are computed once per bundle."""
+    """Every (VM, guest, completion, first Netvsc 14 of a chain) pair within the offset
+    search range, with ``diff_s`` = Netvsc 14 time - completion time. Timing matches and
+    clock offsets both come from these, so they are computed once per bundle."""
     ends = migrations.filter(pl.col("end").is_not_null()).select("vm_key", "end")
     reach = model.max_clock_offset_s + model.netvsc_lag_max_s
     return (
-        ends.join(netvsc.select("machine", "timestamp"), how="cross")
+        ends.join(chain_starts(netvsc, model).select("machine", "timestamp"), how="cross")
         .with_columns(
             ((pl.col("timestamp") - pl.col("end")).dt.total_microseconds() / 1e6).alias("diff_s")
         )

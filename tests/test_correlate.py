@@ -355,6 +355,29 @@ def test_pfirewall_allow_lines_end_the_window_when_only_failures_are_audited(
     assert "pflog.drop" not in set(result.blocked["kind"])
 
 
+def test_a_chain_of_network_changes_is_paired_by_its_first(tmp_path: Path) -> None:
+    """A repeated network-change indication: two Netvsc 14 3.4 s apart after one resume.
+    With the guest's clock 90 s off and one migration, the offset comes from pairing the
+    completion with a Netvsc 14. Paired with the second, it was 3.8 s off, the window
+    started at the second change, and a 5.7 s quarantine read as a normal 2.3 s one:
+    not-affected. The first of the chain follows the completion; on that one pair far
+    from zero, the offset is a guess, and a prolonged window on a guess is inconclusive."""
+    options = SimulateOptions(
+        scenario="healthy",
+        seed=51,
+        guest_clock_offset=-90.0,
+        load=3.0,
+        wfp_audit="off",
+        extra_network_changes=1,
+    )
+    bundle, truth = _bundle(tmp_path, options)
+    [first, _] = truth["migrations"][0]["network_changes"]
+    row = _analyse(tmp_path, bundle).migrations.row(0, named=True)
+    assert row["q0"] == datetime.fromisoformat(first["time"].replace("Z", "+00:00"))
+    assert abs(row["clock_offset_s"] + 90.0) < 1.0, row["clock_offset_s"]
+    assert (row["quarantine_class"], row["verdict"]) == ("prolonged", "inconclusive"), row
+
+
 REALISM = dict(
     multicast_drops=True,
     loopback_connections=True,
