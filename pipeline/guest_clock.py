@@ -106,9 +106,11 @@ def misplaced(events: pl.DataFrame, logged: pl.DataFrame) -> tuple[pl.DataFrame,
     quarantine before it began.
     """
     back = (
-        logged.filter(pl.col("delta_s") < 0)
+        # A step back shorter than the jitter of a log's own times reorders nothing that
+        # matters here (time service corrections of microseconds are common).
+        logged.filter(pl.col("delta_s") < -DECREASE_S)
         .select(
-            "machine",
+            pl.col("machine").alias("_step_machine"),
             pl.col("timestamp").alias("_new"),
             pl.col("old_time").alias("_old"),
             "delta_s",
@@ -125,15 +127,25 @@ def misplaced(events: pl.DataFrame, logged: pl.DataFrame) -> tuple[pl.DataFrame,
     ts = pl.col("timestamp")
     in_span = (ts >= pl.col("_new")) & (ts < pl.col("_old"))
     keys = ["machine", *_FILE, "record_id"]
-    rows = (
+    own = (
         events.select(*keys, "timestamp")
         .drop_nulls(["machine", "record_id", "timestamp"])
         .unique(keys)
-        .join(back, on="machine")
     )
-    spanned = rows.filter(in_span).select("_step", *_FILE).unique()
+    # The logs with events inside a step's span, then all of those logs' events.
+    spanned = (
+        own.join_where(back, pl.col("machine") == pl.col("_step_machine"), in_span)
+        .select("_step", *_FILE)
+        .unique()
+    )
+    if spanned.is_empty():
+        return no_fix, pl.DataFrame(schema=undecided_schema)
     per_file = ["_step", *_FILE]
-    rows = rows.join(spanned, on=per_file, nulls_equal=True).sort(*per_file, "record_id")
+    rows = (
+        own.join(spanned.join(back, on="_step"), on=_FILE, nulls_equal=True)
+        .filter(pl.col("machine") == pl.col("_step_machine"))
+        .sort(*per_file, "record_id")
+    )
     falls = in_span & ((ts.shift(1).over(per_file) - ts) > pl.duration(seconds=DECREASE_S))
     own_log = (pl.col("source_path") == pl.col("_step_path")) & pl.col("member").eq_missing(
         pl.col("_step_member")
