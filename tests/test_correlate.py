@@ -378,6 +378,29 @@ def test_a_chain_of_network_changes_is_paired_by_its_first(tmp_path: Path) -> No
     assert (row["quarantine_class"], row["verdict"]) == ("prolonged", "inconclusive"), row
 
 
+@pytest.mark.parametrize(
+    ("knobs", "verdict"),
+    [
+        ({}, "not-affected"),  # connections allowed right after Netvsc 14 show it
+        ({"load": 0.05}, "likely-affected"),  # nobody knocked: the bug's signature only
+        ({"wfp_audit": "off"}, "likely-affected"),  # allowed connections are not logged
+        ({"wfp_audit": "failure-only", "pfirewall": True}, "not-affected"),  # its ALLOW lines
+    ],
+)
+def test_a_guest_without_quarantine_is_judged_by_what_its_logs_show(
+    knobs: dict, verdict: str, tmp_path: Path
+) -> None:
+    """Workaround 1 in the guest: Netvsc 14, no classification, and no quarantine. The
+    logs show the quarantine absent only by an inbound connection allowed soon after the
+    change; without one they show the bug's signature. The ground truth said
+    not-affected whatever the logs showed (15 of the random sweep's bundles disagreed
+    with the analysis for that alone); it now says what they show, and both agree."""
+    options = SimulateOptions(scenario="quarantine-disabled", seed=735, **knobs)
+    bundle, truth = _bundle(tmp_path, options)
+    assert truth["verdict"] == verdict
+    assert _analyse(tmp_path, bundle).summary.verdict == verdict
+
+
 REALISM = dict(
     multicast_drops=True,
     loopback_connections=True,

@@ -47,8 +47,10 @@ def _window(plan: Plan, r: GuestReaction, late_drop: bool) -> str:
     """The quarantine window's class, as verdicts.toml names them and as the bundle's logs
     can show it: a window nothing in the logs shows ending is ``undetermined``, unless a
     logged drop past the normal span shows it lasted (``late_drop``)."""
-    if r.network_change_us is None or r.quarantine_end_us is None:
-        return "none"  # no quarantine: host fixed, or quarantine disabled in the guest
+    if r.network_change_us is None:
+        return "none"  # no network change: the host is fixed
+    if r.quarantine_end_us is None:
+        return _without_quarantine(plan, r)
     if r.ended_by == "safety-timeout" and plan.options.classification_logs:
         return "safety-timeout"  # the classification logs' silence shows it
     evidence = end_evidence(plan, r)
@@ -213,6 +215,38 @@ def observability(plan: Plan, guest: Machine) -> dict[str, object]:
         "pfirewall_log": plan.options.pfirewall,
         "classification_logs": plan.options.classification_logs,
     }
+
+
+def _without_quarantine(plan: Plan, r: GuestReaction) -> str:
+    """The class a guest without quarantine (workaround 1) shows after a network change.
+
+    Its logs show no quarantine only by an inbound TCP connection allowed soon after the
+    last change, where allowed connections are logged at all (full WFP auditing, or a
+    pfirewall.log, whose times are whole seconds). Without one, they show what the bug
+    shows: a network change and no classification (the classification logs' silence,
+    when exported). Times on the guest's clock, as its logs hold them.
+    """
+    g = r.migration.guest
+    last_us = r.last_network_change_us or r.network_change_us
+    if last_us is None:
+        return "none"
+    last = g.guest_us(last_us)
+    by_wfp = g.wfp_audit == "full"
+    allowed = [
+        t if by_wfp else t - t % US
+        for t in (
+            g.guest_us(a.time_us)
+            for a in plan.attempts
+            if a.guest == g and a.outcome == "allowed" and a.protocol == 6
+        )
+    ]
+    first = min((t for t in allowed if t >= last), default=None)
+    if (by_wfp or plan.options.pfirewall) and first is not None:
+        if first - last <= NORMAL_QUARANTINE_MAX_S * US:
+            return "none"
+        if first - last < SAFETY_TIMEOUT_S * US:
+            return "prolonged"
+    return "safety-timeout" if plan.options.classification_logs else "undetermined"
 
 
 def end_evidence(plan: Plan, r: GuestReaction) -> dict[str, object] | None:
