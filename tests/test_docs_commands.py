@@ -41,7 +41,7 @@ EXAMPLE = "examples/bundles/quarantine-bug"
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _OPTIONAL = re.compile(r"\[[^\]]*\]")  # synopsis: [filters], [--limit N]
-_BENCH = re.compile(r"tests/benchmarks/bench_\w+\.py[^`|\n]*")
+_BENCH = re.compile(r"tests/benchmarks/(?:bench|sweep)_\w+\.py[^`|\n]*")
 
 # Placeholders of the synopsis lines, as the workspace names them.
 PLACEHOLDERS = {"INPUT...": "examples/bundles/healthy"}
@@ -74,6 +74,7 @@ BENCH_TINY: dict[str, list[str]] = {
     "bench_timeline.py": ["--events", "2000", "--repeats", "1"],
     "bench_verdict.py": ["--repeats", "1", "--bundle", "examples/bundles/no-audit"],
     "bench_writer.py": ["--mb", "1", "--repeat", "1"],
+    "sweep_verdicts.py": ["--count", "2", "--seed", "1", "--workdir", "{tmp}/sweep"],
 }  # fmt: skip
 
 
@@ -207,7 +208,7 @@ def test_documented_python_snippet_runs(
 
 
 def test_every_benchmark_has_a_tiny_run_that_covers_its_documented_options() -> None:
-    scripts = {p.name for p in BENCHMARKS.glob("bench_*.py")}
+    scripts = {p.name for pattern in ("bench_*.py", "sweep_*.py") for p in BENCHMARKS.glob(pattern)}
     assert scripts == set(BENCH_TINY)
     lines = documented_benchmarks()
     assert {line.split()[0].rsplit("/", 1)[-1] for line in lines} >= {"bench_timeline.py"}
@@ -220,7 +221,7 @@ def test_every_benchmark_has_a_tiny_run_that_covers_its_documented_options() -> 
         assert documented <= tried, f"{line}: {sorted(documented - tried)} not run by the tests"
 
 
-SPAWNING = {"bench_batch.py", "bench_ingest.py"}
+SPAWNING = {"bench_batch.py", "bench_ingest.py", "sweep_verdicts.py"}
 """Benchmarks that start processes of their own (spawned: they re-import ``__main__``)
 run as a process; the others run in this one, sparing a start-up of Python and polars."""
 
