@@ -37,6 +37,7 @@ from parsers.model import LmtraceError
 from parsers.time_values import parse_duration
 from pipeline.catalog import ModelParams
 from pipeline.machines import machine_names, machine_of, short_name
+from pipeline.quarantine import starts_a_chain
 
 MATCH_SCHEMA = {
     "vm_key": pl.String,
@@ -172,13 +173,11 @@ def _by_name(vms: pl.DataFrame, guests: pl.DataFrame, aliases: Mapping[str, str]
 
 
 def chain_starts(netvsc: pl.DataFrame, model: ModelParams) -> pl.DataFrame:
-    """The first Netvsc 14 of each chain: a guest's network changes less than the safety
-    timeout apart (one per NIC, or a repeated indication) follow one resume, and the
-    first is the one that follows the completion by the notification lag. Paired with
-    the completion, a later one of the chain gives an offset seconds off, and a window
-    that starts at it misses the quarantine's first seconds."""
-    gap = (pl.col("timestamp").diff().over("machine", order_by="timestamp")).dt.total_microseconds()
-    return netvsc.filter(gap.is_null() | (gap > model.safety_timeout_s * 1e6))
+    """The first Netvsc 14 of each chain (:func:`pipeline.quarantine.starts_a_chain`): the
+    one that follows the completion by the notification lag. Paired with the completion,
+    a later one of the chain gives an offset seconds off, and a window that starts at it
+    misses the quarantine's first seconds."""
+    return netvsc.filter(starts_a_chain(model.safety_timeout_s))
 
 
 def clock_differences(

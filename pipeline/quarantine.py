@@ -209,6 +209,15 @@ def _without_duplicate_sources(guest_events: pl.DataFrame, model: ModelParams) -
     return kept
 
 
+def starts_a_chain(timeout_s: float) -> pl.Expr:
+    """True for a guest's network change (``machine``, ``timestamp``) that begins a chain:
+    its first, or one more than ``timeout_s`` (the safety timeout) after the one before.
+    The changes of a chain follow one resume (a Netvsc 14 per NIC, or a repeated
+    indication)."""
+    gap = pl.col("timestamp").diff().over("machine", order_by="timestamp")
+    return (_seconds(gap) > timeout_s).fill_null(True)
+
+
 def _last_network_event(
     windows: pl.DataFrame, triggers: pl.DataFrame, timeout_s: float
 ) -> pl.DataFrame:
@@ -221,13 +230,7 @@ def _last_network_event(
     chained = (
         triggers.select("machine", "timestamp")
         .sort("machine", "timestamp")
-        .with_columns(
-            (_seconds(pl.col("timestamp").diff().over("machine")) > timeout_s)
-            .fill_null(True)
-            .cum_sum()
-            .over("machine")
-            .alias("_chain")
-        )
+        .with_columns(starts_a_chain(timeout_s).cum_sum().over("machine").alias("_chain"))
     )
     chain_of_q0 = chained.unique(["machine", "timestamp"]).rename({"timestamp": "q0"})
     followers = (
@@ -247,7 +250,7 @@ def _last_network_event(
     )
 
 
-EVIDENCE = ["machine", "timestamp"]
+_EVIDENCE = ["machine", "timestamp"]
 
 
 def _restarted(windows: pl.DataFrame, triggers: pl.DataFrame, over: pl.DataFrame) -> pl.DataFrame:
@@ -379,7 +382,7 @@ def measure(
     )
     w = _first_after(w, ends, "classified", "last_change_at", model.window_max_s)
     w = _first_after(w, allowed, "allowed", "last_change_at", model.window_max_s)
-    w = _restarted(w, triggers, pl.concat([ends.select(EVIDENCE), allowed.select(EVIDENCE)]))
+    w = _restarted(w, triggers, pl.concat([ends.select(_EVIDENCE), allowed.select(_EVIDENCE)]))
     inside = (
         traffic.filter(pl.col("kind").is_in(model.blocked_kinds))
         .sort("timestamp")
