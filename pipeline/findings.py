@@ -135,10 +135,6 @@ def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.Data
             pl.col("quarantine_class").alias("window"),
             blocked_seen.alias("drops_observable"),
             (pl.col("blocked_inbound") > 0).alias("blocked"),
-            # Measured once (no clock step back left any event's side untold): told.
-            (pl.col("step_sides") if "step_sides" in table.columns else pl.lit("told")).alias(
-                "step_sides"
-            ),
             # The words the reasons are made of.
             pl.col("end").dt.strftime("%Y-%m-%d %H:%M:%S UTC").alias("end_text"),
             _words(CLASS_WORDS, "quarantine_class").alias("window_words"),

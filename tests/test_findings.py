@@ -37,6 +37,7 @@ def row(**values: object) -> pl.DataFrame:
         "end_evidence": "timeout-no-classification",
         "q_duration_s": 7.0,
         "blocked_inbound": 12,
+        "step_sides": "told",
     }
     base |= values
     return pl.DataFrame(
@@ -54,6 +55,7 @@ def row(**values: object) -> pl.DataFrame:
             "end_evidence": pl.String,
             "q_duration_s": pl.Float64,
             "blocked_inbound": pl.Int64,
+            "step_sides": pl.String,
         },
     )
 

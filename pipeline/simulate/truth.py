@@ -217,6 +217,15 @@ def observability(plan: Plan, guest: Machine) -> dict[str, object]:
     }
 
 
+def _allowed_tcp(plan: Plan, g: Machine) -> list[int]:
+    """Host times of the inbound TCP connections ``g`` allowed (what ends a window)."""
+    return [
+        a.time_us
+        for a in plan.attempts
+        if a.guest == g and a.outcome == "allowed" and a.protocol == 6
+    ]
+
+
 def _without_quarantine(plan: Plan, r: GuestReaction) -> str:
     """The class a guest without quarantine (workaround 1) shows after a network change.
 
@@ -227,18 +236,13 @@ def _without_quarantine(plan: Plan, r: GuestReaction) -> str:
     when exported). Times on the guest's clock, as its logs hold them.
     """
     g = r.migration.guest
-    last_us = r.last_network_change_us or r.network_change_us
+    last_us = r.last_network_change_us  # the first change where there is only one
     if last_us is None:
         return "none"
     last = g.guest_us(last_us)
     by_wfp = g.wfp_audit == "full"
     allowed = [
-        t if by_wfp else t - t % US
-        for t in (
-            g.guest_us(a.time_us)
-            for a in plan.attempts
-            if a.guest == g and a.outcome == "allowed" and a.protocol == 6
-        )
+        t if by_wfp else t - t % US for t in (g.guest_us(at) for at in _allowed_tcp(plan, g))
     ]
     first = min((t for t in allowed if t >= last), default=None)
     if (by_wfp or plan.options.pfirewall) and first is not None:
@@ -266,11 +270,7 @@ def end_evidence(plan: Plan, r: GuestReaction) -> dict[str, object] | None:
     if r.ended_by == "classification" and plan.options.classification_logs:
         found = (end, "classification")
     elif g.wfp_audit == "full" or plan.options.pfirewall:
-        allowed = [
-            a.time_us
-            for a in plan.attempts
-            if a.guest == g and a.outcome == "allowed" and a.protocol == 6 and a.time_us >= end
-        ]
+        allowed = [at for at in _allowed_tcp(plan, g) if at >= end]
         if allowed:
             found = (min(allowed), "5156" if g.wfp_audit == "full" else "pfirewall.log ALLOW")
     if found is None:
