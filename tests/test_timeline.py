@@ -332,6 +332,39 @@ def test_a_static_export_past_its_deadline_is_stopped_and_said(
     assert not children  # the exporting process was killed, not left behind
 
 
+def test_a_static_export_that_fails_once_is_tried_again(
+    drain: Analysis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kaleido's Chrome once started but was not ready, and the export failed at once
+    ("ReferenceError: kaleido_scopes is not defined", a fresh clone's CI run). A child
+    that fails its first try the same way stands for that: the second try writes the
+    image. A child that always fails is given up after two tries, with its last line."""
+    pytest.importorskip("kaleido", reason="static export needs kaleido (in the test extras)")
+    from pipeline.timeline import static_image
+
+    first_fails = (
+        "import pathlib\n"
+        "tried = pathlib.Path(sys.argv[1] + '.tried')\n"
+        "if not tried.exists():\n"
+        "    tried.touch()\n"
+        "    sys.exit('ReferenceError: kaleido_scopes is not defined')\n"
+    )
+    child = static_image._CHILD.replace(
+        "import plotly.io as pio\n", first_fails + "import plotly.io as pio\n"
+    )
+    assert child != static_image._CHILD
+    monkeypatch.setattr(static_image, "_CHILD", child)
+    png = tmp_path / "t.png"
+    write_static(timeline_figure(drain.result, TimelineSettings()), png)
+    assert (tmp_path / "t.png.tried").exists()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    monkeypatch.setattr(static_image, "_CHILD", "import sys\nsys.exit('always broken')\n")
+    with pytest.raises(TimelineError, match=r"static export failed, 2 tries: always broken"):
+        write_static(timeline_figure(drain.result, TimelineSettings()), tmp_path / "u.png")
+    assert not (tmp_path / "u.png").exists()
+
+
 def test_cli_timeline(drain: Analysis, tmp_path: Path, findings: dict) -> None:
     mid = findings["migrations"][0]["migration_id"]
     page = tmp_path / "zoom.html"

@@ -9,6 +9,11 @@ How: the figure goes, as JSON on stdin, to a child Python in a session of its ow
 that writes the image; past the deadline the whole session (the child, its Chrome
 and the Chrome's helpers) is killed and the export tried once more, then given up
 with one line that says so. A file left by a stopped try is removed.
+
+A Chrome that starts but is not ready fails instead of hanging: kaleido then raises
+"ReferenceError: kaleido_scopes is not defined" (once in a fresh clone's CI run, under
+load). That try is given a second one too; an export that fails twice is given up
+with the last line of its error.
 """
 
 from __future__ import annotations
@@ -58,8 +63,11 @@ def export(figure_json: str, path: Path, width: int, height: int, scale: int) ->
             ) from None
         if child.returncode == 0:
             return
+        path.unlink(missing_ok=True)
+        if attempt < TRIES:
+            continue
         last = (err.strip().splitlines() or ["no message"])[-1]
-        raise TimelineError(f"{path}: static export failed: {last}")
+        raise TimelineError(f"{path}: static export failed, {TRIES} tries: {last}")
 
 
 def _stop(child: subprocess.Popen[str]) -> None:
