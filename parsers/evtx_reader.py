@@ -10,7 +10,8 @@ Problem: support bundles carry damaged, dirty and truncated .evtx files, and a
   RuntimeWarnings, python-evtx exceptions); chunk slots that cannot be read
   (from :func:`parsers.evtx_layout.scan_layout`); and records a chunk header
   declares that no engine produced (pyevtx-rs stops a chunk at some bad records
-  without saying how many follow).
+  without saying how many follow). Chunks read in full whose checksums fail are
+  named apart (``report.altered``, parsers/evtx_integrity.py): read, not lost.
 * The default engine is pyevtx-rs. Its records become rows in the compiled
   scanner (parsers/_evtx_scan.c, through parsers/native.py) when it was built,
   any record it hands back and every record without it in parsers/evtx_rows.py
@@ -46,6 +47,7 @@ import evtx
 import msgspec
 import polars as pl
 
+from parsers.evtx_integrity import checked_aside
 from parsers.evtx_layout import (
     CHUNK_SIZE,
     EVTX_HEAD_SIZE,
@@ -312,6 +314,7 @@ class EvtxRead:
         report.issues.extend(duplicate_issue(copy, earlier) for copy, earlier in self._copies)
         report.chunks_duplicated = len(self._copies)
         tracker = _ProgressMap(self.layout, *self._extent, self._progress)
+        altered = checked_aside(self.path, self.layout, whole=not self._part)
         try:
             for frame in self._frames(tracker):
                 yield self._read_once(frame) if self._copies else frame
@@ -320,6 +323,7 @@ class EvtxRead:
                 if opened is not None:
                     opened.close()
         self._account()
+        report.altered = altered()
         tracker.finish()
 
     def _frames(self, tracker: _ProgressMap) -> Iterator[pl.DataFrame]:

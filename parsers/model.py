@@ -75,6 +75,9 @@ FILE_SCHEMA: dict[str, pl.DataType] = {
     "chunks_duplicated": pl.Int64(),  # chunks holding the same record ids as another chunk
     "records_recovered": pl.Int64(),  # records python-evtx read that pyevtx-rs skipped
     "errors": pl.List(pl.String()),  # one line per problem, naming chunk/record/offset
+    # one line per chunk that fails its checksums: read and kept, but changed after Windows
+    # wrote them (parsers/evtx_integrity.py)
+    "altered": pl.List(pl.String()),
     "first_ts": TIMESTAMP,
     "last_ts": TIMESTAMP,
     "channels": pl.List(pl.String()),
@@ -185,6 +188,8 @@ class ReadReport:
     chunks_duplicated: int = 0
     records_recovered: int = 0
     issues: list[ReadIssue] = field(default_factory=list)
+    # chunks whose bytes changed after Windows wrote their checksums: read, not lost
+    altered: list[ReadIssue] = field(default_factory=list)
     dirty: bool = False
     fallback: str | None = None
     first_ts: datetime | None = None

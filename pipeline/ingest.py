@@ -508,6 +508,7 @@ def _file_row(source: Source, result: _Result, version: str) -> dict[str, Any]:
         "chunks_duplicated": report.chunks_duplicated if report else 0,
         "records_recovered": report.records_recovered if report else 0,
         "errors": errors,
+        "altered": [str(issue) for issue in report.altered] if report else [],
         "first_ts": report.first_ts if report else None,
         "last_ts": report.last_ts if report else None,
         "channels": sorted(result.channels),
@@ -818,6 +819,7 @@ def _joined(index: int, parts: list[_Result]) -> _Result | None:
         dirty=done[0].dirty,
         first_ts=min(firsts, default=None),
         last_ts=max(lasts, default=None),
+        altered=[issue for r in done for issue in r.altered],
     )
     return _Result(
         index,

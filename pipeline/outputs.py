@@ -44,13 +44,15 @@ BLOCKED_COLUMNS = (
 
 
 def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict[str, object]:
-    """What could not be read, from the store's files table: the verdict stands on the rest.
+    """What could not be read, from the store's files table: the verdict stands on the rest;
+    and the chunks that were read but changed after Windows wrote them (``altered``).
 
     ``incomplete`` says why the store does not hold everything it was asked to (an
     ingest into it failed or was killed; pipeline.store.incomplete), or is None.
     """
     if files is None:
         return {}
+    altered = files["altered"].list.len().fill_null(0)  # null: a store from before the column
     problems = files.filter(
         (pl.col("records_skipped") > 0)
         | (pl.col("chunks_skipped") > 0)
@@ -63,9 +65,13 @@ def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict
         "records_read": int(files["records"].sum() or 0),
         "records_unreadable": int(files["records_skipped"].sum() or 0),
         "chunks_unreadable": int(files["chunks_skipped"].sum() or 0),
+        "chunks_altered": int(altered.sum() or 0),
         "problems": problems.select(
             "source_path", "member", "kind", "records_skipped", "chunks_skipped", "errors"
         ).to_dicts(),
+        "altered": files.filter(altered > 0)
+        .select("source_path", "member", "kind", "altered")
+        .to_dicts(),
     }
 
 

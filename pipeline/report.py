@@ -126,6 +126,22 @@ def integrity_text(integ: Mapping[str, Any]) -> str:
         f"{integ.get('records_read', 0):,} records read, "
         f"{integ.get('records_unreadable', 0):,} records and "
         f"{integ.get('chunks_unreadable', 0):,} chunks unreadable."
+        + _altered_text(integ.get("chunks_altered") or 0)
+    )
+
+
+def _altered_text(chunks: int) -> str:
+    """What chunks failing their checksums mean (parsers/evtx_integrity.py); nothing when
+    there are none."""
+    if not chunks:
+        return ""
+    many = chunks != 1
+    return (
+        f" {chunks:,} chunk{'s' if many else ''} read in full {'do' if many else 'does'} not"
+        f" match {'their' if many else 'its'} checksums: {'their' if many else 'its'} bytes"
+        " changed after Windows wrote them (damage, recovery from a shadow copy, or editing),"
+        f" so {'their' if many else 'its'} records are used but may not be what Windows"
+        " logged (named below)."
     )
 
 
@@ -445,6 +461,21 @@ def report_html(doc: Doc, timelines: Sequence[str] = ()) -> str:
                 ],
             )
         )
+    altered = list(integ.get("altered", []))
+    if altered:
+        parts.append(
+            _table(
+                ["File", "Kind", "Chunks changed after Windows wrote them"],
+                [
+                    [
+                        f'<span class="path">{h(evidence_place(a)[0])}</span>',
+                        h(a.get("kind")),
+                        "<br>".join(h(line) for line in (a.get("altered") or [])[:5]),
+                    ]
+                    for a in altered
+                ],
+            )
+        )
     parts.append('<h2 id="catalog">Does the catalog fit these logs?</h2>')
     parts.append(f"<p>{h(catalog_fit_text(doc))}</p>")
     misfits = (doc.get("catalog_check") or {}).get("problems") or []
@@ -615,6 +646,10 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
             for m in doc["machines"]
         ] + [""]
     lines += [f"**Integrity:** {md(integrity_text(doc.get('integrity') or {}))}", ""]
+    altered = (doc.get("integrity") or {}).get("altered") or []
+    lines += [
+        f"- {md(evidence_place(a)[0])}: {md('; '.join(a.get('altered') or []))}" for a in altered
+    ] + ([""] if altered else [])
     if doc.get("inputs"):
         lines += ["**Inputs:** " + "; ".join(md(i) for i in doc["inputs"]), ""]
     lines += [f"**Catalog:** {md(catalog_fit_text(doc))}", ""]
