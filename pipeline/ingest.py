@@ -126,10 +126,16 @@ class FileOutcome:
     records_skipped: int = 0
     events_stored: int = 0
     message: str = ""
+    altered: int = 0  # chunks read in full that fail their checksums (parsers/evtx_integrity.py)
 
     @property
     def where(self) -> str:
         return display_path(self.source_path, self.member)
+
+    @property
+    def problem(self) -> bool:
+        """Partly read, unreadable, or refused: a reason the run is partial."""
+        return self.status in ("partial", "failed", "refused")
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,7 @@ class IngestSummary:
     @property
     def problems(self) -> tuple[FileOutcome, ...]:
         """Files partly read, unreadable, or refused: the reasons the run is partial."""
-        return tuple(o for o in self.outcomes if o.status in ("partial", "failed", "refused"))
+        return tuple(o for o in self.outcomes if o.problem)
 
     @property
     def exit_code(self) -> int:
@@ -552,6 +558,7 @@ def _outcome(source: Source, result: _Result, stored: int) -> FileOutcome:
         records_skipped=report.records_skipped + result.rejected,
         events_stored=stored,
         message=first_issue,
+        altered=len(report.altered),
     )
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
 from parsers.evtx_integrity import ASIDE_CHUNKS, HEADER_ALTERED, RECORDS_ALTERED, altered_chunks
 from parsers.evtx_layout import CHUNK_SIZE, FILE_HEADER_SIZE, scan_layout
 from parsers.evtx_reader import Provenance, ReadSettings, read_evtx, split_slots
 from parsers.evtx_writer import Damage, EventSpec, WriteOptions, write_evtx
+from pipeline.cli import app
 from pipeline.ingest import ingest
 from pipeline.outputs import integrity
 from pipeline.report import integrity_text
@@ -151,3 +153,15 @@ def test_ingest_and_report_name_the_changed_chunk_and_keep_its_records(tmp_path:
     assert integ["chunks_altered"] == 1 and integ["files_with_problems"] == 0
     assert [a["altered"] for a in integ["altered"]] == files["altered"].to_list()
     assert "1 chunk read in full does not match its checksums" in integrity_text(integ)
+
+
+def test_the_command_line_says_which_file_changed(tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    _edit_vm_name(_log(folder, 3), 5, "XYZ-VM0005")
+    result = CliRunner().invoke(app, ["ingest", str(folder), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"lmtrace: altered: {folder / 'VMMS-Admin.evtx'}: 1 chunk changed after Windows wrote"
+        " its checksums; read and used (named in `lmtrace files` and the report)"
+    ]

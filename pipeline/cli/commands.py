@@ -257,7 +257,7 @@ def ingest(
             inputs, out, settings, jobs, IngestBar(bar), limits, firewall,
             password,
         )  # fmt: skip
-    echo_problems(summary.problems)
+    echo_problems(summary.outcomes)
     if json_out:
         typer.echo(printable_json(json.dumps(summary.to_dict(), indent=2, default=str)))
     elif not quiet:
@@ -526,7 +526,7 @@ def analyze(
             + "; ".join(analysis.case.reread),
             err=True,
         )
-    echo_problems(analysis.ingest.problems)
+    echo_problems(analysis.ingest.outcomes)
     if analysis.incomplete:
         typer.echo(
             f"lmtrace: warning: {printable(out)}: {printable(analysis.incomplete)}", err=True

@@ -231,12 +231,23 @@ def warn_incomplete(store: Path) -> str | None:
     return str(mark)
 
 
-def echo_problems(problems: Iterable[FileOutcome]) -> None:
-    """One stderr line per file that was partly read, unreadable or refused."""
-    for item in problems:
-        typer.echo(
-            f"lmtrace: {item.status}: {printable(item.where)}: {printable(item.message)}", err=True
-        )
+def echo_problems(outcomes: Iterable[FileOutcome]) -> None:
+    """One stderr line per file that was partly read, unreadable or refused, and per file
+    read in full of which chunks changed after Windows wrote their checksums."""
+    for item in outcomes:
+        if item.problem:
+            typer.echo(
+                f"lmtrace: {item.status}: {printable(item.where)}: {printable(item.message)}",
+                err=True,
+            )
+        if item.altered:
+            many = item.altered > 1
+            typer.echo(
+                f"lmtrace: altered: {printable(item.where)}: {item.altered} chunk"
+                f"{'s' if many else ''} changed after Windows wrote {'their' if many else 'its'}"
+                " checksums; read and used (named in `lmtrace files` and the report)",
+                err=True,
+            )
 
 
 def ingest_summary_line(summary: IngestSummary) -> str:
