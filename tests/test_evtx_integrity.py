@@ -104,13 +104,16 @@ def test_the_chunk_an_open_log_was_filling_is_not_judged(tmp_path: Path, dirty: 
 
 @pytest.mark.parametrize("dirty", [False, True])
 def test_parts_of_a_big_log_name_what_a_whole_read_names(tmp_path: Path, dirty: bool) -> None:
+    """Each part of a big log is read on its own; the chunk an open log was filling is
+    the file's, not the last of each part."""
     chunks = ASIDE_CHUNKS + 6  # checked on a thread beside the reader
-    path = _log(tmp_path, chunks, Damage(dirty=dirty, bad_records_crc=(3, chunks - 1)))
-    whole, _ = _read(path)
-    plan = split_slots(path, 8 * CHUNK_SIZE)
+    plan = split_slots(_log(tmp_path, chunks), 8 * CHUNK_SIZE)
     assert plan is not None and len(plan) > 2
+    ends = (plan[0].stop - 1, chunks - 1)  # the last chunk of the first part, of the file
+    path = _log(tmp_path, chunks, Damage(dirty=dirty, bad_records_crc=(3, *ends)))
+    whole, _ = _read(path)
     parts = [issue for slots in plan for issue in _read(path, slots)[0].altered]
-    assert [i.chunk for i in whole.altered] == [3] + ([] if dirty else [chunks - 1])
+    assert [i.chunk for i in whole.altered] == [3, ends[0]] + ([] if dirty else [ends[1]])
     assert parts == whole.altered
 
 
