@@ -227,3 +227,14 @@ def test_help_loads_no_analysis_library(args):
     heavy = {"polars", "plotly", "evtx", "Evtx", "msgspec", "py7zr", "pyzipper", "dask"}
     assert not loaded & (heavy | {"psutil", "pydantic", "narwhals"}), sorted(loaded & heavy)
     assert {"typer", "pipeline"} <= loaded  # the check itself ran
+
+
+def test_the_script_a_reading_process_runs_again_loads_no_command_line():
+    """Reading processes are spawned; each runs the ``lmtrace`` script again, importing
+    what it imports (pipeline/__main__.py): that must not be typer and the commands."""
+    code = "import sys, pipeline.__main__; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    assert "pipeline.__main__" in loaded  # the check itself ran
+    assert not {m for m in loaded if m.split(".")[0] in {"typer", "click", "rich", "polars"}}
+    assert not {m for m in loaded if m.startswith("pipeline.cli")}
