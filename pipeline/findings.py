@@ -18,7 +18,7 @@ import polars as pl
 from pipeline.catalog import Catalog
 from pipeline.machines import to_guest_clock
 from pipeline.matching import OFFSET_BASES
-from pipeline.quarantine import CLASS_WORDS, END_WORDS
+from pipeline.quarantine import CLASS_WORDS, END_WORDS, starts_a_chain
 from pipeline.verdict_table import Row, VerdictTable
 from pipeline.wording import clock_words_expr
 
@@ -45,13 +45,28 @@ def _words(mapping: dict[str, str], column: str, **values: float) -> pl.Expr:
     )
 
 
-def _candidate_triggers(table: pl.DataFrame, triggers: pl.DataFrame) -> pl.DataFrame:
-    """migration_id -> the guest's Netvsc 14 nearest the completion, each with the
-    ``--clock-offset`` that would make it the trigger (text)."""
+def _unexplained_changes(
+    table: pl.DataFrame, triggers: pl.DataFrame, timeout_s: float
+) -> pl.DataFrame:
+    """machine, timestamp: the network changes (the first Netvsc 14 of each chain) that
+    no migration's quarantine starts at. Each may be a migration's trigger at another
+    clock offset than the one its migration was searched at."""
+    starts = triggers.select("machine", "timestamp").sort("machine", "timestamp")
+    paired = table.select("machine", pl.col("q0").alias("timestamp")).drop_nulls()
+    return starts.filter(starts_a_chain(timeout_s)).join(
+        paired, on=["machine", "timestamp"], how="anti"
+    )
+
+
+def _candidate_triggers(table: pl.DataFrame, unexplained: pl.DataFrame) -> pl.DataFrame:
+    """migration_id -> for a migration whose trigger was not found, the guest's
+    unexplained network changes nearest the completion, each with the ``--clock-offset``
+    that would make it the trigger (text)."""
     return (
-        table.select("migration_id", "machine", "end")
+        table.filter(pl.col("q0").is_null())
+        .select("migration_id", "machine", "end")
         .drop_nulls()
-        .join(triggers.select("machine", "timestamp"), on="machine")
+        .join(unexplained, on="machine")
         .with_columns(
             ((pl.col("timestamp") - pl.col("end")).dt.total_milliseconds() / 1000).alias("_d")
         )
@@ -92,6 +107,12 @@ def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.Data
     candidates = facts.candidates.group_by("vm_key").agg(
         pl.col("machine").sort().str.join(", ").alias("candidates")
     )
+    unexplained = _unexplained_changes(table, facts.triggers, model.safety_timeout_s)
+    # A given offset is the user's word, and a sign or unit slip is easy: where the guest
+    # logged network changes that no migration explains, the absence of one where that
+    # offset points proves nothing. A measured offset rests on the logs themselves.
+    given = pl.col("offset_basis") == "given"
+    doubted = given & pl.col("machine").is_in(unexplained["machine"].unique().implode())
     logging_triggers = facts.triggers["machine"].unique().implode()
     blocked_seen = pl.col("machine").is_in(facts.drops_observable.implode())
     drops_words = (
@@ -102,10 +123,11 @@ def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.Data
         .otherwise(pl.lit("no inbound connection was blocked in it while auditing was on"))
     )
     offset_text = pl.when(pl.col("clock_offset_s") >= 0).then(pl.lit("+")).otherwise(pl.lit(""))
+    offset_value = offset_text + pl.col("clock_offset_s").round(1).cast(pl.String) + pl.lit("s")
     return (
         table.join(covered, on="migration_id", how="left")
         .join(candidates, on="vm_key", how="left")
-        .join(_candidate_triggers(table, facts.triggers), on="migration_id", how="left")
+        .join(_candidate_triggers(table, unexplained), on="migration_id", how="left")
         .with_columns(
             pl.col("end").is_not_null().alias("completion"),
             pl.when(pl.col("machine").is_not_null())
@@ -119,7 +141,7 @@ def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.Data
             .otherwise(pl.lit("missing"))
             .alias("trigger_log"),
             pl.col("q0").is_not_null().alias("network_change"),
-            pl.when(offset_known | ~pl.col("machine").is_in(logging_triggers))
+            pl.when((offset_known & ~doubted) | ~pl.col("machine").is_in(logging_triggers))
             .then(pl.lit("complete"))
             .otherwise(pl.lit("incomplete"))
             .alias("trigger_search"),
@@ -145,9 +167,11 @@ def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.Data
                 clock_words_expr(pl.col("clock_offset_s")),
                 _words(OFFSET_BASES, "offset_basis"),
             ).alias("offset_words"),
-            (offset_text + pl.col("clock_offset_s").round(1).cast(pl.String) + pl.lit("s")).alias(
-                "clock_offset_text"
-            ),
+            offset_value.alias("clock_offset_text"),
+            pl.when(given)
+            .then(pl.format("the --clock-offset given ({}) puts none there", offset_value))
+            .otherwise(pl.lit("its clock offset is not known"))
+            .alias("offset_doubt"),
             pl.when(offset_known)
             .then(pl.lit(""))
             .otherwise(
@@ -209,7 +233,14 @@ def assess(
     ).drop(REASON_PARTS)
 
 
-REASON_PARTS = ("end_text", "drops_words", "offset_words", "clock_offset_text", "offset_note")
+REASON_PARTS = (
+    "end_text",
+    "drops_words",
+    "offset_words",
+    "clock_offset_text",
+    "offset_note",
+    "offset_doubt",
+)
 """Words only the reasons are made of; the reason holds them, the tables do not repeat
 them. (``window_words`` and ``end_words`` stay: the reports and the timeline show them.)"""
 

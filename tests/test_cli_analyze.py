@@ -169,3 +169,21 @@ def test_mapping_and_clock_offset_are_used_reported_and_reused_by_timeline(
     assert override.exit_code == 0, override.output
     assert "using the correlation options saved" not in override.stderr
     assert "(given)" not in (tmp_path / "t.html").read_text(encoding="utf-8")
+
+
+def test_a_clock_offset_given_wrong_is_not_taken_for_a_trigger_that_did_not_fire(
+    tmp_path: Path,
+) -> None:
+    """The example's guest logged its Netvsc 14 0.3 s after the completion; a --clock-offset
+    of +300 s (a sign or unit slip) looks for it five minutes later. That proves nothing:
+    inconclusive, naming the offset that would make the logged change the trigger."""
+    out = tmp_path / "out"
+    bundle = Path(__file__).resolve().parents[1] / "examples" / "bundles" / "quarantine-bug"
+    done = invoke(
+        "analyze", bundle, "--out", out, "--clock-offset", "APP-VM01=+300s", "--quiet"
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    [migration] = json.loads((out / "findings.json").read_text())["migrations"]
+    assert (migration["verdict"], migration["rule"]) == ("inconclusive", "trigger-elsewhere")
+    assert "--clock-offset app-vm01=+0.3s" in migration["reason"]
+    assert "did not fire" not in migration["reason"]

@@ -149,6 +149,36 @@ def test_an_unknown_offset_with_network_changes_elsewhere_names_them() -> None:
     assert out["reason"].index("+1200.6") < out["reason"].index("-5000")  # nearest first
 
 
+@pytest.mark.parametrize(
+    ("basis", "triggers", "rule"),
+    [
+        # the --clock-offset given points where the guest logged nothing, and a network
+        # change no migration explains lies elsewhere: a sign or unit slip, not proof
+        ("given", (0.3,), "trigger-elsewhere"),
+        # every network change the guest logged is another migration's: the absence holds
+        ("given", (), "no-trigger"),
+        # a measured offset rests on the logs themselves
+        ("pairs", (0.3,), "no-trigger"),
+    ],
+)
+def test_a_given_offset_that_finds_no_trigger_proves_nothing_while_changes_are_unexplained(
+    basis: str, triggers: tuple[float, ...], rule: str
+) -> None:
+    table = row(
+        q0=None, clock_offset_s=300.0, offset_basis=basis, quarantine_class=None
+    ).vstack(  # another migration of the guest, whose trigger is at 3600.6 s
+        row(migration_id="M2", end=at(3600), q0=at(3600.6), clock_offset_s=300.0)
+    )
+    bundle = facts(system=(-3600, 7200), triggers=(*triggers, 3600.6))
+    out = assess(table, bundle, CATALOG, TABLE).row(0, named=True)
+    assert out["rule"] == rule
+    if rule == "trigger-elsewhere":
+        assert out["verdict"] == "inconclusive"
+        assert "the --clock-offset given (+300.0s) puts none there" in out["reason"]
+        assert "--clock-offset app-vm01=+0.3s" in out["reason"]
+        assert "10:11:18" not in out["reason"]  # M2's trigger is explained
+
+
 def test_a_window_on_a_far_lone_pair_is_not_made_graver() -> None:
     out = decided(row(clock_offset_s=480.0, offset_basis="one-pair"), facts(triggers=(480.6,)))
     assert (out["clock"], out["verdict"]) == ("guess", "inconclusive")
