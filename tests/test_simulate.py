@@ -612,3 +612,87 @@ def test_records_follow_time_with_small_reorderings(bundles: dict[str, Path]) ->
                 backwards += 1
                 assert earlier - later < timedelta(milliseconds=2), path
     assert backwards > 0
+
+
+STEP_BACK = SimulateOptions(
+    scenario="quarantine-bug",
+    seed=1,
+    migrations=2,
+    guest_clock_jump=-3.0,
+    noise=600.0,
+    load=3.0,
+    pfirewall=True,
+)
+"""A guest whose clock steps back 3 s as it resumes after each of two migrations, busy
+enough that every log holds events from the last seconds before each step."""
+
+
+@pytest.fixture(scope="module")
+def stepped_back(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("stepped-back") / "bundle"
+    simulate(STEP_BACK, out)
+    return out
+
+
+def falls(times: list[datetime]) -> list[int]:
+    """Indexes where ``times`` fall back by more than a neighbour swap (2 ms)."""
+    return [
+        i + 1
+        for i, (earlier, later) in enumerate(pairwise(times))
+        if earlier - later >= timedelta(milliseconds=2)
+    ]
+
+
+def test_a_step_back_is_written_where_it_happened(stepped_back: Path) -> None:
+    """Windows writes each log in the order things happen, each event with the time its
+    clock showed: the guest's System log falls back at each Kernel-General 1 record (the
+    step, stamped with the new time) and nowhere else; with each step undone from its
+    record on, its times ascend but for neighbour swaps, which never cross a step."""
+    gt = truth(stepped_back)
+    [folder] = guest_files(stepped_back, gt).values()
+    system = read(folder / "System.evtx")
+    steps = [
+        i
+        for i, e in enumerate(system)
+        if e["provider"] == "Microsoft-Windows-Kernel-General" and e["event_id"] == 1
+    ]
+    assert len(steps) == len(gt["migrations"]) == 2
+    assert falls([e["time"] for e in system]) == steps
+    undone, back = [], timedelta(0)
+    for i, e in enumerate(system):
+        if i in steps:
+            back += when(e["data"]["OldTime"]) - when(e["data"]["NewTime"])
+            assert e["time"] == when(e["data"]["NewTime"])
+            # The record before it happened before the step, at a time shown again after.
+            assert e["time"] < system[i - 1]["time"] < when(e["data"]["OldTime"])
+        undone.append(e["time"] + back)
+    assert back == timedelta(seconds=6)
+    assert falls(undone) == []
+    # Each migration's network change follows its step (the guest resumed, then saw it).
+    netvsc = [i for i, e in enumerate(system) if e["event_id"] == 14]
+    assert all(any(a < n < b for n in netvsc) for a, b in pairwise([*steps, len(system)]))
+
+
+def test_every_guest_log_falls_back_where_the_clock_stepped(stepped_back: Path) -> None:
+    """Security and pfirewall.log are written in the order things happened too: once per
+    step their times fall back, from the last event before the step to the first after
+    it, which is the quarantine's (inbound traffic is lost from the blackout until the
+    network change); every drop of a quarantine is logged after its fall."""
+    gt = truth(stepped_back)
+    [folder] = guest_files(stepped_back, gt).values()
+    security = read(folder / "Security.evtx")
+    at = falls([e["time"] for e in security])
+    assert len(at) == len(gt["quarantines"]) == 2
+    for i, q in zip(at, gt["quarantines"], strict=True):
+        first_after = security[i]
+        assert when(q["start"]) <= first_after["time"] < when(q["end"])
+        assert security[i - 1]["time"] - first_after["time"] < timedelta(seconds=3)
+        drops = [
+            b["record_id"] for b in gt["blocked_inbound"] if b["migration_id"] == q["migration_id"]
+        ]
+        assert drops and min(drops) >= first_after["record_id"]
+    lines = (folder / "pfirewall.log").read_text(encoding="ascii").splitlines()
+    times = [datetime.fromisoformat(line[:19]) for line in lines if line[:1].isdigit()]
+    descending = [i for i, (a, b) in enumerate(pairwise(times)) if b < a]
+    assert len(descending) == 2
+    assert all(times[i] - times[i + 1] <= timedelta(seconds=3) for i in descending)

@@ -155,12 +155,14 @@ class _Bundle:
         self.pfirewall_drops: list[dict[str, object]] = []
 
     def _clock(self, m: Machine, host_us: int) -> int:
-        return m.guest_us(host_us) if m.role != "host" else host_us
+        """Where host time ``host_us`` falls in the machine's logs' order."""
+        return m.order_us(host_us) if m.role != "host" else host_us
 
     def _events(
         self, job: _FileJob, rng: random.Random, budget: int | None, path: Path
     ) -> Iterator[Item]:
-        """Boot events, incident events and noise of one file, merged in time order."""
+        """Boot events, incident events and noise of one file, merged in the order they
+        happened (Machine.order_us; the boot history precedes every clock step)."""
         plan, m = self.plan, job.machine
         rel = f"{m.folder}/{file_name(job.channel)}"
         history = self._clock(m, to_us(plan.options.start) - HISTORY_US)
@@ -188,10 +190,8 @@ class _Bundle:
             (m.guest_us(a), m.guest_us(b)) for a, b in plan.quarantine_windows(m)
         ] if m.role == "guest" else []  # fmt: skip
         noise = stream(m, pool, rate, history, end, windows, rng, 1_000_000_000)
-        yield from merge(
-            nearby_swaps(merge(iter(boot), iter(self.rendered.events.get(rel, [])), noise), rng),
-            iter(facts),
-        )
+        incident = merge(iter(boot), iter(self.rendered.events.get(rel, [])), noise)
+        yield from merge(nearby_swaps(incident, rng, steps=m.steps_back_at()), iter(facts))
         if budget is None or not pool:
             return
         # Padding: the log keeps running after the incident until the file has its size.
@@ -225,25 +225,25 @@ class _Bundle:
         rel = f"{guest.folder}/pfirewall.log"
         path = self.out / rel
         plan = self.plan
-        history = guest.guest_us(to_us(plan.options.start) - HISTORY_US)
-        incident = [(t, 0, line, None) for t, line in self.rendered.pfirewall.get(guest.name, [])]
+        history = guest.order_us(to_us(plan.options.start) - HISTORY_US)
+        rendered = self.rendered.pfirewall.get(guest.name, [])
+        incident = [(order, 0, line, None) for order, _, line in rendered]
         background = (
             (t, 1, line, None)
             for t, line in pfirewall_noise(
-                guest, plan.preset.noise * 0.5, history, guest.guest_us(plan.end_us), rng
+                guest, plan.preset.noise * 0.5, history, guest.order_us(plan.end_us), rng
             )
         )
         routine = [
             (t, 2, x, tag) for t, x, tag in self.rendered.routine_pfirewall.get(guest.name, [])
         ]
         lines = list(PFIREWALL_HEADER)
-        drops = self.drop_lines.setdefault(guest.name, [])
-        for t, kind, line, tag in merge_lines(incident, background, routine):
+        self.drop_lines[guest.name] = [t for _, t, line in rendered if " DROP " in line]
+        for _, kind, line, tag in merge_lines(incident, background, routine):
             lines.append(line)
             if tag is not None:
                 tag.line = len(lines)
             if kind == 0 and " DROP " in line:
-                drops.append(t)
                 fields = line.split(" ")
                 self.pfirewall_drops.append(
                     {
@@ -264,13 +264,16 @@ class _Bundle:
         return len(data)
 
 
-Line = tuple[int, int, str, Any]  # guest-clock time, kind (0 incident, 1 noise, 2 routine), tag
+# A pfirewall.log line: its place in the log's order (Machine.order_us), kind (0 incident,
+# 1 noise, 2 routine), the line, its truth entry.
+Line = tuple[int, int, str, Any]
 
 
 def merge_lines(
     incident: list[Line], background: Iterator[Line], routine: list[Line]
 ) -> Iterator[Line]:
-    """pfirewall.log lines of the three sources in time order (incident first on ties)."""
+    """pfirewall.log lines of the three sources in the order they happened (incident first
+    on ties): Windows appends them so, whatever the clock showed."""
     return heapq.merge(incident, background, routine, key=lambda x: (x[0], x[1]))
 
 

@@ -6,8 +6,12 @@ process ids, mixed into the background noise a real log has, in the order the
 log would have them. Incident events are built eagerly (there are few);
 background noise is a lazy stream so that a 1 GB bundle never sits in memory.
 
-Each stream yields ``(time_us, seq, EventSpec, tag)`` in time order; ``tag`` is
-the ground-truth entry of that event (it learns its record id) or None.
+Each stream yields ``(order_us, seq, EventSpec, tag)`` in the order its log has them;
+``tag`` is the ground-truth entry of that event (it learns its record id) or None.
+``order_us`` is where the event happened on the machine's clock with its steps back
+undone (:meth:`~pipeline.simulate.plan.Machine.order_us`), as Windows writes a log in
+the order things happen; the event's own time, what the clock showed, is its
+EventSpec's. Both are the same on a clock that never stepped back.
 """
 
 from __future__ import annotations
@@ -135,21 +139,23 @@ class Rendered:
 
     events: dict[str, list[Item]] = field(default_factory=dict)
     blocked: list[BlockedTruth] = field(default_factory=list)
-    pfirewall: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # guest clock
+    # pfirewall.log lines as (order, guest clock, line): see Machine.order_us
+    pfirewall: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
     end_events: dict[str, str] = field(default_factory=dict)  # migration id -> what ended it
-    # pfirewall.log lines of traffic the quarantine does not govern, with their truth entry
+    # pfirewall.log lines of traffic the quarantine does not govern as (order, line, truth)
     routine_pfirewall: dict[str, list[tuple[int, str, Logged]]] = field(default_factory=dict)
     seq: int = 0
 
     def add(
-        self, machine: Machine, spec: EventSpec, time_us: int, tag: Logged | None = None
+        self, machine: Machine, spec: EventSpec, order_us: int, tag: Logged | None = None
     ) -> None:
+        """File ``spec`` at ``order_us`` of its log's order (Machine.order_us)."""
         path = f"{machine.folder}/{file_name(spec.channel)}"
         self.seq += 1
-        self.events.setdefault(path, []).append((time_us, self.seq, spec, tag))
+        self.events.setdefault(path, []).append((order_us, self.seq, spec, tag))
 
     def sort(self) -> None:
-        """Each file's events and each guest's pfirewall lines in time order."""
+        """Each file's events and each guest's pfirewall lines in the order they happened."""
         for items in self.events.values():
             items.sort(key=lambda i: (i[0], i[1]))
         for lines in self.pfirewall.values():
@@ -178,7 +184,7 @@ def _host_events(plan: Plan, out: Rendered, rng: random.Random) -> None:
     def emit(host: str, name: str, t: int, values: tuple[object, ...], pid: int) -> None:
         lay = layout(name)
         spec = lay.event(from_us(t), host, values, pid=pid, tid=_tid(rng), sid=SYSTEM_SID)
-        out.add(hosts[host], spec, t)
+        out.add(hosts[host], spec, t)  # hosts' clocks never step
 
     for m in plan.migrations:
         vm, vmid, src, dst = m.guest.vm_name, m.guest.vmid, m.source, m.destination
@@ -407,15 +413,16 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
                 (len(miniport), miniport),
                 tid=_tid(rng if n == 0 else extra_rng),
             )
-            out.add(g, spec, t)
+            out.add(g, spec, g.order_us(at))
         if r.classified_us is not None and not plan.preset.nla_chatter:
             when = g.guest_us(r.classified_us)
+            back = g.stepped_back_us(r.classified_us)
             for t, spec in classification_events(g, ids[g.name], when, rng, extra_rng):
-                out.add(g, spec, t)
+                out.add(g, spec, t + back)
             out.end_events[r.migration.id] = "NetworkProfile 10000 for the domain network"
     for packet, a in enumerate(plan.attempts):
         g = guests[a.guest.name]
-        t = g.guest_us(a.time_us)
+        t, back = g.guest_us(a.time_us), g.stepped_back_us(a.time_us)
         gid = ids[g.name]
         if a.outcome == "lost":
             continue
@@ -425,7 +432,7 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
                 g, t, action=action, protocol=a.protocol, remote=a.remote_address,
                 remote_port=a.remote_port, local_port=a.local_port, inbound=True,
             )  # fmt: skip
-            out.pfirewall.setdefault(g.name, []).append((t, line))
+            out.pfirewall.setdefault(g.name, []).append((t + back, t, line))
         if not g.wfp_auditing:
             continue
         common = dict(
@@ -442,7 +449,8 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
                 g, gid, packet=False, filter_rtid=72000 + a.local_port % 997,
                 origin=_ALLOW_RULES.get(a.local_port, "Allow-In"), **common,
             )  # fmt: skip
-            out.add(g, wfp_layout(g, 5156).event(from_us(t), g.name, values, tid=_tid(rng)), t)
+            spec = wfp_layout(g, 5156).event(from_us(t), g.name, values, tid=_tid(rng))
+            out.add(g, spec, t + back)
             continue
         # A blocked SYN or datagram: the connection event, and often the packet drop too.
         # Windows logs both of one packet with the same TimeCreated and FilterRTID
@@ -461,7 +469,7 @@ def _guest_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds], rng: rand
                 a.remote_address, a.remote_port, a.migration_id, sec_path[g.name], packet,
             )  # fmt: skip
             out.blocked.append(truth)
-            out.add(g, spec, when, truth)
+            out.add(g, spec, when + back, truth)
 
 
 def history_events(
@@ -516,13 +524,14 @@ def _unrelated_events(plan: Plan, out: Rendered, ids: dict[str, GuestIds]) -> No
         if not u.period_shift_s:
             continue
         rng = feature_rng(plan.options.seed, f"unrelated-events:{u.name}")
-        t = u.guest_us(to_us(plan.options.start) - 30 * 60 * US)
+        at = to_us(plan.options.start) - 30 * 60 * US
+        t, back = u.guest_us(at), u.stepped_back_us(at)
         spec = layout("netvsc.network_changed").event(
             from_us(t), u.name, (len(MINIPORT), MINIPORT), tid=_tid(rng)
         )
-        out.add(u, spec, t)
+        out.add(u, spec, t + back)
         for when, event in classification_events(u, ids[u.name], t + 2_400_000, rng):
-            out.add(u, event, when)
+            out.add(u, event, when + back)
 
 
 def render(plan: Plan, rng: random.Random) -> tuple[Rendered, dict[str, GuestIds]]:
@@ -547,23 +556,34 @@ def merge(*streams: Iterator[Item]) -> Iterator[Item]:
 
 
 def nearby_swaps(
-    stream: Iterator[Item], rng: random.Random, within_us: int = 2000
+    stream: Iterator[Item],
+    rng: random.Random,
+    within_us: int = 2000,
+    steps: tuple[int, ...] = (),
 ) -> Iterator[Item]:
     """Swap some neighbours less than ``within_us`` apart, as real logs do.
 
     Windows assigns record ids in the order events reach the log, which for
     events from different threads a millisecond apart is not always the order
-    of their timestamps.
+    of their timestamps. Never across a step back of the clock (``steps``, in
+    the stream's order): neighbours on either side of it carry times seconds
+    apart, and the order of a log is what tells the two sides apart.
     """
     held: Item | None = None
     for item in stream:
         if held is None:
             held = item
             continue
-        if item[0] - held[0] < within_us and rng.random() < 0.2:
+        close = item[0] - held[0] < within_us
+        if close and rng.random() < 0.2 and not _straddles(held[0], item[0], steps):
             yield item
             continue
         yield held
         held = item
     if held is not None:
         yield held
+
+
+def _straddles(earlier: int, later: int, steps: tuple[int, ...]) -> bool:
+    """One of ``steps`` falls between two neighbours (the later one on its after side)."""
+    return any(earlier < step <= later for step in steps)

@@ -117,12 +117,15 @@ def _boot(machine: Machine, name: str, t: int, uptime_s: int) -> list[tuple[int,
 def system_facts(
     machine: Machine, first_boot: int, host_update: bool, rng: random.Random
 ) -> list[tuple[int, EventSpec]]:
-    """The machine's boots (renamed guests boot twice), host updates and clock steps.
+    """The machine's boots (renamed guests boot twice), host updates and clock steps, as
+    (place in the log's order, event): see :meth:`Machine.order_us`.
 
-    ``first_boot`` is on the machine's own clock. A host of a patched scenario installs
-    KB4338822 and restarts before the first boot here. A renamed guest boots under its
-    former name, is renamed, and boots again 10 minutes later logging 6011. A guest whose
-    clock steps on resume logs Kernel-General 1 at each step (the time-sync service).
+    ``first_boot`` is on the machine's own clock, before any step. A host of a patched
+    scenario installs KB4338822 and restarts before the first boot here. A renamed guest
+    boots under its former name, is renamed, and boots again 10 minutes later logging
+    6011. A guest whose clock steps on resume logs Kernel-General 1 at each step (the
+    time-sync service), stamped with the new time and written where the step happened:
+    after everything logged before it, however far back the clock went.
     """
     out: list[tuple[int, EventSpec]] = []
     if machine.role == "host" and host_update:
@@ -145,7 +148,7 @@ def system_facts(
         old = new - round(machine.clock_jump_s * US)
         values = (from_us(new), from_us(old), 1, TIME_SYNC, rng.randrange(800, 2000, 4))
         spec = layout("kernel.time_changed").event(from_us(new), machine.name, values, pid=4)
-        out.append((new, spec))
+        out.append((machine.order_us(at), spec))
     return sorted(out, key=lambda item: item[0])
 
 

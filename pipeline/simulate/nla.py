@@ -208,7 +208,8 @@ def add_nla_chatter(plan: Plan, out: Rendered, ids: dict[str, GuestIds]) -> None
             continue
         g = r.migration.guest
         events, end = change_events(builders[g.name], r)
+        back = g.stepped_back_us(r.network_change_us)  # all of them follow the resume
         for t, spec in events:
-            out.add(g, spec, t)
+            out.add(g, spec, t + back)
         if end is not None:
             out.end_events[r.migration.id] = end

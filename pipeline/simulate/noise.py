@@ -178,10 +178,13 @@ def stream(
     rng: random.Random,
     seq_base: int,
 ) -> Iterator[Item]:
-    """Poisson background events between ``begin_us`` and ``end_us`` (machine clock).
+    """Poisson background events between ``begin_us`` and ``end_us`` of the machine's
+    logs' order (:meth:`~pipeline.simulate.plan.Machine.order_us`), each stamped with
+    what the machine's clock showed then.
 
     ``windows`` (machine clock) are the quarantine windows: variants marked
-    ``avoid_windows`` are not emitted near them.
+    ``avoid_windows`` are not emitted near them, on either side of a step back that
+    makes the clock show the window's times twice.
     """
     if not pool or rate_per_hour <= 0:
         return
@@ -193,23 +196,27 @@ def stream(
     templates = [v.template(machine.name) for v in pool]
     random_ = rng.random
     expo = rng.expovariate
+    reading = machine.reading_at if machine.steps_back else None
     while True:
         t += expo(1.0) * mean_gap
         if t >= end_us:
             return
         pick = int(random_() * n)
         ti = int(t)
-        if pool[pick].avoid_windows and any(a <= ti < b for a, b in guard):
+        shown = ti if reading is None else reading(ti)
+        if pool[pick].avoid_windows and any(a <= shown < b for a, b in guard):
             continue
         seq += 1
         tid = 200 + 4 * int(random_() * 2000)
-        yield (ti, seq, restamp(templates[pick], from_us(ti), tid), None)
+        yield (ti, seq, restamp(templates[pick], from_us(shown), tid), None)
 
 
 def pfirewall_noise(
     guest: Machine, rate_per_hour: float, begin_us: int, end_us: int, rng: random.Random
 ) -> Iterator[tuple[int, str]]:
-    """Background pfirewall.log lines (outbound connections allowed), guest clock."""
+    """Background pfirewall.log lines (outbound connections allowed) as (order, line):
+    between ``begin_us`` and ``end_us`` of the guest's logs' order, each line in what
+    its clock showed."""
     if rate_per_hour <= 0:
         return
     mean_gap = 3600.0 * US / rate_per_hour
@@ -219,8 +226,10 @@ def pfirewall_noise(
         if t >= end_us:
             return
         remote_port = rng.choice((53, 443, 88, 389))
-        yield int(t), pfirewall_line(
-            guest, int(t), action="ALLOW", protocol=17 if remote_port == 53 else 6,
+        order = int(t)
+        yield order, pfirewall_line(
+            guest, guest.reading_at(order), action="ALLOW",
+            protocol=17 if remote_port == 53 else 6,
             remote=f"10.20.0.{rng.randint(2, 9)}", remote_port=remote_port,
             local_port=rng.randint(49152, 65535), inbound=False,
         )  # fmt: skip

@@ -23,6 +23,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -247,10 +248,61 @@ class Machine:
 
     def guest_us(self, host_us: int) -> int:
         """What this machine's own clock shows at host time ``host_us``."""
-        drift = self.clock_drift_ppm * (host_us - self.start_us) / US
         steps = sum(1 for at in self.clock_jumps_us if at <= host_us)
+        return self._reading(host_us, steps)
+
+    def _reading(self, host_us: int, steps: int) -> int:
+        """The clock at host time ``host_us`` once it has stepped ``steps`` times."""
+        drift = self.clock_drift_ppm * (host_us - self.start_us) / US
         offset = self.clock_offset_s + steps * self.clock_jump_s + self.period_shift_s
         return host_us + round(offset * US + drift)
+
+    @property
+    def steps_back(self) -> bool:
+        """The clock steps back at some instant (its logs' order is not its readings')."""
+        return self.clock_jump_s < 0 and bool(self.clock_jumps_us)
+
+    @cached_property
+    def _steps_back(self) -> tuple[tuple[int, int], ...]:
+        """Each step back as (where it falls in the logs' order, how far back the clock is
+        from then on): what :meth:`reading_at` needs for each of a gigabyte of events."""
+        if not self.steps_back:
+            return ()
+        return tuple((self.order_us(at), self.stepped_back_us(at)) for at in self.clock_jumps_us)
+
+    def steps_back_at(self) -> tuple[int, ...]:
+        """Where each step back falls in the logs' order (:meth:`order_us`)."""
+        return tuple(place for place, _ in self._steps_back)
+
+    def order_us(self, host_us: int) -> int:
+        """Where an event at host time ``host_us`` falls in this machine's logs.
+
+        Windows writes each log in the order things happen, while each event carries
+        what the clock showed. A clock that steps back shows times it already showed,
+        so its readings cannot order a log; the same clock with its steps back undone
+        can: it grows with the host time. A clock that never steps back is its own
+        order (its bundles keep their bytes); a step forward leaves only a gap.
+        """
+        return self._reading(host_us, 0) if self.steps_back else self.guest_us(host_us)
+
+    def stepped_back_us(self, host_us: int) -> int:
+        """How far the clock has stepped back by host time ``host_us`` (0 if it never did):
+        an event's place in its log is its reading plus this."""
+        return self.order_us(host_us) - self.guest_us(host_us)
+
+    def reading_at(self, order_us: int) -> int:
+        """What the clock showed at ``order_us`` in its logs' order (:meth:`order_us`).
+
+        For what is drawn along a log rather than at host times (background noise,
+        routine traffic): both sides of a step back get their events, each stamped
+        with the time its side of the step showed.
+        """
+        back = 0
+        for place, since in self._steps_back:
+            if place > order_us:
+                break
+            back = since
+        return order_us - back
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,8 @@ def _times(
     per_window: int,
     rng: random.Random,
 ) -> list[int]:
-    """Poisson times in [begin, end), plus ``per_window`` inside each window (all guest clock)."""
+    """Poisson times in [begin, end), plus ``per_window`` inside each window (all in the
+    guest's logs' order, Machine.order_us)."""
     out = []
     t = float(begin)
     while rate > 0:
@@ -187,14 +188,19 @@ def _spans(plan: Plan, guest: Machine) -> list[tuple[int, int]]:
 
 
 class _Writer:
-    """Renders the routine packets of one guest into ``out`` and keeps their truth."""
+    """Renders the routine packets of one guest into ``out`` and keeps their truth.
+
+    Packets are drawn along the guest's logs' order (Machine.order_us), which a step
+    back of its clock leaves in the order they happened; each carries what the clock
+    showed (``_Packet.time_us``).
+    """
 
     def __init__(self, plan: Plan, out: Rendered, guest: Machine, ids: GuestIds) -> None:
         self.plan, self.out, self.g, self.ids = plan, out, guest, ids
         self.rng = feature_rng(plan.options.seed, f"routine:{guest.name}")
         self.truth: list[RoutineTruth] = []
         self.windows = [
-            (r.migration.id, guest.guest_us(start), guest.guest_us(end))
+            (r.migration.id, guest.order_us(start), guest.order_us(end))
             for r in plan.reactions
             if r.migration.guest == guest
             and (start := r.network_change_us) is not None
@@ -204,8 +210,8 @@ class _Writer:
         # While the VM is frozen (blackout until it sees the network change) nothing arrives.
         self.frozen = [
             (
-                guest.guest_us(r.migration.blackout_start_us),
-                guest.guest_us(r.network_change_us or r.migration.blackout_end_us),
+                guest.order_us(r.migration.blackout_start_us),
+                guest.order_us(r.network_change_us or r.migration.blackout_end_us),
             )
             for r in plan.reactions
             if r.migration.guest == guest
@@ -215,9 +221,15 @@ class _Writer:
         return not any(a <= t < b for a, b in self.frozen)
 
     def _note(
-        self, p: _Packet, packet: int, event_id: int | None, outcome: Outcome, path: str
+        self,
+        p: _Packet,
+        packet: int,
+        event_id: int | None,
+        outcome: Outcome,
+        path: str,
+        order: int,
     ) -> RoutineTruth:
-        window = next((mid for mid, a, b in self.windows if a <= p.time_us < b), None)
+        window = next((mid for mid, a, b in self.windows if a <= order < b), None)
         entry = RoutineTruth(
             guest=self.g.name,
             time_us=p.time_us,
@@ -237,15 +249,21 @@ class _Writer:
         return entry
 
     def _event(
-        self, event_id: int, values: tuple[object, ...], t: int, tag: RoutineTruth | None
+        self,
+        event_id: int,
+        values: tuple[object, ...],
+        p: _Packet,
+        order: int,
+        tag: RoutineTruth | None,
     ) -> None:
         spec = wfp_layout(self.g, event_id).event(
-            from_us(t), self.g.name, values, tid=self.rng.randrange(200, 12000, 4)
+            from_us(p.time_us), self.g.name, values, tid=self.rng.randrange(200, 12000, 4)
         )
-        self.out.add(self.g, spec, t, tag)
+        self.out.add(self.g, spec, order, tag)
 
-    def dropped(self, p: _Packet, packet: int) -> None:
-        """A dropped announcement: 5152 always, 5157 half the time, one TimeCreated."""
+    def dropped(self, p: _Packet, packet: int, order: int) -> None:
+        """A dropped announcement: 5152 always, 5157 half the time, one TimeCreated;
+        ``order`` is where it falls in the guest's logs."""
         if self.g.wfp_audit != "off":  # both are failure audits
             kinds = [5152] + ([5157] if self.rng.random() < 0.5 else [])
             for event_id in kinds:
@@ -264,8 +282,8 @@ class _Writer:
                     sender_source=p.sender_source,
                     process=p.process,
                 )
-                tag = self._note(p, packet, event_id, "blocked", self.security)
-                self._event(event_id, values, p.time_us, tag)
+                tag = self._note(p, packet, event_id, "blocked", self.security, order)
+                self._event(event_id, values, p, order, tag)
         if self.plan.options.pfirewall:
             line = pfirewall_line(
                 self.g,
@@ -278,11 +296,13 @@ class _Writer:
                 inbound=True,
                 local_address=p.local_address,
             )
-            tag = self._note(p, packet, None, "blocked", f"{self.g.folder}/pfirewall.log")
-            self.out.routine_pfirewall.setdefault(self.g.name, []).append((p.time_us, line, tag))
+            path = f"{self.g.folder}/pfirewall.log"
+            tag = self._note(p, packet, None, "blocked", path, order)
+            self.out.routine_pfirewall.setdefault(self.g.name, []).append((order, line, tag))
 
-    def connected(self, p: _Packet, packet: int) -> None:
-        """A loopback connection: the client's outbound 5156 and System's inbound 5156."""
+    def connected(self, p: _Packet, packet: int, order: int) -> None:
+        """A loopback connection: the client's outbound 5156 and System's inbound 5156;
+        ``order`` is where it falls in the guest's logs."""
         if self.g.wfp_audit != "full":  # 5156 is a success audit
             return
         for inbound in (False, True):
@@ -300,8 +320,8 @@ class _Writer:
                 origin="Loopback",
                 process=p.process if inbound else MONITOR,
             )
-            tag = self._note(p, packet, 5156, "allowed", self.security) if inbound else None
-            self._event(5156, values, p.time_us, tag)
+            tag = self._note(p, packet, 5156, "allowed", self.security, order) if inbound else None
+            self._event(5156, values, p, order, tag)
 
 
 def add_routine_traffic(plan: Plan, out: Rendered, ids: dict[str, GuestIds]) -> list[RoutineTruth]:
@@ -315,17 +335,19 @@ def add_routine_traffic(plan: Plan, out: Rendered, ids: dict[str, GuestIds]) -> 
         writer = _Writer(plan, out, guest, ids[guest.name])
         windows = [(a, b) for _, a, b in writer.windows]
         for begin, end in _spans(plan, guest):
-            begin, end = guest.guest_us(begin), guest.guest_us(end)
+            begin, end = guest.order_us(begin), guest.order_us(end)
             inside = [(a, b) for a, b in windows if begin <= a < end]
             if multicast:
                 for t in _times(begin, end, MULTICAST_PER_S, inside, 2, writer.rng):
                     if writer.awake(t):
-                        writer.dropped(_multicast(guest, t, writer.rng), packet)
+                        shown = guest.reading_at(t)
+                        writer.dropped(_multicast(guest, shown, writer.rng), packet, t)
                         packet += 1
             if loopback:
                 for t in _times(begin, end, LOOPBACK_PER_S, inside, 2, writer.rng):
                     if writer.awake(t):
-                        writer.connected(_loopback(guest, t, writer.rng), packet)
+                        shown = guest.reading_at(t)
+                        writer.connected(_loopback(guest, shown, writer.rng), packet, t)
                         packet += 1
         truth += writer.truth
     return truth

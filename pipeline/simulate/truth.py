@@ -97,9 +97,9 @@ def migration_facts(
         drops_observable=bool(observed.wfp_events or observed.pfirewall),
         blocked=bool(logged),
         # Stated as the analysis should find it in Windows' logs, which hold every event in
-        # the order things happened. The simulator writes its logs in the guest clock's order
-        # (docs/simulate.md), so across a step back the analysis may find the sides untold
-        # and answer inconclusive where this says more: the simulator's limit, not the rule's.
+        # the order things happened, as the simulator writes them. A log whose order shows
+        # no fall back at a step leaves its sides untold even so (docs/simulate.md): the
+        # analysis may answer inconclusive there where this says more.
         step_sides="told",
     )
 

@@ -14,8 +14,8 @@ One line per bundle, then a summary:
 
 * agree: the analysis found the truth's verdict;
 * inconclusive: the analysis declined where the truth decides (a clock offset on a
-  guess, a trigger beyond the offset search, a clock step back the simulator's logs
-  cannot place: docs/simulate.md);
+  guess, a trigger beyond the offset search, a clock step back no log's order places:
+  docs/simulate.md);
 * opposite: affected read as not-affected, or not-affected as affected or
   likely-affected, the worst output lmtrace can give;
 * crashed: the analysis failed or printed a traceback.
