@@ -233,7 +233,9 @@ def _without_quarantine(plan: Plan, r: GuestReaction) -> str:
     last change, where allowed connections are logged at all (full WFP auditing, or a
     pfirewall.log, whose times are whole seconds). Without one, they show what the bug
     shows: a network change and no classification (the classification logs' silence,
-    when exported). Times on the guest's clock, as its logs hold them.
+    when exported). Times on the guest's clock, as its logs hold them; only connections
+    after the change count, however far back the clock stepped between (a log's order
+    tells which came after: Machine.order_us).
     """
     g = r.migration.guest
     last_us = r.last_network_change_us  # the first change where there is only one
@@ -241,9 +243,8 @@ def _without_quarantine(plan: Plan, r: GuestReaction) -> str:
         return "none"
     last = g.guest_us(last_us)
     by_wfp = g.wfp_audit == "full"
-    allowed = [
-        t if by_wfp else t - t % US for t in (g.guest_us(at) for at in _allowed_tcp(plan, g))
-    ]
+    after = (at for at in _allowed_tcp(plan, g) if g.order_us(at) >= g.order_us(last_us))
+    allowed = [t if by_wfp else t - t % US for t in (g.guest_us(at) for at in after)]
     first = min((t for t in allowed if t >= last), default=None)
     if (by_wfp or plan.options.pfirewall) and first is not None:
         if first - last <= NORMAL_QUARANTINE_MAX_S * US:
