@@ -18,8 +18,9 @@ make it easy to get wrong, so this module owns them:
 * Columns vary by build (newer ones append ``pid``), so every line is read by
   the names of the latest ``#Fields`` line, never by position. ``-`` means empty.
 
-The log names no computer, so the caller passes one (the bundle's machine
-folder, by default). Rows get provider ``pfirewall.log`` and event id 1 for DROP,
+The log names no computer: the caller passes one (``--firewall-computer``), or rows
+keep none and correlation tells it from where the log lies (pipeline/machines.py,
+``unnamed_logs``). Rows get provider ``pfirewall.log`` and event id 1 for DROP,
 2 for ALLOW, 0 for anything else, so the event catalog can map them like any
 other event; values stay as logged (``TCP``, ``RECEIVE``).
 """

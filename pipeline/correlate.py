@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
+from parsers.pfirewall import PROVIDER as PFIREWALL
 from pipeline import (
     catalog_check,
     findings,
@@ -107,6 +108,7 @@ def _bundle_facts(
     triggers: pl.DataFrame,
     candidates: pl.DataFrame,
     catalog: Catalog,
+    nameless: pl.DataFrame,
 ) -> findings.BundleFacts:
     model = catalog.model
 
@@ -156,6 +158,7 @@ def _bundle_facts(
         triggers=triggers.select("machine", "timestamp"),
         candidates=candidates,
         host_logs=host_logs,
+        unnamed_firewall=(nameless["channel"] == PFIREWALL).any(),
     )
 
 
@@ -311,8 +314,9 @@ def _nameless_notes(nameless: pl.DataFrame) -> list[str]:
     channels = ", ".join(f"{c or '?'} ({n:,})" for c, n in rows)
     return [
         f"{nameless['events'].sum():,} event(s) name no computer and belong to no machine: "
-        f"{channels}. A pfirewall.log takes the computer of the logs beside it; with none, "
-        "put the guest's System log beside it, or name it (lmtrace ingest --firewall-computer)"
+        f"{channels}. A pfirewall.log takes the computer its file or folder name names, else"
+        " that of the logs beside it; where neither tells one, put the computer's name in the"
+        " file's name, or give it with --firewall-computer"
     ]
 
 
@@ -345,7 +349,6 @@ def correlate(
 ) -> Correlation:
     """Run every correlation step over one bundle's events."""
     model = catalog.model
-    events = machines.attribute_unnamed(events)
     # A record whose time could not be read (damaged bytes; the files table says which)
     # cannot be placed next to anything: left out, and named where the catalog knows it.
     timeless = events.filter(pl.col("timestamp").is_null())
@@ -358,14 +361,20 @@ def correlate(
     tagged = tag(events, other_catalog)
     # A renamed computer is one machine: every step below names machines through this.
     renamed = machines.aliases(tagged.filter(pl.col("kind") == machine_facts.RENAMED))
+    # A pfirewall.log names no computer: where it lies tells whose it is, or that it cannot.
+    logs, notes = machines.unnamed_logs(events, renamed)
+    events = machines.attribute_unnamed(events, logs)
+    tagged = machines.attribute_unnamed(tagged.lazy(), logs).collect()
     tagged = tagged.with_columns(_machine(renamed))
     facts = machine_facts.extract(tagged)
-    events, notes = firewall_zone.resolve(events, facts.facts, renamed)
+    events, zone_notes = firewall_zone.resolve(events, facts.facts, renamed)
+    notes += zone_notes
     notes += _timeless_notes(timeless_known)
     cover = machines.coverage(events).with_columns(_machine(renamed))
     # Rows naming no computer (a pfirewall.log with no named log beside it) are no
     # machine: left out, and said.
-    notes += _nameless_notes(cover.filter(pl.col("computer").is_null()))
+    nameless = cover.filter(pl.col("computer").is_null())
+    notes += _nameless_notes(nameless)
     cover = cover.filter(pl.col("computer").is_not_null())
     roles = machines.classify(cover, tagged, settings.hosts, settings.guests, renamed)
     notes += machines.given_name_notes(
@@ -427,7 +436,7 @@ def correlate(
 
     tolerance = settings.match.tolerance_s or model.tolerance_s
     evidence = _bundle_facts(
-        cover, _logging(events, traffic_catalog, renamed), netvsc, candidates, catalog
+        cover, _logging(events, traffic_catalog, renamed), netvsc, candidates, catalog, nameless
     )
 
     def measured(fix: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -47,7 +47,7 @@ from pipeline.export_rows import (
     event_rows,
     tags,
 )
-from pipeline.machines import aliases, attribute_unnamed
+from pipeline.machines import LOG, aliases, unnamed_logs
 from pipeline.printable import printable_json
 from pipeline.store import open_store, scan_events, table_parts
 
@@ -141,14 +141,17 @@ def _zones(machines: pl.DataFrame | None) -> tuple[pl.DataFrame, dict[str, str]]
     return machines.select(*zone_columns), aliases(renames) if renames.height else {}
 
 
-def _unnamed_computers(store: Path) -> dict[str, str]:
+def _unnamed_computers(store: Path, renamed: dict[str, str]) -> dict[str, str]:
     """File SHA-256 -> the computer the analysis attributes its unnamed rows to
-    (pfirewall.log names none: machines.attribute_unnamed says whose folder it is in)."""
-    columns = scan_events(store).select("computer", "source_path", "member", "file_sha256")
-    flagged = columns.with_columns(pl.col("computer").is_null().alias("_unnamed"))
+    (pfirewall.log names none: machines.unnamed_logs says whose it is, where it tells)."""
+    events = scan_events(store)
+    logs, _ = unnamed_logs(events, renamed)
+    told = logs.filter(pl.col("computer").is_not_null()).select(*LOG, "computer")
     return dict(
-        attribute_unnamed(flagged)
-        .filter(pl.col("_unnamed") & pl.col("computer").is_not_null())
+        events.filter(pl.col("computer").is_null())
+        .select(*LOG, "file_sha256")
+        .unique()
+        .join(told.lazy(), on=LOG, nulls_equal=True)
         .select("file_sha256", "computer")
         .unique("file_sha256")
         .collect()
@@ -207,8 +210,8 @@ def export_store(
                     "tag": pl.List(pl.String)}
         )
     )  # fmt: skip
-    named = _unnamed_computers(store)
     facts, renamed = _zones(case.machines)
+    named = _unnamed_computers(store, renamed)
     notes: dict[str, None] = {}  # one note per machine, in the order first met
     rows = without_time = 0
 

@@ -37,6 +37,8 @@ class BundleFacts:
     triggers: pl.DataFrame  # machine, timestamp: every guest's Netvsc 14
     candidates: pl.DataFrame  # vm_key, machine: unmatched guests whose logs cover the VM
     host_logs: bool  # some machine exported Hyper-V migration channels
+    unnamed_firewall: bool = False  # a pfirewall.log no place told the machine of (its lines
+    # may be the drops a guest lacks: machines.unnamed_logs)
 
 
 def _words(mapping: dict[str, str], column: str, **values: float) -> pl.Expr:
@@ -116,7 +118,14 @@ def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.Data
     logging_triggers = facts.triggers["machine"].unique().implode()
     blocked_seen = pl.col("machine").is_in(facts.drops_observable.implode())
     drops_words = (
-        pl.when(~blocked_seen & pl.col("machine").is_in(facts.security_exported.implode()))
+        pl.when(~blocked_seen & pl.lit(facts.unnamed_firewall))
+        .then(
+            pl.lit(
+                "blocked traffic cannot be seen: a pfirewall.log of the bundle is no machine's"
+                " (the notes name the computers it may be; --firewall-computer says which)"
+            )
+        )
+        .when(~blocked_seen & pl.col("machine").is_in(facts.security_exported.implode()))
         .then(pl.lit("blocked traffic cannot be seen: the Security log holds no WFP audit events"))
         .when(~blocked_seen)
         .then(pl.lit("blocked traffic cannot be seen: no Security log or pfirewall.log"))

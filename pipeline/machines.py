@@ -139,49 +139,163 @@ def to_guest_clock(host_time: pl.Expr, offset_s: pl.Expr) -> pl.Expr:
     return host_time + pl.duration(microseconds=offset_s * 1e6)
 
 
-def _folder(path: pl.Expr) -> pl.Expr:
-    """The folder part of a path (``/`` or ``\\`` separated); empty at the top."""
-    return path.str.replace(r"[/\\][^/\\]*$", "")
+LOG = ["source_path", "member"]
+"""One log file: its path, and its member when it came out of an archive."""
+_FOLDER_LEVELS = 3  # a log's folder and two above it (LogFiles/Firewall) hold its machine's logs
 
 
-def attribute_unnamed(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Give rows from logs that name no computer (pfirewall.log) the computer beside them.
+def _parts() -> pl.Expr:
+    """Where a row's log lies, as a list: folders, archives, then its file name (``/``,
+    ``\\`` and the ``!`` between an archive and its member all separate them)."""
+    location = pl.coalesce(pl.concat_str("source_path", pl.lit("!"), "member"), "source_path")
+    return location.str.replace_all(r"[/\\!]+", "/").str.split("/")
 
-    Customers export one folder per machine, and the firewall log sits in it or
-    a folder or two below (``LogFiles/Firewall``). So an unnamed row takes the
-    computer named most often by the other logs of its folder, else of its parent,
-    else of its grandparent; ``lmtrace ingest --firewall-computer`` names it
-    outright. Rows with no named neighbour keep a null computer and match nothing.
+
+def _up(parts: pl.Expr, levels: pl.Expr | int) -> pl.Expr:
+    """The folder ``levels`` above a log (1: the one it is in), as one string."""
+    return parts.list.head(parts.list.len() - levels).list.join("/")
+
+
+def _words(text: pl.Expr) -> pl.Expr:
+    """``text`` lower-cased, each run of characters that are neither letters nor digits made
+    one ``|``, with ``|`` around it (``APP-VM01_pfirewall.log`` -> ``|app|vm01|pfirewall|log|``):
+    a name is in a file name when its words are, in a row, so ``vm01`` is not in ``vm010``."""
+    words = text.str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", "|")
+    return pl.concat_str(pl.lit("|"), words, pl.lit("|"))
+
+
+def unnamed_logs(
+    events: pl.LazyFrame, renamed: Mapping[str, str] = {}
+) -> tuple[pl.DataFrame, list[str]]:
+    """Each log whose rows name no computer (pfirewall.log), the computer where it lies
+    tells (null: none told), and a note per log that several computers fit.
+
+    Rows: ``source_path``, ``member``, ``computer``, ``events``. The log names no machine,
+    so where it lies must, and a wrong guess is worse than none: a guest's firewall log
+    given to a host hides the guest's drops, and an affected verdict becomes a likely one
+    for a false reason. So the nearest place that names any machine decides, looking
+    outward from the file: its own name (``APP-VM01-pfirewall.log``: a flat folder of
+    several machines' logs names them so), then each folder above it, by its name
+    (``APP-VM01/pfirewall.log``) and, for the nearest three (``LogFiles/Firewall``), by
+    the computers whose logs it holds. A computer's short name counts as whole words of a
+    file or folder name, and only below the folder that holds the whole bundle (whose name
+    is the user's: a case, a home folder). One machine there: the log is its; several: no
+    machine's, and the note names them and how to decide (``--firewall-computer``). A
+    renamed computer is one machine (``renamed``, from :func:`aliases`).
     """
-    if events.filter(pl.col("computer").is_null()).select(pl.len()).collect().item() == 0:
-        return events  # the usual case: one cheap scan of one column, nothing to attribute
-    location = pl.coalesce(
-        pl.concat_str("source_path", pl.lit("!"), "member"), pl.col("source_path")
+    logs = (
+        events.filter(pl.col("computer").is_null())
+        .group_by(LOG)
+        .agg(pl.len().alias("events"))
+        .sort(LOG, nulls_last=False)
+        .collect()
     )
-    events = events.with_columns(_folder(location).alias("_dir"))
+    if logs.is_empty():  # the usual case: one cheap scan of one column, nothing to attribute
+        return logs.with_columns(pl.lit(None, pl.String).alias("computer")), []
     named = (
         events.filter(pl.col("computer").is_not_null())
-        .group_by("_dir")
-        .agg(pl.col("computer").mode().sort().first().alias("_near"))
+        .group_by(*LOG, "computer")
+        .agg(pl.len().alias("_n"))
+        .with_columns(machine_of(pl.col("computer"), renamed).alias("_machine"))
+        .collect()
     )
-    unnamed = events.filter(pl.col("computer").is_null())
-    guesses = []
-    for level in range(3):
-        unnamed = unnamed.with_columns(
-            (pl.col("_dir") if level == 0 else _folder(pl.col(f"_d{level - 1}"))).alias(
-                f"_d{level}"
-            )
-        )
-        unnamed = unnamed.join(
-            named.rename({"_dir": f"_d{level}", "_near": f"_near{level}"}),
-            on=f"_d{level}",
-            how="left",
-        )
-        guesses.append(pl.col(f"_near{level}"))
-    attributed = unnamed.with_columns(pl.coalesce(guesses).alias("computer")).select(
-        events.collect_schema().names()
+    # Each machine under the computer name it logged most, as the folder rule always gave.
+    computers = (
+        named.group_by("_machine", "computer")
+        .agg(pl.col("_n").sum())
+        .sort("_n", "computer", descending=[True, False])
+        .group_by("_machine", maintain_order=True)
+        .agg(pl.col("computer").first())
     )
-    return pl.concat([events.filter(pl.col("computer").is_not_null()), attributed]).drop("_dir")
+    # The folder holding the whole bundle: as many parts as every log's folder starts with.
+    folders = pl.concat([named.select(LOG), logs.select(LOG)]).select(
+        _parts().list.head(_parts().list.len() - 1).alias("_part")
+    )
+    root = (
+        folders.with_columns(pl.int_ranges(0, pl.col("_part").list.len()).alias("_i"))
+        .explode("_part", "_i")
+        .drop_nulls("_i")
+        .group_by("_i")
+        .agg(((pl.col("_part").n_unique() == 1) & (pl.len() == folders.height)).alias("_all"))
+        .sort("_i")
+        .select((pl.col("_all").not_().cum_sum() == 0).sum())
+        .item()
+    )
+    names = (
+        named.select(_words(short_name(pl.col("computer"))).alias("_name"), "_machine")
+        .unique()
+        .filter(pl.col("_name").str.contains(r"[\p{L}\p{N}]"))
+    )
+    beside = named.select(_up(_parts(), 1).alias("_folder"), "_machine").unique()
+    places = (
+        logs.with_columns(_parts().alias("_parts"))
+        .with_columns(pl.int_ranges(0, pl.col("_parts").list.len()).alias("_level"))
+        .explode("_level")
+        .with_columns(
+            pl.col("_parts")
+            .list.get(pl.col("_parts").list.len() - 1 - pl.col("_level"))
+            .alias("_place"),
+            _up(pl.col("_parts"), pl.col("_level")).alias("_folder"),
+            (pl.col("_parts").list.len() - 1 - pl.col("_level") >= root).alias("_inside"),
+        )
+    )
+    in_names = (
+        places.filter("_inside")
+        .join(names, how="cross")
+        .filter(_words(pl.col("_place")).str.contains(pl.col("_name"), literal=True))
+    )
+    # A name within a longer one found there is a word of it: vm01 of APP-VM01-pfirewall.log.
+    within = (
+        in_names.join(in_names, on=[*LOG, "_level"], nulls_equal=True, suffix="_longer")
+        .filter(
+            (pl.col("_name") != pl.col("_name_longer"))
+            & pl.col("_name_longer").str.contains(pl.col("_name"), literal=True)
+        )
+        .select(*LOG, "_level", "_name")
+    )
+    in_names = in_names.join(within, on=[*LOG, "_level", "_name"], how="anti", nulls_equal=True)
+    in_folders = places.filter(pl.col("_level").is_between(1, _FOLDER_LEVELS)).join(
+        beside, on="_folder"
+    )
+    found = (
+        pl.concat([f.select(*LOG, "_level", "_machine") for f in (in_names, in_folders)])
+        .filter(pl.col("_level") == pl.col("_level").min().over(LOG))
+        .group_by(LOG)
+        .agg(pl.col("_machine").unique().sort().alias("_fit"))
+    )
+    fits = (
+        logs.join(found, on=LOG, how="left", nulls_equal=True)
+        .with_columns(
+            pl.when(pl.col("_fit").list.len() == 1)
+            .then(pl.col("_fit").list.first())
+            .alias("_machine")
+        )
+        .join(computers, on="_machine", how="left")
+    )
+    notes = [
+        f"{source}{'!' + member if member else ''} names no computer, and where it lies names"
+        f" several ({', '.join(fit)}): its {n:,} event(s) are left to no machine rather than"
+        " guessed, so what it blocked counts for none; give its computer with"
+        f" --firewall-computer, or name the file after it (e.g. {fit[0]}-pfirewall.log)"
+        for source, member, n, fit in fits.filter(pl.col("_fit").list.len() > 1)
+        .select(*LOG, "events", "_fit")
+        .iter_rows()
+    ]
+    return fits.select(*LOG, "computer", "events"), notes
+
+
+def attribute_unnamed(events: pl.LazyFrame, logs: pl.DataFrame) -> pl.LazyFrame:
+    """``events`` with the rows that name no computer given their log's, as
+    :func:`unnamed_logs` told it (still null where it told none)."""
+    if logs["computer"].is_null().all():
+        return events
+    unnamed = (
+        events.filter(pl.col("computer").is_null())
+        .drop("computer")
+        .join(logs.lazy().select(*LOG, "computer"), on=LOG, how="left", nulls_equal=True)
+        .select(events.collect_schema().names())
+    )
+    return pl.concat([events.filter(pl.col("computer").is_not_null()), unnamed])
 
 
 def coverage(events: pl.LazyFrame) -> pl.DataFrame:

@@ -287,3 +287,17 @@ def byte_set(src: Path, tmp_path: Path, offset: int, value: int) -> Path:
     data[offset] = value
     dst.write_bytes(bytes(data))
     return dst
+
+
+def flat_bundle(example: Path, bundle: Path, firewall_log: str) -> Path:
+    """An example bundle (one folder per machine) as a QA engineer flattened it: every
+    machine's logs in one folder, each named MACHINE-log, the guest APP-VM01's Security log
+    left out (so that its pfirewall.log is the only record of what it dropped), and its
+    pfirewall.log named ``firewall_log``."""
+    bundle.mkdir()
+    for machine in sorted(p for p in example.iterdir() if p.is_dir()):
+        for log in machine.iterdir():
+            shutil.copy(log, bundle / f"{machine.name}-{log.name}")
+    (bundle / "APP-VM01-Security.evtx").unlink()
+    (bundle / "APP-VM01-pfirewall.log").rename(bundle / firewall_log)
+    return bundle

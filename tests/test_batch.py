@@ -38,6 +38,8 @@ from pipeline.batch import (
 from pipeline.cli import app
 from pipeline.simulate import SimulateOptions, simulate
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bundles"
+
 SMALL = dict(noise=30.0, load=3.0)
 HOSTILE_NAME = '<img src=x onerror="alert(1)">.zip'
 
@@ -365,6 +367,23 @@ def test_cli_exit_codes_json_and_one_line_errors(bundles: dict[str, Path], tmp_p
     )
     assert inside.exit_code == 2 and "--out is inside the bundle" in inside.stderr
     assert not (bundles["healthy"] / "out").exists()
+
+
+def test_firewall_computer_decides_a_firewall_log_several_computers_fit(tmp_path: Path) -> None:
+    """A flat bundle whose pfirewall.log several computers fit: no machine's without
+    --firewall-computer (the guest's drops unseen), the guest's with it, and the changed
+    option analyses the bundle again rather than reuse the first result."""
+    from tests import samples
+
+    flat = samples.flat_bundle(EXAMPLES / "quarantine-bug", tmp_path / "flat", "pfirewall.log")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    runs = [([], "likely-affected", 0), (["--firewall-computer", "APP-VM01"], "affected", 51)]
+    for given, verdict, blocked in runs:
+        done = runner.invoke(app, ["batch", str(flat), "--out", str(out), "--json", *given])
+        assert done.exit_code == 0, done.output
+        (row,) = json.loads(done.stdout)["summary"]
+        assert (row["status"], row["verdict"], row["blocked_inbound"]) == ("ok", verdict, blocked)
 
 
 def test_a_running_batch_holds_out_and_a_dead_ones_lock_is_taken_over(

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.simulate import simulate
 from pipeline.simulate.plan import SimulateOptions
+from tests import samples
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bundles"
 
@@ -101,6 +102,62 @@ def test_a_firewall_log_with_no_computer_is_said_not_a_crash(tmp_path: Path) -> 
     rows = sum(1 for line in lines if line and not line.startswith("#"))
     (note,) = [n for n in doc["notes"] if "name no computer" in n]
     assert note.startswith(f"{rows} event(s) name no computer") and "pfirewall.log" in note
+
+
+def _outcome(out: Path) -> tuple[str, list[tuple[str, int]], list[str]]:
+    """The verdict, each migration's guest and blocked inbound packets, and the notes."""
+    doc = json.loads((out / "findings.json").read_text(encoding="utf-8"))
+    blocked = [(m["machine"], m["blocked_inbound"]) for m in doc["migrations"]]
+    return doc["verdict"], blocked, doc["notes"]
+
+
+def test_a_flat_bundle_gives_the_guest_its_named_firewall_log(tmp_path: Path) -> None:
+    """QA: the guest's APP-VM01-pfirewall.log in a flat folder went to hv-node1 (the
+    computer that logged most there), and the verdict fell from affected to likely-affected
+    with a false reason. The name in the file's name decides: the same verdict and blocked
+    count as the same files in one folder per machine."""
+    per_machine = tmp_path / "per-machine"
+    shutil.copytree(EXAMPLES / "quarantine-bug", per_machine)
+    (per_machine / "APP-VM01" / "Security.evtx").unlink()
+    flat = samples.flat_bundle(
+        EXAMPLES / "quarantine-bug", tmp_path / "flat", "APP-VM01-pfirewall.log"
+    )
+    for bundle in (per_machine, flat):
+        done = lmtrace("analyze", bundle, "--out", tmp_path / f"{bundle.name}.out", "--quiet")
+        assert done.returncode == 0, done.stderr
+    verdict, blocked, notes = _outcome(tmp_path / "flat.out")
+    assert (verdict, blocked) == _outcome(tmp_path / "per-machine.out")[:2]
+    assert verdict == "affected" and blocked == [("app-vm01", 51)]
+    assert [n for n in notes if n.startswith("pfirewall.log of ")] == [
+        n for n in _outcome(tmp_path / "per-machine.out")[2] if n.startswith("pfirewall.log of ")
+    ]
+
+
+def test_a_firewall_log_several_computers_fit_is_not_guessed(tmp_path: Path) -> None:
+    """The same flat folder with the log named plain pfirewall.log: three computers' logs
+    lie beside it and its name names none. It is given to no one (not to the host that
+    logged most), the notes name the candidates and --firewall-computer, and the verdict's
+    reason says the log is no machine's. analyze --firewall-computer then decides it."""
+    flat = samples.flat_bundle(EXAMPLES / "quarantine-bug", tmp_path / "flat", "pfirewall.log")
+    out = tmp_path / "out"
+    done = lmtrace("analyze", flat, "--out", out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    verdict, blocked, notes = _outcome(out)
+    assert verdict == "likely-affected" and blocked == [("app-vm01", 0)]
+    (note,) = [n for n in notes if "where it lies names several" in n]
+    assert note.startswith(f"{flat / 'pfirewall.log'} names no computer")
+    assert "(app-vm01, hv-node1, hv-node2)" in note and "--firewall-computer" in note
+    assert not [n for n in notes if n.startswith("pfirewall.log of hv-node")]
+    reasons = json.loads((out / "findings.json").read_text(encoding="utf-8"))["reasons"]
+    assert any("a pfirewall.log of the bundle is no machine's" in r for r in reasons), reasons
+    assert not any("no Security log or pfirewall.log" in r for r in reasons)
+
+    told = lmtrace("analyze", flat, "--out", out, "--quiet", "--firewall-computer", "APP-VM01")
+    assert told.returncode == 0, told.stderr
+    assert "--firewall-computer (none) -> APP-VM01" in told.stderr  # the logs read again
+    verdict, blocked, notes = _outcome(out)
+    assert verdict == "affected" and blocked == [("app-vm01", 51)]
+    assert not [n for n in notes if "names no computer" in n]
 
 
 @pytest.mark.parametrize(

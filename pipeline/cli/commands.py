@@ -42,6 +42,7 @@ from pipeline.cli.options import (
     Excel,
     ExportFormatName,
     FilesFormat,
+    FirewallComputer,
     Guests,
     GuestTz,
     Hosts,
@@ -210,10 +211,7 @@ def ingest(
     until: Until = None,
     jobs: Jobs = None,
     guest_tz: GuestTz = None,
-    firewall_computer: Annotated[
-        str | None,
-        typer.Option(help="Computer name for pfirewall.log rows (the log does not name it)."),
-    ] = None,
+    firewall_computer: FirewallComputer = None,
     max_ratio: MaxRatio = Limits.max_ratio,
     max_extract_gib: MaxExtractGib = Limits.max_total_bytes / (1 << 30),
     min_free_gib: MinFreeGib = Limits.min_free_bytes / (1 << 30),
@@ -444,6 +442,7 @@ def analyze(
     engine: EngineOption = DEFAULT_ENGINE,
     jobs: Jobs = None,
     guest_tz: GuestTz = None,
+    firewall_computer: FirewallComputer = None,
     host: Hosts = None,
     guest: Guests = None,
     map_file: MapFile = None,
@@ -482,7 +481,7 @@ def analyze(
     Example: lmtrace analyze examples/bundles/quarantine-bug --out out/quarantine-bug
 
     --out is one case: run the same inputs again into it at will (with a corrected
-    --guest-tz, --engine or firewall computer the logs are read again); logs that arrive
+    --guest-tz, --engine or --firewall-computer the logs are read again); logs that arrive
     later join it with --add; other inputs belong in another --out.
 
     Writes OUT/store (the events), findings.json, migrations/blocked/machines tables and the
@@ -507,7 +506,7 @@ def analyze(
 
     settings = AnalyzeSettings(
         read=ReadSettings(engine=engine),
-        firewall=PfirewallSettings(tz=guest_tz),
+        firewall=PfirewallSettings(tz=guest_tz, computer=firewall_computer),
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
         limits=archive_limits(max_ratio, max_extract_gib, min_free_gib),
@@ -923,6 +922,7 @@ def batch(
     ] = False,
     engine: EngineOption = DEFAULT_ENGINE,
     guest_tz: GuestTz = None,
+    firewall_computer: FirewallComputer = None,
     catalog: Catalogs = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: JsonSummary = False,
@@ -950,7 +950,7 @@ def batch(
     settings = BatchSettings(
         analyze=AnalyzeSettings(
             read=ReadSettings(engine=engine),
-            firewall=PfirewallSettings(tz=guest_tz),
+            firewall=PfirewallSettings(tz=guest_tz, computer=firewall_computer),
             catalogs=tuple(catalog or ()),
             password=password,
         ),

@@ -215,6 +215,16 @@ GuestTz = Annotated[
         show_default=False,
     ),
 ]
+FirewallComputer = Annotated[
+    str | None,
+    typer.Option(
+        "--firewall-computer",
+        help="Computer name for pfirewall.log rows (the log does not name it). Default: the "
+        "computer its file or folder name names, else the one whose logs lie beside it; "
+        "where several fit, its rows are no machine's and a note says so.",
+        show_default=False,
+    ),
+]
 Window = Annotated[
     float,
     typer.Option(
