@@ -171,6 +171,14 @@ def _facts(table: pl.DataFrame, facts: BundleFacts, catalog: Catalog) -> pl.Data
             _words(CLASS_WORDS, "quarantine_class").alias("window_words"),
             _words(END_WORDS, "end_evidence", timeout=model.safety_timeout_s).alias("end_words"),
             drops_words.alias("drops_words"),
+            pl.when(blocked_seen)
+            .then(
+                pl.format(
+                    "{} inbound packets dropped meanwhile, as designed", pl.col("blocked_inbound")
+                )
+            )
+            .otherwise(drops_words)
+            .alias("dropped_meanwhile"),
             pl.format(
                 "{}, which rests on {}",
                 clock_words_expr(pl.col("clock_offset_s")),
@@ -245,6 +253,7 @@ def assess(
 REASON_PARTS = (
     "end_text",
     "drops_words",
+    "dropped_meanwhile",
     "offset_words",
     "clock_offset_text",
     "offset_note",

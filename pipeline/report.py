@@ -27,6 +27,7 @@ from pipeline.discover import display_path
 from pipeline.printable import printable
 from pipeline.verdict_table import load_table
 from pipeline.wording import (
+    UNSEEN_DROPS,
     clock_words,
     generated_by,
     kind_words,
@@ -86,9 +87,12 @@ def protocol_name(value: object) -> str:
 
 
 def blocked_text(m: Mapping[str, Any]) -> str:
-    """Blocked inbound by protocol; a dash where no guest was found (nothing could be counted)."""
+    """Blocked inbound by protocol; a dash where no guest was found (nothing could be
+    counted), and no count where the guest logs no drops (0 would reassure)."""
     if not m.get("machine"):
         return "—"
+    if m.get("drops_observable") is False:
+        return f"{UNSEEN_DROPS} (no WFP auditing or pfirewall.log)"
     return (
         f"{m.get('blocked_inbound', 0)} (TCP {m.get('blocked_tcp', 0)}, "
         f"UDP {m.get('blocked_udp', 0)}, other {m.get('blocked_other', 0)})"

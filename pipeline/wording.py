@@ -21,6 +21,10 @@ from pipeline.verdict_table import load_table
 
 CLOCK_AGREES_S = 0.0005  # below this the offset prints as 0.000 s: say the clocks agree
 
+UNSEEN_DROPS = "not logged"
+"""Blocked inbound traffic of a guest that logs none (no WFP auditing, no pfirewall.log):
+a count of 0 there would reassure where nothing could be seen."""
+
 SOURCE_WORDS = {
     "stated": "documented publicly",
     "seen": "seen in real logs",

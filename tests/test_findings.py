@@ -122,6 +122,17 @@ def test_the_signature_without_drops_says_why_none_shows(wfp, security, words, h
     assert (hint in out["collect"]) if hint else out["collect"] == []
 
 
+def test_a_normal_quarantine_without_logged_drops_does_not_count_them_as_none() -> None:
+    """A guest that logs no drops showed none: '0 inbound packets dropped meanwhile, as
+    designed' would claim what nothing could show."""
+    normal = row(quarantine_class="normal", end_evidence="classified", blocked_inbound=0)
+    out = decided(normal, facts(wfp=False, security=False))
+    assert out["verdict"] == "not-affected" and "dropped meanwhile" not in out["reason"]
+    assert "blocked traffic cannot be seen: no Security log or pfirewall.log" in out["reason"]
+    seen = decided(normal, facts())
+    assert "0 inbound packets dropped meanwhile, as designed" in seen["reason"]
+
+
 def test_no_trigger_with_the_system_log_over_the_moment_is_not_affected() -> None:
     out = decided(row(q0=None, quarantine_class=None, end_evidence=None), facts(triggers=()))
     assert (out["trigger_log"], out["trigger_search"], out["verdict"]) == (

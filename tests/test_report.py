@@ -179,6 +179,18 @@ def test_missing_logs_say_how_to_collect_them(no_audit: Analysis) -> None:
         assert hint["how"] in "".join(_parse(rendered).text)
 
 
+def test_drops_a_guest_does_not_log_are_not_shown_as_zero(no_audit: Analysis) -> None:
+    """The no-audit guest logs no WFP events and keeps no pfirewall.log: its migration's
+    blocked cell says so in both reports, never '0'."""
+    [migration] = _doc(no_audit)["migrations"]
+    assert migration["drops_observable"] is False
+    table = _section(_html(no_audit), "migrations")
+    md = (no_audit.out / "report.md").read_text(encoding="utf-8")
+    for text in (_parse(table).text, md):
+        assert "not logged (no WFP auditing or pfirewall.log)" in "".join(text)
+        assert "0 (TCP 0" not in "".join(text)
+
+
 def test_every_time_is_labelled_utc(bug: Analysis) -> None:
     text = " ".join(_parse(_html(bug)).text)
     times = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{3})?(?: UTC)?", text)

@@ -29,7 +29,7 @@ from pipeline import __version__
 from pipeline.csv_tables import csv_bytes
 from pipeline.printable import printable, printable_frame, printable_json
 from pipeline.store import incomplete
-from pipeline.wording import verdict_lines
+from pipeline.wording import UNSEEN_DROPS, verdict_lines
 from pipeline.writes import writing
 
 if TYPE_CHECKING:  # what the commands print; loaded by the commands that run them
@@ -183,10 +183,12 @@ VERDICT_TABLE = {
     "blackout s": pl.col("blackout_s").cast(pl.String),
     "quarantine s": pl.col("q_duration_s").round(1).cast(pl.String),
     "class": pl.col("window_words"),  # findings' words for quarantine_class, as the reports
-    # no guest, nothing counted: a dash, not a reassuring 0
-    "blocked in": pl.when(pl.col("machine").is_not_null()).then(
-        pl.col("blocked_inbound").cast(pl.String)
-    ),
+    # no guest, nothing counted: a dash; a guest that logs no drops: not a reassuring 0
+    "blocked in": pl.when(pl.col("machine").is_null())
+    .then(None)
+    .when(pl.col("drops_observable"))
+    .then(pl.col("blocked_inbound").cast(pl.String))
+    .otherwise(pl.lit(UNSEEN_DROPS)),
     "verdict": pl.col("verdict"),
 }
 """The verdict table's columns, from the migrations table's: a renamed column is one line."""

@@ -48,7 +48,7 @@ from pipeline.timeline.markers import add_blocked, add_context, add_counts
 from pipeline.timeline.plot import Plot, plot_div, plotly_js, shapes, trace, white_template
 from pipeline.timeline.spans import add_migrations, add_quarantine, span_frame
 from pipeline.timeline.text import escaped_text
-from pipeline.wording import generated_by, verdict_css
+from pipeline.wording import UNSEEN_DROPS, generated_by, verdict_css
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -317,8 +317,14 @@ def _overview_table(result: Correlation, folder: str) -> str:
             f"{_cell(m['source'])} → {_cell(m['destination'])}",
             start,
             html.escape(q),
-            # no guest, nothing counted: a dash, as the reports and the terminal say
-            _cell(m["blocked_inbound"] if m["machine"] else None),
+            # no guest, nothing counted: a dash; no drops logged: no count (as the reports)
+            _cell(
+                None
+                if not m["machine"]
+                else m["blocked_inbound"]
+                if m["drops_observable"] is not False
+                else UNSEEN_DROPS
+            ),
             f'<span class="v-{html.escape(m["verdict"])}">{html.escape(m["verdict"])}</span>',
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from pipeline.printable import printable, printable_expr
-from pipeline.wording import clock_words_expr, kind_words_expr
+from pipeline.wording import UNSEEN_DROPS, clock_words_expr, kind_words_expr
 
 Part = str | pl.Expr
 """A piece of text: ``str`` is lmtrace's own markup, an expression a value (already escaped)."""
@@ -153,12 +153,16 @@ def quarantine_hover() -> pl.Expr:
             escaped(pl.col("end_words")),
         ),
         (
-            pl.col("blocked_inbound").cast(pl.String),
-            " blocked inbound (TCP ",
-            pl.col("blocked_tcp").cast(pl.String),
-            ", UDP ",
-            pl.col("blocked_udp").cast(pl.String),
-            ")",
+            pl.when(pl.col("drops_observable").fill_null(True))
+            .then(
+                pl.format(
+                    "{} blocked inbound (TCP {}, UDP {})",
+                    pl.col("blocked_inbound"),
+                    pl.col("blocked_tcp"),
+                    pl.col("blocked_udp"),
+                )
+            )
+            .otherwise(pl.lit(f"blocked inbound {UNSEEN_DROPS}")),
         ),
     )
 
