@@ -57,6 +57,7 @@ def _complete(chunk: ChunkInfo) -> bool:
     return (
         header is not None
         and chunk.valid_magic
+        and chunk.readable  # a chunk no engine may read is named as lost, not as altered
         and not chunk.truncated
         and CHUNK_HEADER_SIZE < header.free_space_offset <= CHUNK_SIZE
     )

@@ -16,6 +16,7 @@ come from one definition.
 from __future__ import annotations
 
 import itertools
+import mmap
 import struct
 import zlib
 from collections.abc import Iterator
@@ -181,6 +182,8 @@ class ChunkInfo:
     # ids found by walking the records: where the header fails its checksum (a damaged
     # signature fails it too), and in a chunk cut short, the records wholly present
     walked: range | None = None
+    # its string or template table links loop (:func:`links_loop`): no engine may read it
+    links_loop: bool = False
 
     @property
     def declared_ids(self) -> range:
@@ -194,7 +197,10 @@ class ChunkInfo:
         """Whether an engine can be asked for the chunk's records: the slot is complete
         and its signature is right, or walking it found records, behind a damaged
         signature or before the end of a file that cuts it short (pyevtx-rs skips such
-        a chunk; python-evtx reads it)."""
+        a chunk; python-evtx reads it). Never a chunk whose links loop: both engines
+        would follow them for ever."""
+        if self.links_loop:
+            return False
         return self.walked is not None or (self.valid_magic and not self.truncated)
 
     @property
@@ -238,6 +244,35 @@ def _header_crc(chunk: memoryview) -> int:
     (:meth:`ChunkHeader.computed_checksum` packs the fields again, zeroing bytes it
     does not model, which a damaged or foreign header need not hold)."""
     return zlib.crc32(chunk[CHUNK_HEADER_FIELDS_SIZE:CHUNK_HEADER_SIZE], crc32(chunk[:120]))
+
+
+_LINK = struct.Struct("<I")
+_LINK_TABLES = struct.Struct("<96I")  # 64 common-string offsets, then 32 template offsets
+_LONGEST_CHAIN = CHUNK_SIZE // 8
+"""More entries than a chunk can hold (each takes 8 bytes at least): a chain this long
+has come back on itself."""
+
+
+def links_loop(data: bytes | memoryview, at: int, end: int) -> bool:
+    """Whether the chunk at ``at`` in ``data`` (``end``: where the file's bytes stop) has
+    a common-string or template chain that comes back on itself.
+
+    Each of the chunk header's 64 string and 32 template offsets starts a chain: every
+    entry begins with the chunk offset of the next one (0 ends it). Both engines follow
+    these chains to build the chunk's caches before any record, without a bound: one
+    damaged byte that points an entry back into its chain (a fuzzed Security log's
+    0x00 turned 0xE0) kept pyevtx-rs and python-evtx busy for ever. Offsets are
+    followed as the engines follow them, into the header too; one past the chunk's
+    bytes ends the chain (the engines stop there with an error, not a hang).
+    """
+    for link in _LINK_TABLES.unpack_from(data, at + CHUNK_HEADER_FIELDS_SIZE):
+        hops = 0
+        while link and at + link + _LINK.size <= min(end, at + CHUNK_SIZE):
+            hops += 1
+            if hops > _LONGEST_CHAIN:
+                return True
+            (link,) = _LINK.unpack_from(data, at + link)
+    return False
 
 
 def walk_records(chunk: bytes, free_space_offset: int) -> range | None:
@@ -308,8 +343,9 @@ def rebuilt_header(chunks: tuple[ChunkInfo, ...]) -> FileHeader:
 
 
 def _iter_chunks(
-    f: BinaryIO, size: int, slots: range | None, checksums: bool
+    f: BinaryIO, mapped: mmap.mmap, slots: range | None, checksums: bool
 ) -> Iterator[ChunkInfo]:
+    size = len(mapped)
     index = 0 if slots is None else slots.start
     offset = FILE_HEADER_SIZE + index * CHUNK_SIZE
     while offset + CHUNK_HEADER_FIELDS_SIZE <= size and (slots is None or index < slots.stop):
@@ -343,7 +379,10 @@ def _iter_chunks(
                 walked = walk_records(data, header.free_space_offset)
             if not valid and walked is None:  # no record behind the damage after all
                 header, header_ok = None, None
-        yield ChunkInfo(index, offset, valid, header, header_ok, records_ok, truncated, walked)
+        loops = header is not None and links_loop(mapped, offset, size)
+        yield ChunkInfo(
+            index, offset, valid, header, header_ok, records_ok, truncated, walked, loops
+        )
         offset += CHUNK_SIZE
         index += 1
 
@@ -361,12 +400,13 @@ def scan_layout(
     Raises ValueError when the file is not EVTX.
     """
     path = Path(path)
-    size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(EVTX_HEAD_SIZE)
         if not is_evtx(head):
             raise ValueError("not an EVTX file (no ElfFile signature)")
-        chunks = tuple(_iter_chunks(f, size, slots, checksums))
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            size = len(mapped)
+            chunks = tuple(_iter_chunks(f, mapped, slots, checksums))
     if head[:8] != FILE_MAGIC:
         return FileLayout(rebuilt_header(chunks), False, size, chunks, header_rebuilt=True)
     header = FileHeader.unpack(head)

@@ -189,6 +189,17 @@ def _chunk_issues(path: Path, layout: FileLayout) -> list[ReadIssue]:
     issues: list[ReadIssue] = []
     with path.open("rb") as f:
         for c in layout.chunks:
+            if c.links_loop:
+                issues.append(
+                    ReadIssue(
+                        "chunk's string or template table links loop back on themselves"
+                        " (damage): no EVTX engine could ever finish reading it, so it is"
+                        f" not read; its {len(c.record_ids)} declared records are lost",
+                        chunk=c.index,
+                        offset=c.offset,
+                    )
+                )
+                continue
             if c.readable:
                 continue
             f.seek(c.offset)
@@ -250,7 +261,12 @@ class EvtxRead:
         self._extent = _extent(layout.size, slots)
         self._part = slots is not None
         rebuilt = layout.header.pack() if layout.header_rebuilt else None
-        self._view = _ChunkView(path, slots, rebuilt) if self._part or rebuilt is not None else None
+        looping = frozenset(c.index for c in layout.chunks if c.links_loop)
+        self._view = (
+            _ChunkView(path, slots, rebuilt, looping)
+            if self._part or rebuilt is not None or looping
+            else None
+        )
         self._file: BinaryIO | None = None  # an open file for a name pyevtx-rs cannot open
         self.report = ReadReport(engine=settings.engine, dirty=layout.header.dirty)
         self._chunk_issues = _chunk_issues(path, layout)
@@ -660,12 +676,20 @@ class _ChunkView(io.RawIOBase):
     None): what pyevtx-rs reads for one part of a file several readers share.
     pyevtx-rs reads chunks until the end of what it is given, whatever the header's
     chunk count. ``header``: the 4096 bytes to show in place of the file's own (a
-    header rebuilt for chunks whose file header lost its signature)."""
+    header rebuilt for chunks whose file header lost its signature). ``blanked``: chunk
+    slots shown as zero bytes, which pyevtx-rs passes over (chunks whose links loop)."""
 
-    def __init__(self, path: Path, slots: range | None, header: bytes | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        slots: range | None,
+        header: bytes | None = None,
+        blanked: frozenset[int] = frozenset(),
+    ) -> None:
         super().__init__()
         self._file = path.open("rb")
         self._header = header
+        self._blanked = blanked
         size = path.stat().st_size
         slots = slots if slots is not None else range(0, size // CHUNK_SIZE + 1)
         self._first = FILE_HEADER_SIZE + slots.start * CHUNK_SIZE
@@ -700,11 +724,24 @@ class _ChunkView(io.RawIOBase):
                 self._file.seek(self._at)
                 data = self._file.read(want)
         else:
-            self._file.seek(self._first + self._at - FILE_HEADER_SIZE)
-            data = self._file.read(want)
+            at = self._first + self._at - FILE_HEADER_SIZE
+            self._file.seek(at)
+            data = self._blank(at, self._file.read(want))
         buffer[: len(data)] = data
         self._at += len(data)
         return len(data)
+
+    def _blank(self, at: int, data: bytes) -> bytes:
+        """``data`` read at file offset ``at``, with the blanked slots' bytes zeroed."""
+        if not self._blanked:
+            return data
+        out = bytearray(data)
+        for slot in self._blanked:
+            start = FILE_HEADER_SIZE + slot * CHUNK_SIZE
+            lo, hi = max(start, at), min(start + CHUNK_SIZE, at + len(out))
+            if lo < hi:
+                out[lo - at : hi - at] = bytes(hi - lo)
+        return bytes(out)
 
     def close(self) -> None:
         self._file.close()

@@ -9,6 +9,9 @@ with one value edited, read through the whole ingest and report.
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -168,3 +171,36 @@ def test_the_command_line_says_which_file_changed(tmp_path: Path) -> None:
         f"lmtrace: altered: {folder / 'VMMS-Admin.evtx'}: 1 chunk changed after Windows wrote"
         " its checksums; read and used (named in `lmtrace files` and the report)"
     ]
+
+
+@pytest.mark.parametrize("engine", ["rust", "python"])
+def test_a_chunk_whose_links_loop_is_named_and_not_read(tmp_path: Path, engine: str) -> None:
+    """Two common strings whose links point at each other kept both EVTX engines busy for
+    ever (a fuzzed corpus log found it: one byte made an entry's link point into the
+    chunk header's table, whose slot points back at the entry). The chunk is left unread
+    and named; the others are read. Run in a process of its own, so that a hang fails
+    instead of stalling the suite."""
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    path = _log(folder, 3)
+    data = bytearray(path.read_bytes())
+    chunk = FILE_HEADER_SIZE + CHUNK_SIZE  # chunk 1
+    first, second, *_ = [o for o in struct.unpack_from("<64I", data, chunk + 128) if o]
+    struct.pack_into("<I", data, chunk + first, second)  # each entry's next link: the other
+    struct.pack_into("<I", data, chunk + second, first)
+    path.write_bytes(bytes(data))
+    store = tmp_path / "store"
+    command = ["ingest", str(folder), "--out", str(store), "--engine", engine]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    [row] = scan_files(store).collect().rows(named=True)
+    assert row["chunks_skipped"] == 1 and row["records"] == 40
+    assert row["errors"][0].startswith(
+        "chunk 1, offset 0x11000: chunk's string or template table links loop back"
+    )
+    assert row["altered"] == []  # not read, so not 'read and used'
