@@ -27,7 +27,7 @@ from pipeline.ingest import IngestProgress, IngestSummary, ingest
 from pipeline.matching import MatchSettings
 from pipeline.outputs import findings_document, write_outputs
 from pipeline.report import write_report
-from pipeline.store import incomplete, scan_events, scan_files
+from pipeline.store import incomplete, problem_files, scan_events, scan_files
 from pipeline.timeline import TIMELINE_FILE, TimelineSettings, write_timeline
 
 STORE_FOLDER = "store"
@@ -64,9 +64,14 @@ class Analysis:
 
     @property
     def exit_code(self) -> int:
-        """1 when any file or record could not be read, or the store is incomplete (the
-        verdict stands on the rest)."""
-        return 1 if self.incomplete else self.ingest.exit_code
+        """1 when any file or record of the case could not be read, or the store is
+        incomplete (the verdict stands on the rest).
+
+        The case, not this run: a re-run or an ``--add`` does not read again the files
+        the store already holds, and their problems still weigh on the verdict, as
+        ``lmtrace correlate`` of the same folder says."""
+        unread = self.ingest.exit_code or problem_files(self.files).height
+        return 1 if self.incomplete or unread else 0
 
 
 class OptionsFileError(LmtraceError):

@@ -19,6 +19,7 @@ from pipeline import __version__, quarantine
 from pipeline.correlate import Correlation
 from pipeline.csv_tables import csv_bytes
 from pipeline.printable import printable_json
+from pipeline.store import problem_files
 from pipeline.writes import parquet_bytes, write_atomic
 
 BLOCKED_COLUMNS = (
@@ -53,11 +54,7 @@ def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict
     if files is None:
         return {}
     altered = files["altered"].list.len().fill_null(0)  # null: a store from before the column
-    problems = files.filter(
-        (pl.col("records_skipped") > 0)
-        | (pl.col("chunks_skipped") > 0)
-        | (pl.col("errors").list.len() > 0)
-    )
+    problems = problem_files(files)
     return {
         "store_incomplete": incomplete,
         "files": files.height,

@@ -283,6 +283,17 @@ def scan_files(store: Path) -> pl.LazyFrame:
     return pl.scan_parquet(parts, schema=FILE_SCHEMA, missing_columns="insert")
 
 
+def problem_files(files: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a files table (:func:`scan_files`) that were not read in full: records
+    or chunks unreadable, or an error. They are the case's, whichever ingest read them: a
+    later one skips a file the store holds, and its problems still weigh on the verdict."""
+    return files.filter(
+        (pl.col("records_skipped") > 0)
+        | (pl.col("chunks_skipped") > 0)
+        | (pl.col("errors").list.len() > 0)
+    )
+
+
 def stored_sha256(store: Path) -> dict[str, str]:
     """SHA-256 -> where it was read from, for every file already in the store."""
     rows = (

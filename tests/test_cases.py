@@ -59,6 +59,40 @@ def test_other_inputs_into_a_used_out_are_refused_then_added(tmp_path: Path) -> 
     assert "**Inputs:**" in md and "healthy" in md
 
 
+def test_a_case_with_an_unreadable_file_exits_1_on_every_run_and_names_it(
+    tmp_path: Path,
+) -> None:
+    """The store holds a cut-short Security.evtx: a re-run, an --add and correlate skip
+    reading it again, and still exit 1 as the first run did, naming it on stderr."""
+    bundle = tmp_path / "b"
+    shutil.copytree(EXAMPLES / "quarantine-bug", bundle)
+    security = bundle / "APP-VM01" / "Security.evtx"
+    security.write_bytes(
+        (EXAMPLES / "quarantine-bug" / "APP-VM01" / "Security.evtx").read_bytes()[:300_000]
+    )
+    out = tmp_path / "case"
+
+    def named_once(run: object, earlier: bool) -> None:
+        lines = [line for line in run.stderr.splitlines() if str(security) in line]
+        assert len(lines) == 1 and lines[0].startswith("lmtrace: partial: "), run.stderr
+        assert "chunk cut short" in lines[0]
+        assert ("as an earlier run read it" in lines[0]) == earlier
+
+    first = _analyze(bundle, "--out", out)
+    assert first.exit_code == 1, first.output
+    named_once(first, earlier=False)
+    again = _analyze(bundle, "--out", out)
+    assert again.exit_code == 1, again.output
+    named_once(again, earlier=True)
+    assert json.loads((out / "findings.json").read_text())["integrity"]["files_with_problems"] == 1
+    added = _analyze(EXAMPLES / "healthy", "--out", out, "--add")
+    assert added.exit_code == 1, added.output
+    named_once(added, earlier=True)
+    correlated = runner.invoke(app, ["correlate", str(out), "--out", str(tmp_path / "c")])
+    assert correlated.exit_code == 1, correlated.output
+    named_once(correlated, earlier=True)
+
+
 def test_a_corrected_guest_zone_reads_the_logs_again(tmp_path: Path) -> None:
     """pfirewall.log read as UTC, then with its real zone: the rows move by an hour."""
     out = tmp_path / "case"

@@ -410,7 +410,7 @@ def correlate(
     rest); 2: fatal.
     """
     from pipeline.analyze import AnalyzeSettings, correlate_store
-    from pipeline.cli.output import print_verdict, warn_incomplete
+    from pipeline.cli.output import echo_earlier_problems, print_verdict, warn_incomplete
     from pipeline.outputs import integrity, write_outputs
     from pipeline.store import open_store, scan_files
 
@@ -423,6 +423,7 @@ def correlate(
     result = correlate_store(store, settings)
     files = scan_files(store).collect()
     write_outputs(result, out, files, note, excel)
+    echo_earlier_problems(files, ())
     print_verdict(result, out)
     partial = note or integrity(files)["files_with_problems"]
     raise typer.Exit(EXIT_PARTIAL if partial else EXIT_OK)
@@ -485,8 +486,8 @@ def analyze(
     later join it with --add; other inputs belong in another --out.
 
     Writes OUT/store (the events), findings.json, migrations/blocked/machines tables and the
-    report. Exit code 0: every file read; 1: something unreadable (named on stderr; the verdict
-    stands on the rest); 2: fatal.
+    report. Exit code 0: every file of the case read; 1: something unreadable, by this run or
+    an earlier one into --out (named on stderr; the verdict stands on the rest); 2: fatal.
     """
     from rich.progress import BarColumn, DownloadColumn, TextColumn
 
@@ -496,6 +497,7 @@ def analyze(
     from pipeline.analyze import analyze as run_analyze
     from pipeline.cli.output import (
         IngestBar,
+        echo_earlier_problems,
         echo_problems,
         print_verdict,
         stderr_progress,
@@ -526,6 +528,7 @@ def analyze(
             err=True,
         )
     echo_problems(analysis.ingest.outcomes)
+    echo_earlier_problems(analysis.files, analysis.ingest.outcomes)
     if analysis.incomplete:
         typer.echo(
             f"lmtrace: warning: {printable(out)}: {printable(analysis.incomplete)}", err=True

@@ -28,7 +28,7 @@ from rich.text import Text
 from pipeline import __version__
 from pipeline.csv_tables import csv_bytes
 from pipeline.printable import printable, printable_frame, printable_json
-from pipeline.store import incomplete
+from pipeline.store import incomplete, problem_files
 from pipeline.wording import UNSEEN_DROPS, verdict_lines
 from pipeline.writes import writing
 
@@ -250,6 +250,37 @@ def echo_problems(outcomes: Iterable[FileOutcome]) -> None:
                 " checksums; read and used (named in `lmtrace files` and the report)",
                 err=True,
             )
+
+
+def echo_earlier_problems(files: pl.DataFrame, outcomes: Iterable[FileOutcome]) -> None:
+    """One stderr line per file of the case that an earlier run could not read in full
+    and this run did not read (the store holds it already): without them a re-run or an
+    ``--add`` exits 1 naming nothing. ``files`` is the store's files table."""
+    read_now = [o.where for o in outcomes if o.status != "skipped"]
+    where = pl.when(pl.col("member").is_not_null()).then(
+        pl.format("{}!{}", "source_path", "member")
+    )
+    lines = (
+        problem_files(files)
+        .with_columns(where.otherwise(pl.col("source_path")).alias("where"))
+        .filter(~pl.col("where").is_in(read_now))
+        .unique("where", keep="last", maintain_order=True)
+        .select(
+            pl.format(
+                "lmtrace: {}: {}: {} (as an earlier run read it)",
+                pl.when(pl.col("records").is_null())
+                .then(pl.lit("refused"))
+                .when(pl.col("engine").is_null())
+                .then(pl.lit("failed"))
+                .otherwise(pl.lit("partial")),
+                "where",
+                pl.col("errors").list.first().fill_null("records or chunks unreadable"),
+            )
+        )
+        .to_series()
+    )
+    for line in lines:
+        typer.echo(printable(line), err=True)
 
 
 def ingest_summary_line(summary: IngestSummary) -> str:
