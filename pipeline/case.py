@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from parsers.model import LmtraceError
+from pipeline.store import stores_nothing
 
 CASE_FILE = "case.json"
 CASE_FORMAT = "lmtrace-case"
@@ -121,7 +122,7 @@ def open_case(
     check_out(out, inputs)
     given = tuple(dict.fromkeys(str(Path(p).absolute()) for p in inputs))
     doc = _load(out)
-    if doc is None and store.exists() and any(store.iterdir()):
+    if doc is None and not stores_nothing(store):
         before_inputs: tuple[str, ...] | None = None  # an older lmtrace's folder: inputs unknown
     else:
         before_inputs = tuple(doc["inputs"]) if doc else ()  # type: ignore[arg-type]
@@ -151,8 +152,12 @@ def open_case(
 def recorded(out: Path, case: Case) -> Iterator[Path]:
     """Write ``case.json`` before the inputs are read, so that a run killed while
     reading leaves a case that names them; put the earlier one back when the run fails
-    on a user error (inputs that hold no log, exit 2): such inputs never join the case."""
+    on a user error (inputs that hold no log, exit 2): such inputs never join the case.
+    An ``out`` this run created is removed again then if nothing is left in it (the
+    ingest removes a store it made and stored nothing in), so that a typo leaves no
+    folder behind."""
     path = out / CASE_FILE
+    made = not out.exists()
     before = path.read_bytes() if path.is_file() else None
     record = {
         "format": CASE_FORMAT,
@@ -168,6 +173,9 @@ def recorded(out: Path, case: Case) -> Iterator[Path]:
             path.unlink(missing_ok=True)
         else:
             path.write_bytes(before)
+        if made:
+            with suppress(OSError):
+                out.rmdir()  # only when empty: what the run stored stays
         raise
 
 

@@ -73,6 +73,7 @@ from pipeline.store import (
     locked,
     mark_complete,
     mark_incomplete,
+    removed_if_unused,
     stage_events,
     stored_sha256,
     sweep_scratch,
@@ -594,7 +595,7 @@ def ingest(
             raise InputError(f"{path}: no such file or folder")
     store = Path(store)
     check_outside(store, inputs)  # a store is never written into the customer's bundle
-    with writing(store):
+    with removed_if_unused(store), writing(store):
         store = init_store(store, filters)
         with locked(store):
             sweep_scratch(store)  # what a killed ingest left

@@ -35,7 +35,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,43 @@ def init_store(path: Path, filters: EventFilter) -> Path:
     for table in ("events", "files"):
         (path / table).mkdir(exist_ok=True)
     return path
+
+
+_SKELETON = frozenset({_MANIFEST, "events", "files"})
+
+
+def stores_nothing(path: Path) -> bool:
+    """Whether ``path`` holds no store data: it is absent, or what :func:`init_store` made
+    and no ingest wrote into (a run that failed before storing a row). Anything else,
+    even a folder that cannot be listed, counts as data: it is never taken for empty."""
+    if not path.exists():
+        return True
+    try:
+        return set(os.listdir(path)) <= _SKELETON and not any(
+            os.listdir(path / table) for table in ("events", "files") if (path / table).exists()
+        )
+    except OSError:
+        return False
+
+
+@contextmanager
+def removed_if_unused(path: Path) -> Iterator[Path]:
+    """Around an ingest into ``path``: when it fails having stored nothing in a store it
+    created, remove what it created (the manifest, the table folders, and the folder
+    when it did not exist), so that the corrected command finds no half-made store.
+    A folder or store that was there before is left as it was."""
+    existed, new = path.exists(), not (path / _MANIFEST).exists()
+    try:
+        yield path
+    except BaseException:
+        if new and path.is_dir() and stores_nothing(path):
+            # each step alone: the error that failed the run is the one to report
+            with suppress(OSError):
+                (path / _MANIFEST).unlink(missing_ok=True)
+            for folder in [path / "events", path / "files"] + ([] if existed else [path]):
+                with suppress(OSError):
+                    folder.rmdir()  # only ever an empty folder
+        raise
 
 
 @contextmanager

@@ -16,8 +16,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from parsers.model import EventFilter
 from pipeline.cli import app
-from pipeline.store import scan_events
+from pipeline.store import init_store, scan_events
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bundles"
 runner = CliRunner()
@@ -127,6 +128,43 @@ def test_out_that_is_a_file_or_inside_the_bundle_is_one_line(tmp_path: Path) -> 
     ingest = runner.invoke(app, ["ingest", str(bundle), "--out", str(bundle / "APP-VM01/s")])
     _one_line_error(ingest, "inside the input")
     assert sorted(p.name for p in bundle.rglob("*")) == before  # nothing written into it
+
+
+@pytest.mark.parametrize("wrong", ["empty folder", "text file", "missing"])
+def test_a_failed_first_run_leaves_nothing_and_the_corrected_one_runs(
+    tmp_path: Path, wrong: str
+) -> None:
+    """Inputs that hold no log, or none at all, exit 2 before storing a row: the run takes
+    away what it created (--out, its store), keeps what was there, and the corrected
+    command into the same --out is a first analysis, not 'an analysis whose inputs are
+    not recorded'."""
+    given = tmp_path / "given"
+    if wrong == "empty folder":
+        given.mkdir()
+    elif wrong == "text file":
+        given.write_text("notes from the customer\n")
+    out, kept = tmp_path / "out", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("the user's")
+    _one_line_error(_analyze(given, "--out", out), str(given))
+    assert not out.exists()
+    _one_line_error(_analyze(given, "--out", kept), str(given))
+    assert [p.name for p in kept.iterdir()] == ["mine.txt"]
+    store = tmp_path / "store"
+    _one_line_error(runner.invoke(app, ["ingest", str(given), "--out", str(store)]), str(given))
+    assert not store.exists()
+    corrected = _analyze(EXAMPLES / "healthy", "--out", out)
+    assert corrected.exit_code == 0, corrected.output
+    assert json.loads((out / "case.json").read_text())["inputs"] == [str(EXAMPLES / "healthy")]
+
+
+def test_an_empty_store_an_older_lmtrace_left_is_no_analysis(tmp_path: Path) -> None:
+    """An older lmtrace left OUT/store made but empty after such a failure: no inputs are
+    recorded because there are none, and the next run analyses into it."""
+    out = tmp_path / "out"
+    init_store(out / "store", EventFilter())
+    run = _analyze(EXAMPLES / "healthy", "--out", out)
+    assert run.exit_code == 0, run.output
 
 
 def test_events_and_files_read_an_analysis_folder(example_analysis) -> None:
