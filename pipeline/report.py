@@ -560,6 +560,42 @@ def md(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+MD_PROBLEM_FILES = 10
+"""Files not read in full that report.md names one by one; report.html and findings.json
+name every one (a damaged corpus can have hundreds, and report.md goes into a ticket)."""
+
+
+def unread_words(p: Mapping[str, Any]) -> str:
+    """'68 records unreadable: <first error>' for a file not read in full (one entry of
+    the findings' integrity.problems)."""
+    counts = [
+        f"{n:,} {unit}{'s' if n != 1 else ''}"
+        for n, unit in (
+            (p.get("records_skipped") or 0, "record"),
+            (p.get("chunks_skipped") or 0, "chunk"),
+        )
+        if n
+    ]
+    errors = p.get("errors") or []
+    return ": ".join(
+        ([" and ".join(counts) + " unreadable"] if counts else []) + ([errors[0]] if errors else [])
+    )
+
+
+def problem_lines(problems: Sequence[Mapping[str, Any]]) -> list[str]:
+    """report.md's list of the files not read in full, each with what was lost and the
+    first error, the first :data:`MD_PROBLEM_FILES` of them; none when all were read."""
+    if not problems:
+        return []
+    lines = ["Not read in full:", ""] + [
+        f"- {md(evidence_place(p)[0])}: {md(unread_words(p))}" for p in problems[:MD_PROBLEM_FILES]
+    ]
+    more = len(problems) - MD_PROBLEM_FILES
+    if more > 0:
+        lines.append(f"- and {more:,} more (report.html and findings.json name every one)")
+    return [*lines, ""]
+
+
 def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
     """The short report for a ticket: verdict, migrations, evidence, gaps, remediation."""
     verdict = str(doc.get("verdict", "inconclusive"))
@@ -650,7 +686,10 @@ def report_markdown(doc: Doc, timelines: Sequence[str] = ()) -> str:
             for m in doc["machines"]
         ] + [""]
     lines += [f"**Integrity:** {md(integrity_text(doc.get('integrity') or {}))}", ""]
+    lines += problem_lines((doc.get("integrity") or {}).get("problems") or [])
     altered = (doc.get("integrity") or {}).get("altered") or []
+    if altered:  # headed, not to read as more of the list above
+        lines += ["Read, but changed after Windows wrote them:", ""]
     lines += [
         f"- {md(evidence_place(a)[0])}: {md('; '.join(a.get('altered') or []))}" for a in altered
     ] + ([""] if altered else [])

@@ -166,6 +166,23 @@ def test_integrity_names_what_could_not_be_read(bug: Analysis) -> None:
     assert problem["errors"][0] in "".join(_parse(section).text)
     md = (bug.out / "report.md").read_text(encoding="utf-8")
     assert said in md
+    # report.md names the file too, with what was lost and why, escaped as all log text
+    rendered = "".join(_parse(MarkdownIt("commonmark").render(md)).text)
+    lost = f"{problem['records_skipped']:,} records unreadable: {problem['errors'][0]}"
+    assert f"{problem['source_path']}: {lost}" in rendered
+
+
+def test_markdown_names_at_most_ten_problem_files_then_counts_the_rest(bug: Analysis) -> None:
+    doc = _doc(bug)
+    [problem] = doc["integrity"]["problems"]
+    doc["integrity"]["problems"] = [
+        {**problem, "source_path": f"/bundle/log_{i:02d}.evtx"} for i in range(13)
+    ]
+    rendered = "".join(_parse(MarkdownIt("commonmark").render(report_markdown(doc))).text)
+    assert "/bundle/log_09.evtx" in rendered and "/bundle/log_10.evtx" not in rendered
+    assert "and 3 more (report.html and findings.json name every one)" in rendered
+    page = "".join(_parse(report_html(doc)).text)
+    assert "/bundle/log_12.evtx" in page
 
 
 def test_missing_logs_say_how_to_collect_them(no_audit: Analysis) -> None:
@@ -204,7 +221,8 @@ def test_markdown_is_short_and_carries_the_same_facts(bug: Analysis) -> None:
     md = (bug.out / "report.md").read_text(encoding="utf-8")
     lines = md.splitlines()
     assert "**AFFECTED**" in lines[0]
-    assert len(lines) < 40
+    named = len(doc["integrity"]["problems"])  # the files not read in full, under a heading
+    assert len(lines) < 40 + named + 3
     rows = [line for line in lines if line.startswith("| M")]
     assert len(rows) == len(doc["migrations"])
     for m in doc["migrations"]:
