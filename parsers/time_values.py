@@ -118,21 +118,27 @@ _PARTS = re.compile(_PART)
 def parse_duration(
     text: str, option: str = "duration", *, signed: bool = False, zero: bool = False
 ) -> float:
-    """Seconds from ``30s``, ``500ms``, ``2m``, ``1.5h``, ``1m30s`` or a bare number of seconds.
+    """Seconds from ``30s``, ``500ms``, ``2m``, ``1.5h``, ``1m30s`` or a bare number of seconds,
+    with an optional leading ``+``/``-``.
 
-    ``signed`` admits a leading ``+``/``-`` (a clock offset); otherwise the duration
-    must be positive (a window), or, with ``zero``, may also be nought (a tolerance).
+    ``signed`` admits any sign (a clock offset); otherwise the duration must be positive
+    (a window), or, with ``zero``, may also be nought (a tolerance). A negative or zero
+    value where it is not allowed is a duration all the same, and the error says what
+    the option needs rather than that it is no duration.
     """
     match = _DURATION.match(text.strip().lower())
     example = "+3.2s, -1500ms or -1m30s" if signed else "30s, 500ms, 2m or 1m30s"
-    if not match or (match[1] and not signed):
+    if not match:
         raise TimeValueError(f"{option}: {text!r} is not a duration such as {example}")
     body = match[2]
     parts = _PARTS.findall(body)
     seconds = sum(float(n) * _UNIT_S[unit] for n, unit in parts) if parts else float(body)
-    if not signed and (seconds < 0 or (seconds == 0 and not zero)):
-        raise TimeValueError(f"{option}: {text!r} is not a duration such as {example}")
-    return -seconds if match[1] == "-" else seconds
+    if signed:
+        return -seconds if match[1] == "-" else seconds
+    if (match[1] == "-" and seconds > 0) or (seconds == 0 and not zero):
+        least = "0 or more" if zero else "positive"
+        raise TimeValueError(f"{option}: {text!r} must be {least}, such as {example}")
+    return seconds
 
 
 # ----- points in time

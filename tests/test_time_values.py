@@ -20,6 +20,8 @@ from parsers.time_values import TimeValueError, parse_duration, parse_utc, parse
 from pipeline.cli import app
 from pipeline.matching import parse_clock_offset
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bundles"
+
 WINTER = datetime(2025, 1, 15, 12, tzinfo=timezone.utc)
 
 
@@ -66,10 +68,29 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "0", "-3s", "+3s", "ten seconds", "3d", "1m30", "s"])
-def test_a_window_is_a_positive_duration(text: str) -> None:
+@pytest.mark.parametrize("text", ["", "ten seconds", "3d", "1m30", "s", "--3s"])
+def test_what_is_no_duration_is_said_so(text: str) -> None:
     with pytest.raises(TimeValueError, match="not a duration such as 30s"):
         parse_duration(text, "--window")
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "-3s", "-1500ms", "-0.5m"])
+def test_a_window_is_a_positive_duration(text: str) -> None:
+    """Zero and negative durations are durations: the error says what the option needs."""
+    with pytest.raises(TimeValueError) as refused:
+        parse_duration(text, "--window")
+    assert (
+        str(refused.value)
+        == f"--window: {text!r} must be positive, such as 30s, 500ms, 2m or 1m30s"
+    )
+    assert parse_duration("+3s", "--window") == 3
+
+
+def test_a_tolerance_may_be_zero_but_not_negative() -> None:
+    assert parse_duration("0s", "--tolerance", zero=True) == 0
+    assert parse_duration("-0s", "--tolerance", zero=True) == 0
+    with pytest.raises(TimeValueError, match=r"^--tolerance: '-3s' must be 0 or more, such as 30s"):
+        parse_duration("-3s", "--tolerance", zero=True)
 
 
 def test_signed_durations_are_clock_offsets() -> None:
@@ -96,13 +117,14 @@ def test_times_are_utc_inside() -> None:
 _runner = CliRunner()
 
 
-def _refused(args: list[str], option: str) -> None:
-    """Exit 2 with one 'lmtrace: error: OPTION: ...' line and no traceback."""
+def _refused(args: list[str], option: str) -> str:
+    """Exit 2 with one 'lmtrace: error: OPTION: ...' line and no traceback; the line."""
     result = _runner.invoke(app, args)
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith(f"lmtrace: error: {option}: "), lines
     assert "Traceback" not in result.output
+    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -141,6 +163,31 @@ def test_every_duration_option_takes_compound_forms(tmp_path: Path) -> None:
         ["analyze", str(out), "--out", str(tmp_path / "o"), "--tolerance", "-1s"], "--tolerance"
     )
     _refused(["batch", str(out), "--out", str(tmp_path / "b"), "--timeout", "0"], "--timeout")
+
+
+def test_zero_and_negative_durations_are_refused_for_what_they_are(
+    example_analysis, tmp_path: Path
+) -> None:
+    """'-3s' and '0s' are durations: the line says what the option needs, not that they
+    are none."""
+    out = example_analysis("healthy").out
+    said = {
+        value: _refused(
+            ["timeline", str(out), "--window", value, "--out", str(tmp_path / "t.html")], "--window"
+        )
+        for value in ("0s", "-5s")
+    }
+    assert (
+        said["0s"]
+        == "lmtrace: error: --window: '0s' must be positive, such as 30s, 500ms, 2m or 1m30s"
+    )
+    assert "'-5s' must be positive" in said["-5s"]
+    tolerance = _refused(
+        ["analyze", str(EXAMPLES / "healthy"), "--out", str(tmp_path / "o"), "--tolerance", "-3s"],
+        "--tolerance",
+    )
+    assert "'-3s' must be 0 or more" in tolerance
+    assert not (tmp_path / "o").exists() and not (tmp_path / "t.html").exists()
 
 
 def test_time_and_duration_options_refuse_the_same_way(tmp_path: Path) -> None:
