@@ -264,7 +264,10 @@ them. (``window_words`` and ``end_words`` stay: the reports and the timeline sho
 
 
 def _unexplained(triggers: pl.DataFrame) -> list[str]:
-    """One line per guest that logged network changes no migration explains."""
+    """One line per guest that logged network changes no migration explains: 'at' one
+    time when they all fall in one second (a single event), else 'between' two."""
+    first = pl.col("first").dt.strftime("%Y-%m-%d %H:%M:%S")
+    last = pl.col("last").dt.strftime("%Y-%m-%d %H:%M:%S")
     return (
         triggers.group_by("machine")
         .agg(
@@ -275,12 +278,14 @@ def _unexplained(triggers: pl.DataFrame) -> list[str]:
         .sort("machine")
         .select(
             pl.format(
-                "{} logged {} network-change event(s) (Netvsc 14) between {} and {} UTC that"
-                " no migration in the bundle explains",
+                "{} logged {} network-change event{} (Netvsc 14) {} UTC that no migration in"
+                " the bundle explains",
                 "machine",
                 "n",
-                pl.col("first").dt.strftime("%Y-%m-%d %H:%M:%S"),
-                pl.col("last").dt.strftime("%Y-%m-%d %H:%M:%S"),
+                pl.when(pl.col("n") == 1).then(pl.lit("")).otherwise(pl.lit("s")),
+                pl.when(first == last)
+                .then(pl.format("at {}", first))
+                .otherwise(pl.format("between {} and {}", first, last)),
             )
         )
         .to_series()

@@ -675,11 +675,18 @@ def _check_something_to_read(inputs: list[Path], found: Discovery) -> None:
     names = ", ".join(str(p) for p in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
     if not found.skipped:
         raise InputError(f"{names}: no readable .evtx or pfirewall.log: the input holds no files")
-    first = found.skipped[0]
-    raise InputError(
-        f"{names}: no readable .evtx or pfirewall.log among {len(found.skipped)} file(s)"
-        f" (first: {display_path(first.source_path, first.member)}: {first.reason})"
+    # An archive whose members are listed is said as its members, not as one more file
+    # (a tar.gz cut short by a refused member has a line of its own).
+    opened = {s.source_path for s in found.skipped if s.member is not None}
+    files = [s for s in found.skipped if s.member is not None or s.source_path not in opened]
+    first = files[0]
+    where = f"{display_path(first.source_path, first.member)}: {first.reason}"
+    found_words = (
+        f"in the one file found ({where})"
+        if len(files) == 1
+        else f"among {len(files)} files (first: {where})"
     )
+    raise InputError(f"{names}: no readable .evtx or pfirewall.log {found_words}")
 
 
 def _ingest_locked(

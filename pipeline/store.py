@@ -74,6 +74,11 @@ class StoreError(LmtraceError):
 def open_store(path: Path) -> Path:
     """Check that ``path`` is an lmtrace store and return it; StoreError otherwise."""
     manifest = path / _MANIFEST
+    if path.is_file():
+        raise StoreError(
+            f"{path}: is a file, not a store folder (give the folder that lmtrace analyze"
+            " --out or lmtrace ingest --out wrote)"
+        )
     if not path.is_dir():
         raise StoreError(f"{path}: no such store folder (create one with lmtrace ingest --out)")
     try:

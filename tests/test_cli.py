@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import polars as pl
@@ -70,6 +71,7 @@ def test_ingest_partial_read_exits_1_and_names_the_file(corpus_dir, tmp_path):
         (["ingest", "{tmp}/nope.evtx", "--out", "{tmp}/s"], "nope.evtx: no such file or folder"),
         (["events", "{tmp}"], "not an lmtrace store"),
         (["files", "{tmp}/missing"], "no such store folder"),
+        (["files", "{store}/store.json"], "store.json: is a file, not a store folder"),
         (
             ["events", "{store}", "--since", "last tuesday"],
             "--since: 'last tuesday' is not an ISO 8601",
@@ -88,20 +90,33 @@ def test_user_errors_are_one_line_and_exit_2(store, tmp_path, args, message):
 def test_inputs_holding_no_log_are_a_user_error(corpus_dir, tmp_path):
     """A wrong folder says so (exit 2) instead of reporting zero events or a verdict built
     on nothing; logs already in the store still count as logs (exit 0, nothing added)."""
-    empty, notes = tmp_path / "empty", tmp_path / "notes"
+    empty, notes, bomb = tmp_path / "empty", tmp_path / "notes", tmp_path / "bomb.tar.gz"
     empty.mkdir()
     notes.mkdir()
     (notes / "readme.txt").write_text("not a log\n")
+    with tarfile.open(bomb, "w:gz") as tar:  # one member: 64 MiB of zeros in 65 KB
+        member = tarfile.TarInfo("bomb.evtx")
+        member.size = 64 << 20
+        tar.addfile(member, io.BytesIO(bytes(member.size)))
     for argv, message in (
         (["ingest", str(empty), "--out", str(tmp_path / "s1")], ": the input holds no files"),
         (
             ["analyze", str(notes), "--out", str(tmp_path / "o1")],
-            "among 1 file(s) (first: " + str(notes / "readme.txt") + ": not a recognized log",
+            f"in the one file found ({notes / 'readme.txt'}: not a recognized log",
+        ),
+        (  # the archive cut short after its refused member is no second file
+            ["analyze", str(bomb), "--out", str(tmp_path / "o2")],
+            f"in the one file found ({bomb}!bomb.evtx: inflates more than 200:1",
+        ),
+        (
+            ["analyze", str(notes), str(bomb), "--out", str(tmp_path / "o3")],
+            f"among 2 files (first: {notes / 'readme.txt'}: not a recognized log",
         ),
     ):
         result = runner.invoke(app, argv)
         assert result.exit_code == 2, result.output
-        assert result.stderr.startswith(f"lmtrace: error: {argv[1]}: no readable .evtx or")
+        inputs = ", ".join(argv[1 : argv.index("--out")])
+        assert result.stderr.startswith(f"lmtrace: error: {inputs}: no readable .evtx or")
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     shutil.copyfile(corpus_dir / SYSTEM, tmp_path / "System.evtx")
     for _ in range(2):
@@ -206,6 +221,7 @@ def test_every_option_teaches():
 
 _LOADED_FOR = """
 import sys
+import tarfile
 from pipeline.cli import app
 try:
     app(sys.argv[1:], prog_name="lmtrace")

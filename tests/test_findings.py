@@ -208,4 +208,13 @@ def test_a_bundle_without_migrations_is_decided_by_the_hosts_logs() -> None:
     assert (quiet.verdict, quiet.rule) == ("not-affected", "no-migration-host-logs-silent")
     unexplained = summarize(empty, facts(triggers=(10.0,)), CATALOG, TABLE)
     assert unexplained.verdict == "inconclusive"
-    assert any("network-change event" in r for r in unexplained.reasons)
+    at_once = (
+        f"app-vm01 logged 1 network-change event (Netvsc 14) at {at(10.0):%Y-%m-%d %H:%M:%S} UTC"
+    )
+    assert any(r.startswith(at_once) for r in unexplained.reasons), unexplained.reasons
+    two = summarize(empty, facts(triggers=(10.0, 70.0)), CATALOG, TABLE)
+    apart = (
+        f"app-vm01 logged 2 network-change events (Netvsc 14) between"
+        f" {at(10.0):%Y-%m-%d %H:%M:%S} and {at(70.0):%Y-%m-%d %H:%M:%S} UTC"
+    )
+    assert any(r.startswith(apart) for r in two.reasons), two.reasons
