@@ -37,12 +37,15 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from pipeline.limits import Limits
 from pipeline.writes import WriteError, os_cause
 from pipeline.zip_names import bad_zip_errors, open_zip
 from pipeline.zip_salvage import MemberStream, local_members
+
+if TYPE_CHECKING:  # discover imports this module
+    from pipeline.discover import SkipCause
 
 COPY_BLOCK = 1 << 20
 """How many bytes are copied or hashed at a time."""
@@ -71,7 +74,7 @@ class Finds(Protocol):
         kind: str,
         reason: str,
         *,
-        problem: bool,
+        cause: SkipCause,
         size: int | None = None,
         sha256: str | None = None,
     ) -> None:
@@ -128,7 +131,7 @@ class ArchiveWalker:
                 member,
                 kind,
                 f"archive nested deeper than {self.limits.max_depth} levels: not opened",
-                problem=True,
+                cause="refused",
             )
             return
         if kind == "zip":
@@ -150,7 +153,7 @@ class ArchiveWalker:
                 return
             except (OSError, ValueError) as e:
                 self.finds.skip(
-                    source_path, parent, "zip", f"not a readable zip archive: {e}", problem=True
+                    source_path, parent, "zip", f"not a readable zip archive: {e}", cause="damaged"
                 )
                 return
             infos = [i for i in archive.infolist() if not i.is_dir()]
@@ -169,7 +172,7 @@ class ArchiveWalker:
                 )
                 if reason is not None:
                     self.finds.skip(
-                        source_path, member, "unknown", reason, problem=True, size=info.file_size
+                        source_path, member, "unknown", reason, cause="refused", size=info.file_size
                     )
                 else:
                     try:
@@ -194,7 +197,7 @@ class ArchiveWalker:
                             "encrypted member: the password given (--password) does not open it"
                             if wrong
                             else f"damaged zip member: {e}",
-                            problem=True,
+                            cause="refused" if wrong else "damaged",
                             size=info.file_size,
                         )
                 self.finds.advance(info.compress_size, depth)
@@ -223,7 +226,7 @@ class ArchiveWalker:
                     )
                 )
                 if problem is not None or found.stream is None:
-                    self.finds.skip(source_path, member, "unknown", problem or "", problem=True)
+                    self.finds.skip(source_path, member, "unknown", problem or "", cause="refused")
                     continue
                 stream = found.stream
                 try:
@@ -232,7 +235,7 @@ class ArchiveWalker:
                     )
                 except zlib.error as e:
                     self.finds.skip(
-                        source_path, member, "unknown", f"damaged zip member: {e}", problem=True
+                        source_path, member, "unknown", f"damaged zip member: {e}", cause="damaged"
                     )
                     break
                 self.finds.advance(stream.consumed, depth)
@@ -245,7 +248,7 @@ class ArchiveWalker:
         said = f"not a readable zip archive ({error}): {read} member(s) read from local headers"
         if cut is not None:
             said += f"; {cut} is cut short or damaged, and read as far as it goes"
-        self.finds.skip(source_path, parent, "zip", said, problem=True)
+        self.finds.skip(source_path, parent, "zip", said, cause="damaged")
 
     def _7z(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
         """A 7-Zip archive (py7zr), its members checked as a zip's are, then decompressed in
@@ -260,7 +263,7 @@ class ArchiveWalker:
             archive = py7zr.SevenZipFile(path, mode="r", password=self.password)
             infos = archive.list()
         except py7zr.PasswordRequired:
-            self.finds.skip(source_path, parent, "7z", _7Z_NEEDS_PASSWORD, problem=True)
+            self.finds.skip(source_path, parent, "7z", _7Z_NEEDS_PASSWORD, cause="refused")
             return
         except Exception as e:  # py7zr raises many types for damaged or misdecrypted bytes
             maybe = " (the --password given is wrong, or it is damaged)" if self.password else ""
@@ -269,7 +272,7 @@ class ArchiveWalker:
                 parent,
                 "7z",
                 f"not a readable 7z archive{maybe}: {_why(e)}",
-                problem=True,
+                cause="damaged",
             )
             return
         with archive:
@@ -285,7 +288,12 @@ class ArchiveWalker:
                 )
                 if reason is not None:
                     self.finds.skip(
-                        source_path, member, "unknown", reason, problem=True, size=info.uncompressed
+                        source_path,
+                        member,
+                        "unknown",
+                        reason,
+                        cause="refused",
+                        size=info.uncompressed,
                     )
                 else:
                     wanted[info.filename] = member
@@ -294,11 +302,11 @@ class ArchiveWalker:
                 if wanted:
                     archive.extract(targets=list(wanted), factory=sink)
             except Refused as refused:
-                self.finds.skip(source_path, sink.current, "unknown", str(refused), problem=True)
+                self.finds.skip(source_path, sink.current, "unknown", str(refused), cause="refused")
             except WriteError:
                 raise
             except py7zr.PasswordRequired:  # a readable listing, encrypted members
-                self.finds.skip(source_path, parent, "7z", _7Z_NEEDS_PASSWORD, problem=True)
+                self.finds.skip(source_path, parent, "7z", _7Z_NEEDS_PASSWORD, cause="refused")
             except Exception as e:
                 self.finds.skip(
                     source_path,
@@ -306,7 +314,7 @@ class ArchiveWalker:
                     "7z",
                     "damaged 7z archive or wrong password (members not yet extracted are not "
                     f"read): {_why(e)}",
-                    problem=True,
+                    cause="damaged",
                 )
             finally:
                 sink.discard_partial()
@@ -329,7 +337,7 @@ class ArchiveWalker:
                                 "tar",
                                 f"members after {info.name!r} not read: a compressed tar "
                                 "stream cannot skip a refused member without inflating it",
-                                problem=True,
+                                cause="refused",
                             )
                             return
                         self.finds.advance(raw.count - before, depth)
@@ -340,7 +348,7 @@ class ArchiveWalker:
                     parent,
                     "tar",
                     f"damaged tar archive (members after this point not read): {e}",
-                    problem=True,
+                    cause="damaged",
                 )
 
     def _tar_member(
@@ -362,10 +370,12 @@ class ArchiveWalker:
         elif reason is None and not info.isreg():
             reason = "device or special file member: never extracted"
         elif reason is None and (too_big := self._budget_problem(info.size)):
-            self.finds.skip(source_path, member, "unknown", too_big, problem=True, size=info.size)
+            self.finds.skip(
+                source_path, member, "unknown", too_big, cause="refused", size=info.size
+            )
             return False
         if reason is not None:
-            self.finds.skip(source_path, member, "unknown", reason, problem=True, size=info.size)
+            self.finds.skip(source_path, member, "unknown", reason, cause="refused", size=info.size)
             return True
         stream = archive.extractfile(info)
         start = raw.count
@@ -386,7 +396,7 @@ class ArchiveWalker:
                 self.finds.advance(raw.count, depth)
             except (OSError, EOFError, zlib.error) as e:
                 self.finds.skip(
-                    source_path, member, "gzip", f"damaged gzip stream: {e}", problem=True
+                    source_path, member, "gzip", f"damaged gzip stream: {e}", cause="damaged"
                 )
 
     # ----- limits and copying
@@ -467,7 +477,7 @@ class ArchiveWalker:
                     write(block)
         except Refused as refused:
             out.unlink()
-            self.finds.skip(source_path, member, "unknown", str(refused), problem=True)
+            self.finds.skip(source_path, member, "unknown", str(refused), cause="refused")
             return False
         except BaseException:
             out.unlink(missing_ok=True)

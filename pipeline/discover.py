@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
 
 from parsers.evtx_layout import EVTX_HEAD_SIZE, is_evtx
 from parsers.foreign_logs import foreign_log
@@ -41,9 +43,12 @@ __all__ = [
     "HEAD_SIZE",
     "READABLE_KINDS",
     "RECOGNIZERS",
+    "SKIP_STATUS",
     "Discovery",
     "InputError",
     "Limits",
+    "SkipCause",
+    "SkipStatus",
     "Skipped",
     "Source",
     "discover",
@@ -69,6 +74,33 @@ A new parser adds one pair here and one reader in ingest.py's ``_READERS``.
 READABLE_KINDS: frozenset[str] = frozenset(kind for kind, _ in RECOGNIZERS)
 ARCHIVE_KINDS = ("zip", "7z", "tar", "gzip")
 """Kinds pipeline/archives.py opens (each recognized by its signature in :func:`kind_of`)."""
+
+
+SkipCause = Literal[
+    "not a log", "repeat", "other log form", "link", "unreadable", "refused", "damaged"
+]
+"""Why a file found was not read (its reason says it in words, with the details)."""
+
+SkipStatus = Literal["skipped", "refused"]
+
+SKIP_STATUS: Mapping[SkipCause, SkipStatus] = MappingProxyType(
+    {
+        # Not logs: listed, with nothing to fix and no problem to report.
+        "not a log": "skipped",  # bytes of no log kind (a README, ground_truth.json, empty)
+        "repeat": "skipped",  # a log's bytes already read here or in the store: read once
+        # Logs sent that lmtrace did not read: each is a problem (named on stderr, in the
+        # files table's errors and the report, exit code 1), because the verdict then
+        # stands without them, and a support engineer must know what to ask for instead.
+        "other log form": "refused",  # an XML / CSV / text export, a legacy .evt
+        "link": "refused",  # a symbolic link inside a folder (to a file or a folder)
+        "unreadable": "refused",  # cannot be opened, read or listed (permissions)
+        "refused": "refused",  # an archive member unsafe, over a limit, or encrypted
+        "damaged": "refused",  # an archive, or its rest, that cannot be read
+    }
+)
+"""What each cause makes of a file not read: the one place that decides which are
+problems. A file that could have held events the customer meant to send is one; a
+file that is not a log, or repeats one, is only listed."""
 
 
 class InputError(LmtraceError):
@@ -97,21 +129,25 @@ class Source:
 
 @dataclass(frozen=True)
 class Skipped:
-    """Something found but not read, and why.
-
-    ``problem`` is True when it could have held a log and was refused (unsafe
-    or over a limit) or is damaged: the run is then partial. Files that are
-    simply not logs, or repeat bytes already read, are not problems.
-    """
+    """Something found but not read: why in words (``reason``) and as a :data:`SkipCause`."""
 
     source_path: str
     member: str | None
     kind: str
     reason: str
-    problem: bool
+    cause: SkipCause
     size: int | None = None
     sha256: str | None = None
     name_escaped: bool = False  # source_path and member written by pipeline.names
+
+    @property
+    def status(self) -> SkipStatus:
+        return SKIP_STATUS[self.cause]
+
+    @property
+    def problem(self) -> bool:
+        """A log sent that was not read: the run is then partial (:data:`SKIP_STATUS`)."""
+        return self.status == "refused"
 
 
 @dataclass
@@ -168,13 +204,13 @@ class _Walk:
         kind: str,
         reason: str,
         *,
-        problem: bool,
+        cause: SkipCause,
         size: int | None = None,
         sha256: str | None = None,
     ) -> None:
         source_path, member, escaped = as_text(source_path, member)
         self.found.skipped.append(
-            Skipped(source_path, member, kind, reason, problem, size, sha256, escaped)
+            Skipped(source_path, member, kind, reason, cause, size, sha256, escaped)
         )
 
     def advance(self, nbytes: int, depth: int) -> None:
@@ -203,10 +239,9 @@ class _Walk:
             for entry, peek in zip(entries, peeks, strict=True):
                 if isinstance(entry, OSError):
                     reason = f"cannot list folder: {entry.strerror}"
-                    self.skip(str(entry.filename), None, "unknown", reason, problem=True)
+                    self.skip(str(entry.filename), None, "unknown", reason, cause="unreadable")
                 elif isinstance(entry, str):
-                    reason = "symbolic link inside a folder: not followed"
-                    self.skip(entry, None, "unknown", reason, problem=False)
+                    self.skip(entry, None, "unknown", _link_reason(entry), cause="link")
                 elif peek is not None:
                     peeked = peek.result()
                     self.advance(peeked.hashed, 1)
@@ -218,8 +253,10 @@ class _Walk:
             pool.shutdown(cancel_futures=True)
 
     def _walk(self, path: Path) -> Iterator[Path | str | OSError]:
-        """A folder's contents in name order: files (Path), symbolic links (their name) and
-        folders that cannot be listed (the error; os.walk would skip them silently)."""
+        """A folder's contents in name order: files (Path), symbolic links to files or
+        folders (their name: os.walk lists a link to a folder among the folders and does
+        not enter it) and folders that cannot be listed (the error; os.walk would skip
+        them silently)."""
         errors: list[OSError] = []
         for folder, dirs, files in os.walk(path, onerror=errors.append):
             yield from errors
@@ -229,7 +266,8 @@ class _Walk:
             if self.exclude is not None and _inside(here, self.exclude):
                 dirs.clear()
                 continue
-            for name in sorted(files):
+            links = [name for name in dirs if (here / name).is_symlink()]
+            for name in sorted(files + links):
                 entry = here / name
                 yield str(entry) if entry.is_symlink() else entry
         yield from errors
@@ -238,9 +276,9 @@ class _Walk:
         """A file on disk given by the user: read in place, never copied."""
         source_path = str(path)
         if peeked.problem is not None:
-            self.skip(source_path, None, peeked.kind, peeked.problem, problem=True)
+            self.skip(source_path, None, peeked.kind, peeked.problem, cause="unreadable")
         elif not peeked.regular:
-            self.skip(source_path, None, "unknown", "not a regular file", problem=False)
+            self.skip(source_path, None, "unknown", "not a regular file", cause="not a log")
         elif peeked.kind in READABLE_KINDS and peeked.sha256 is not None:
             self._readable(
                 path, source_path, None, peeked.size, peeked.sha256, peeked.kind, extracted=False
@@ -249,8 +287,8 @@ class _Walk:
             self.archives.open(path, peeked.kind, source_path, None, depth=1)
         else:
             self.advance(peeked.size, 1)
-            reason = _unknown_reason(peeked.size, peeked.head)
-            self.skip(source_path, None, "unknown", reason, problem=False, size=peeked.size)
+            cause, reason = _unknown(peeked.size, peeked.head)
+            self.skip(source_path, None, "unknown", reason, cause=cause, size=peeked.size)
 
     # ----- classification of a file's bytes
 
@@ -276,7 +314,7 @@ class _Walk:
                 if stored
                 else f"same bytes as {earlier}: read once"
             )
-            self.skip(source_path, member, kind, reason, problem=False, size=size, sha256=sha256)
+            self.skip(source_path, member, kind, reason, cause="repeat", size=size, sha256=sha256)
             return
         self.seen[sha256] = display_path(text_path, text_member)
         self.found.sources.append(
@@ -296,15 +334,8 @@ class _Walk:
         if kind in ARCHIVE_KINDS:
             self.archives.open(path, kind, source_path, member, depth + 1)
         else:
-            self.skip(
-                source_path,
-                member,
-                "unknown",
-                _unknown_reason(size, head),
-                problem=False,
-                size=size,
-                sha256=sha256,
-            )
+            cause, reason = _unknown(size, head)
+            self.skip(source_path, member, "unknown", reason, cause=cause, size=size, sha256=sha256)
         path.unlink()
 
 
@@ -425,7 +456,20 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _unknown_reason(size: int, head: bytes) -> str:
+def _unknown(size: int, head: bytes) -> tuple[SkipCause, str]:
+    """Why a file of no readable kind is not read: an event log in another form (a
+    problem: :data:`SKIP_STATUS`), or not a log."""
     if size == 0:
-        return "empty file"
-    return foreign_log(head) or "not a recognized log (neither EVTX nor a known text log)"
+        return "not a log", "empty file"
+    foreign = foreign_log(head)
+    if foreign is not None:
+        return "other log form", foreign
+    return "not a log", "not a recognized log (neither EVTX nor a known text log)"
+
+
+def _link_reason(path: str) -> str:
+    """Why a symbolic link inside a folder is not read: links are never followed (one
+    could lead out of the bundle, or around in a loop), so the file it names is not read."""
+    if os.path.isdir(path):
+        return "symbolic link to a folder inside a folder: not followed (nothing under it is read)"
+    return "symbolic link inside a folder: not followed"

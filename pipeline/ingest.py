@@ -81,6 +81,8 @@ from pipeline.store import (
 from pipeline.writes import WriteError, writing
 
 Status = Literal["read", "partial", "failed", "skipped", "refused"]
+"""What became of a file: read (whole or in part), failed, or one of
+pipeline.discover.SKIP_STATUS for a file not read."""
 
 _PROGRESS_FLUSH = 1 << 20  # a worker reports progress at most once per MiB read
 
@@ -767,9 +769,8 @@ def _ingest_locked(
             append_files(store, pl.DataFrame(rows, schema=FILE_SCHEMA))
         raise
     for item in found.skipped:
-        status: Status = "refused" if item.problem else "skipped"
         outcomes.append(
-            FileOutcome(item.source_path, item.member, item.kind, status, message=item.reason)
+            FileOutcome(item.source_path, item.member, item.kind, item.status, message=item.reason)
         )
         if item.problem or item.kind == "unknown":
             rows.append(_skipped_row(item, version))

@@ -254,3 +254,49 @@ def test_the_script_a_reading_process_runs_again_loads_no_command_line():
     assert "pipeline.__main__" in loaded  # the check itself ran
     assert not {m for m in loaded if m.split(".")[0] in {"typer", "click", "rich", "polars"}}
     assert not {m for m in loaded if m.startswith("pipeline.cli")}
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bundles"
+
+
+def test_logs_sent_in_forms_lmtrace_cannot_read_are_named_as_problems(tmp_path):
+    """An XML export, a legacy .evt and symbolic links (to a log, to a folder of logs)
+    were logs the customer sent: each is named on stderr, in the files table's errors and
+    in the report's "What could not be read", and the run exits 1; the ground truth
+    beside the logs is not a log, and stays quiet."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(EXAMPLES / "quarantine-bug", bundle)
+    guest = bundle / "APP-VM01"
+    (guest / "Security.evtx").unlink()
+    (guest / "Security.xml").write_text(
+        '<?xml version="1.0"?><Events><Event xmlns="http://schemas.microsoft.com/win/2004/08/'
+        'events/event"><System><EventID>5152</EventID></System></Event></Events>'
+    )
+    (guest / "Application.evt").write_bytes(b"\x30\0\0\0LfLe" + bytes(40))
+    (guest / "pfirewall.log").unlink()
+    (guest / "pfirewall.log").symlink_to(EXAMPLES / "quarantine-bug/APP-VM01/pfirewall.log")
+    (bundle / "HV-NODE3").symlink_to(EXAMPLES / "healthy/HV-NODE1", target_is_directory=True)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", str(bundle), "--out", str(out), "--jobs", "1"])
+    assert result.exit_code == 1, result.output
+    refused = {
+        Path(path).name: reason
+        for _, _, path, reason in (
+            line.split(": ", 3)
+            for line in result.stderr.splitlines()
+            if line.startswith("lmtrace: refused: ")
+        )
+    }
+    assert set(refused) == {"Security.xml", "Application.evt", "pfirewall.log", "HV-NODE3"}
+    assert refused["Security.xml"].startswith("an event log exported as XML, not EVTX")
+    assert refused["Application.evt"].startswith("a legacy .evt event log")
+    assert refused["pfirewall.log"] == "symbolic link inside a folder: not followed"
+    assert refused["HV-NODE3"].startswith("symbolic link to a folder inside a folder")
+    listed = scan_files(out / "store").collect()
+    errors = {Path(p).name: e for p, e in listed.select("source_path", "errors").rows()}
+    assert {name: errors[name] for name in refused} == {n: [r] for n, r in refused.items()}
+    assert errors["ground_truth.json"] == []
+    report = (out / "report.html").read_text(encoding="utf-8")
+    integrity = report[report.index('id="integrity"') : report.index('id="catalog"')]
+    assert all(name in integrity for name in refused)
+    assert "ground_truth.json" not in integrity

@@ -164,8 +164,9 @@ def test_an_evtx_whose_file_header_lost_its_signature_is_still_evtx(layout):
 
 
 def test_event_logs_in_forms_lmtrace_does_not_read_are_named(layout, corpus_dir):
-    """Exports customers send instead of .evtx are skipped (not problems: their
-    events may be in the .evtx beside them) with what they are and what to ask for."""
+    """Exports customers send instead of .evtx are refused, as problems (the verdict
+    stands without their events), with what they are and what to ask for; a note beside
+    them is not a log, and stays quiet."""
     inputs, out, scratch = layout
     xml = (
         '<?xml version="1.0" encoding="UTF-16"?>\r\n<Events><Event xmlns="http://schemas.'
@@ -185,7 +186,8 @@ def test_event_logs_in_forms_lmtrace_does_not_read_are_named(layout, corpus_dir)
     shutil.copyfile(real, inputs / "real.xml")
     found = run([inputs], out, scratch)
     reasons = {Path(s.source_path).name: s.reason for s in found.skipped}
-    assert not any(s.problem for s in found.skipped)
+    refused = {Path(s.source_path).name for s in found.skipped if s.status == "refused"}
+    assert refused == {"System.xml", "real.xml", "System.csv", "events.csv", "SysEvent.Evt"}
     assert reasons["System.xml"].startswith("an event log exported as XML, not EVTX")
     assert reasons["real.xml"] == reasons["System.xml"]
     assert reasons["System.csv"].startswith("an event list exported as CSV or text")
