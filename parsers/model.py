@@ -65,6 +65,9 @@ FILE_SCHEMA: dict[str, pl.DataType] = {
     "size": pl.Int64(),
     "sha256": pl.String(),
     "kind": pl.String(),  # "evtx", "pfirewall", ...
+    # a file not read because its bytes repeat one already read (here or in an earlier
+    # ingest): that file, as `path` or `archive!member`; its events are stored once, under it
+    "same_as": pl.String(),
     "engine": pl.String(),  # engine that produced the rows
     "fallback": pl.String(),  # why the default engine was not used, or null
     "records": pl.Int64(),  # rows read from the file

@@ -81,13 +81,13 @@ SkipCause = Literal[
 ]
 """Why a file found was not read (its reason says it in words, with the details)."""
 
-SkipStatus = Literal["skipped", "refused"]
+SkipStatus = Literal["skipped", "repeated", "refused"]
 
 SKIP_STATUS: Mapping[SkipCause, SkipStatus] = MappingProxyType(
     {
         # Not logs: listed, with nothing to fix and no problem to report.
         "not a log": "skipped",  # bytes of no log kind (a README, ground_truth.json, empty)
-        "repeat": "skipped",  # a log's bytes already read here or in the store: read once
+        "repeat": "repeated",  # a log's bytes already read here or in the store: read once
         # Logs sent that lmtrace did not read: each is a problem (named on stderr, in the
         # files table's errors and the report, exit code 1), because the verdict then
         # stands without them, and a support engineer must know what to ask for instead.
@@ -129,7 +129,11 @@ class Source:
 
 @dataclass(frozen=True)
 class Skipped:
-    """Something found but not read: why in words (``reason``) and as a :data:`SkipCause`."""
+    """Something found but not read: why in words (``reason``) and as a :data:`SkipCause`.
+
+    ``same_as`` names the file (``path`` or ``archive!member``) whose bytes a repeat
+    holds: the events are stored once, under that file's name.
+    """
 
     source_path: str
     member: str | None
@@ -139,6 +143,7 @@ class Skipped:
     size: int | None = None
     sha256: str | None = None
     name_escaped: bool = False  # source_path and member written by pipeline.names
+    same_as: str | None = None
 
     @property
     def status(self) -> SkipStatus:
@@ -207,10 +212,11 @@ class _Walk:
         cause: SkipCause,
         size: int | None = None,
         sha256: str | None = None,
+        same_as: str | None = None,
     ) -> None:
         source_path, member, escaped = as_text(source_path, member)
         self.found.skipped.append(
-            Skipped(source_path, member, kind, reason, cause, size, sha256, escaped)
+            Skipped(source_path, member, kind, reason, cause, size, sha256, escaped, same_as)
         )
 
     def advance(self, nbytes: int, depth: int) -> None:
@@ -314,7 +320,10 @@ class _Walk:
                 if stored
                 else f"same bytes as {earlier}: read once"
             )
-            self.skip(source_path, member, kind, reason, cause="repeat", size=size, sha256=sha256)
+            self.skip(
+                source_path, member, kind, reason, cause="repeat", size=size, sha256=sha256,
+                same_as=earlier,
+            )  # fmt: skip
             return
         self.seen[sha256] = display_path(text_path, text_member)
         self.found.sources.append(

@@ -80,9 +80,11 @@ from pipeline.store import (
 )
 from pipeline.writes import WriteError, writing
 
-Status = Literal["read", "partial", "failed", "skipped", "refused"]
+Status = Literal["read", "partial", "failed", "repeated", "skipped", "refused"]
 """What became of a file: read (whole or in part), failed, or one of
 pipeline.discover.SKIP_STATUS for a file not read."""
+
+STATUSES: tuple[Status, ...] = ("read", "partial", "failed", "repeated", "skipped", "refused")
 
 _PROGRESS_FLUSH = 1 << 20  # a worker reports progress at most once per MiB read
 
@@ -158,6 +160,11 @@ class IngestSummary:
         return sum(1 for o in self.outcomes if o.status == status)
 
     @property
+    def files(self) -> dict[Status, int]:
+        """Files by status, in the order the summary line says them."""
+        return {s: self.count(s) for s in STATUSES}
+
+    @property
     def problems(self) -> tuple[FileOutcome, ...]:
         """Files partly read, unreadable, or refused: the reasons the run is partial."""
         return tuple(o for o in self.outcomes if o.problem)
@@ -170,9 +177,7 @@ class IngestSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "store": str(self.store),
-            "files": {
-                s: self.count(s) for s in ("read", "partial", "failed", "skipped", "refused")
-            },
+            "files": self.files,
             "records": self.records,
             "records_kept": self.records_kept,
             "records_skipped": self.records_skipped,
@@ -536,6 +541,7 @@ def _skipped_row(item: Skipped, version: str) -> dict[str, Any]:
         "size": item.size,
         "sha256": item.sha256,
         "kind": item.kind,
+        "same_as": item.same_as,
         "records": None,
         "errors": [item.reason] if item.problem else [],
         "channels": [],
@@ -772,8 +778,9 @@ def _ingest_locked(
         outcomes.append(
             FileOutcome(item.source_path, item.member, item.kind, item.status, message=item.reason)
         )
-        if item.problem or item.kind == "unknown":
-            rows.append(_skipped_row(item, version))
+        # every file seen gets its row; one already listed (the same name and bytes, as in
+        # a second ingest of the same input) is not listed twice (append_files)
+        rows.append(_skipped_row(item, version))
     if rows:
         marks.changing()
         append_files(store, pl.DataFrame(rows, schema=FILE_SCHEMA))

@@ -44,6 +44,20 @@ BLOCKED_COLUMNS = (
 )
 
 
+FILE_SORTS: dict[str, pl.Expr] = {
+    "logs_read": pl.col("records").is_not_null(),
+    "logs_repeated": pl.col("same_as").is_not_null(),
+    "files_not_logs": pl.col("records").is_null()
+    & pl.col("same_as").is_null()
+    & (pl.col("errors").list.len() == 0),
+    "files_refused": pl.col("records").is_null() & (pl.col("errors").list.len() > 0),
+}
+"""The four sorts of file in the files table, each counted in the integrity (they add up
+to ``files``), as ingest names them: read (whole, in part, or failed: a log it tried),
+repeated (a log's bytes already read: stored once), skipped (not a log) and refused
+(a log, or what may hold one, that was not read; pipeline.discover.SKIP_STATUS)."""
+
+
 def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict[str, object]:
     """What could not be read, from the store's files table: the verdict stands on the rest;
     and the chunks that were read but changed after Windows wrote them (``altered``).
@@ -55,9 +69,13 @@ def integrity(files: pl.DataFrame | None, incomplete: str | None = None) -> dict
         return {}
     altered = files["altered"].list.len().fill_null(0)  # null: a store from before the column
     problems = problem_files(files)
+    counts = files.select(**{key: rows.sum() for key, rows in FILE_SORTS.items()}).row(
+        0, named=True
+    )
     return {
         "store_incomplete": incomplete,
         "files": files.height,
+        **counts,
         "files_with_problems": problems.height,
         "records_read": int(files["records"].sum() or 0),
         "records_unreadable": int(files["records_skipped"].sum() or 0),

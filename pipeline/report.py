@@ -125,8 +125,13 @@ def integrity_text(integ: Mapping[str, Any]) -> str:
     if not integ:
         return "No file table was given: read problems are not known."
     incomplete = f"Warning: {integ['store_incomplete']}. " if integ.get("store_incomplete") else ""
+    not_logs = integ.get("files_not_logs", 0)
     return incomplete + (
-        f"{integ.get('files', 0)} files read, {integ.get('files_with_problems', 0)} with problems; "
+        f"{integ.get('files', 0)} files: {integ.get('logs_read', 0)} logs read, "
+        f"{integ.get('logs_repeated', 0)} repeating a log already read (stored once), "
+        f"{not_logs} not {'a log' if not_logs == 1 else 'logs'}, "
+        f"{integ.get('files_refused', 0)} refused; "
+        f"{integ.get('files_with_problems', 0)} with problems; "
         f"{integ.get('records_read', 0):,} records read, "
         f"{integ.get('records_unreadable', 0):,} records and "
         f"{integ.get('chunks_unreadable', 0):,} chunks unreadable."

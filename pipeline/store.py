@@ -337,10 +337,11 @@ def problem_files(files: pl.DataFrame) -> pl.DataFrame:
 
 
 def stored_sha256(store: Path) -> dict[str, str]:
-    """SHA-256 -> where it was read from, for every file already in the store."""
+    """SHA-256 -> where it was read from, for every file already in the store (a repeat's
+    row names the file it repeats, which is where its events were read from)."""
     rows = (
         scan_files(store)
-        .filter(pl.col("sha256").is_not_null())
+        .filter(pl.col("sha256").is_not_null() & pl.col("same_as").is_null())
         .select("sha256", "source_path", "member")
         .unique("sha256", keep="first", maintain_order=True)
         .collect()

@@ -124,7 +124,7 @@ def test_inputs_holding_no_log_are_a_user_error(corpus_dir, tmp_path):
             app, ["ingest", str(tmp_path / "System.evtx"), "--out", str(tmp_path / "s2")]
         )
         assert again.exit_code == 0, again.output
-    assert "files 0 read" in again.stdout and "1 skipped" in again.stdout
+    assert "files 0 read" in again.stdout and "1 repeated" in again.stdout
 
 
 def test_usage_errors_exit_2(store):
@@ -300,3 +300,5 @@ def test_logs_sent_in_forms_lmtrace_cannot_read_are_named_as_problems(tmp_path):
     integrity = report[report.index('id="integrity"') : report.index('id="catalog"')]
     assert all(name in integrity for name in refused)
     assert "ground_truth.json" not in integrity
+    doc = json.loads((out / "findings.json").read_text())["integrity"]
+    assert (doc["files_refused"], doc["files_not_logs"]) == (4, 1)

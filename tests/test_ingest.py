@@ -128,9 +128,21 @@ def test_identical_files_are_read_once(corpus_dir, manifest, tmp_path):
     with zipfile.ZipFile(inputs / "bundle.zip", "w") as zf:
         zf.write(inputs / "Small.evtx", "host/Small.evtx")
     summary = ingest([inputs], tmp_path / "store")
-    assert (summary.count("read"), summary.count("skipped")) == (1, 2)
+    assert (summary.count("read"), summary.count("repeated")) == (1, 2)
     assert summary.events_stored == manifest_records(manifest, SMALL)
-    assert scan_files(tmp_path / "store").collect().height == 1
+    # every copy is listed, naming the file read, whose row alone counts the events
+    listed = scan_files(tmp_path / "store").collect().sort("source_path", "member")
+    first = str(inputs / "Small-copy.evtx")  # the first in name order
+    assert listed.select("source_path", "member", "same_as", "records").rows() == [
+        (first, None, None, manifest_records(manifest, SMALL)),
+        (str(inputs / "Small.evtx"), None, first, None),
+        (str(inputs / "bundle.zip"), "host/Small.evtx", first, None),
+    ]
+    assert listed["sha256"].n_unique() == 1 and listed["errors"].list.len().sum() == 0
+    # a second ingest of the same inputs lists none of them twice, and stores no event twice
+    again = ingest([inputs], tmp_path / "store")
+    assert again.count("repeated") == 3 and again.events_stored == 0
+    assert scan_files(tmp_path / "store").collect().height == 3
 
 
 def test_reingest_changes_nothing(corpus_dir, tmp_path):
@@ -140,7 +152,7 @@ def test_reingest_changes_nothing(corpus_dir, tmp_path):
     before = tree(store)
     again = ingest(inputs, store)
     assert tree(store) == before
-    assert again.count("skipped") == 2 and again.events_stored == 0 and again.exit_code == 0
+    assert again.count("repeated") == 2 and again.events_stored == 0 and again.exit_code == 0
     assert all("already in the store" in o.message for o in again.outcomes)
     assert first.events_stored == scan_events(store).select(pl.len()).collect().item()
 
@@ -256,7 +268,7 @@ def test_an_interrupted_ingest_keeps_finished_files_with_their_rows(corpus_dir, 
     assert incomplete(store) is None
     assert [(Path(o.source_path).name, o.status) for o in again.outcomes] == [
         ("b-Small.evtx", "read"),
-        ("a-System.evtx", "skipped"),
+        ("a-System.evtx", "repeated"),
     ]
     assert again.events_duplicate == 0
 

@@ -14,13 +14,15 @@ import re
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 
+import polars as pl
 import pytest
 from markdown_it import MarkdownIt
 
 from parsers.evtx_writer import Damage, EventSpec, WriteOptions, write_evtx
-from pipeline.analyze import Analysis, AnalyzeSettings, analyze
+from pipeline.analyze import STORE_FOLDER, Analysis, AnalyzeSettings, analyze
 from pipeline.report import report_html, report_markdown
 from pipeline.simulate import SimulateOptions, simulate
+from pipeline.store import scan_files
 
 DAMAGED = "HV-NODE2/Microsoft-Windows-Hyper-V-Worker-Operational.evtx"
 
@@ -155,8 +157,12 @@ def test_integrity_names_what_could_not_be_read(bug: Analysis) -> None:
     assert integ["files_with_problems"] == 1 and integ["chunks_unreadable"] == 0
     assert integ["records_unreadable"] > 0
     section = _section(_html(bug), "integrity")
+    sorts = ("logs_read", "logs_repeated", "files_not_logs", "files_refused")
+    assert sum(integ[key] for key in sorts) == integ["files"]
     said = (
-        f"{integ['files']} files read, 1 with problems; {integ['records_read']:,} records read, "
+        f"{integ['files']} files: {integ['logs_read']} logs read, {integ['logs_repeated']}"
+        f" repeating a log already read (stored once), {integ['files_not_logs']} not a log, 0"
+        f" refused; 1 with problems; {integ['records_read']:,} records read, "
         f"{integ['records_unreadable']:,} records and 0 chunks unreadable"
     )
     assert said in section
@@ -264,3 +270,25 @@ def test_log_strings_show_as_text_in_both_formats(bug: Analysis) -> None:
         assert "script" not in rendered.tags and "img" not in rendered.tags
         assert "a" not in rendered.tags  # no link made from log text
         assert f"reason {evil}" in "".join(rendered.text)
+
+
+def test_every_file_seen_is_counted_alike_everywhere(example_analysis) -> None:
+    """The example holds 14 logs (three of them byte-identical empty logs) and its
+    ground_truth.json: the ingest summary, the files table, findings.json and the report
+    count the same 15 files the same way, and each copy is listed, naming the log read."""
+    analysis = example_analysis("quarantine-bug")
+    listed = scan_files(analysis.out / STORE_FOLDER).collect()
+    integ = _doc(analysis)["integrity"]
+    by_status = analysis.ingest.files
+    assert listed.height == integ["files"] == sum(by_status.values()) == 15
+    sorts = (integ["logs_read"], integ["logs_repeated"], integ["files_not_logs"])
+    assert sorts == (by_status["read"], by_status["repeated"], by_status["skipped"]) == (12, 2, 1)
+    ha = "Microsoft-Windows-Hyper-V-High-Availability-Admin.evtx"
+    copies = listed.filter(pl.col("same_as").is_not_null()).sort("source_path")
+    assert [p.split("/")[-2:] for p in copies["source_path"]] == [
+        ["HV-NODE1", "Microsoft-Windows-Hyper-V-Worker-Admin.evtx"],
+        ["HV-NODE2", ha],
+    ]
+    assert all(s.endswith(f"HV-NODE1/{ha}") for s in copies["same_as"])
+    said = "15 files: 12 logs read, 2 repeating a log already read (stored once), 1 not a log"
+    assert said in (analysis.out / "report.md").read_text(encoding="utf-8")

@@ -332,7 +332,7 @@ def files(
     frame = scan_files(store).sort("source_path", "member", nulls_last=False).collect()
     title = None
     if fmt is FilesFormat.table:  # long absolute paths: show them under their common folder
-        frame, title = relative_paths(frame, "source_path")
+        frame, title = relative_paths(frame, "source_path", "same_as")
     emit(
         frame,
         fmt.value,
@@ -344,6 +344,7 @@ def files(
             "records",
             "records_skipped",
             "chunks_skipped",
+            "same_as",
             "errors",
         ],
         free="errors",

@@ -85,9 +85,11 @@ def emit(
         sys.stdout.flush()
 
 
-def relative_paths(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, str | None]:
+def relative_paths(frame: pl.DataFrame, column: str, *also: str) -> tuple[pl.DataFrame, str | None]:
     """``column``'s paths relative to the folder they share, and a title naming it; the
-    frame unchanged (and no title) when they share none."""
+    frame unchanged (and no title) when they share none. The paths of the ``also``
+    columns under that folder are shown relative to it too (a file named by another
+    row must read as that row names it)."""
     given = frame[column].drop_nulls()
     paths = [p for p in given.unique().to_list() if os.path.isabs(p)]
     if not paths or len(paths) != given.n_unique():
@@ -97,8 +99,13 @@ def relative_paths(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, str 
         common = os.path.dirname(common)
     if common in ("", os.sep):
         return frame, None
-    cut = len(common.rstrip(os.sep)) + 1
-    return frame.with_columns(pl.col(column).str.slice(cut)), f"files under {common}"
+    prefix = common.rstrip(os.sep) + os.sep
+    cut = len(prefix)
+    under = [
+        pl.when(pl.col(c).str.starts_with(prefix)).then(pl.col(c).str.slice(cut)).otherwise(c)
+        for c in also
+    ]
+    return frame.with_columns(pl.col(column).str.slice(cut), *under), f"files under {common}"
 
 
 def terminal_width() -> int | None:
@@ -285,9 +292,7 @@ def echo_earlier_problems(files: pl.DataFrame, outcomes: Iterable[FileOutcome]) 
 
 def ingest_summary_line(summary: IngestSummary) -> str:
     """The one-line account of an ingest: files by outcome, records, events, seconds."""
-    files = ", ".join(
-        f"{summary.count(s)} {s}" for s in ("read", "partial", "failed", "skipped", "refused")
-    )
+    files = ", ".join(f"{n} {status}" for status, n in summary.files.items())
     return (
         f"{printable(summary.store)}: files {files}; records {summary.records:,} read, "
         f"{summary.records_skipped:,} unreadable; events {summary.events_stored:,} stored, "
