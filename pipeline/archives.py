@@ -385,7 +385,7 @@ class ArchiveWalker:
 
     def _gzip(self, path: Path, source_path: str, parent: str | None, depth: int) -> None:
         """A gzip stream that is not a tar: one compressed file (``System.evtx.gz``)."""
-        name = path.name if parent is None else parent.rsplit("/", 1)[-1]
+        name = path.name if parent is None else parent.replace("\\", "/").rsplit("/", 1)[-1]
         inner = name[:-3] if name.lower().endswith(".gz") else name + ".out"
         member = _join(parent, inner) if parent else inner
         with path.open("rb") as f:
@@ -582,5 +582,9 @@ def _overlapping_members(infos: list[zipfile.ZipInfo]) -> set[int]:
 
 
 def _join(parent: str | None, name: str) -> str:
-    name = name.replace("\\", "/").lstrip("/")
+    """A member's name inside its parent archive's, as the archive stores it: a name is
+    evidence, and one rewritten (``/tmp/x`` as ``tmp/x``, ``C:\\W\\x`` as ``C:/W/x``) can
+    make a refused member look like a harmless one. Controls are escaped where it is
+    shown (pipeline/printable.py); it is never a path on disk (members are copied to
+    generated names)."""
     return f"{parent}/{name}" if parent else name
