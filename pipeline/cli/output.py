@@ -263,7 +263,7 @@ def echo_earlier_problems(files: pl.DataFrame, outcomes: Iterable[FileOutcome]) 
     """One stderr line per file of the case that an earlier run could not read in full
     and this run did not read (the store holds it already): without them a re-run or an
     ``--add`` exits 1 naming nothing. ``files`` is the store's files table."""
-    read_now = [o.where for o in outcomes if o.status != "skipped"]
+    read_now = [o.where for o in outcomes if o.status not in ("skipped", "repeated")]
     where = pl.when(pl.col("member").is_not_null()).then(
         pl.format("{}!{}", "source_path", "member")
     )
