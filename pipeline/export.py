@@ -25,7 +25,7 @@ so that they sit where the report and the blocked table put them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
@@ -82,8 +82,8 @@ ANALYSIS_FIELDS = (
     "blocked_inbound",
 )
 UNPLACED = (
-    "pfirewall.log local times exported as if UTC: the log names no zone, none was given"
-    " (--guest-tz) and this store has no analysis to take it from; export the analysis"
+    "pfirewall.log local times shown as if UTC: the log names no zone, none was given"
+    " (--guest-tz) and this store has no analysis to take it from; read the analysis"
     " folder (lmtrace analyze --out OUT) instead"
 )
 CSV_COLUMNS = (*HEAD, *PLASO, *OWN_FIELDS, "data", "lmtrace_version", *ANALYSIS_FIELDS)
@@ -159,6 +159,44 @@ def _unnamed_computers(store: Path, renamed: dict[str, str]) -> dict[str, str]:
     )
 
 
+def _placed(
+    events: pl.LazyFrame,
+    case: _Case,
+    filters: EventFilter | None,
+    named: dict[str, str],
+    facts: pl.DataFrame,
+    renamed: dict[str, str],
+) -> tuple[pl.DataFrame, list[str]]:
+    """``events`` filtered, with pfirewall.log local times placed in the zone the analysis
+    found (when the store is an analysis folder's), and the notes saying where they were
+    placed. The times are filtered after they are placed: lines still in local time
+    would be kept or dropped by the wrong hour."""
+    timed = EventFilter(since=filters.since, until=filters.until) if filters else EventFilter()
+    if filters is not None:
+        events = events.filter(replace(filters, since=None, until=None).expr())
+    frame = computers_of_unnamed(named, events.collect())
+    notes: list[str] = []
+    if case.machines is not None:
+        placed, notes = firewall_zone.resolve(frame.lazy(), facts, renamed)
+        frame = placed.collect()
+    elif frame.select(firewall_zone.UNRESOLVED.any()).item():
+        notes = [UNPLACED]
+    return frame.filter(timed.expr()), list(notes)
+
+
+def placed_events(
+    store: Path, filters: EventFilter | None = None
+) -> tuple[pl.DataFrame, list[str]]:
+    """The events of ``store`` (a store, an analysis folder, or ``OUT/store``) that match
+    ``filters``, with pfirewall.log local times placed as the analysis placed them, as
+    export writes them; and the notes saying which zone placed them, or that nothing
+    could (a bare store ingested without ``--guest-tz``: then they show as stored)."""
+    case = _case(store)
+    facts, renamed = _zones(case.machines)
+    events = scan_events(case.store)
+    return _placed(events, case, filters, _unnamed_computers(case.store, renamed), facts, renamed)
+
+
 def _event_parts(store: Path) -> list[Path]:
     """The store's event parts, in the layout store.py documents (events/*.parquet)."""
     return table_parts(store / "events")
@@ -226,15 +264,8 @@ def export_store(
             sink.write((BOM if excel else b"") + (",".join(CSV_COLUMNS) + "\n").encode())
         for part in _event_parts(store):
             events = pl.scan_parquet(part, schema=EVENT_SCHEMA)
-            if filters is not None:
-                events = events.filter(filters.expr())
-            frame = computers_of_unnamed(named, events.collect())
-            if case.machines is not None:
-                placed, said = firewall_zone.resolve(frame.lazy(), facts, renamed)
-                frame = placed.collect()
-                notes.update(dict.fromkeys(said))
-            elif frame.select(firewall_zone.UNRESOLVED.any()).item():
-                notes[UNPLACED] = None
+            frame, said = _placed(events, case, filters, named, facts, renamed)
+            notes.update(dict.fromkeys(said))
             frame = frame.join(evidence, on=list(EVENT_KEY), how="left", nulls_equal=True)
             timed = frame.filter(pl.col("timestamp").is_not_null())
             without_time += frame.height - timed.height

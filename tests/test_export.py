@@ -258,7 +258,37 @@ def test_firewall_times_placed_in_the_zone_the_guests_system_log_names(
     assert run.exit_code == 0, run.output
     run = CliRunner().invoke(app, ["export", str(tmp_path / "bare"), "--out", str(tmp_path / "y")])
     assert run.exit_code == 0, run.output
-    assert "pfirewall.log local times exported as if UTC" in run.output
+    assert "pfirewall.log local times shown as if UTC" in run.output
+
+
+def test_events_and_time_filters_see_firewall_lines_where_the_analysis_placed_them(
+    tmp_path: Path,
+) -> None:
+    """`lmtrace events` of an analysis folder shows pfirewall.log lines at the UTC time the
+    analysis placed them (08:02:32 Berlin is 07:02:32 UTC), says so, and --since/--until
+    and export's filters compare that time, not the local one read as UTC."""
+    from pipeline.analyze import AnalyzeSettings, analyze
+
+    out = tmp_path / "case"
+    analyze([EXAMPLES / "quarantine-bug"], out, AnalyzeSettings())
+    base = ["events", str(out), "--channel", "pfirewall.log", "--format", "csv"]
+    run = CliRunner().invoke(app, [*base, "--limit", "1"])
+    assert run.exit_code == 0, run.output
+    assert "local times read in Europe/Berlin" in run.stderr
+    first = run.stdout.splitlines()[1]
+    assert first.startswith("2025-03-04T07:02:32.000000Z,") and '""time"": ""08:02:32""' in first
+    window = ["--since", "2025-03-04T07:02:00Z", "--until", "2025-03-04T07:02:59Z"]
+    run = CliRunner().invoke(app, [*base, *window])
+    assert run.exit_code == 0, run.output
+    shown = run.stdout.splitlines()[1:]
+    assert shown and all(line.startswith("2025-03-04T07:02:") for line in shown)
+    export = tmp_path / "x.csv"
+    run = CliRunner().invoke(
+        app, ["export", str(out), "--out", str(export), "--format", "csv", *window]
+    )
+    assert run.exit_code == 0, run.output
+    exported = [x for x in export.read_text("utf-8").splitlines()[1:] if "pfirewall" in x]
+    assert len(exported) == len(shown)
 
 
 def test_csv_tags_are_lists_timesketch_reads_as_tags(

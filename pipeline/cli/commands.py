@@ -285,26 +285,32 @@ def events(
         ),
     ] = None,
 ) -> None:
-    """Print the stored events that match the filters, in time order, to stdout."""
+    """Print the stored events that match the filters, in time order, to stdout.
+
+    pfirewall.log lines carry local times: in an analysis folder they are shown (and
+    --since/--until compare them) in the zone the analysis placed them in, as the report
+    and `lmtrace export` do; a note on stderr says which."""
     import polars as pl
 
     from pipeline.cli.output import emit, warn_incomplete
-    from pipeline.store import open_store, scan_events
+    from pipeline.export import placed_events
+    from pipeline.printable import printable
+    from pipeline.store import open_store
 
-    store = _store(store)
-    warn_incomplete(open_store(store))
-    selected = scan_events(store, event_filter(event_id, channel, provider, since, until)).sort(
-        "timestamp", "computer", "channel", "record_id", nulls_last=True
-    )
+    warn_incomplete(open_store(_store(store)))
+    placed, notes = placed_events(store, event_filter(event_id, channel, provider, since, until))
+    for note in notes:
+        typer.echo(f"lmtrace: note: {printable(note)}", err=True)
+    selected = placed.sort("timestamp", "computer", "channel", "record_id", nulls_last=True)
     if limit is None and fmt is EventsFormat.table:
         limit = 100
-        total = selected.select(pl.len()).collect().item()
-        if total > limit:
+        if selected.height > limit:
             typer.echo(
-                f"lmtrace: showing the first {limit} of {total:,} events (--limit N, --format csv)",
+                f"lmtrace: showing the first {limit} of {selected.height:,} events"
+                " (--limit N, --format csv)",
                 err=True,
             )
-    frame = (selected.head(limit) if limit is not None else selected).collect(engine="streaming")
+    frame = selected.head(limit) if limit is not None else selected
     if fmt is EventsFormat.table:  # a space between payload fields: the table wraps there
         frame = frame.with_columns(pl.col("data").str.replace_all('","', '", "', literal=True))
     emit(
