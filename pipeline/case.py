@@ -88,6 +88,20 @@ def check_out(out: Path, inputs: Sequence[Path]) -> None:
     check_outside(out, inputs)
 
 
+def check_no_case(out: Path, store_folder: str) -> None:
+    """``lmtrace correlate`` writes findings and tables only: into a folder that holds an
+    analysis (its case file, or its store) it would leave that analysis' report, timeline
+    and saved options beside findings they disagree with (another case's, or other
+    options')."""
+    if (out / CASE_FILE).exists() or (out / store_folder / "store.json").exists():
+        raise CaseError(
+            f"{out}: holds an lmtrace analysis, whose report and timeline correlate would"
+            " leave disagreeing with its findings: choose a new --out, or run lmtrace analyze"
+            f" with the case's inputs and the new options into {out} (its logs are not read"
+            " again)"
+        )
+
+
 def check_outside(out: Path, inputs: Sequence[Path]) -> None:
     """``out`` lies outside every input folder: analyze's and ingest's check, as batch's."""
     resolved = Path(out).resolve()

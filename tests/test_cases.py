@@ -189,3 +189,18 @@ def test_batch_skips_an_input_that_holds_no_log(tmp_path: Path, again: bool) -> 
     assert f"lmtrace: note: {archive / 'README.md'}: holds no .evtx" in run.stderr
     assert "1 ok, 0 partial, 0 failed" in run.stdout and "1 skipped" in run.stdout
     assert "failed:" not in run.stderr
+
+
+def test_correlate_does_not_write_into_an_analysis_folder(tmp_path: Path) -> None:
+    """correlate writes findings only: into an analysis folder (another case's, or its own
+    with other options) it left a report and timeline disagreeing with them."""
+    case, other = tmp_path / "case", tmp_path / "other"
+    assert _analyze(EXAMPLES / "quarantine-bug", "--out", case).exit_code == 0
+    assert _analyze(EXAMPLES / "healthy", "--out", other).exit_code == 0
+    before = (other / "findings.json").read_bytes()
+    for target in (other, case):
+        run = runner.invoke(app, ["correlate", str(case), "--out", str(target)])
+        _one_line_error(run, "holds an lmtrace analysis", "lmtrace analyze")
+    assert (other / "findings.json").read_bytes() == before
+    fresh = runner.invoke(app, ["correlate", str(case), "--out", str(tmp_path / "new")])
+    assert fresh.exit_code == 0, fresh.output

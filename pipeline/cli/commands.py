@@ -416,11 +416,13 @@ def correlate(
     the store is incomplete (an ingest into it did not finish; the verdict stands on the
     rest); 2: fatal.
     """
-    from pipeline.analyze import AnalyzeSettings, correlate_store
+    from pipeline.analyze import STORE_FOLDER, AnalyzeSettings, correlate_store
+    from pipeline.case import check_no_case
     from pipeline.cli.output import echo_earlier_problems, print_verdict, warn_incomplete
     from pipeline.outputs import integrity, write_outputs
     from pipeline.store import open_store, scan_files
 
+    check_no_case(out, STORE_FOLDER)
     settings = AnalyzeSettings(
         correlate=correlate_settings(host, guest, map_file, clock_offset, tolerance),
         catalogs=tuple(catalog or ()),
