@@ -30,7 +30,7 @@ from parsers.evtx_layout import (
     CHUNK_SIZE,
     ChunkInfo,
     FileLayout,
-    crc32,
+    records_intact,
     scan_layout,
 )
 from parsers.model import ReadIssue
@@ -112,9 +112,8 @@ def altered_chunks(path: Path, layout: FileLayout, *, whole: bool = True) -> lis
                 if not chunk.header_crc_ok:
                     found.append(ReadIssue(HEADER_ALTERED, chunk=chunk.index, offset=chunk.offset))
                     continue
-                f.seek(chunk.offset + CHUNK_HEADER_SIZE)
-                records = f.read(header.free_space_offset - CHUNK_HEADER_SIZE)
-                if crc32(records) != header.records_checksum:
+                f.seek(chunk.offset)
+                if not records_intact(f.read(header.free_space_offset), header):
                     found.append(ReadIssue(RECORDS_ALTERED, chunk=chunk.index, offset=chunk.offset))
     except OSError:
         pass

@@ -275,6 +275,16 @@ def links_loop(data: bytes | memoryview, at: int, end: int) -> bool:
     return False
 
 
+def records_intact(chunk: bytes | memoryview, header: ChunkHeader) -> bool:
+    """Whether the records of a chunk (``chunk``: its bytes from its start, at least up to
+    its free space) match the records checksum its header carries."""
+    end = header.free_space_offset
+    return (
+        CHUNK_HEADER_SIZE <= end <= len(chunk)
+        and crc32(chunk[CHUNK_HEADER_SIZE:end]) == header.records_checksum
+    )
+
+
 def walk_records(chunk: bytes, free_space_offset: int) -> range | None:
     """The record ids a chunk's records carry, found by following each record's size
     from the first record to the free space (to the end of ``chunk`` where the free
@@ -367,11 +377,7 @@ def _iter_chunks(
             view = memoryview(data)
             header_ok = _header_crc(view) == header.checksum
             if checksums:
-                end = header.free_space_offset
-                records_ok = (
-                    CHUNK_HEADER_SIZE <= end <= len(data)
-                    and crc32(view[CHUNK_HEADER_SIZE:end]) == header.records_checksum
-                )
+                records_ok = records_intact(view, header)
             if not header_ok or truncated:
                 if len(data) < CHUNK_SIZE:
                     f.seek(offset)

@@ -41,7 +41,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import polars as pl
 
@@ -84,7 +84,7 @@ Status = Literal["read", "partial", "failed", "repeated", "skipped", "refused"]
 """What became of a file: read (whole or in part), failed, or one of
 pipeline.discover.SKIP_STATUS for a file not read."""
 
-STATUSES: tuple[Status, ...] = ("read", "partial", "failed", "repeated", "skipped", "refused")
+STATUSES: tuple[Status, ...] = get_args(Status)
 
 _PROGRESS_FLUSH = 1 << 20  # a worker reports progress at most once per MiB read
 
