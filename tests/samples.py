@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from parsers.evtx_layout import CHUNK_SIZE, FILE_HEADER_SIZE
-from parsers.evtx_writer import EventSpec, UserDataSpec, write_evtx
+from parsers.evtx_writer import Damage, EventSpec, UserDataSpec, WriteOptions, write_evtx
 from pipeline.simulate.layouts import LAYOUTS, VML_NAMESPACE
 from pipeline.store import scan_events
 
@@ -224,6 +224,26 @@ def renamed_bundle(bundle: Path, store: Path, out: Path, names: Mapping[str, str
     for log in bundle.rglob("pfirewall.log"):
         shutil.copyfile(log, out / log.relative_to(bundle))
     return out
+
+
+def numbered_log(path: Path, records: int, per_chunk: int, damage: Damage | None = None) -> Path:
+    """A VMMS-Admin log written by the project's writer: ``records`` events a second apart,
+    ``per_chunk`` to a chunk (ids 1..records); record i names VM ``APP-VM<i>`` in four
+    digits, a fixed width that a test can edit in place."""
+    start = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
+    events = (
+        EventSpec(
+            timestamp=start + timedelta(seconds=i),
+            provider="Microsoft-Windows-Hyper-V-VMMS",
+            event_id=20417,
+            channel="Microsoft-Windows-Hyper-V-VMMS-Admin",
+            computer="HV-NODE1",
+            event_data=(("VmName", f"APP-VM{i:04d}"), ("Index", str(i))),
+        )
+        for i in range(records)
+    )
+    write_evtx(path, events, WriteOptions(damage, max_records_per_chunk=per_chunk))
+    return path
 
 
 def large_log(path: Path, min_bytes: int) -> Path:

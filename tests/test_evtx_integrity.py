@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -22,12 +21,13 @@ from typer.testing import CliRunner
 from parsers.evtx_integrity import ASIDE_CHUNKS, HEADER_ALTERED, RECORDS_ALTERED, altered_chunks
 from parsers.evtx_layout import CHUNK_SIZE, FILE_HEADER_SIZE, scan_layout
 from parsers.evtx_reader import Provenance, ReadSettings, read_evtx, split_slots
-from parsers.evtx_writer import Damage, EventSpec, WriteOptions, write_evtx
+from parsers.evtx_writer import Damage
 from pipeline.cli import app
 from pipeline.ingest import ingest
 from pipeline.outputs import integrity
 from pipeline.report import integrity_text
 from pipeline.store import scan_events, scan_files
+from tests import samples
 
 VSS = "parsers/omerbenamram-evtx__2-vss_0-Microsoft-Windows-{}%4Operational.evtx"
 RDP_CORE = VSS.format("RemoteDesktopServices-RdpCoreTS")
@@ -38,26 +38,9 @@ OPEN_WHEN_COPIED = (
 )
 
 
-def _events(count: int) -> list[EventSpec]:
-    start = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
-    return [
-        EventSpec(
-            timestamp=start + timedelta(seconds=i),
-            provider="Microsoft-Windows-Hyper-V-VMMS",
-            event_id=20415,
-            channel="Microsoft-Windows-Hyper-V-VMMS-Admin",
-            computer="HV-NODE1",
-            event_data=(("VmName", f"APP-VM{i:04d}"), ("Index", str(i))),
-        )
-        for i in range(count)
-    ]
-
-
 def _log(folder: Path, chunks: int, damage: Damage | None = None) -> Path:
     """A log of ``chunks`` chunks of 20 records each (record i names VM APP-VM<i>)."""
-    path = folder / "VMMS-Admin.evtx"
-    write_evtx(path, _events(20 * chunks), WriteOptions(damage, max_records_per_chunk=20))
-    return path
+    return samples.numbered_log(folder / "VMMS-Admin.evtx", 20 * chunks, 20, damage)
 
 
 def _edit_vm_name(path: Path, record: int, to: str) -> int:

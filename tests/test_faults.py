@@ -22,7 +22,6 @@ import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import evtx
@@ -33,7 +32,6 @@ from typer.testing import CliRunner, Result
 
 from parsers.evtx_layout import scan_layout
 from parsers.evtx_reader import Provenance, ReadSettings, read_evtx
-from parsers.evtx_writer import EventSpec, WriteOptions, write_evtx
 from pipeline.analyze import AnalyzeSettings, correlate_store
 from pipeline.cli import app
 from pipeline.ingest import ingest
@@ -645,21 +643,8 @@ def test_control_characters_in_names_are_escaped_in_every_output(
 @pytest.fixture(scope="module")
 def five_chunks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A writer-made log of 300 records in five chunks of 60 (ids 1..300)."""
-    start = datetime(2025, 3, 4, 9, 0, tzinfo=timezone.utc)
-    events = (
-        EventSpec(
-            timestamp=start + timedelta(seconds=i),
-            provider="Microsoft-Windows-Hyper-V-VMMS",
-            event_id=20417,
-            channel="Microsoft-Windows-Hyper-V-VMMS-Admin",
-            computer="HV-NODE1",
-            event_data=(("VmName", f"vm{i}"), ("Index", str(i))),
-        )
-        for i in range(300)
-    )
     path = tmp_path_factory.mktemp("chunks") / "five-chunks.evtx"
-    write_evtx(path, events, WriteOptions(max_records_per_chunk=60))
-    return path
+    return samples.numbered_log(path, 300, 60)
 
 
 def file_row(store: Path, name: str) -> dict:
